@@ -21,7 +21,7 @@ from typing import Any
 import attrs
 
 from reconciler.registry.errors import RegistryError
-from reconciler.registry.reference import _DOCKER_HUB_ALIASES, DOCKER_HUB
+from reconciler.registry.reference import DOCKER_HUB_ALIASES, DOCKER_HUB
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def _registry_of_key(key: str) -> str | None:
         if not _VERSION_PATH.fullmatch(host[slash:]):
             return None
         host = host[:slash]
-    return DOCKER_HUB if host in _DOCKER_HUB_ALIASES else host
+    return DOCKER_HUB if host in DOCKER_HUB_ALIASES else host
 
 
 def _parse_entry(entry: Any, where: str, path: Path) -> Credentials | None:

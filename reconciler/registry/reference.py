@@ -15,7 +15,7 @@ from reconciler.registry.errors import RegistryError
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API_HOST = "registry-1.docker.io"
-_DOCKER_HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io"}
+DOCKER_HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io"}
 
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN = re.compile(
@@ -105,7 +105,7 @@ def parse_repository(name: str) -> Repository:
         registry, path = first, rest
     else:
         registry, path = DOCKER_HUB, name
-    if registry in _DOCKER_HUB_ALIASES:
+    if registry in DOCKER_HUB_ALIASES:
         registry = DOCKER_HUB
         if "/" not in path:
             path = f"library/{path}"

@@ -1,0 +1,203 @@
+"""Registry authentication: the ``/v2/`` ping, ``WWW-Authenticate`` challenges, bearer tokens.
+
+Tokens are cached per set of scopes until shortly before they expire, so a run of
+thousands of requests asks the token service once per repository and action.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from urllib.parse import urlencode
+
+import attrs
+import httpx
+
+from reconciler.registry.credentials import Credentials
+from reconciler.registry.errors import RegistryError
+from reconciler.registry.transport import Transport
+
+CredentialSource = Callable[[], Awaitable[Credentials | None]]
+
+_DEFAULT_TOKEN_LIFETIME = 60.0
+_EXPIRY_MARGIN = 10.0
+_CHALLENGE_START = re.compile(r"\s*([A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]*)(?:\s+|$)")
+_PARAM = re.compile(r'\s*([A-Za-z0-9_-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))\s*(?:,|$)')
+
+
+@attrs.frozen
+class Challenge:
+    scheme: str
+    realm: str | None = None
+    service: str | None = None
+    scopes: tuple[str, ...] = ()
+    error: str | None = None
+
+
+def parse_challenges(header: str) -> list[Challenge]:
+    """Parse ``WWW-Authenticate``; a header may hold several challenges, each with params."""
+    challenges = []
+    rest = header
+    while rest.strip():
+        start = _CHALLENGE_START.match(rest)
+        if not start:
+            break
+        scheme = start.group(1).lower()
+        rest = rest[start.end():]
+        params: dict[str, str] = {}
+        while True:
+            param = _PARAM.match(rest)
+            if not param:
+                break
+            value = param.group(2) if param.group(2) is not None else param.group(3)
+            params[param.group(1).lower()] = re.sub(r"\\(.)", r"\1", value)
+            rest = rest[param.end():]
+        challenges.append(Challenge(
+            scheme=scheme,
+            realm=params.get("realm"),
+            service=params.get("service"),
+            scopes=tuple(params["scope"].split()) if params.get("scope") else (),
+            error=params.get("error"),
+        ))
+    return challenges
+
+
+def repository_scope(path: str, *actions: str) -> str:
+    return f"repository:{path}:{','.join(actions)}"
+
+
+def _merge_scopes(*groups: Iterable[str]) -> tuple[str, ...]:
+    """Union keeping first-seen order, so the push scope stays first."""
+    seen: dict[str, None] = {}
+    for group in groups:
+        for scope in group:
+            seen.setdefault(scope, None)
+    return tuple(seen)
+
+
+@attrs.define
+class _Token:
+    value: str = attrs.field(repr=False)
+    expires_at: float
+
+
+class Authenticator:
+    """Authorization headers for one registry, learned from its challenge."""
+
+    def __init__(self, transport: Transport, credentials: CredentialSource) -> None:
+        self._transport = transport
+        self._credentials = credentials
+        self._challenge: Challenge | None = None
+        self._pinged = False
+        self._ping_lock = asyncio.Lock()
+        self._tokens: dict[tuple[str, ...], _Token] = {}
+        self._token_locks: dict[tuple[str, ...], asyncio.Lock] = {}
+
+    async def authorization(self, scopes: tuple[str, ...]) -> str | None:
+        await self._ping()
+        challenge = self._challenge
+        if challenge is None:
+            return None
+        if challenge.scheme == "basic":
+            return await self._basic_header()
+        if challenge.scheme == "bearer":
+            return f"Bearer {await self._token(scopes)}"
+        raise RegistryError(f"{self._transport.host}: unsupported authentication scheme {challenge.scheme!r}")
+
+    async def retry_authorization(self, response: httpx.Response, scopes: tuple[str, ...]) -> str | None:
+        """After a 401: learn the new challenge, drop the stale token, widen the scopes if asked."""
+        challenges = parse_challenges(response.headers.get("WWW-Authenticate", ""))
+        if not challenges:
+            return None
+        self._challenge = challenges[0]
+        if self._challenge.scheme == "bearer":
+            wanted = _merge_scopes(scopes, self._challenge.scopes)
+            self._tokens.pop(wanted, None)
+            self._tokens.pop(scopes, None)
+            return f"Bearer {await self._token(wanted)}"
+        if self._challenge.scheme == "basic":
+            return await self._basic_header()
+        return None
+
+    async def _ping(self) -> None:
+        if self._pinged:
+            return
+        async with self._ping_lock:
+            if self._pinged:
+                return
+            base = await self._transport.base_url()
+            response = await self._transport.request("GET", f"{base}/v2/")
+            if response.status_code == 401:
+                challenges = parse_challenges(response.headers.get("WWW-Authenticate", ""))
+                self._challenge = challenges[0] if challenges else None
+            self._pinged = True
+
+    async def _basic_header(self) -> str | None:
+        credentials = await self._credentials()
+        if credentials is None or credentials.username is None or credentials.password is None:
+            return None
+        raw = f"{credentials.username}:{credentials.password}".encode()
+        return "Basic " + base64.b64encode(raw).decode("ascii")
+
+    async def _token(self, scopes: tuple[str, ...]) -> str:
+        lock = self._token_locks.setdefault(scopes, asyncio.Lock())
+        async with lock:
+            token = self._tokens.get(scopes)
+            if token is None or token.expires_at <= time.monotonic():
+                token = await self._fetch_token(scopes)
+                self._tokens[scopes] = token
+            return token.value
+
+    async def _fetch_token(self, scopes: tuple[str, ...]) -> _Token:
+        challenge = self._challenge
+        assert challenge is not None and challenge.scheme == "bearer"
+        if not challenge.realm:
+            raise RegistryError(f"{self._transport.host}: bearer challenge without a realm")
+        credentials = await self._credentials()
+        if credentials is not None and credentials.identity_token:
+            response = await self._transport.request(
+                "POST",
+                challenge.realm,
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+                content=urlencode({
+                    "grant_type": "refresh_token",
+                    "refresh_token": credentials.identity_token,
+                    "service": challenge.service or "",
+                    "scope": " ".join(scopes),
+                    "client_id": "image-syncer",
+                }).encode(),
+            )
+        else:
+            query = [("service", challenge.service)] if challenge.service else []
+            query += [("scope", scope) for scope in scopes]
+            url = challenge.realm + ("&" if "?" in challenge.realm else "?") + urlencode(query)
+            response = await self._transport.request("GET", url, auth_header=await self._basic_header())
+        if response.status_code in (401, 403):
+            who = "the given credentials" if credentials else "anonymous access"
+            raise RegistryError(
+                f"{self._transport.host}: token service {_without_query(challenge.realm)} refused "
+                f"{who} (HTTP {response.status_code}) for {' '.join(scopes) or 'registry access'}"
+            )
+        if response.status_code != 200:
+            raise RegistryError(
+                f"{self._transport.host}: token service {_without_query(challenge.realm)} "
+                f"answered HTTP {response.status_code}"
+            )
+        try:
+            body = response.json()
+            value = body.get("token") or body.get("access_token")
+            lifetime = float(body.get("expires_in") or _DEFAULT_TOKEN_LIFETIME)
+        except (ValueError, AttributeError, TypeError):
+            value = None
+        if not value:
+            raise RegistryError(
+                f"{self._transport.host}: token service {_without_query(challenge.realm)} gave no token"
+            )
+        return _Token(value=value, expires_at=time.monotonic() + max(lifetime - _EXPIRY_MARGIN, 1.0))
+
+
+def _without_query(url: str) -> str:
+    return url.split("?", 1)[0]

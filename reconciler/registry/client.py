@@ -1,0 +1,355 @@
+"""The distribution API of one registry: manifests and blobs, with every byte verified.
+
+One ``RegistryClient`` per registry host shares one connection pool and one token
+cache; ``Registries`` hands them out so a run never opens two pools to one host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+from collections.abc import AsyncIterator, Callable
+from urllib.parse import urlencode
+
+import attrs
+import httpx
+
+from reconciler.registry import mediatypes
+from reconciler.registry.auth import Authenticator, repository_scope
+from reconciler.registry.credentials import Credentials
+from reconciler.registry.digest import Digest, DigestMismatch, InvalidDigest
+from reconciler.registry.errors import RegistryError, ResponseError, describe_error_body
+from reconciler.registry.manifest import MAX_MANIFEST_BYTES, Descriptor, Manifest, parse
+from reconciler.registry.reference import Repository
+from reconciler.registry.transport import Transport, TransportOptions
+
+CHUNK_BYTES = 1024 * 1024
+CredentialLookup = Callable[[str], Credentials | None]
+
+
+class NotFound(RegistryError):
+    """The registry does not have the manifest or blob asked for."""
+
+
+class BlobTransfer(enum.Enum):
+    MOUNTED = "mounted"
+    UPLOADED = "uploaded"
+
+
+@attrs.frozen
+class ManifestHead:
+    """What a HEAD tells about a manifest; the digest is absent when the registry omits it."""
+
+    media_type: str | None
+    digest: Digest | None
+    size: int | None
+
+
+def _pull(path: str) -> tuple[str, ...]:
+    return (repository_scope(path, "pull"),)
+
+
+def _push(path: str, mount_from: str | None = None) -> tuple[str, ...]:
+    scopes = (repository_scope(path, "pull", "push"),)
+    if mount_from and mount_from != path:
+        scopes += (repository_scope(mount_from, "pull"),)
+    return scopes
+
+
+def _with_query(url: str, **params: str) -> str:
+    return url + ("&" if "?" in url else "?") + urlencode(params)
+
+
+class RegistryClient:
+    def __init__(self, host: str, options: TransportOptions, credentials: Callable[[], Credentials | None]) -> None:
+        self.host = host
+        self._transport = Transport(host, options)
+        self._credentials = credentials
+        self._auth = Authenticator(self._transport, self._lookup_credentials)
+        self._chunk_size = options.chunk_size
+
+    async def _lookup_credentials(self) -> Credentials | None:
+        """Sources may refresh a token over the network, so they run off the event loop."""
+        return await asyncio.to_thread(self._credentials)
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+    # -- plumbing -----------------------------------------------------------------
+
+    async def _url(self, path: str, suffix: str) -> str:
+        return f"{await self._transport.base_url()}/v2/{path}/{suffix}"
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        scopes: tuple[str, ...],
+        *,
+        headers: dict[str, str] | None = None,
+        content: bytes | AsyncIterator[bytes] | None = None,
+        stream: bool = False,
+    ) -> httpx.Response:
+        authorization = await self._auth.authorization(scopes)
+        response = await self._transport.request(
+            method, url, headers=headers, content=content, stream=stream, auth_header=authorization
+        )
+        if response.status_code == 401 and not isinstance(content, AsyncIterator):
+            await response.aclose()
+            authorization = await self._auth.retry_authorization(response, scopes)
+            if authorization is not None:
+                response = await self._transport.request(
+                    method, url, headers=headers, content=content, stream=stream, auth_header=authorization
+                )
+        return response
+
+    async def _fail(self, response: httpx.Response, path: str, what: str) -> RegistryError:
+        """Read the spec's error body (even from a stream) into one message."""
+        if not response.is_closed:
+            try:
+                body = await response.aread()
+            finally:
+                await response.aclose()
+        else:
+            body = response.content if hasattr(response, "_content") else b""
+        codes, message = describe_error_body(body, response.reason_phrase)
+        if response.status_code == 401:
+            message += " (authentication required: check the credentials for this registry)"
+        return ResponseError(self.host, path, response.request.method, what, response.status_code, codes, message)
+
+    # -- manifests ----------------------------------------------------------------
+
+    async def head_manifest(self, path: str, identifier: str) -> ManifestHead | None:
+        response = await self._send(
+            "HEAD", await self._url(path, f"manifests/{identifier}"), _pull(path),
+            headers={"Accept": mediatypes.ACCEPT},
+        )
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise await self._fail(response, path, f"manifests/{identifier}")
+        digest_header = response.headers.get("Docker-Content-Digest")
+        length = response.headers.get("Content-Length")
+        return ManifestHead(
+            media_type=response.headers.get("Content-Type", "").split(";", 1)[0] or None,
+            digest=_parse_header_digest(digest_header, self.host, path),
+            size=int(length) if length and length.isdigit() else None,
+        )
+
+    async def get_manifest(self, path: str, identifier: str | Digest) -> Manifest:
+        """GET by tag or digest; a digest asked for (or announced) must match the bytes."""
+        what = f"manifests/{identifier}"
+        response = await self._send(
+            "GET", await self._url(path, what), _pull(path),
+            headers={"Accept": mediatypes.ACCEPT}, stream=True,
+        )
+        try:
+            if response.status_code == 404:
+                await response.aclose()
+                raise NotFound(f"{self.host}/{path}: manifest {identifier} not found")
+            if response.status_code != 200:
+                raise await self._fail(response, path, what)
+            length = response.headers.get("Content-Length")
+            if length and length.isdigit() and int(length) > MAX_MANIFEST_BYTES:
+                raise RegistryError(f"{self.host}/{path}: manifest {identifier} is {length} bytes, over the 4 MiB limit")
+            data = bytearray()
+            async for chunk in response.aiter_bytes():
+                data.extend(chunk)
+                if len(data) > MAX_MANIFEST_BYTES:
+                    raise RegistryError(f"{self.host}/{path}: manifest {identifier} is over the 4 MiB limit")
+        finally:
+            await response.aclose()
+        data = bytes(data)
+        announced = _parse_header_digest(response.headers.get("Docker-Content-Digest"), self.host, path)
+        expected = identifier if isinstance(identifier, Digest) else announced
+        digest = expected or Digest.of(data)
+        digest.verify(data, f"{self.host}/{path}: manifest {identifier}")
+        if announced and announced != digest:
+            raise DigestMismatch(digest, announced, f"{self.host}/{path}: Docker-Content-Digest of {identifier}")
+        return parse(data, response.headers.get("Content-Type"), digest)
+
+    async def put_manifest(self, path: str, identifier: str, manifest: Manifest) -> None:
+        what = f"manifests/{identifier}"
+        response = await self._send(
+            "PUT", await self._url(path, what), _push(path),
+            headers={"Content-Type": manifest.media_type}, content=manifest.data,
+        )
+        if response.status_code not in (200, 201, 202):
+            raise await self._fail(response, path, what)
+        stored = _parse_header_digest(response.headers.get("Docker-Content-Digest"), self.host, path)
+        if stored and stored != manifest.digest:
+            raise DigestMismatch(manifest.digest, stored, f"{self.host}/{path}: stored manifest {identifier}")
+
+    # -- blobs ----------------------------------------------------------------------
+
+    async def blob_size(self, path: str, digest: Digest) -> int | None:
+        """HEAD a blob: its size when present, None when absent."""
+        response = await self._send("HEAD", await self._url(path, f"blobs/{digest}"), _pull(path))
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise await self._fail(response, path, f"blobs/{digest}")
+        length = response.headers.get("Content-Length", "")
+        return int(length) if length.isdigit() else 0
+
+    @contextlib.asynccontextmanager
+    async def open_blob(self, path: str, descriptor: Descriptor) -> AsyncIterator[AsyncIterator[bytes]]:
+        """Stream a blob's bytes; the last chunk is held back until the digest checks out."""
+        what = f"blobs/{descriptor.digest}"
+        response = await self._send("GET", await self._url(path, what), _pull(path), stream=True)
+        try:
+            if response.status_code == 404:
+                raise NotFound(f"{self.host}/{path}: blob {descriptor.digest} not found")
+            if response.status_code != 200:
+                raise await self._fail(response, path, what)
+            yield _verified(response.aiter_bytes(CHUNK_BYTES), descriptor, f"{self.host}/{path}: blob")
+        finally:
+            await response.aclose()
+
+    async def upload_blob(
+        self,
+        path: str,
+        descriptor: Descriptor,
+        chunks: Callable[[], contextlib.AbstractAsyncContextManager[AsyncIterator[bytes]]],
+        mount_from: str | None = None,
+    ) -> BlobTransfer:
+        """Mount from ``mount_from`` when the registry can, else upload the streamed bytes.
+
+        ``chunks`` opens the source only when an upload is really needed, so a
+        successful mount never touches the source registry.
+        """
+        location = await self._start_upload(path, descriptor.digest, mount_from)
+        if location is None:
+            return BlobTransfer.MOUNTED
+        async with chunks() as stream:
+            if self._chunk_size:
+                await self._upload_in_chunks(path, location, descriptor, stream)
+            else:
+                await self._upload_whole(path, location, descriptor, stream)
+        return BlobTransfer.UPLOADED
+
+    async def _start_upload(self, path: str, digest: Digest, mount_from: str | None) -> str | None:
+        url = await self._url(path, "blobs/uploads/")
+        if mount_from:
+            url = _with_query(url, mount=str(digest), **{"from": mount_from})
+        response = await self._send(
+            "POST", url, _push(path, mount_from), headers={"Content-Length": "0"}
+        )
+        if response.status_code == 201 and mount_from:
+            return None
+        if response.status_code != 202 or "Location" not in response.headers:
+            raise await self._fail(response, path, "blobs/uploads/")
+        return str(response.request.url.join(response.headers["Location"]))
+
+    async def _upload_whole(self, path: str, location: str, descriptor: Descriptor, stream: AsyncIterator[bytes]) -> None:
+        response = await self._send(
+            "PUT", _with_query(location, digest=str(descriptor.digest)), _push(path),
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(descriptor.size)},
+            content=stream,
+        )
+        await self._check_committed(response, path, descriptor.digest)
+
+    async def _upload_in_chunks(self, path: str, location: str, descriptor: Descriptor, stream: AsyncIterator[bytes]) -> None:
+        """PATCH fixed-size chunks for registries that refuse or cap monolithic uploads."""
+        offset = 0
+        buffer = bytearray()
+
+        async def send_chunk(data: bytes) -> None:
+            nonlocal location, offset
+            response = await self._send(
+                "PATCH", location, _push(path),
+                headers={
+                    "Content-Type": "application/octet-stream",
+                    "Content-Length": str(len(data)),
+                    "Content-Range": f"{offset}-{offset + len(data) - 1}",
+                },
+                content=data,
+            )
+            if response.status_code != 202 or "Location" not in response.headers:
+                raise await self._fail(response, path, "blobs/uploads/ (chunk)")
+            location = str(response.request.url.join(response.headers["Location"]))
+            offset += len(data)
+
+        async for chunk in stream:
+            buffer.extend(chunk)
+            while len(buffer) >= self._chunk_size:
+                await send_chunk(bytes(buffer[: self._chunk_size]))
+                del buffer[: self._chunk_size]
+        if buffer:
+            await send_chunk(bytes(buffer))
+        response = await self._send(
+            "PUT", _with_query(location, digest=str(descriptor.digest)), _push(path),
+            headers={"Content-Length": "0"},
+        )
+        await self._check_committed(response, path, descriptor.digest)
+
+    async def _check_committed(self, response: httpx.Response, path: str, digest: Digest) -> None:
+        if response.status_code != 201:
+            raise await self._fail(response, path, f"blobs/uploads/ (commit {digest})")
+        stored = _parse_header_digest(response.headers.get("Docker-Content-Digest"), self.host, path)
+        if stored and stored != digest:
+            raise DigestMismatch(digest, stored, f"{self.host}/{path}: stored blob")
+
+
+async def _verified(chunks: AsyncIterator[bytes], descriptor: Descriptor, what: str) -> AsyncIterator[bytes]:
+    """Pass chunks through, hashing them; fail before the last chunk leaves if the digest is wrong.
+
+    Holding back one chunk means a consumer that uploads these bytes never
+    completes an upload of content that does not match its digest.
+    """
+    hasher = descriptor.digest.hasher()
+    pending: bytes | None = None
+    async for chunk in chunks:
+        if not chunk:
+            continue
+        hasher.update(chunk)
+        if pending is not None:
+            yield pending
+        pending = chunk
+        if hasher.size > descriptor.size:
+            raise RegistryError(f"{what} {descriptor.digest}: more than the {descriptor.size} bytes expected")
+    actual = hasher.digest()
+    if actual != descriptor.digest:
+        raise DigestMismatch(descriptor.digest, actual, f"{what} {descriptor.digest}")
+    if hasher.size != descriptor.size:
+        raise RegistryError(f"{what} {descriptor.digest}: {hasher.size} bytes, expected {descriptor.size}")
+    if pending is not None:
+        yield pending
+
+
+def _parse_header_digest(value: str | None, host: str, path: str) -> Digest | None:
+    if not value:
+        return None
+    try:
+        return Digest.parse(value.strip())
+    except InvalidDigest:
+        raise RegistryError(f"{host}/{path}: registry sent an invalid Docker-Content-Digest {value!r}") from None
+
+
+class Registries:
+    """One client per registry host for the whole run; closes them all at the end."""
+
+    def __init__(self, options: TransportOptions, credentials: CredentialLookup) -> None:
+        self._options = options
+        self._credentials = credentials
+        self._clients: dict[str, RegistryClient] = {}
+
+    def client(self, repository: Repository) -> RegistryClient:
+        host = repository.api_host
+        client = self._clients.get(host)
+        if client is None:
+            registry = repository.registry
+            client = RegistryClient(host, self._options, lambda: self._credentials(registry))
+            self._clients[host] = client
+        return client
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(client.aclose() for client in self._clients.values()))
+        self._clients.clear()
+
+    async def __aenter__(self) -> Registries:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

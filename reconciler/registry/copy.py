@@ -1,0 +1,132 @@
+"""Copy one image (or index) by digest between repositories, in an order that keeps the target safe.
+
+Blobs first, then child manifests by digest, then the top manifest by digest,
+and the tag last: a tag never points at something incomplete. Each blob is
+copied at most once per run and registry: later repositories mount it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import attrs
+
+from reconciler.registry.client import BlobTransfer, Registries, RegistryClient
+from reconciler.registry.digest import Digest
+from reconciler.registry.manifest import Descriptor, Manifest
+from reconciler.registry.reference import Repository
+from reconciler.registry.transport import TransientError
+
+_BLOB_ATTEMPTS = 3
+
+
+@attrs.define
+class CopyStats:
+    """What a copy did, for reports and for tests that check work was not repeated."""
+
+    blobs_uploaded: int = 0
+    blobs_mounted: int = 0
+    blobs_present: int = 0
+    bytes_uploaded: int = 0
+    manifests_pushed: int = 0
+
+
+@attrs.frozen
+class _BlobKey:
+    host: str
+    path: str
+    digest: Digest
+
+
+class Copier:
+    """Copies images for a whole run, sharing what it learns about blob locations."""
+
+    def __init__(self, registries: Registries, max_blob_transfers: int = 8) -> None:
+        self._registries = registries
+        self._blob_tasks: dict[_BlobKey, asyncio.Task[None]] = {}
+        self._blob_homes: dict[tuple[str, Digest], str] = {}
+        self._transfer_slots = asyncio.Semaphore(max_blob_transfers)
+        self.stats = CopyStats()
+
+    async def copy(self, source: Repository, digest: Digest, target: Repository, tag: str) -> Manifest:
+        """Copy ``source@digest`` to ``target``, then point ``target:tag`` at it."""
+        source_client = self._registries.client(source)
+        target_client = self._registries.client(target)
+        manifest = await self._copy_manifest(source_client, source.path, target_client, target.path, digest)
+        await target_client.put_manifest(target.path, tag, manifest)
+        self.stats.manifests_pushed += 1
+        return manifest
+
+    async def _copy_manifest(
+        self, source: RegistryClient, source_path: str, target: RegistryClient, target_path: str, digest: Digest,
+        skip_if_present: bool = False,
+    ) -> Manifest:
+        manifest = await source.get_manifest(source_path, digest)
+        if skip_if_present and await target.head_manifest(target_path, str(digest)) is not None:
+            return manifest
+        if manifest.is_index:
+            await _gather(
+                self._copy_manifest(source, source_path, target, target_path, child.digest, skip_if_present=True)
+                for child in manifest.children()
+            )
+        else:
+            await _gather(
+                self._copy_blob(source, source_path, target, target_path, blob) for blob in manifest.blobs()
+            )
+        await target.put_manifest(target_path, str(digest), manifest)
+        self.stats.manifests_pushed += 1
+        return manifest
+
+    async def _copy_blob(
+        self, source: RegistryClient, source_path: str, target: RegistryClient, target_path: str, blob: Descriptor
+    ) -> None:
+        """Concurrent requests for one blob in one repository share a single transfer."""
+        key = _BlobKey(target.host, target_path, blob.digest)
+        task = self._blob_tasks.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._transfer_blob(source, source_path, target, target_path, blob))
+            self._blob_tasks[key] = task
+        await asyncio.shield(task)
+
+    async def _transfer_blob(
+        self, source: RegistryClient, source_path: str, target: RegistryClient, target_path: str, blob: Descriptor
+    ) -> None:
+        mount_from = self._blob_homes.get((target.host, blob.digest))
+        if mount_from is None and source.host == target.host:
+            mount_from = source_path
+        if mount_from is None and await target.blob_size(target_path, blob.digest) is not None:
+            self.stats.blobs_present += 1
+            self._blob_homes.setdefault((target.host, blob.digest), target_path)
+            return
+
+        def open_source() -> contextlib.AbstractAsyncContextManager[AsyncIterator[bytes]]:
+            return source.open_blob(source_path, blob)
+
+        async with self._transfer_slots:
+            for attempt in range(_BLOB_ATTEMPTS):
+                try:
+                    result = await target.upload_blob(target_path, blob, open_source, mount_from=mount_from)
+                    break
+                except TransientError:
+                    if attempt + 1 == _BLOB_ATTEMPTS:
+                        raise
+        if result is BlobTransfer.MOUNTED:
+            self.stats.blobs_mounted += 1
+        else:
+            self.stats.blobs_uploaded += 1
+            self.stats.bytes_uploaded += blob.size
+        self._blob_homes.setdefault((target.host, blob.digest), target_path)
+
+
+async def _gather(coroutines) -> None:
+    """Run all; on the first failure cancel the rest so no orphan keeps uploading."""
+    tasks = [asyncio.ensure_future(coroutine) for coroutine in coroutines]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

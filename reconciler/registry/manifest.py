@@ -1,0 +1,147 @@
+"""Manifests as exact bytes plus just enough parsing to find what they reference.
+
+The bytes are the identity (their sha256 is the digest), so a manifest is never
+re-serialized: it is parsed only to walk to its children and blobs.
+"""
+
+from __future__ import annotations
+
+import json
+
+import attrs
+import cattrs
+
+from reconciler.registry import mediatypes
+from reconciler.registry.digest import Digest, InvalidDigest
+from reconciler.registry.errors import RegistryError
+
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+_NON_DISTRIBUTABLE = frozenset({
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+})
+
+
+class InvalidManifest(RegistryError):
+    """Manifest bytes that do not say what they claim to be."""
+
+
+@attrs.frozen(order=True)
+class Platform:
+    os: str
+    architecture: str
+    variant: str | None = None
+
+    def __str__(self) -> str:
+        return "/".join(part for part in (self.os, self.architecture, self.variant) if part)
+
+
+@attrs.frozen
+class Descriptor:
+    media_type: str
+    digest: Digest
+    size: int
+    platform: Platform | None = None
+    urls: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class _ImageBody:
+    config: Descriptor
+    layers: tuple[Descriptor, ...] = ()
+
+
+@attrs.frozen
+class _IndexBody:
+    manifests: tuple[Descriptor, ...] = ()
+
+
+def _make_converter() -> cattrs.Converter:
+    converter = cattrs.Converter(forbid_extra_keys=False)
+    converter.register_structure_hook(Digest, lambda value, _: Digest.parse(value))
+    converter.register_structure_hook(
+        Descriptor,
+        cattrs.gen.make_dict_structure_fn(
+            Descriptor, converter, media_type=cattrs.gen.override(rename="mediaType")
+        ),
+    )
+    return converter
+
+
+_converter = _make_converter()
+
+
+@attrs.frozen
+class Manifest:
+    media_type: str
+    digest: Digest
+    data: bytes = attrs.field(repr=False)
+
+    @property
+    def is_index(self) -> bool:
+        return self.media_type in mediatypes.INDEX_TYPES
+
+    def children(self) -> tuple[Descriptor, ...]:
+        """The platform manifests of an index; empty for an image."""
+        if not self.is_index:
+            return ()
+        return self._structure(_IndexBody).manifests
+
+    def blobs(self) -> tuple[Descriptor, ...]:
+        """Config and layers of an image that a registry is expected to hold."""
+        if self.is_index:
+            return ()
+        body = self._structure(_ImageBody)
+        return (body.config,) + tuple(
+            layer for layer in body.layers if layer.media_type not in _NON_DISTRIBUTABLE
+        )
+
+    def platforms(self) -> tuple[str, ...]:
+        return tuple(sorted({str(child.platform) for child in self.children() if child.platform}))
+
+    def _structure(self, body_type: type) -> _ImageBody | _IndexBody:
+        try:
+            return _converter.structure(json.loads(self.data), body_type)
+        except (ValueError, cattrs.BaseValidationError, InvalidDigest) as error:
+            raise InvalidManifest(f"manifest {self.digest} is malformed: {_first_line(error)}") from None
+
+
+def parse(data: bytes, content_type: str | None, digest: Digest) -> Manifest:
+    """Check that the body's ``mediaType`` agrees with the registry's ``Content-Type``."""
+    try:
+        body = json.loads(data)
+    except ValueError:
+        raise InvalidManifest(f"manifest {digest} is not JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidManifest(f"manifest {digest} is not a JSON object")
+    declared = body.get("mediaType")
+    served = (content_type or "").split(";", 1)[0].strip() or None
+    if declared and served and served in mediatypes.MANIFEST_TYPES and declared != served:
+        raise InvalidManifest(
+            f"manifest {digest} is served as {served} but its body says {declared}"
+        )
+    media_type = declared or served
+    if media_type not in mediatypes.MANIFEST_TYPES:
+        media_type = _guess_untyped(body)
+    if media_type is None:
+        raise InvalidManifest(f"manifest {digest} has unsupported media type {declared or served!r}")
+    return Manifest(media_type=media_type, digest=digest, data=data)
+
+
+def _guess_untyped(body: dict) -> str | None:
+    """OCI lets ``mediaType`` be omitted; the shape tells an index from an image."""
+    if body.get("schemaVersion") != 2:
+        return None
+    if "manifests" in body:
+        return mediatypes.OCI_INDEX
+    if "config" in body and "layers" in body:
+        return mediatypes.OCI_MANIFEST
+    return None
+
+
+def _first_line(error: BaseException) -> str:
+    if isinstance(error, cattrs.BaseValidationError):
+        return "; ".join(cattrs.transform_error(error)) or str(error)
+    return str(error).splitlines()[0] if str(error) else type(error).__name__

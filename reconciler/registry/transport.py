@@ -1,0 +1,252 @@
+"""HTTP to one registry: scheme and TLS choice, retries, safe redirects, registry warnings.
+
+Authentication sits one layer up (``auth.py``); this module only moves requests and
+decides which failures are worth another try.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import ipaddress
+import logging
+import random
+import ssl
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import attrs
+import httpx
+
+from reconciler.registry.errors import RegistryError
+
+log = logging.getLogger("reconciler.registry")
+
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+MAX_REDIRECTS = 5
+_MAX_RETRY_AFTER = 60.0
+
+
+class TransientError(RegistryError):
+    """A failure that another try might cure (retries exhausted, or the body was a stream)."""
+
+
+@attrs.frozen
+class RetryPolicy:
+    attempts: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 10.0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        """Capped exponential backoff with full jitter; a server's Retry-After wins."""
+        if retry_after is not None:
+            return min(retry_after, _MAX_RETRY_AFTER)
+        return random.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
+
+
+@attrs.frozen
+class TransportOptions:
+    """Connection settings shared by every registry of a run."""
+
+    ca_file: str | None = None
+    insecure_registries: frozenset[str] = frozenset()
+    retry: RetryPolicy = RetryPolicy()
+    max_connections: int = 16
+    chunk_size: int | None = None
+    timeout: float = 60.0
+    user_agent: str = "image-syncer"
+
+
+def hostname(host: str) -> str:
+    """``host[:port]`` without the port; IPv6 brackets removed."""
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0]
+
+
+def is_loopback(host: str) -> bool:
+    name = hostname(host)
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:
+    return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        when = email.utils.parsedate_to_datetime(value)
+        return max(0.0, when.timestamp() - time.time()) if when else None
+
+
+def _is_certificate_error(error: BaseException) -> bool:
+    while error is not None:
+        if isinstance(error, ssl.SSLCertVerificationError):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+class Transport:
+    """One pooled HTTP client for one registry host."""
+
+    def __init__(self, host: str, options: TransportOptions) -> None:
+        self.host = host
+        self._options = options
+        self._insecure = host in options.insecure_registries or hostname(host) in options.insecure_registries
+        self._plain_http_allowed = self._insecure or is_loopback(host)
+        verify: ssl.SSLContext | bool = False if self._insecure else ssl.create_default_context(
+            cafile=options.ca_file
+        ) if options.ca_file else True
+        self._client = httpx.AsyncClient(
+            verify=verify,
+            timeout=httpx.Timeout(options.timeout, connect=10.0),
+            limits=httpx.Limits(
+                max_connections=options.max_connections,
+                max_keepalive_connections=options.max_connections,
+            ),
+            headers={"User-Agent": options.user_agent},
+            follow_redirects=False,
+            trust_env=False,
+        )
+        self._scheme: str | None = None
+        self._scheme_lock = asyncio.Lock()
+        self._warned: set[str] = set()
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        return self._client
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def base_url(self) -> str:
+        """``https://host``, or ``http://host`` for a loopback or insecure host that speaks no TLS."""
+        if self._scheme is None:
+            async with self._scheme_lock:
+                if self._scheme is None:
+                    self._scheme = await self._probe_scheme()
+        return f"{self._scheme}://{self.host}"
+
+    async def _probe_scheme(self) -> str:
+        if not self._plain_http_allowed:
+            return "https"
+        try:
+            await self._client.get(f"https://{self.host}/v2/")
+            return "https"
+        except httpx.TransportError as error:
+            if _is_certificate_error(error) and not self._insecure:
+                raise RegistryError(
+                    f"{self.host}: TLS certificate not trusted ({error}); pass --ca-file"
+                ) from None
+            return "http"
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        content: bytes | AsyncIterator[bytes] | None = None,
+        stream: bool = False,
+        auth_header: Any = None,
+    ) -> httpx.Response:
+        """Send with retries for transient failures; follow redirects without leaking credentials.
+
+        ``auth_header`` is the Authorization value for this host; it is never sent to
+        another origin a redirect points at. With ``stream=True`` the caller must close
+        the response. A streamed body cannot be replayed, so its failures are not retried
+        here but raised as TransientError for the caller to restart the whole transfer.
+        """
+        replayable = content is None or isinstance(content, bytes)
+        policy = self._options.retry
+        attempt = 0
+        while True:
+            try:
+                response = await self._send_following_redirects(
+                    method, url, headers, content, stream, auth_header
+                )
+            except httpx.TransportError as error:
+                if not replayable or attempt + 1 >= policy.attempts:
+                    raise TransientError(f"{self.host}: {method} {_path(url)}: {_describe(error)}") from None
+                delay = policy.delay(attempt, None)
+                log.debug("%s %s: %s, retrying in %.1fs", method, _path(url), _describe(error), delay)
+            else:
+                self._show_warnings(response)
+                if response.status_code not in RETRY_STATUSES:
+                    return response
+                if not replayable or attempt + 1 >= policy.attempts:
+                    return response
+                delay = policy.delay(attempt, _retry_after(response))
+                await response.aclose()
+                log.debug("%s %s: HTTP %s, retrying in %.1fs", method, _path(url), response.status_code, delay)
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    async def _send_following_redirects(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        content: bytes | AsyncIterator[bytes] | None,
+        stream: bool,
+        auth_header: str | None,
+    ) -> httpx.Response:
+        origin = httpx.URL(url)
+        current = origin
+        for _ in range(MAX_REDIRECTS + 1):
+            request_headers = dict(headers or {})
+            if auth_header and _same_origin(current, origin):
+                request_headers["Authorization"] = auth_header
+            request = self._client.build_request(method, current, headers=request_headers, content=content)
+            response = await self._client.send(request, stream=True)
+            if response.status_code not in (301, 302, 303, 307, 308) or "Location" not in response.headers:
+                if not stream:
+                    try:
+                        await response.aread()
+                    finally:
+                        await response.aclose()
+                return response
+            await response.aclose()
+            current = current.join(response.headers["Location"])
+            if response.status_code == 303:
+                method, content = "GET", None
+        raise RegistryError(f"{self.host}: {method} {_path(url)}: more than {MAX_REDIRECTS} redirects")
+
+    def _show_warnings(self, response: httpx.Response) -> None:
+        """Registries use ``Warning: 299`` to announce deprecations; the user should see them."""
+        for value in response.headers.get_list("Warning"):
+            text = _warning_text(value)
+            if text and text not in self._warned:
+                self._warned.add(text)
+                log.warning("%s: registry warning: %s", self.host, text)
+
+
+def _warning_text(value: str) -> str:
+    parts = value.split(" ", 2)
+    if len(parts) == 3 and parts[0].isdigit():
+        text = parts[2].strip()
+        if text.startswith('"'):
+            text = text[1:].split('"', 1)[0]
+        return text
+    return value.strip()
+
+
+def _path(url: str) -> str:
+    parsed = httpx.URL(url)
+    return parsed.raw_path.decode("ascii", "replace").split("?", 1)[0]
+
+
+def _describe(error: httpx.TransportError) -> str:
+    return str(error) or type(error).__name__
