@@ -137,6 +137,15 @@ class RegistryClient:
             size=int(length) if length and length.isdigit() else None,
         )
 
+    async def resolve_digest(self, path: str, identifier: str) -> Digest | None:
+        """The digest a tag (or digest) names now: one HEAD, a GET only if the registry omits it."""
+        head = await self.head_manifest(path, identifier)
+        if head is None:
+            return None
+        if head.digest is not None:
+            return head.digest
+        return (await self.get_manifest(path, identifier)).digest
+
     async def get_manifest(self, path: str, identifier: str | Digest) -> Manifest:
         """GET by tag or digest; a digest asked for (or announced) must match the bytes."""
         what = f"manifests/{identifier}"
@@ -206,6 +215,13 @@ class RegistryClient:
             yield _verified(response.aiter_bytes(CHUNK_BYTES), descriptor, f"{self.host}/{path}: blob")
         finally:
             await response.aclose()
+
+    async def read_blob(self, path: str, descriptor: Descriptor, limit: int = MAX_MANIFEST_BYTES) -> bytes:
+        """A small blob (an image config) read whole and verified."""
+        if descriptor.size > limit:
+            raise RegistryError(f"{self.host}/{path}: blob {descriptor.digest} is over {limit} bytes")
+        async with self.open_blob(path, descriptor) as chunks:
+            return b"".join([chunk async for chunk in chunks])
 
     async def upload_blob(
         self,

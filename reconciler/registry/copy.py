@@ -1,7 +1,7 @@
 """Copy one image (or index) by digest between repositories, in an order that keeps the target safe.
 
-Blobs first, then child manifests by digest, then the top manifest by digest,
-and the tag last: a tag never points at something incomplete. Each blob is
+Blobs first, then child manifests by digest, then the top manifest by digest;
+the caller tags last, so a tag never points at something incomplete. Each blob is
 copied at most once per run and registry: later repositories mount it.
 """
 
@@ -50,14 +50,15 @@ class Copier:
         self._transfer_slots = asyncio.Semaphore(max_blob_transfers)
         self.stats = CopyStats()
 
-    async def copy(self, source: Repository, digest: Digest, target: Repository, tag: str) -> Manifest:
-        """Copy ``source@digest`` to ``target``, then point ``target:tag`` at it."""
-        source_client = self._registries.client(source)
-        target_client = self._registries.client(target)
-        manifest = await self._copy_manifest(source_client, source.path, target_client, target.path, digest)
-        await target_client.put_manifest(target.path, tag, manifest)
-        self.stats.manifests_pushed += 1
-        return manifest
+    async def copy(self, source: Repository, digest: Digest, target: Repository) -> Manifest:
+        """Copy ``source@digest`` into ``target`` by digest; tagging is left to the caller.
+
+        Keeping the tag out lets the caller check, right before tagging, that
+        nobody else claimed the tag while the content was copied.
+        """
+        return await self._copy_manifest(
+            self._registries.client(source), source.path, self._registries.client(target), target.path, digest
+        )
 
     async def _copy_manifest(
         self, source: RegistryClient, source_path: str, target: RegistryClient, target_path: str, digest: Digest,

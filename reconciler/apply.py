@@ -1,0 +1,115 @@
+"""Apply a plan: copy exactly the locked digests, tag last, never overwrite a tag."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Callable
+
+import attrs
+
+from reconciler.lockfile import Lockfile
+from reconciler.plan import Action, Plan, PlannedImage, lock_digest
+from reconciler.registry import reference
+from reconciler.registry.client import Registries
+from reconciler.registry.copy import Copier, CopyStats
+from reconciler.registry.errors import RegistryError
+
+
+class Outcome(enum.Enum):
+    COPIED = "copied"
+    UNCHANGED = "unchanged"
+    REFUSED = "refused"
+    FAILED = "failed"
+
+
+@attrs.frozen
+class AppliedImage:
+    source: str
+    target: str
+    digest: str
+    outcome: Outcome
+    message: str | None = None
+
+
+@attrs.frozen
+class Report:
+    images: tuple[AppliedImage, ...]
+    stats: CopyStats
+
+    @property
+    def ok(self) -> bool:
+        return all(image.outcome in (Outcome.COPIED, Outcome.UNCHANGED) for image in self.images)
+
+    def count(self, outcome: Outcome) -> int:
+        return sum(image.outcome is outcome for image in self.images)
+
+
+class StalePlan(RegistryError):
+    """A saved plan no longer describes the world; apply refuses it whole, as Terraform does."""
+
+
+async def check_fresh(registries: Registries, plan: Plan, lock: Lockfile) -> None:
+    """Refuse a saved plan if the lock changed, or any target tag changed since planning."""
+    if plan.lock_digest != lock_digest(lock):
+        raise StalePlan("saved plan is stale: the lock file changed since it was made; run `image-syncer plan` again")
+
+    async def changed(image: PlannedImage) -> str | None:
+        target = reference.parse(image.target)
+        now = await registries.client(target.repository).resolve_digest(target.repository.path, str(target.tag))
+        if now != image.target_digest:
+            return f"{image.target} now holds {now or 'nothing'}"
+        return None
+
+    moved = [line for line in await asyncio.gather(*(changed(image) for image in plan.images)) if line]
+    if moved:
+        raise StalePlan(f"saved plan is stale: {moved[0]}" + (f" (and {len(moved) - 1} more)" if len(moved) > 1 else "")
+                        + "; run `image-syncer plan` again")
+
+
+async def apply_plan(
+    registries: Registries,
+    plan: Plan,
+    concurrency: int = 8,
+    on_image_done: Callable[[AppliedImage], None] | None = None,
+) -> Report:
+    copier = Copier(registries)
+    slots = asyncio.Semaphore(concurrency)
+
+    async def apply_one(image: PlannedImage) -> AppliedImage:
+        async with slots:
+            try:
+                result = await _apply_image(registries, copier, image)
+            except RegistryError as error:
+                result = _result(image, Outcome.FAILED, str(error))
+        if on_image_done:
+            on_image_done(result)
+        return result
+
+    images = await asyncio.gather(*(apply_one(image) for image in plan.images))
+    return Report(images=tuple(images), stats=copier.stats)
+
+
+def _result(image: PlannedImage, outcome: Outcome, message: str | None = None) -> AppliedImage:
+    return AppliedImage(image.source, image.target, str(image.digest), outcome, message)
+
+
+async def _apply_image(registries: Registries, copier: Copier, image: PlannedImage) -> AppliedImage:
+    if image.action is Action.UNCHANGED:
+        return _result(image, Outcome.UNCHANGED)
+    if image.action is not Action.CREATE:
+        return _result(image, Outcome.REFUSED if image.action is Action.CONFLICT else Outcome.FAILED, image.message)
+    source = reference.parse(image.source)
+    target = reference.parse(image.target)
+    target_client = registries.client(target.repository)
+    manifest = await copier.copy(source.repository, image.digest, target.repository)
+    held = await target_client.resolve_digest(target.repository.path, str(target.tag))
+    if held is not None and held != image.digest:
+        return _result(image, Outcome.REFUSED,
+                       f"target tag was set to {held} while copying; refusing to overwrite")
+    if held is None:
+        await target_client.put_manifest(target.repository.path, str(target.tag), manifest)
+        held = await target_client.resolve_digest(target.repository.path, str(target.tag))
+        if held != image.digest:
+            return _result(image, Outcome.FAILED, f"after pushing, target tag holds {held}, not {image.digest}")
+    return _result(image, Outcome.COPIED)

@@ -1,0 +1,284 @@
+"""The command line: parse options, call a workflow function, render what it returns.
+
+Expected failures (bad input, a registry saying no) are one ``error:`` line and exit 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from reconciler import config as config_file
+from reconciler import lockfile
+from reconciler import plan as plan_module
+from reconciler import render, workflow
+from reconciler.apply import AppliedImage, Outcome, Report
+from reconciler.errors import InputError
+from reconciler.registry.errors import RegistryError
+from reconciler.registry.transport import TransportOptions
+from reconciler.session import SessionOptions, open_registries
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="image-syncer",
+    help="Mirror container images into a registry you control: pinned by digest, never overwritten.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+stdout = Console(highlight=False, soft_wrap=True)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+ImagesFile = Annotated[
+    Path,
+    typer.Option("--images-file", "-i", envvar="SYNCER_IMAGES_FILE", help="The desired state.", show_default=True),
+]
+LockFile = Annotated[
+    Path | None,
+    typer.Option("--lock-file", "-l", help="The pins; default: the images file with the suffix .lock."),
+]
+TargetKeyFile = Annotated[
+    str | None,
+    typer.Option("--target-key-file", "-t", envvar="SYNCER_TARGET_KEY_FILE",
+                 help="Google service-account JSON key for the target registry."),
+]
+AccessToken = Annotated[
+    str | None,
+    typer.Option("--access-token", envvar="SYNCER_ACCESS_TOKEN", show_envvar=False,
+                 help="OAuth2 access token for the target (and Google) registries [SYNCER_ACCESS_TOKEN]."),
+]
+CaFile = Annotated[
+    str | None,
+    typer.Option("--ca-file", envvar="SSL_CERT_FILE", help="PEM bundle of CAs to trust instead of the system's."),
+]
+InsecureRegistry = Annotated[
+    list[str] | None,
+    typer.Option("--insecure-registry", help="Host that may be reached over plain HTTP or unverified TLS (repeatable)."),
+]
+MaxRequests = Annotated[
+    int, typer.Option("--max-requests", min=1, help="Concurrent requests per registry."),
+]
+Debug = Annotated[bool, typer.Option("--debug", help="Log each registry request (never secrets).")]
+
+
+class PlanFormat(str, enum.Enum):
+    text = "text"
+    markdown = "markdown"
+    json = "json"
+
+
+def _setup_logging(debug: bool) -> None:
+    handler = RichHandler(console=stderr, show_time=False, show_path=False, markup=False)
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], format="%(message)s", force=True)
+    logging.getLogger("reconciler").setLevel(logging.DEBUG if debug else logging.INFO)
+    # httpx/httpcore stay quiet: their debug output is not ours to vouch for.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _session(
+    target_key_file: str | None, access_token: str | None, ca_file: str | None,
+    insecure_registry: list[str] | None, max_requests: int,
+) -> SessionOptions:
+    return SessionOptions(
+        transport=TransportOptions(
+            ca_file=ca_file or None,
+            insecure_registries=frozenset(insecure_registry or ()),
+            max_connections=max_requests,
+        ),
+        target_key_file=target_key_file,
+        access_token=access_token,
+    )
+
+
+def _run(work: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine; expected failures become one line and exit code 1."""
+    try:
+        return asyncio.run(work())
+    except (InputError, RegistryError) as error:
+        stderr.print(f"error: {error}", style="red", markup=False)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        stderr.print("interrupted", style="red")
+        raise typer.Exit(130) from None
+
+
+def _load_config(images_file: Path) -> config_file.Config:
+    try:
+        loaded = config_file.load(images_file)
+    except InputError as error:
+        stderr.print(f"error: {error}", style="red", markup=False)
+        raise typer.Exit(1) from None
+    for image in loaded.desired:
+        if image.amd64_only:
+            logging.getLogger("reconciler").warning(
+                "%s:%s: amd64Only is obsolete and ignored: the whole index of %s is copied",
+                images_file, image.line, image.source,
+            )
+    return loaded
+
+
+def _lock_path(images_file: Path, lock_file: Path | None) -> Path:
+    return lock_file if lock_file is not None else images_file.with_suffix(".lock")
+
+
+def _targets(loaded: config_file.Config) -> set[str]:
+    return {image.target_ref.repository.registry for image in loaded.desired}
+
+
+@app.command()
+def lock(
+    names: Annotated[list[str] | None, typer.Argument(help="With --upgrade: only these sources or targets.")] = None,
+    images_file: ImagesFile = Path("images.yaml"),
+    lock_file: LockFile = None,
+    upgrade: Annotated[bool, typer.Option("--upgrade", help="Re-resolve all (or the named) entries.")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Only check the lock matches; write nothing.")] = False,
+    target_key_file: TargetKeyFile = None,
+    access_token: AccessToken = None,
+    ca_file: CaFile = None,
+    insecure_registry: InsecureRegistry = None,
+    max_requests: MaxRequests = 16,
+    debug: Debug = False,
+) -> None:
+    """Pin every source of images.yaml to a digest in images.lock."""
+    _setup_logging(debug)
+    if names and not upgrade:
+        stderr.print("error: naming sources needs --upgrade", style="red")
+        raise typer.Exit(1)
+    loaded = _load_config(images_file)
+    lock_path = _lock_path(images_file, lock_file)
+    if check:
+        try:
+            lines = lockfile.differences(loaded, lockfile.load(lock_path))
+        except InputError as error:
+            stderr.print(f"error: {error}", style="red", markup=False)
+            raise typer.Exit(1) from None
+        if lines:
+            stderr.print(f"{lock_path} does not match {images_file}:", markup=False)
+            for line in lines:
+                stderr.print(f"  {line}", markup=False)
+            raise typer.Exit(1)
+        stderr.print(f"{lock_path} matches {images_file}.", markup=False)
+        return
+    options = _session(target_key_file, access_token, ca_file, insecure_registry, max_requests)
+
+    async def work() -> workflow.LockResult:
+        async with open_registries(options, _targets(loaded)) as registries:
+            return await workflow.lock(
+                registries, loaded, lock_path, upgrade_all=upgrade and not names, upgrade_names=names or ()
+            )
+
+    result = _run(work)
+    if result.errors:
+        for line in result.errors:
+            stderr.print(f"error: {line}", style="red", markup=False)
+        stderr.print(f"{lock_path} left unchanged.", markup=False)
+        raise typer.Exit(1)
+    for target in result.resolved:
+        stderr.print(f"  pinned {target}", markup=False)
+    for target in result.dropped:
+        stderr.print(f"  dropped {target}", markup=False)
+    verb = "wrote" if result.written else "unchanged:"
+    stderr.print(f"{verb} {lock_path} ({len(result.lock.images)} images)", markup=False)
+
+
+@app.command()
+def plan(
+    images_file: ImagesFile = Path("images.yaml"),
+    lock_file: LockFile = None,
+    output_format: Annotated[PlanFormat, typer.Option("--format", help="Output format.")] = PlanFormat.text,
+    out: Annotated[Path | None, typer.Option("--out", help="Save the plan for `image-syncer apply PLANFILE`.")] = None,
+    detailed_exitcode: Annotated[
+        bool, typer.Option("--detailed-exitcode", help="Exit 2 when there is something to create.")
+    ] = False,
+    target_key_file: TargetKeyFile = None,
+    access_token: AccessToken = None,
+    ca_file: CaFile = None,
+    insecure_registry: InsecureRegistry = None,
+    max_requests: MaxRequests = 16,
+    debug: Debug = False,
+) -> None:
+    """Show what apply would do, asking each registry with HEAD requests only."""
+    _setup_logging(debug)
+    loaded = _load_config(images_file)
+    options = _session(target_key_file, access_token, ca_file, insecure_registry, max_requests)
+
+    async def work() -> plan_module.Plan:
+        async with open_registries(options, _targets(loaded)) as registries:
+            return await workflow.plan(registries, loaded, _lock_path(images_file, lock_file))
+
+    result = _run(work)
+    if out is not None:
+        lockfile.write_atomic(out, plan_module.to_json(result))
+    if output_format is PlanFormat.json:
+        stdout.out(plan_module.to_json(result), end="")
+    elif output_format is PlanFormat.markdown:
+        stdout.out(render.plan_markdown(result))
+    else:
+        stdout.print(render.plan_text(result))
+    if out is not None:
+        stderr.print(f"Saved the plan to {out}; apply it with `image-syncer apply {out}`.", markup=False)
+    if result.has_refusals:
+        raise typer.Exit(1)
+    if detailed_exitcode and result.has_changes:
+        raise typer.Exit(2)
+
+
+@app.command()
+def apply(
+    plan_file: Annotated[Path | None, typer.Argument(help="A plan saved by `plan --out`; refused when stale.")] = None,
+    images_file: ImagesFile = Path("images.yaml"),
+    lock_file: LockFile = None,
+    target_key_file: TargetKeyFile = None,
+    access_token: AccessToken = None,
+    ca_file: CaFile = None,
+    insecure_registry: InsecureRegistry = None,
+    max_requests: MaxRequests = 16,
+    debug: Debug = False,
+) -> None:
+    """Copy exactly the locked digests; refuse any target tag that holds something else."""
+    _setup_logging(debug)
+    loaded = _load_config(images_file)
+    saved = None
+    if plan_file is not None:
+        try:
+            saved = plan_module.load(plan_file)
+        except InputError as error:
+            stderr.print(f"error: {error}", style="red", markup=False)
+            raise typer.Exit(1) from None
+    options = _session(target_key_file, access_token, ca_file, insecure_registry, max_requests)
+
+    def show(image: AppliedImage) -> None:
+        if image.outcome is not Outcome.UNCHANGED:
+            stderr.print(f"  {image.outcome.value}: {image.target}", markup=False)
+
+    async def work() -> Report:
+        async with open_registries(options, _targets(loaded)) as registries:
+            _, report = await workflow.apply(
+                registries, loaded, _lock_path(images_file, lock_file), saved, on_image_done=show
+            )
+            return report
+
+    report = _run(work)
+    stdout.print(render.report_text(report))
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    app(args=list(sys.argv[1:] if argv is None else argv), prog_name="image-syncer")
+
+
+if __name__ == "__main__":
+    main()

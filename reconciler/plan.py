@@ -1,0 +1,164 @@
+"""The plan: what apply would do for each locked image, decided by asking the registries.
+
+A plan is a plain value. It can be rendered for review, saved, and applied later;
+apply refuses a saved plan once the lock or a target has changed since.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import hashlib
+
+import attrs
+
+from reconciler import lockfile
+from reconciler.lockfile import LockedImage, Lockfile
+from reconciler.registry import reference
+from reconciler.registry.client import Registries
+from reconciler.registry.digest import Digest
+from reconciler.registry.errors import RegistryError
+
+PLAN_VERSION = 1
+
+
+class Action(enum.Enum):
+    CREATE = "create"
+    UNCHANGED = "unchanged"
+    CONFLICT = "conflict"
+    SOURCE_MISSING = "source-missing"
+    ERROR = "error"
+
+    @property
+    def refused(self) -> bool:
+        return self in (Action.CONFLICT, Action.SOURCE_MISSING, Action.ERROR)
+
+
+@attrs.frozen
+class PlannedImage:
+    source: str
+    target: str
+    digest: Digest
+    action: Action
+    target_digest: Digest | None = None
+    """What the target tag held when planned: a saved plan is stale once this changes."""
+    moved_to: Digest | None = None
+    """Where the source tag points now, when that is no longer the locked digest."""
+    message: str | None = None
+
+
+@attrs.frozen
+class Summary:
+    create: int
+    unchanged: int
+    refused: int
+    moved: int
+
+
+@attrs.frozen
+class Plan:
+    lock_digest: str
+    images: tuple[PlannedImage, ...]
+    version: int = PLAN_VERSION
+
+    @property
+    def summary(self) -> Summary:
+        actions = [image.action for image in self.images]
+        return Summary(
+            create=actions.count(Action.CREATE),
+            unchanged=actions.count(Action.UNCHANGED),
+            refused=sum(action.refused for action in actions),
+            moved=sum(image.moved_to is not None for image in self.images),
+        )
+
+    @property
+    def has_changes(self) -> bool:
+        return any(image.action is Action.CREATE for image in self.images)
+
+    @property
+    def has_refusals(self) -> bool:
+        return any(image.action.refused for image in self.images)
+
+
+def lock_digest(lock: Lockfile) -> str:
+    """Identifies the exact pins a plan was made from (the canonical lock text)."""
+    return "sha256:" + hashlib.sha256(lockfile.dumps(lock).encode()).hexdigest()
+
+
+async def make_plan(registries: Registries, lock: Lockfile, concurrency: int = 32) -> Plan:
+    slots = asyncio.Semaphore(concurrency)
+
+    async def plan_one(locked: LockedImage) -> PlannedImage:
+        async with slots:
+            try:
+                return await _plan_image(registries, locked)
+            except RegistryError as error:
+                return PlannedImage(locked.source, locked.target, locked.digest, Action.ERROR, message=str(error))
+
+    images = await asyncio.gather(*(plan_one(locked) for locked in lock.images))
+    return Plan(lock_digest=lock_digest(lock), images=tuple(images))
+
+
+async def _plan_image(registries: Registries, locked: LockedImage) -> PlannedImage:
+    """One HEAD on the target tag, one on the source; a second source HEAD only if its tag moved."""
+    source = reference.parse(locked.source)
+    target = reference.parse(locked.target)
+    source_client = registries.client(source.repository)
+    target_client = registries.client(target.repository)
+    follows_tag = source.digest is None
+    target_digest, source_digest = await asyncio.gather(
+        target_client.resolve_digest(target.repository.path, str(target.tag)),
+        source_client.resolve_digest(
+            source.repository.path, str(source.tag) if follows_tag else str(locked.digest)
+        ),
+    )
+    moved_to = source_digest if follows_tag and source_digest not in (None, locked.digest) else None
+
+    def planned(action: Action, message: str | None = None) -> PlannedImage:
+        return PlannedImage(
+            locked.source, locked.target, locked.digest, action,
+            target_digest=target_digest, moved_to=moved_to, message=message,
+        )
+
+    if target_digest == locked.digest:
+        return planned(Action.UNCHANGED)
+    if target_digest is not None:
+        return planned(
+            Action.CONFLICT,
+            f"target tag holds {target_digest}, not the locked {locked.digest}: refusing to overwrite",
+        )
+    available = source_digest == locked.digest
+    if not available and follows_tag:
+        available = await source_client.resolve_digest(source.repository.path, str(locked.digest)) is not None
+    if not available:
+        return planned(Action.SOURCE_MISSING, f"locked digest {locked.digest} is gone from {source.repository}")
+    return planned(Action.CREATE)
+
+
+_converter = documents.converter()
+_converter.register_unstructure_hook(Action, lambda action: action.value)
+_converter.register_structure_hook(Action, lambda value, _: Action(value))
+
+
+def to_json(plan: Plan) -> str:
+    """The JSON output and the saved plan are one format: what you review is what applies."""
+    document = _converter.unstructure(plan)
+    document["summary"] = _converter.unstructure(plan.summary)
+    return json.dumps(document, indent=2) + "\n"
+
+
+def load(path: Path) -> Plan:
+    """Read a saved plan strictly; a damaged or foreign file is refused with its name."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise InputError(path, f"cannot read saved plan: {error.strerror}") from None
+    except ValueError as error:
+        raise InputError(path, f"not a saved plan (invalid JSON: {error})") from None
+    if not isinstance(document, dict) or document.get("version") != PLAN_VERSION:
+        raise InputError(path, f"not a saved plan of version {PLAN_VERSION}")
+    document.pop("summary", None)
+    try:
+        return _converter.structure(document, Plan)
+    except (cattrs.BaseValidationError, ValueError) as error:
+        raise InputError(path, f"not a valid saved plan: {documents.describe(error)}") from None

@@ -1,0 +1,79 @@
+"""Resolve a desired image's source to the digest it names now, for the lock.
+
+One HEAD per source when the registry sends ``Docker-Content-Digest``; an index
+is read to record its platforms, and a single image's config only when the entry
+asks for platforms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from reconciler.config import DesiredImage
+from reconciler.lockfile import LockedImage
+from reconciler.registry import mediatypes
+from reconciler.registry.client import Registries
+from reconciler.registry.errors import RegistryError
+from reconciler.registry.manifest import Manifest, Platform
+
+
+class SourceUnusable(RegistryError):
+    """The source exists but cannot be pinned as asked (e.g. a platform is missing)."""
+
+
+async def resolve(registries: Registries, desired: DesiredImage) -> LockedImage:
+    source = desired.source_ref
+    path = source.repository.path
+    client = registries.client(source.repository)
+    head = await client.head_manifest(path, source.identifier)
+    if head is None:
+        raise RegistryError(f"{desired.source}: not found at {source.repository}")
+    needs_body = head.digest is None or head.media_type in mediatypes.INDEX_TYPES or bool(desired.platforms)
+    if not needs_body:
+        return LockedImage(desired.source, desired.target, head.digest, head.media_type, ())
+    manifest = await client.get_manifest(path, head.digest or source.identifier)
+    if manifest.is_index:
+        platforms = manifest.platforms()
+    elif desired.platforms:
+        platforms = (await _image_platform(registries, desired, manifest),)
+    else:
+        platforms = ()
+    missing = sorted(set(desired.platforms) - set(platforms))
+    if missing:
+        raise SourceUnusable(
+            f"{desired.source} ({manifest.digest}) does not provide platform(s) {', '.join(missing)}; "
+            f"it has {', '.join(platforms) or 'none listed'}"
+        )
+    return LockedImage(desired.source, desired.target, manifest.digest, manifest.media_type,
+                       platforms if manifest.is_index else ())
+
+
+async def _image_platform(registries: Registries, desired: DesiredImage, manifest: Manifest) -> str:
+    source = desired.source_ref
+    config_descriptor = manifest.blobs()[0]
+    data = await registries.client(source.repository).read_blob(source.repository.path, config_descriptor)
+    try:
+        config = json.loads(data)
+        return str(Platform(config["os"], config["architecture"], config.get("variant")))
+    except (ValueError, KeyError, TypeError):
+        raise SourceUnusable(f"{desired.source}: image config does not name its platform") from None
+
+
+async def resolve_all(
+    registries: Registries, desired: list[DesiredImage], concurrency: int = 32
+) -> tuple[dict[str, LockedImage], dict[str, str]]:
+    """Resolve concurrently; returns pins by target and one error line per failed target."""
+    slots = asyncio.Semaphore(concurrency)
+    resolved: dict[str, LockedImage] = {}
+    errors: dict[str, str] = {}
+
+    async def one(image: DesiredImage) -> None:
+        async with slots:
+            try:
+                resolved[image.target] = await resolve(registries, image)
+            except RegistryError as error:
+                errors[image.target] = str(error)
+
+    await asyncio.gather(*(one(image) for image in desired))
+    return resolved, errors

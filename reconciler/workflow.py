@@ -1,0 +1,93 @@
+"""The commands as functions: config → lock → plan → apply, and the lockless sync.
+
+Each returns a value for the CLI to render; none prints. Whatever reads files
+fails with InputError before any registry is contacted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from pathlib import Path
+
+import attrs
+
+from reconciler import lockfile
+from reconciler.apply import AppliedImage, Report, apply_plan, check_fresh
+from reconciler.config import Config
+from reconciler.errors import InputError
+from reconciler.lockfile import LockedImage, Lockfile
+from reconciler.plan import Plan, make_plan
+from reconciler.registry.client import Registries
+from reconciler.resolve import resolve_all
+
+
+@attrs.frozen
+class LockResult:
+    lock: Lockfile
+    written: bool
+    resolved: tuple[str, ...]
+    dropped: tuple[str, ...]
+    errors: tuple[str, ...]
+    """One line per source that could not be resolved; when any, nothing is written."""
+
+
+async def lock(
+    registries: Registries,
+    config: Config,
+    lock_path: Path,
+    *,
+    upgrade_all: bool = False,
+    upgrade_names: Collection[str] = (),
+) -> LockResult:
+    """Resolve new, changed or upgraded entries, keep the other pins, write only on success."""
+    existing = lockfile.load(lock_path, missing_ok=True)
+    work = lockfile.pending(config, existing, upgrade_all=upgrade_all, upgrade_names=upgrade_names)
+    resolved, errors = await resolve_all(registries, list(work.resolve))
+    dropped = tuple(image.target for image in work.dropped)
+    if errors:
+        lines = tuple(f"{target}: {message}" for target, message in sorted(errors.items()))
+        return LockResult(existing, False, (), dropped, lines)
+    new_lock = lockfile.merge(config, work.kept, resolved)
+    text = lockfile.dumps(new_lock)
+    current = lock_path.read_text(encoding="utf-8") if lock_path.exists() else None
+    if text != current:
+        lockfile.write_atomic(lock_path, text)
+    changed = tuple(
+        target for target, pin in sorted(resolved.items()) if _pin_of(existing, target) != pin
+    )
+    return LockResult(new_lock, text != current, changed, dropped, ())
+
+
+def _pin_of(lock: Lockfile, target: str) -> LockedImage | None:
+    return next((image for image in lock.images if image.target == target), None)
+
+
+def matching_lock(config: Config, lock_path: Path) -> Lockfile:
+    """The lock, refused unless it pins exactly what images.yaml asks for."""
+    current = lockfile.load(lock_path)
+    lines = lockfile.differences(config, current)
+    if lines:
+        more = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""
+        raise InputError(lock_path, f"does not match {config.path}: {lines[0]}{more}; run `image-syncer lock`")
+    return current
+
+
+async def plan(registries: Registries, config: Config, lock_path: Path) -> Plan:
+    return await make_plan(registries, matching_lock(config, lock_path))
+
+
+async def apply(
+    registries: Registries,
+    config: Config,
+    lock_path: Path,
+    saved_plan: Plan | None = None,
+    on_image_done: Callable[[AppliedImage], None] | None = None,
+) -> tuple[Plan, Report]:
+    """Apply a saved plan after checking it is still fresh, or plan and apply in one go."""
+    current = matching_lock(config, lock_path)
+    if saved_plan is not None:
+        await check_fresh(registries, saved_plan, current)
+        chosen = saved_plan
+    else:
+        chosen = await make_plan(registries, current)
+    return chosen, await apply_plan(registries, chosen, on_image_done=on_image_done)
