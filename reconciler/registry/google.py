@@ -107,6 +107,8 @@ class GoogleTokenSource:
             google_credentials = service_account.Credentials.from_service_account_info(
                 info, scopes=[CLOUD_PLATFORM_SCOPE]
             )
+            # Some unusable keys (an EC key) load fine and would fail only at the first refresh.
+            google_credentials.signer.sign(b"usable?")
         except (ValueError, TypeError):
             # google-auth's messages may quote the key; say what is wrong without it.
             raise CredentialsError(
@@ -123,7 +125,11 @@ class GoogleTokenSource:
 
     @classmethod
     def from_application_default(cls) -> GoogleTokenSource | None:
-        """Application default credentials (gcloud login, metadata server, ...); None if absent."""
+        """Application default credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud's), or None.
+
+        The metadata server (GCE, GKE, Cloud Run) is not among them: google-auth reaches it
+        only through ``requests``, which this tool does not depend on.
+        """
         try:
             with _http_client() as client:
                 google_credentials, _project = google.auth.default(
@@ -200,13 +206,12 @@ def _read_key_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CredentialsError(f"Google key file {path} is not a JSON object")
     if info.get("type") != "service_account":
         raise CredentialsError(
-            f"Google key file {path} is not a service-account key: its type is not 'service_account'"
+            f"Google key file {path} is not a service-account key: "
+            "its type is not 'service_account'"
         )
     missing = [name for name in _KEY_FILE_FIELDS if not isinstance(info.get(name), str)]
     if missing:
-        raise CredentialsError(
-            f"Google key file {path} lacks the field(s) {', '.join(missing)}"
-        )
+        raise CredentialsError(f"Google key file {path} lacks the field(s) {', '.join(missing)}")
     return info
 
 

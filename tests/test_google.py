@@ -1,0 +1,291 @@
+"""Google registry credentials against a fake OAuth2 token endpoint on loopback."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from reconciler.registry.credentials import CredentialsError
+from reconciler.registry.google import (
+    ACCESS_TOKEN_USERNAME,
+    GoogleTokenSource,
+    google_token_source,
+    is_google_registry,
+)
+from tests.harness.oauth import (
+    FakeTokenEndpoint,
+    private_key_pem,
+    serve_token_endpoint,
+    write_service_account_key,
+)
+
+
+@pytest.fixture(scope="module")
+def trusted_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture(scope="module")
+def other_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture
+def endpoint(trusted_key: rsa.RSAPrivateKey) -> Iterator[FakeTokenEndpoint]:
+    with serve_token_endpoint(FakeTokenEndpoint(public_key=trusted_key.public_key())) as running:
+        yield running
+
+
+@pytest.fixture
+def key_file(tmp_path: Path, trusted_key: rsa.RSAPrivateKey, endpoint: FakeTokenEndpoint) -> Path:
+    return write_service_account_key(tmp_path / "sa.json", trusted_key, endpoint.url)
+
+
+@pytest.fixture
+def no_application_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No GOOGLE_APPLICATION_CREDENTIALS and an empty gcloud config directory."""
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))
+
+
+def assert_no_secrets(text: str, endpoint: FakeTokenEndpoint, key: rsa.RSAPrivateKey) -> None:
+    pem_body = "".join(private_key_pem(key).splitlines()[1:-1])
+    for secret in [*endpoint.issued_tokens, pem_body[:40], pem_body[-40:], "PRIVATE KEY"]:
+        assert secret not in text
+
+
+def test_key_file_gives_the_endpoints_token(endpoint: FakeTokenEndpoint, key_file: Path) -> None:
+    source = GoogleTokenSource.from_key_file(key_file)
+
+    credentials = source.credentials()
+
+    assert credentials.username == ACCESS_TOKEN_USERNAME
+    assert endpoint.issued_tokens == [credentials.password]
+    assert credentials.identity_token is None
+
+
+def test_token_is_reused_while_far_from_expiry(endpoint: FakeTokenEndpoint, key_file: Path) -> None:
+    source = GoogleTokenSource.from_key_file(key_file)
+
+    first, second = source.credentials(), source.credentials()
+
+    assert first == second
+    assert endpoint.request_count == 1
+
+
+def test_token_is_refreshed_when_it_nears_expiry(endpoint: FakeTokenEndpoint,
+                                                 key_file: Path) -> None:
+    endpoint.expires_in = 120  # inside the 5-minute refresh margin from the start
+    source = GoogleTokenSource.from_key_file(key_file)
+
+    first, second = source.credentials(), source.credentials()
+
+    assert first.password != second.password
+    assert [first.password, second.password] == endpoint.issued_tokens
+
+
+def test_concurrent_callers_share_one_refresh(endpoint: FakeTokenEndpoint, key_file: Path) -> None:
+    source = GoogleTokenSource.from_key_file(key_file)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(source.credentials()))
+               for _ in range(8)]
+
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert endpoint.request_count == 1
+    assert {credentials.password for credentials in results} == set(endpoint.issued_tokens)
+
+
+def test_key_signed_by_another_private_key_is_refused(
+    tmp_path: Path, endpoint: FakeTokenEndpoint, other_key: rsa.RSAPrivateKey,
+) -> None:
+    path = write_service_account_key(tmp_path / "rotated.json", other_key, endpoint.url)
+    source = GoogleTokenSource.from_key_file(path)
+
+    with pytest.raises(CredentialsError) as raised:
+        source.credentials()
+
+    message = str(raised.value)
+    assert message == (f"could not get a Google access token with key file {path}: "
+                       "invalid_grant: Invalid JWT Signature.")
+    assert_no_secrets(message, endpoint, other_key)
+    assert endpoint.issued_tokens == []
+
+
+def test_unreachable_token_endpoint_is_a_credentials_error(
+    tmp_path: Path, trusted_key: rsa.RSAPrivateKey, endpoint: FakeTokenEndpoint,
+) -> None:
+    closed_port_url = "http://127.0.0.1:1/token"
+    path = write_service_account_key(tmp_path / "sa.json", trusted_key, closed_port_url)
+
+    with pytest.raises(CredentialsError) as raised:
+        GoogleTokenSource.from_key_file(path).credentials()
+
+    message = str(raised.value)
+    assert message.startswith(f"could not get a Google access token with key file {path}: "
+                              f"POST {closed_port_url} failed: ")
+    assert "\n" not in message
+    assert_no_secrets(message, endpoint, trusted_key)
+
+
+EC_KEY_PEM = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+).decode()
+
+
+def _key_without(field: str) -> Callable[[dict[str, object]], dict[str, object]]:
+    def change(key: dict[str, object]) -> dict[str, object]:
+        del key[field]
+        return key
+    return change
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    ("", "is not JSON: Expecting value at line 1 column 1"),
+    ('{"type": "service_account",', "is not JSON: "),
+    (b"\xff\xfe{}", "is not UTF-8 text"),
+    ("[]", "is not a JSON object"),
+    (lambda key: {**key, "type": "authorized_user"}, "is not a service-account key"),
+    (_key_without("client_email"), "lacks the field(s) client_email"),
+    (_key_without("token_uri"), "lacks the field(s) token_uri"),
+    (lambda key: {**key, "private_key": key["private_key"][:200]},
+     "is unusable: its private_key is not a PEM RSA private key"),
+    (lambda key: {**key, "private_key": 12345}, "lacks the field(s) private_key"),
+    (lambda key: {**key, "private_key": EC_KEY_PEM},
+     "is unusable: its private_key is not a PEM RSA private key"),
+])
+def test_malformed_key_file_fails_before_any_request(
+    tmp_path: Path, trusted_key: rsa.RSAPrivateKey, endpoint: FakeTokenEndpoint,
+    key_file: Path, content: object, expected: str,
+) -> None:
+    if callable(content):
+        content = json.dumps(content(json.loads(key_file.read_text())))
+    path = tmp_path / "broken.json"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+
+    with pytest.raises(CredentialsError) as raised:
+        GoogleTokenSource.from_key_file(path)
+
+    message = str(raised.value)
+    assert str(path) in message and expected in message
+    assert "\n" not in message
+    assert_no_secrets(message, endpoint, trusted_key)
+    assert endpoint.request_count == 0
+
+
+def test_missing_key_file(tmp_path: Path, endpoint: FakeTokenEndpoint) -> None:
+    path = tmp_path / "absent.json"
+
+    expected = f"^Google key file {re.escape(str(path))} does not exist$"
+    with pytest.raises(CredentialsError, match=expected):
+        GoogleTokenSource.from_key_file(path)
+
+    assert endpoint.request_count == 0
+
+
+def test_key_file_that_is_a_directory(tmp_path: Path, endpoint: FakeTokenEndpoint) -> None:
+    expected = f"^cannot read Google key file {re.escape(str(tmp_path))}: "
+    with pytest.raises(CredentialsError, match=expected):
+        GoogleTokenSource.from_key_file(tmp_path)
+
+    assert endpoint.request_count == 0
+
+
+def test_access_token_is_used_as_given(endpoint: FakeTokenEndpoint) -> None:
+    source = GoogleTokenSource.from_access_token("ya29.from-ci\n")
+
+    assert source.credentials().password == "ya29.from-ci"
+    assert source.credentials().username == ACCESS_TOKEN_USERNAME
+    assert endpoint.request_count == 0
+
+
+def test_empty_access_token_is_refused() -> None:
+    with pytest.raises(CredentialsError, match="access token given is empty"):
+        GoogleTokenSource.from_access_token("  ")
+
+
+def test_repr_and_str_hold_no_token_or_key(endpoint: FakeTokenEndpoint, key_file: Path,
+                                           trusted_key: rsa.RSAPrivateKey) -> None:
+    from_key = GoogleTokenSource.from_key_file(key_file)
+    from_key.credentials()
+    from_token = GoogleTokenSource.from_access_token("ya29.secret-from-ci")
+
+    for source in (from_key, from_token):
+        for text in (repr(source), str(source), repr(source.credentials())):
+            assert_no_secrets(text, endpoint, trusted_key)
+            assert "ya29" not in text
+    assert str(key_file) in repr(from_key)
+
+
+@pytest.mark.parametrize(("registry", "expected"), [
+    ("gcr.io", True),
+    ("eu.gcr.io", True),
+    ("us.gcr.io:443", True),
+    ("GCR.IO", True),
+    ("europe-west1-docker.pkg.dev", True),
+    ("us-docker.pkg.dev:443", True),
+    ("docker.pkg.dev", False),
+    ("europe-west1-python.pkg.dev", False),
+    ("gcr.io.example.com", False),
+    ("notgcr.io", False),
+    ("docker.io", False),
+    ("localhost:5000", False),
+    ("[::1]:5000", False),
+])
+def test_is_google_registry(registry: str, expected: bool) -> None:
+    assert is_google_registry(registry) is expected
+
+
+def test_provider_prefers_key_file(key_file: Path, endpoint: FakeTokenEndpoint) -> None:
+    source = google_token_source(str(key_file), "ya29.from-ci")
+
+    assert source is not None
+    assert source.credentials().password == endpoint.issued_tokens[0]
+
+
+def test_provider_uses_access_token_without_key_file(endpoint: FakeTokenEndpoint) -> None:
+    source = google_token_source(None, "ya29.from-ci")
+
+    assert source is not None
+    assert source.credentials().password == "ya29.from-ci"
+
+
+def test_provider_falls_back_to_application_default(
+    monkeypatch: pytest.MonkeyPatch, no_application_default: None, key_file: Path,
+    endpoint: FakeTokenEndpoint,
+) -> None:
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key_file))
+
+    source = google_token_source(None, None)
+
+    assert source is not None
+    assert source.source == "application default credentials"
+    assert source.credentials().password == endpoint.issued_tokens[0]
+
+
+def test_provider_is_none_without_any_google_credentials(no_application_default: None) -> None:
+    assert google_token_source(None, None) is None
+
+
+def test_broken_application_default_file_is_an_error(
+    monkeypatch: pytest.MonkeyPatch, no_application_default: None, tmp_path: Path,
+) -> None:
+    path = tmp_path / "absent.json"
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(path))
+
+    expected = f"^application default credentials from {re.escape(str(path))} are unusable: "
+    with pytest.raises(CredentialsError, match=expected):
+        GoogleTokenSource.from_application_default()
