@@ -1,0 +1,491 @@
+"""An HTTP/1.1 reverse proxy that injects faults in front of a real registry.
+
+Threaded (``http.server``) on a loopback address; every request is
+forwarded on a fresh upstream connection with its body streamed both ways
+(Content-Length or chunked), the ``Host`` header passed through unchanged
+(so the registry's ``Location`` headers point back at the proxy) and
+hop-by-hop headers dropped.  Rules, tried in insertion order, match
+method + path regex (``re.search`` on path+query) and apply to the next
+``times`` matching requests (``None`` = forever).
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+from urllib.parse import urlsplit
+
+HOP_BY_HOP = {
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+    "te", "trailer", "trailers", "transfer-encoding", "upgrade", "proxy-connection",
+}
+CHUNK = 64 * 1024
+
+
+class Headers:
+    """Case-insensitive, order-preserving view of recorded headers."""
+
+    def __init__(self, items: list[tuple[str, str]]):
+        self.items_ = list(items)
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        name = name.lower()
+        for k, v in self.items_:
+            if k.lower() == name:
+                return v
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        name = name.lower()
+        return [v for k, v in self.items_ if k.lower() == name]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def __getitem__(self, name: str) -> str:
+        v = self.get(name)
+        if v is None:
+            raise KeyError(name)
+        return v
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self.items_)
+
+    def __repr__(self) -> str:
+        return f"Headers({self.items_!r})"
+
+
+@dataclass
+class Rule:
+    """A fault rule; ``action`` is respond | drop | redirect | delay | truncate."""
+
+    method: str | None
+    path: str
+    action: str
+    times: int | None = 1
+    status: int = 503
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    location: str | Callable[[str], str] | None = None
+    seconds: float = 0.0
+    after_bytes: int = 0
+    read_body: bool = True
+    hits: int = 0
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        self._re = re.compile(self.path)
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.times is not None and self.times <= 0:
+            return False
+        if self.method not in (None, "*") and self.method.upper() != method.upper():
+            return False
+        return self._re.search(path) is not None
+
+    @property
+    def exhausted(self) -> bool:
+        return self.times is not None and self.times <= 0
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str                  # path + query as received
+    headers: Headers
+    action: str = "pass"       # pass | respond | drop | redirect | delay | truncate
+    rule: Rule | None = field(default=None, repr=False)
+    status: int | None = None  # status sent to the client (None if dropped)
+    request_bytes: int = 0     # request body bytes received
+    response_bytes: int = 0    # response body bytes sent
+    time: float = field(default_factory=time.time)
+
+    @property
+    def url_path(self) -> str:
+        return self.path.split("?", 1)[0]
+
+
+class FaultProxy:
+    """``FaultProxy(upstream_url, host="127.0.0.1").start()``.
+
+    ``upstream_url``: "http(s)://127.0.0.1:PORT" (a Registry's ``url``);
+    ``upstream_ca_file`` to trust an HTTPS upstream.
+    """
+
+    def __init__(self, upstream_url: str, *, host: str = "127.0.0.1", port: int = 0,
+                 upstream_ca_file: str | None = None, name: str = "proxy",
+                 timeout: float = 120.0) -> None:
+        u = urlsplit(upstream_url)
+        self.upstream_url = upstream_url.rstrip("/")
+        self.upstream_scheme = u.scheme
+        self.upstream_host = u.hostname or "127.0.0.1"
+        self.upstream_port = u.port or (443 if u.scheme == "https" else 80)
+        self.upstream_ssl = (ssl.create_default_context(cafile=str(upstream_ca_file))
+                             if u.scheme == "https" and upstream_ca_file
+                             else ssl.create_default_context() if u.scheme == "https" else None)
+        self.bind_host = host
+        self.bind_port = port
+        self.name = name
+        self.timeout = timeout
+        self.rules: list[Rule] = []
+        self.requests: list[RecordedRequest] = []
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._conns: set[socket.socket] = set()
+
+    # ------------------------------------------------------------ addresses
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "proxy not started"
+        return self._server.server_address[1]
+
+    @property
+    def host(self) -> str:
+        """"HOST:PORT" — what to use as the registry host."""
+        return f"{self.bind_host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    # ---------------------------------------------------------------- rules
+    def add_rule(self, rule: Rule) -> Rule:
+        with self._lock:
+            self.rules.append(rule)
+        return rule
+
+    def fail(self, method: str | None, path: str, status: int = 503, *, times: int | None = 1,
+             headers: dict[str, str] | None = None, body: bytes | str = b"") -> Rule:
+        """Answer ``status`` (with headers/body) instead of forwarding."""
+        if isinstance(body, str):
+            body = body.encode()
+        return self.add_rule(Rule(method, path, "respond", times, status, dict(headers or {}), body))
+
+    def drop(self, method: str | None, path: str, *, times: int | None = 1,
+             read_body: bool = True) -> Rule:
+        """Close the connection without answering (after reading the request
+        body if ``read_body``, else immediately)."""
+        return self.add_rule(Rule(method, path, "drop", times, read_body=read_body))
+
+    def redirect(self, method: str | None, path: str, to: str | Callable[[str], str], *,
+                 status: int = 307, times: int | None = 1,
+                 headers: dict[str, str] | None = None) -> Rule:
+        """Answer a redirect.  ``to`` is a base URL (the request's path+query is
+        appended) or a function ``path_with_query -> absolute URL``."""
+        return self.add_rule(Rule(method, path, "redirect", times, status, dict(headers or {}),
+                                  location=to))
+
+    def delay(self, method: str | None, path: str, seconds: float, *,
+              times: int | None = 1) -> Rule:
+        """Sleep, then forward normally."""
+        return self.add_rule(Rule(method, path, "delay", times, seconds=seconds))
+
+    def truncate(self, method: str | None, path: str, after_bytes: int, *,
+                 times: int | None = 1) -> Rule:
+        """Forward, but cut the response body after ``after_bytes`` and close."""
+        return self.add_rule(Rule(method, path, "truncate", times, after_bytes=after_bytes))
+
+    def clear_rules(self) -> None:
+        with self._lock:
+            self.rules.clear()
+
+    def clear(self) -> None:
+        """Forget recorded requests (rules are kept)."""
+        with self._lock:
+            self.requests.clear()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.rules.clear()
+            self.requests.clear()
+
+    def _match(self, method: str, path: str) -> Rule | None:
+        with self._lock:
+            for r in self.rules:
+                if r.matches(method, path):
+                    if r.times is not None:
+                        r.times -= 1
+                    r.hits += 1
+                    return r
+        return None
+
+    # ------------------------------------------------------------- queries
+    def requests_matching(self, method: str | None = None, path: str | None = None
+                          ) -> list[RecordedRequest]:
+        rx = re.compile(path) if path else None
+        with self._lock:
+            reqs = list(self.requests)
+        return [r for r in reqs
+                if (method is None or r.method.upper() == method.upper())
+                and (rx is None or rx.search(r.path))]
+
+    def count(self, method: str | None = None, path: str | None = None) -> int:
+        return len(self.requests_matching(method, path))
+
+    # ----------------------------------------------------------- lifecycle
+    def start(self) -> "FaultProxy":
+        proxy = self
+
+        class Handler(_ProxyHandler):
+            pass
+
+        Handler.proxy = proxy
+        Handler.timeout = self.timeout
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+            request_queue_size = 128
+
+            def get_request(self):
+                sock, addr = super().get_request()
+                with proxy._lock:
+                    proxy._conns.add(sock)
+                return sock, addr
+
+            def shutdown_request(self, request):
+                with proxy._lock:
+                    proxy._conns.discard(request)
+                super().shutdown_request(request)
+
+        self._server = Server((self.bind_host, self.bind_port), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.1},
+                                        name=f"fault-proxy-{self.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        with self._lock:
+            conns = list(self._conns)
+            self._conns.clear()
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> "FaultProxy":
+        return self.start() if self._server is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class _ClientGone(Exception):
+    pass
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    proxy: FaultProxy
+    protocol_version = "HTTP/1.1"
+    server_version = "harness-fault-proxy"
+
+    def log_message(self, format: str, *args) -> None:
+        pass
+
+    # every method goes through the same path
+    def __getattr__(self, name: str):
+        if name.startswith("do_"):
+            return self._proxy
+        raise AttributeError(name)
+
+    # ------------------------------------------------------------ request body
+    def _request_body(self):
+        """Yield the request body in chunks (decoding chunked encoding)."""
+        te = (self.headers.get("Transfer-Encoding") or "").lower()
+        if "chunked" in te:
+            while True:
+                line = self.rfile.readline(65537)
+                if not line:
+                    raise _ClientGone()
+                size = int(line.split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while True:  # trailers
+                        t = self.rfile.readline(65537)
+                        if t in (b"\r\n", b"\n", b""):
+                            return
+                while size:
+                    data = self.rfile.read(min(size, CHUNK))
+                    if not data:
+                        raise _ClientGone()
+                    size -= len(data)
+                    yield data
+                self.rfile.readline(3)
+        else:
+            remaining = int(self.headers.get("Content-Length") or 0)
+            while remaining > 0:
+                data = self.rfile.read(min(remaining, CHUNK))
+                if not data:
+                    raise _ClientGone()
+                remaining -= len(data)
+                yield data
+
+    def _drain(self, rec: RecordedRequest) -> None:
+        for data in self._request_body():
+            rec.request_bytes += len(data)
+
+    def _has_body(self) -> bool:
+        return ("chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
+                or int(self.headers.get("Content-Length") or 0) > 0)
+
+    # ----------------------------------------------------------------- reply
+    def _reply(self, rec: RecordedRequest, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.send_response_only(status)
+        names = {k.lower() for k in headers}
+        for k, v in headers.items():
+            self.send_header(k, v)
+        if "content-length" not in names:
+            self.send_header("Content-Length", str(len(body)))
+        if "content-type" not in names and body:
+            self.send_header("Content-Type", "application/json")
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD" and body:
+            self.wfile.write(body)
+        self.wfile.flush()
+        rec.status = status
+        rec.response_bytes = 0 if self.command == "HEAD" else len(body)
+
+    def _proxy(self) -> None:
+        proxy = self.proxy
+        rec = RecordedRequest(self.command, self.path, Headers(list(self.headers.items())))
+        with proxy._lock:
+            proxy.requests.append(rec)
+        conn_hdr = (self.headers.get("Connection") or "").lower()
+        if "close" in conn_hdr or self.request_version != "HTTP/1.1":
+            self.close_connection = True
+        rule = proxy._match(self.command, self.path)
+        try:
+            if rule is not None:
+                rec.rule = rule
+                rec.action = rule.action
+                if rule.action == "drop":
+                    if rule.read_body:
+                        self._drain(rec)
+                    self.close_connection = True
+                    try:
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                    return
+                if rule.action == "respond":
+                    self._drain(rec)
+                    self._reply(rec, rule.status, rule.headers, rule.body)
+                    return
+                if rule.action == "redirect":
+                    self._drain(rec)
+                    loc = rule.location
+                    target = loc(self.path) if callable(loc) else str(loc).rstrip("/") + self.path
+                    headers = {"Location": target, **rule.headers}
+                    self._reply(rec, rule.status, headers, b"")
+                    return
+                if rule.action == "delay":
+                    time.sleep(rule.seconds)
+            self._forward(rec, truncate=rule.after_bytes if rule and rule.action == "truncate" else None)
+        except (_ClientGone, ConnectionError, socket.timeout, BrokenPipeError):
+            self.close_connection = True
+
+    def _forward(self, rec: RecordedRequest, truncate: int | None) -> None:
+        proxy = self.proxy
+        if proxy.upstream_ssl is not None:
+            up = http.client.HTTPSConnection(proxy.upstream_host, proxy.upstream_port,
+                                             timeout=proxy.timeout, context=proxy.upstream_ssl)
+        else:
+            up = http.client.HTTPConnection(proxy.upstream_host, proxy.upstream_port,
+                                            timeout=proxy.timeout)
+        try:
+            try:
+                up.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+                for k, v in self.headers.items():
+                    if k.lower() in HOP_BY_HOP:
+                        continue
+                    up.putheader(k, v)
+                chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
+                if chunked:
+                    up.putheader("Transfer-Encoding", "chunked")
+                up.putheader("Connection", "close")
+                up.endheaders()
+                for data in self._request_body():
+                    rec.request_bytes += len(data)
+                    if chunked:
+                        up.send(b"%x\r\n%s\r\n" % (len(data), data))
+                    else:
+                        up.send(data)
+                if chunked:
+                    up.send(b"0\r\n\r\n")
+                resp = up.getresponse()
+            except _ClientGone:
+                raise
+            except (OSError, http.client.HTTPException) as e:
+                self.close_connection = True
+                self._reply(rec, 502, {"Content-Type": "text/plain"},
+                            f"fault proxy: upstream error {e!r}".encode())
+                return
+
+            self.send_response_only(resp.status, resp.reason)
+            length = resp.getheader("Content-Length")
+            no_body = self.command == "HEAD" or resp.status in (204, 304) or 100 <= resp.status < 200
+            for k, v in resp.getheaders():
+                if k.lower() in HOP_BY_HOP:
+                    continue
+                self.send_header(k, v)
+            rechunk = not no_body and length is None
+            if rechunk:
+                self.send_header("Transfer-Encoding", "chunked")
+            if truncate is not None:
+                self.close_connection = True
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            rec.status = resp.status
+            if no_body:
+                self.wfile.flush()
+                return
+            sent = 0
+            while True:
+                data = resp.read1(CHUNK) if hasattr(resp, "read1") else resp.read(CHUNK)
+                if not data:
+                    break
+                if truncate is not None and sent + len(data) >= truncate:
+                    data = data[: max(0, truncate - sent)]
+                    if rechunk and data:
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                    elif data:
+                        self.wfile.write(data)
+                    sent += len(data)
+                    rec.response_bytes = sent
+                    self.wfile.flush()
+                    try:
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                    return
+                if rechunk:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                else:
+                    self.wfile.write(data)
+                sent += len(data)
+            if rechunk:
+                self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+            rec.response_bytes = sent
+        finally:
+            up.close()

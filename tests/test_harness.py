@@ -1,0 +1,330 @@
+"""The harness itself, against real registries (no mocks)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import ssl
+import tarfile
+
+import httpx
+import pytest
+
+from tests.harness import images
+from tests.harness.images import (DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX,
+                                  OCI_MANIFEST, sha256_digest)
+from tests.harness.rawhttp import RawRegistry, get_blob, get_manifest, parse_challenge
+from tests.harness.registry import RegistryStartError, start_registry
+from tests.harness.skopeo import SkopeoError, skopeo_copy, skopeo_inspect_raw
+from tests.harness.token_issuer import deny_all_policy, parse_scope, pull_only_policy
+
+
+# ------------------------------------------------------------------ variants
+def test_plain_registry_answers_v2(plain_registry):
+    r = httpx.get(plain_registry.url + "/v2/")
+    assert r.status_code == 200
+    assert r.headers["docker-distribution-api-version"] == "registry/2.0"
+    assert plain_registry.host.startswith("127.0.0.1:")
+    assert plain_registry.url == f"http://{plain_registry.host}"
+    assert plain_registry.ca_file is None and plain_registry.credentials is None
+    assert plain_registry.data_dir.is_dir()
+
+
+def test_htpasswd_registry_challenges_basic(htpasswd_registry):
+    url = htpasswd_registry.url + "/v2/"
+    r = httpx.get(url)
+    assert r.status_code == 401
+    assert parse_challenge(r.headers["www-authenticate"]) == ("basic", {"realm": "harness-realm"})
+    assert httpx.get(url, auth=htpasswd_registry.credentials).status_code == 200
+    assert httpx.get(url, auth=("other", "other-pw")).status_code == 200
+    assert httpx.get(url, auth=("tester", "wrong")).status_code == 401
+
+
+def test_token_registry_challenges_bearer(token_registry):
+    issuer = token_registry.issuer
+    r = httpx.get(token_registry.url + "/v2/")
+    assert r.status_code == 401
+    scheme, params = parse_challenge(r.headers["www-authenticate"])
+    assert scheme == "bearer"
+    assert params == {"realm": issuer.realm, "service": issuer.service}
+    r = httpx.get(token_registry.url + "/v2/some/repo/tags/list")
+    assert parse_challenge(r.headers["www-authenticate"])[1]["scope"] == "repository:some/repo:pull"
+
+
+def test_tls_registry_needs_its_ca(tls_registry):
+    assert tls_registry.url.startswith("https://127.0.0.1:")
+    assert (tls_registry.cert_dir / "ca.crt").read_bytes() == tls_registry.ca_file.read_bytes()
+    ctx = ssl.create_default_context(cafile=str(tls_registry.ca_file))
+    assert httpx.get(tls_registry.url + "/v2/", verify=ctx).status_code == 200
+    localhost = tls_registry.url.replace("127.0.0.1", "localhost")
+    assert httpx.get(localhost + "/v2/", verify=ctx).status_code == 200
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(tls_registry.url + "/v2/")
+
+
+def test_start_failure_reports_log_tail(tmp_path):
+    with pytest.raises(RegistryStartError) as exc:
+        start_registry("broken", extra_config={"storage": {"nosuchdriver": {}}},
+                       workdir=tmp_path)
+    assert "nosuchdriver" in str(exc.value)
+
+
+def test_restart_keeps_storage(registry_factory, unique_repo):
+    reg = registry_factory("restartable")
+    pushed = images.push_image(images.build_oci_image("restart"), reg, unique_repo(), "v1")
+    old = reg.host
+    reg.restart()
+    assert reg.host == old
+    assert get_manifest(reg, pushed.repo, "v1").content == pushed.manifest
+    reg.stop()
+    assert not reg.running
+
+
+# -------------------------------------------------------------------- images
+def test_images_are_deterministic():
+    for kind in images.BUILDERS:
+        a, b = images.build_image(kind), images.build_image(kind)
+        assert a.raw == b.raw and a.digest == b.digest
+        assert a.blob_sizes == b.blob_sizes
+    assert images.build_oci_image("x").digest != images.build_oci_image("y").digest
+
+
+def test_image_contents_are_consistent():
+    img = images.build_oci_index()
+    index = json.loads(img.raw)
+    assert index["mediaType"] == OCI_INDEX
+    assert [m["platform"]["architecture"] for m in index["manifests"]] == ["amd64", "arm64"]
+    for child in img.manifests:
+        m = json.loads(child.raw)
+        config = json.loads(child.config.data)
+        assert config["architecture"] == child.platform["architecture"]
+        diff_ids = []
+        for layer, desc in zip(child.layers, m["layers"]):
+            assert desc["digest"] == sha256_digest(layer.data) and desc["size"] == len(layer.data)
+            tar = gzip.decompress(layer.data)
+            assert tarfile.open(fileobj=io.BytesIO(tar)).getnames()
+            diff_ids.append(sha256_digest(tar))
+        assert config["rootfs"] == {"type": "layers", "diff_ids": diff_ids}
+    large = images.build_large_image()
+    assert max(b.size for b in large.blobs.values()) > 8 * images.MiB
+
+
+EXPECTED_TYPES = {
+    "oci": OCI_MANIFEST, "docker": DOCKER_MANIFEST, "oci-index": OCI_INDEX,
+    "docker-list": DOCKER_MANIFEST_LIST, "large": OCI_MANIFEST,
+}
+
+
+@pytest.mark.parametrize("kind", list(images.BUILDERS))
+def test_skopeo_copies_fixture_images_byte_identical(kind, seeded_images, plain_registry,
+                                                     second_plain_registry, unique_repo):
+    src = seeded_images[kind]
+    assert src.media_type == EXPECTED_TYPES[kind]
+    assert src.digest == sha256_digest(src.manifest)
+    assert len(src.child_digests) == (2 if kind in ("oci-index", "docker-list") else 0)
+
+    dest_repo = unique_repo()
+    skopeo_copy(f"docker://{src.ref}", f"docker://{second_plain_registry.host}/{dest_repo}:v1")
+    raw = skopeo_inspect_raw(f"docker://{second_plain_registry.host}/{dest_repo}:v1")
+    assert raw == src.manifest
+    assert sha256_digest(raw) == src.digest
+    for child in src.children:
+        got = skopeo_inspect_raw(f"{second_plain_registry.host}/{dest_repo}@{child.digest}")
+        assert got == child.raw and sha256_digest(got) == child.digest
+
+    with RawRegistry(second_plain_registry) as reg:
+        r = reg.get_manifest(dest_repo, "v1")
+        assert r.status_code == 200
+        assert r.headers["docker-content-digest"] == src.digest
+        assert r.headers["content-type"] == src.media_type
+        assert r.content == src.manifest
+        for digest, size in src.blobs.items():
+            h = reg.head_blob(dest_repo, digest)
+            assert h.status_code == 200, digest
+            assert int(h.headers["content-length"]) == size
+    if kind == "large":
+        big = max(src.blobs, key=src.blobs.get)
+        body = get_blob(second_plain_registry, dest_repo, big).content
+        assert sha256_digest(body) == big and len(body) == src.blobs[big]
+
+
+def test_push_to_htpasswd_and_tls_registries(htpasswd_registry, tls_registry, push_image,
+                                             unique_repo):
+    a = push_image("oci-index", registry=htpasswd_registry)
+    with pytest.raises(SkopeoError):
+        skopeo_inspect_raw(a.ref)  # anonymous is refused
+    assert skopeo_inspect_raw(a.ref, creds=htpasswd_registry.credentials) == a.manifest
+
+    b = push_image("docker", registry=tls_registry)
+    assert skopeo_inspect_raw(b.ref, tls_verify=True, cert_dir=tls_registry.cert_dir) == b.manifest
+    assert get_manifest(tls_registry, b.repo, b.tag).content == b.manifest
+
+    # registry -> registry across auth and TLS
+    dest = f"docker://{tls_registry.host}/{unique_repo()}:copied"
+    skopeo_copy(f"docker://{a.ref}", dest, src_creds=htpasswd_registry.credentials,
+                dest_tls_verify=True, dest_cert_dir=tls_registry.cert_dir)
+    assert skopeo_inspect_raw(dest, tls_verify=True, cert_dir=tls_registry.cert_dir) == a.manifest
+
+
+# --------------------------------------------------------------------- token
+def test_token_issuer_records_and_grants(token_registry, push_image):
+    issuer = token_registry.issuer
+    pushed = push_image("oci", registry=token_registry)
+    asked = [s for r in issuer.requests for s in r.requested]
+    assert f"repository:{pushed.repo}:pull,push" in asked
+    assert any(r.username == "tester" and r.granted_actions.get(pushed.repo) == ["pull", "push"]
+               for r in issuer.requests)
+
+    issuer.clear()
+    # anonymous: default policy grants pull only
+    assert skopeo_inspect_raw(pushed.ref) == pushed.manifest
+    assert issuer.requests and all(r.username is None for r in issuer.requests)
+    assert all(r.granted == [f"repository:{pushed.repo}:pull"] for r in issuer.requests)
+
+    r = httpx.get(issuer.realm, params={"service": issuer.service,
+                                         "scope": f"repository:{pushed.repo}:pull"},
+                  auth=("tester", "wrong"))
+    assert r.status_code == 401
+    assert issuer.requests[-1].status == 401
+
+
+def test_registry_enforces_granted_scopes(token_registry, push_image, unique_repo):
+    issuer = token_registry.issuer
+    pushed = push_image("oci", registry=token_registry)
+    with issuer.use_policy(pull_only_policy):
+        # skopeo with valid credentials but a pull-only grant cannot push
+        with pytest.raises(SkopeoError):
+            images.push_image(images.build_oci_image("denied"), token_registry, unique_repo())
+        # a pull-only token pulls fine but cannot start an upload
+        r = httpx.get(issuer.realm, params={"service": issuer.service,
+                                             "scope": f"repository:{pushed.repo}:pull,push"},
+                      auth=token_registry.credentials)
+        assert r.status_code == 200
+        assert issuer.requests[-1].granted == [f"repository:{pushed.repo}:pull"]
+        auth = {"Authorization": "Bearer " + r.json()["token"]}
+        m = httpx.get(f"{token_registry.url}/v2/{pushed.repo}/manifests/v1",
+                      headers={**auth, "Accept": OCI_MANIFEST})
+        assert m.status_code == 200 and m.content == pushed.manifest
+        up = httpx.post(f"{token_registry.url}/v2/{pushed.repo}/blobs/uploads/", headers=auth)
+        assert up.status_code == 401
+        challenge = parse_challenge(up.headers["www-authenticate"])[1]
+        assert challenge["error"] == "insufficient_scope"
+        typ, name, actions = parse_scope(challenge["scope"])
+        assert (typ, name, sorted(actions)) == ("repository", pushed.repo, ["pull", "push"])
+    assert issuer.policy is not pull_only_policy  # restored
+
+    issuer.policy = deny_all_policy
+    r = httpx.get(f"{token_registry.url}/v2/{pushed.repo}/manifests/v1",
+                  headers={"Authorization": "Bearer " + issuer.issue("tester", [])})
+    assert r.status_code == 401
+    with pytest.raises(SkopeoError):
+        skopeo_inspect_raw(pushed.ref, creds=token_registry.credentials)
+
+
+def test_token_issuer_fail_next(token_registry):
+    issuer = token_registry.issuer
+    issuer.fail_next(1, status=503)
+    params = {"service": issuer.service, "scope": "repository:x:pull"}
+    assert httpx.get(issuer.realm, params=params).status_code == 503
+    assert httpx.get(issuer.realm, params=params).status_code == 200
+    # OAuth2 POST form
+    r = httpx.post(issuer.realm, data={"grant_type": "password", "username": "tester",
+                                       "password": "tester-pw", "service": issuer.service,
+                                       "scope": "repository:x:pull", "client_id": "t"})
+    assert r.status_code == 200 and r.json()["access_token"]
+
+
+# --------------------------------------------------------------- fault proxy
+def test_fault_proxy_injects_503_then_passes(plain_registry, fault_proxy, seeded_images):
+    proxy = fault_proxy(plain_registry)
+    src = seeded_images["oci"]
+    rule = proxy.fail("GET", r"/manifests/", 503, headers={"Retry-After": "1"}, times=2)
+    path = f"/v2/{src.repo}/manifests/{src.tag}"
+    with httpx.Client() as c:
+        r1 = c.get(proxy.url + path, headers={"Accept": OCI_MANIFEST})
+        r2 = c.get(proxy.url + path, headers={"Accept": OCI_MANIFEST})
+        r3 = c.get(proxy.url + path, headers={"Accept": OCI_MANIFEST})
+    assert (r1.status_code, r2.status_code, r3.status_code) == (503, 503, 200)
+    assert r1.headers["retry-after"] == "1"
+    assert r3.content == src.manifest and r3.headers["docker-content-digest"] == src.digest
+    assert rule.hits == 2 and rule.exhausted
+    assert proxy.count("GET", r"/manifests/") == 3
+    assert [r.action for r in proxy.requests] == ["respond", "respond", "pass"]
+    assert proxy.requests[0].headers["accept"] == OCI_MANIFEST
+
+
+def test_fault_proxy_streams_large_uploads_and_keeps_locations(plain_registry, fault_proxy,
+                                                             large_image, unique_repo):
+    proxy = fault_proxy(plain_registry)
+    pushed = images.push_image(large_image, plain_registry, unique_repo(), "v1", host=proxy.host)
+    assert pushed.host == proxy.host
+    assert skopeo_inspect_raw(pushed.ref) == pushed.manifest
+    assert proxy.count("PUT", r"/manifests/v1$") == 1
+    big = max(pushed.blobs, key=pushed.blobs.get)
+    assert sum(r.request_bytes for r in proxy.requests_matching(path="/blobs/uploads/")) >= pushed.blobs[big]
+
+    # chunked request body; the upload Location points back at the proxy
+    data = images.seeded_bytes("chunked", 3 * images.MiB + 17)
+    digest = sha256_digest(data)
+    with httpx.Client(timeout=60) as c:
+        start = c.post(f"{proxy.url}/v2/{pushed.repo}/blobs/uploads/")
+        assert start.status_code == 202
+        loc = start.headers["location"]
+        assert loc.startswith(proxy.url + "/")
+
+        def body():
+            for i in range(0, len(data), 100_000):
+                yield data[i:i + 100_000]
+
+        put = c.put(f"{loc}&digest={digest}", content=body())
+        assert put.status_code == 201
+        assert "chunked" in proxy.requests[-1].headers.get("transfer-encoding", "")
+        head = c.head(f"{proxy.url}/v2/{pushed.repo}/blobs/{digest}")
+        assert head.status_code == 200 and int(head.headers["content-length"]) == len(data)
+        got = c.get(f"{proxy.url}/v2/{pushed.repo}/blobs/{digest}")
+        assert got.content == data
+
+
+def test_fault_proxy_drop_truncate_and_cross_host_redirect(plain_registry, fault_proxy,
+                                                          seeded_images):
+    src = seeded_images["large"]
+    big = max(src.blobs, key=src.blobs.get)
+    path = f"/v2/{src.repo}/blobs/{big}"
+    proxy = fault_proxy(plain_registry)
+    other = fault_proxy(plain_registry, host="127.0.0.2")
+    assert other.host.startswith("127.0.0.2:")
+    proxy.drop("GET", "/blobs/")
+    proxy.truncate("GET", "/blobs/", 1000)
+    proxy.redirect("GET", "/blobs/", other.url)
+    with httpx.Client(timeout=60) as c:
+        with pytest.raises(httpx.RemoteProtocolError):
+            c.get(proxy.url + path)
+        with pytest.raises(httpx.RemoteProtocolError):
+            c.get(proxy.url + path)
+        r = c.get(proxy.url + path, headers={"Authorization": "Bearer secret"})
+        assert r.status_code == 307 and r.headers["location"] == other.url + path
+        r2 = c.get(r.headers["location"])
+        assert r2.status_code == 200 and sha256_digest(r2.content) == big
+    assert [r.action for r in proxy.requests] == ["drop", "truncate", "redirect"]
+    assert proxy.requests[1].response_bytes == 1000
+    assert proxy.requests[2].headers["authorization"] == "Bearer secret"
+    assert other.requests[0].headers.get("authorization") is None
+    assert other.requests[0].headers["host"] == other.host
+
+
+def test_fault_proxy_in_front_of_token_registry(token_registry, fault_proxy, push_image):
+    pushed = push_image("docker", registry=token_registry)
+    proxy = fault_proxy(token_registry)
+    # containers/image retries a 429 by itself
+    proxy.fail("GET", r"/manifests/", 429, headers={"Retry-After": "0"})
+    ref = f"{proxy.host}/{pushed.repo}:{pushed.tag}"
+    assert skopeo_inspect_raw(ref, creds=token_registry.credentials) == pushed.manifest
+    gets = proxy.requests_matching("GET", "/manifests/")
+    assert [r.status for r in gets] == [429, 200]
+    assert all(r.headers.get("authorization", "").startswith("Bearer ") for r in gets)
+    # a 500 is not retried
+    proxy.fail("GET", r"/manifests/", 500, body='{"errors":[{"code":"UNKNOWN"}]}')
+    with pytest.raises(SkopeoError):
+        skopeo_inspect_raw(ref, creds=token_registry.credentials)
