@@ -6,6 +6,7 @@ log file in a private temporary directory.  Nothing here mocks the registry.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
@@ -25,6 +26,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from .token_issuer import TokenIssuer
 
 REGISTRY_BINARY = os.environ.get("HARNESS_REGISTRY_BINARY", "docker-registry")
+
+_live: "set[Registry]" = set()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    """Safety net: never leave registry processes behind."""
+    for reg in list(_live):
+        reg._kill()
 
 
 class RegistryStartError(RuntimeError):
@@ -54,7 +64,7 @@ def make_htpasswd_line(username: str, password: str) -> str:
     return f"{username}:{hashed}"
 
 
-@dataclass
+@dataclass(eq=False)
 class Registry:
     """A running ``docker-registry`` process.
 
@@ -135,6 +145,7 @@ class Registry:
             )
         finally:
             log.close()
+        _live.add(self)
         deadline = time.monotonic() + timeout
         last_err: Exception | None = None
         with self.http_client(timeout=2) as client:
@@ -159,6 +170,7 @@ class Registry:
         )
 
     def _kill(self) -> None:
+        _live.discard(self)
         proc = self._proc
         if proc is None or proc.poll() is not None:
             return

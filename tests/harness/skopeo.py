@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -28,6 +30,7 @@ def _env() -> dict[str, str]:
     global _policy_dir
     if _policy_dir is None:
         _policy_dir = tempfile.mkdtemp(prefix="harness-skopeo-")
+        atexit.register(shutil.rmtree, _policy_dir, True)
         Path(_policy_dir, "policy.json").write_text(
             json.dumps({"default": [{"type": "insecureAcceptAnything"}]})
         )
