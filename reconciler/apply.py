@@ -86,7 +86,8 @@ async def apply_plan(
             on_image_done(result)
         return result
 
-    images = await asyncio.gather(*(apply_one(image) for image in plan.images))
+    async with copier:
+        images = await asyncio.gather(*(apply_one(image) for image in plan.images))
     return Report(images=tuple(images), stats=copier.stats)
 
 

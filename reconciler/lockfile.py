@@ -14,10 +14,11 @@ from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 
 import attrs
-import cattrs
 import yaml
 
-from reconciler.config import Config, DesiredImage, YamlDocument, yaml_converter
+from reconciler import documents
+from reconciler.config import Config, DesiredImage
+from reconciler.documents import YamlDocument
 from reconciler.errors import InputError
 from reconciler.registry import mediatypes
 from reconciler.registry.digest import Digest
@@ -55,14 +56,7 @@ class LockPlan:
     """Pins whose entry was removed from images.yaml."""
 
 
-def _make_converter() -> cattrs.Converter:
-    converter = yaml_converter()
-    converter.register_structure_hook(Digest, lambda value, _: Digest.parse(converter.structure(value, str)))
-    converter.register_unstructure_hook(Digest, str)
-    return converter
-
-
-_converter = _make_converter()
+_converter = documents.converter()
 
 
 def _hash_inputs(desired: Iterable[DesiredImage]) -> str:

@@ -9,10 +9,13 @@ from __future__ import annotations
 import asyncio
 import enum
 import hashlib
+import json
+from pathlib import Path
 
 import attrs
 
-from reconciler import lockfile
+from reconciler import documents, lockfile
+from reconciler.documents import YamlDocument
 from reconciler.lockfile import LockedImage, Lockfile
 from reconciler.registry import reference
 from reconciler.registry.client import Registries
@@ -135,30 +138,33 @@ async def _plan_image(registries: Registries, locked: LockedImage) -> PlannedIma
     return planned(Action.CREATE)
 
 
+
+@attrs.frozen(kw_only=True)
+class _PlanDocument:
+    """The JSON output and the saved plan are one format: what you review is what applies."""
+
+    version: int
+    lock_digest: str
+    images: tuple[PlannedImage, ...]
+    summary: Summary
+
+
 _converter = documents.converter()
 _converter.register_unstructure_hook(Action, lambda action: action.value)
-_converter.register_structure_hook(Action, lambda value, _: Action(value))
+_converter.register_structure_hook(Action, lambda value, _: Action(_converter.structure(value, str)))
 
 
 def to_json(plan: Plan) -> str:
-    """The JSON output and the saved plan are one format: what you review is what applies."""
-    document = _converter.unstructure(plan)
-    document["summary"] = _converter.unstructure(plan.summary)
-    return json.dumps(document, indent=2) + "\n"
+    document = _PlanDocument(
+        version=plan.version, lock_digest=plan.lock_digest, images=plan.images, summary=plan.summary
+    )
+    return json.dumps(_converter.unstructure(document), indent=2) + "\n"
 
 
 def load(path: Path) -> Plan:
-    """Read a saved plan strictly; a damaged or foreign file is refused with its name."""
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise InputError(path, f"cannot read saved plan: {error.strerror}") from None
-    except ValueError as error:
-        raise InputError(path, f"not a saved plan (invalid JSON: {error})") from None
-    if not isinstance(document, dict) or document.get("version") != PLAN_VERSION:
-        raise InputError(path, f"not a saved plan of version {PLAN_VERSION}")
-    document.pop("summary", None)
-    try:
-        return _converter.structure(document, Plan)
-    except (cattrs.BaseValidationError, ValueError) as error:
-        raise InputError(path, f"not a valid saved plan: {documents.describe(error)}") from None
+    """Read a saved plan strictly; a damaged or foreign file is refused with its name and line."""
+    document = YamlDocument.read(path, entry_key="target", if_missing="saved plan not found")
+    if not isinstance(document.data, dict) or document.data.get("version") != PLAN_VERSION:
+        raise document.error((), f"not a saved plan of version {PLAN_VERSION}")
+    saved = document.structure(_converter, _PlanDocument)
+    return Plan(lock_digest=saved.lock_digest, images=saved.images, version=saved.version)

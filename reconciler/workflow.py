@@ -42,7 +42,7 @@ async def lock(
     """Resolve new, changed or upgraded entries, keep the other pins, write only on success."""
     existing = lockfile.load(lock_path, missing_ok=True)
     work = lockfile.pending(config, existing, upgrade_all=upgrade_all, upgrade_names=upgrade_names)
-    resolved, errors = await resolve_all(registries, list(work.resolve))
+    resolved, errors = await resolve_all(registries, list(work.to_resolve))
     dropped = tuple(image.target for image in work.dropped)
     if errors:
         lines = tuple(f"{target}: {message}" for target, message in sorted(errors.items()))

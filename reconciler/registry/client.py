@@ -115,7 +115,11 @@ class RegistryClient:
             body = response.content if hasattr(response, "_content") else b""
         codes, message = describe_error_body(body, response.reason_phrase)
         if response.status_code == 401:
-            message += " (authentication required: check the credentials for this registry)"
+            message += (
+                " (credentials were rejected or lack this permission)"
+                if await self._lookup_credentials()
+                else " (authentication required, and no credentials are configured for this registry)"
+            )
         return ResponseError(self.host, path, response.request.method, what, response.status_code, codes, message)
 
     # -- manifests ----------------------------------------------------------------

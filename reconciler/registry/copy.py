@@ -50,6 +50,16 @@ class Copier:
         self._transfer_slots = asyncio.Semaphore(max_blob_transfers)
         self.stats = CopyStats()
 
+    async def __aenter__(self) -> Copier:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Stop transfers nobody waits for any more (their image failed) before clients close."""
+        pending = [task for task in self._blob_tasks.values() if not task.done()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
     async def copy(self, source: Repository, digest: Digest, target: Repository) -> Manifest:
         """Copy ``source@digest`` into ``target`` by digest; tagging is left to the caller.
 
