@@ -22,7 +22,7 @@ import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 from .skopeo import skopeo_copy, skopeo_inspect_raw
 
