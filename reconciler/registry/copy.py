@@ -15,6 +15,7 @@ import attrs
 
 from reconciler.registry.client import BlobTransfer, Registries, RegistryClient
 from reconciler.registry.digest import Digest
+from reconciler.registry.errors import RegistryError
 from reconciler.registry.manifest import Descriptor, Manifest
 from reconciler.registry.reference import Repository
 from reconciler.registry.transport import TransientError
@@ -46,7 +47,7 @@ class Copier:
     def __init__(self, registries: Registries, max_blob_transfers: int = 8) -> None:
         self._registries = registries
         self._blob_tasks: dict[_BlobKey, asyncio.Task[None]] = {}
-        self._blob_homes: dict[tuple[str, Digest], str] = {}
+        self._first_placements: dict[tuple[str, Digest], tuple[asyncio.Task[None], str]] = {}
         self._transfer_slots = asyncio.Semaphore(max_blob_transfers)
         self.stats = CopyStats()
 
@@ -93,25 +94,38 @@ class Copier:
     async def _copy_blob(
         self, source: RegistryClient, source_path: str, target: RegistryClient, target_path: str, blob: Descriptor
     ) -> None:
-        """Concurrent requests for one blob in one repository share a single transfer."""
+        """Concurrent requests for one blob in one repository share a single placement."""
         key = _BlobKey(target.host, target_path, blob.digest)
         task = self._blob_tasks.get(key)
         if task is None:
-            task = asyncio.ensure_future(self._transfer_blob(source, source_path, target, target_path, blob))
+            task = asyncio.ensure_future(self._place_blob(source, source_path, target, target_path, blob))
             self._blob_tasks[key] = task
         await asyncio.shield(task)
 
-    async def _transfer_blob(
+    async def _place_blob(
         self, source: RegistryClient, source_path: str, target: RegistryClient, target_path: str, blob: Descriptor
     ) -> None:
-        mount_from = self._blob_homes.get((target.host, blob.digest))
-        if mount_from is None and source.host == target.host:
-            mount_from = source_path
-        if mount_from is None and await target.blob_size(target_path, blob.digest) is not None:
-            self.stats.blobs_present += 1
-            self._blob_homes.setdefault((target.host, blob.digest), target_path)
-            return
+        """The first repository of a registry to need a blob gets it; the others wait, then mount it."""
+        same_registry = source_path if source.host == target.host else None
+        first = self._first_placements.get((target.host, blob.digest))
+        if first is None:
+            self._first_placements[(target.host, blob.digest)] = (asyncio.current_task(), target_path)
+            if same_registry is None and await target.blob_size(target_path, blob.digest) is not None:
+                self.stats.blobs_present += 1
+                return
+            mount_from = same_registry
+        else:
+            first_task, mount_from = first
+            try:
+                await asyncio.shield(first_task)
+            except RegistryError:
+                mount_from = same_registry
+        await self._transfer(source, source_path, target, target_path, blob, mount_from)
 
+    async def _transfer(
+        self, source: RegistryClient, source_path: str, target: RegistryClient, target_path: str, blob: Descriptor,
+        mount_from: str | None,
+    ) -> None:
         def open_source() -> contextlib.AbstractAsyncContextManager[AsyncIterator[bytes]]:
             return source.open_blob(source_path, blob)
 
@@ -128,7 +142,6 @@ class Copier:
         else:
             self.stats.blobs_uploaded += 1
             self.stats.bytes_uploaded += blob.size
-        self._blob_homes.setdefault((target.host, blob.digest), target_path)
 
 
 async def _gather(coroutines) -> None:
