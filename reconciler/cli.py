@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -275,8 +276,98 @@ def apply(
         raise typer.Exit(1)
 
 
+_TRUE = {"true", "t", "1", "yes", "y", "on"}
+_FALSE = {"false", "f", "0", "no", "n", "off"}
+
+
+def _parse_bool(value: str, name: str) -> bool:
+    if value.strip().lower() in _TRUE:
+        return True
+    if value.strip().lower() in _FALSE:
+        return False
+    stderr.print(f"error: {name} must be true or false, not {value!r}", style="red", markup=False)
+    raise typer.Exit(1)
+
+
+@app.command()
+def sync(
+    images_file: Annotated[
+        Path, typer.Option("--images-file", "-i", envvar="SYNCER_IMAGES_FILE", help="YAML file listing the images.")
+    ],
+    target_key_file: TargetKeyFile = None,
+    dry_run: Annotated[
+        str, typer.Option("--dry-run", "-d", envvar="SYNCER_DRY_RUN", metavar="BOOL",
+                          help="Only report what would be copied (true|false).")
+    ] = "true",
+    access_token: AccessToken = None,
+    ca_file: CaFile = None,
+    insecure_registry: InsecureRegistry = None,
+    max_requests: MaxRequests = 16,
+    debug: Debug = False,
+) -> None:
+    """The original image-syncer: copy sources the target lacks, stop on a changed one. No lock file."""
+    _setup_logging(debug)
+    dry = _parse_bool(dry_run, "--dry-run")
+    loaded = _load_config(images_file)
+    options = _session(target_key_file, access_token, ca_file, insecure_registry, max_requests)
+
+    async def work() -> workflow.SyncResult:
+        async with open_registries(options, _targets(loaded)) as registries:
+            return await workflow.sync(registries, loaded, dry)
+
+    result = _run(work)
+    for image in result.images:
+        line = f"{image.source} ({image.digest or 'unresolved'}) -> {image.target}: {image.status.value}"
+        if image.message:
+            line += f": {image.message}"
+        failed = image.status in (workflow.SyncStatus.FAILED, workflow.SyncStatus.DIFFER)
+        stdout.print(line, style="red" if failed else None, markup=False)
+    if result.report is not None:
+        stdout.print(render.report_text(result.report))
+    elif dry:
+        stdout.print("Dry run: nothing was copied (pass --dry-run=false to copy).", markup=False)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+_COMMANDS = {"lock", "plan", "apply", "sync"}
+
+
+def _seed_compatible(args: list[str]) -> list[str]:
+    """Accept the original tool's command line: no subcommand means sync, and Go-style bools.
+
+    ``--dry-run=false``, ``--dry-run false``, ``-d false`` and a bare ``--dry-run`` all work.
+    """
+    wants_sync = not any(arg in _COMMANDS for arg in args) and (
+        any(arg in ("-i", "--images-file") or arg.startswith(("--images-file=", "-i=")) for arg in args)
+        or (not args and "SYNCER_IMAGES_FILE" in os.environ)
+    )
+    if wants_sync:
+        args = ["sync", *args]
+    if not args or args[0] != "sync":
+        return args
+    rewritten: list[str] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg in ("-d", "--dry-run"):
+            following = args[index + 1] if index + 1 < len(args) else None
+            if following is not None and following.lower() in _TRUE | _FALSE:
+                rewritten.append(f"--dry-run={following}")
+                index += 2
+                continue
+            rewritten.append("--dry-run=true")
+        elif arg.startswith("-d="):
+            rewritten.append("--dry-run=" + arg[3:])
+        else:
+            rewritten.append(arg)
+        index += 1
+    return rewritten
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    app(args=list(sys.argv[1:] if argv is None else argv), prog_name="image-syncer")
+    args = list(sys.argv[1:] if argv is None else argv)
+    app(args=_seed_compatible(args), prog_name="image-syncer")
 
 
 if __name__ == "__main__":

@@ -6,17 +6,18 @@ fails with InputError before any registry is contacted.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Collection
 from pathlib import Path
 
 import attrs
 
 from reconciler import lockfile
-from reconciler.apply import AppliedImage, Report, apply_plan, check_fresh
+from reconciler.apply import AppliedImage, Outcome, Report, apply_plan, check_fresh
 from reconciler.config import Config
 from reconciler.errors import InputError
 from reconciler.lockfile import LockedImage, Lockfile
-from reconciler.plan import Plan, make_plan
+from reconciler.plan import Action, Plan, PlannedImage, make_plan
 from reconciler.registry.client import Registries
 from reconciler.resolve import resolve_all
 
@@ -91,3 +92,70 @@ async def apply(
     else:
         chosen = await make_plan(registries, current)
     return chosen, await apply_plan(registries, chosen, on_image_done=on_image_done)
+
+
+class SyncStatus(enum.Enum):
+    """The original image-syncer's verdicts, worded as its users' logs expect."""
+
+    COPYING = "target does not exist – copying"
+    DRY_RUN = "dry-run – copy skipped"
+    EQUAL = "digests are equal – nothing to do"
+    DIFFER = "digests differ – source image was probably changed"
+    FAILED = "failed"
+
+
+@attrs.frozen
+class SyncedImage:
+    source: str
+    target: str
+    digest: str | None
+    status: SyncStatus
+    message: str | None = None
+
+
+@attrs.frozen
+class SyncResult:
+    images: tuple[SyncedImage, ...]
+    report: Report | None
+    """None for a dry run: nothing was applied."""
+
+    @property
+    def ok(self) -> bool:
+        return all(image.status is not SyncStatus.FAILED and image.status is not SyncStatus.DIFFER
+                   for image in self.images) and (self.report is None or self.report.ok)
+
+
+async def sync(registries: Registries, config: Config, dry_run: bool) -> SyncResult:
+    """The original tool's run: resolve each source now, copy what the target lacks.
+
+    It is plan and apply over a lock that lives only in memory, so it refuses to
+    overwrite exactly as apply does.
+    """
+    resolved, errors = await resolve_all(registries, list(config.desired))
+    pins = Lockfile(inputs_hash=lockfile.inputs_hash(config), images=tuple(
+        resolved[image.target] for image in config.desired if image.target in resolved
+    ))
+    current = await make_plan(registries, pins)
+    report = None if dry_run else await apply_plan(registries, current)
+    outcomes = {image.target: image for image in report.images} if report else {}
+    images = [
+        SyncedImage(image.source, image.target, None, SyncStatus.FAILED, errors[image.target])
+        for image in config.desired if image.target in errors
+    ]
+    for planned in current.images:
+        status, message = _sync_status(planned, dry_run)
+        applied = outcomes.get(planned.target)
+        if applied is not None and applied.outcome in (Outcome.FAILED, Outcome.REFUSED):
+            status, message = SyncStatus.FAILED, applied.message
+        images.append(SyncedImage(planned.source, planned.target, str(planned.digest), status, message))
+    return SyncResult(tuple(sorted(images, key=lambda image: image.target)), report)
+
+
+def _sync_status(planned: PlannedImage, dry_run: bool) -> tuple[SyncStatus, str | None]:
+    if planned.action is Action.CREATE:
+        return (SyncStatus.DRY_RUN if dry_run else SyncStatus.COPYING), None
+    if planned.action is Action.UNCHANGED:
+        return SyncStatus.EQUAL, None
+    if planned.action is Action.CONFLICT:
+        return SyncStatus.DIFFER, f"target holds {planned.target_digest}"
+    return SyncStatus.FAILED, planned.message
