@@ -145,7 +145,7 @@ async def sync(registries: Registries, config: Config, dry_run: bool) -> SyncRes
     for planned in current.images:
         status, message = _sync_status(planned, dry_run)
         applied = outcomes.get(planned.target)
-        if applied is not None and applied.outcome in (Outcome.FAILED, Outcome.REFUSED):
+        if applied is not None and applied.outcome in (Outcome.FAILED, Outcome.REFUSED) and status is not SyncStatus.DIFFER:
             status, message = SyncStatus.FAILED, applied.message
         images.append(SyncedImage(planned.source, planned.target, str(planned.digest), status, message))
     return SyncResult(tuple(sorted(images, key=lambda image: image.target)), report)

@@ -183,6 +183,7 @@ class Transport:
                 delay = policy.delay(attempt, None)
                 log.debug("%s %s: %s, retrying in %.1fs", method, _path(url), _describe(error), delay)
             else:
+                log.debug("%s %s%s -> %s", method, self.host, _path(url), response.status_code)
                 self._show_warnings(response)
                 if response.status_code not in RETRY_STATUSES:
                     return response
