@@ -1,0 +1,171 @@
+"""The demo behind `bash scripts/dev demo`: lock, plan, apply and plan again between two local registries.
+
+It starts two throwaway `docker-registry` processes on fixed loopback ports, an
+"upstream" (127.0.0.1:5801) seeded with deterministic images by demo/seed.py and
+"our mirror" (127.0.0.1:5802), runs image-syncer against the committed
+images.yaml and images.lock, proves the result with skopeo, and always stops the
+registries and deletes their storage at the end.
+
+    demo/run.py            the demo; exits non-zero if any step gives an unexpected exit code
+    demo/run.py --relock   seed the upstream, then rewrite images.lock (`image-syncer lock --upgrade`)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import seed
+
+UPSTREAM = "127.0.0.1:5801"
+MIRROR = "127.0.0.1:5802"
+ROOT = Path(__file__).resolve().parent.parent
+SYNCER = Path(sys.executable).with_name("image-syncer")
+PROOF_TARGET = f"{MIRROR}/external/{UPSTREAM.replace(':', '_')}/library/alpine:3.20"
+
+
+def header(text: str) -> None:
+    print(f"\n\033[1m==> {text}\033[0m" if sys.stdout.isatty() else f"\n==> {text}", flush=True)
+
+
+def check_port_free(address: str) -> None:
+    host, port = address.rsplit(":", 1)
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the registry (Go) does
+        try:
+            sock.bind((host, int(port)))
+        except OSError as error:
+            sys.exit(f"error: {address} is not free ({error.strerror}). The demo needs the fixed ports "
+                     f"{UPSTREAM} and {MIRROR}, which images.yaml names: stop whatever listens there "
+                     f"(`ss -ltnp 'sport = :{port}'` shows it) and run the demo again.")
+
+
+def start_registry(name: str, address: str, workdir: Path, started: list[subprocess.Popen]) -> None:
+    """Start a registry, add it to ``started`` at once (to be stopped even if interrupted), wait for it."""
+    config = workdir / f"{name}.yml"  # JSON is YAML
+    config.write_text(json.dumps({
+        "version": 0.1,
+        "log": {"level": "error", "accesslog": {"disabled": True}},
+        "storage": {"filesystem": {"rootdirectory": str(workdir / name)}},
+        "http": {"addr": address, "secret": f"image-syncer-demo-{name}"},
+    }))
+    log = workdir / f"{name}.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}  # would reconfigure it
+    with open(log, "wb") as out:
+        process = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=out, stderr=out,
+                                   stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+    started.append(process)
+    deadline = time.monotonic() + 20
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://{address}/v2/", timeout=2) as response:
+                if response.status == 200:
+                    print(f"  {name:8} http://{address}  (docker-registry pid {process.pid})")
+                    return
+        except OSError:
+            time.sleep(0.1)
+    sys.exit(f"error: the {name} registry did not start on {address}; its log:\n{log.read_text()}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def run(title: str, args: list[str], expect: int) -> bool:
+    """Show and run ``image-syncer ARGS`` from the repository root; True if it exits with ``expect``."""
+    header(f"{title}  (expect exit {expect})")
+    print(f"$ image-syncer {shlex.join(args)}", flush=True)
+    code = subprocess.run([str(SYNCER), *args], check=False, cwd=ROOT).returncode
+    ok = code == expect
+    print(f"[exit {code}: {'as expected' if ok else f'FAILED, expected {expect}'}]", flush=True)
+    return ok
+
+
+def skopeo_proof() -> bool:
+    """Independent proof: what the mirror serves hashes to exactly the locked digest."""
+    header("Independent check with skopeo: the mirror serves exactly the locked bytes")
+    locked = next(image["digest"] for image in yaml.safe_load((ROOT / "images.lock").read_text())["images"]
+                  if image["target"] == PROOF_TARGET)
+    args = ["skopeo", "inspect", "--raw", "--tls-verify=false", "--no-creds", f"docker://{PROOF_TARGET}"]
+    print(f"$ {shlex.join(args)}", flush=True)
+    result = subprocess.run(args, check=False, capture_output=True)
+    if result.returncode != 0:
+        print(result.stderr.decode(errors="replace"), f"[exit {result.returncode}: FAILED]", sep="")
+        return False
+    print(json.dumps(json.loads(result.stdout), indent=2))
+    served = "sha256:" + hashlib.sha256(result.stdout).hexdigest()
+    print(f"  sha256 of what the mirror serves: {served}\n  digest pinned in images.lock:     {locked}")
+    print("[identical]" if served == locked else "[FAILED: they differ]")
+    return served == locked
+
+
+def demo() -> list[str]:
+    """The steps; returns the titles of those that failed."""
+    steps = [
+        ("1. The lock matches images.yaml (offline)", ["lock", "--check"], 0),
+        ("2. Plan: everything is to create", ["plan", "--detailed-exitcode"], 2),
+        ("3. Apply: copy the locked digests into the mirror", ["apply"], 0),
+        ("4. Plan again: nothing left to do", ["plan", "--detailed-exitcode"], 0),
+    ]
+    failed = [title for title, args, expect in steps if not run(title, args, expect)]
+    if not skopeo_proof():
+        failed.append("5. skopeo check")
+    return failed
+
+
+def main() -> int:
+    relock = sys.argv[1:] == ["--relock"]
+    if sys.argv[1:] and not relock:
+        sys.exit(__doc__)
+    for signum in (signal.SIGTERM, signal.SIGHUP):  # clean up as on Ctrl-C
+        signal.signal(signum, lambda signum, frame: sys.exit(128 + signum))
+    for address in (UPSTREAM, MIRROR):
+        check_port_free(address)
+    workdir = Path(tempfile.mkdtemp(prefix="image-syncer-demo-"))
+    registries: list[subprocess.Popen] = []
+    try:
+        header(f"Starting two empty registries (storage in {workdir}, removed at the end)")
+        start_registry("upstream", UPSTREAM, workdir, registries)
+        start_registry("mirror", MIRROR, workdir, registries)
+        header("Seeding the upstream with deterministic images (demo/seed.py, pushed with skopeo)")
+        seed.seed(UPSTREAM)
+        if relock:
+            return 0 if run("Rewriting images.lock", ["lock", "--upgrade"], 0) else 1
+        failed = demo()
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    finally:
+        for process in registries:
+            stop(process)
+        shutil.rmtree(workdir, ignore_errors=True)
+    if failed:
+        print(f"\nDemo FAILED: {'; '.join(failed)}", file=sys.stderr)
+        return 1
+    print("\nDemo passed: lock checked, planned, applied, nothing left to do, and the mirror serves "
+          "the locked bytes. Now edit images.yaml and try `image-syncer lock` yourself.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
