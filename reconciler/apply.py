@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Callable
+from typing import Protocol
 
 import attrs
 
@@ -67,13 +67,18 @@ async def check_fresh(registries: Registries, plan: Plan, lock: Lockfile) -> Non
                         + "; run `image-syncer plan` again")
 
 
+class ApplyObserver(Protocol):
+    """Progress for the user while apply runs; the report comes at the end."""
+
+    def image_done(self, image: AppliedImage) -> None: ...
+
+    def bytes_sent(self, count: int) -> None: ...
+
+
 async def apply_plan(
-    registries: Registries,
-    plan: Plan,
-    concurrency: int = 8,
-    on_image_done: Callable[[AppliedImage], None] | None = None,
+    registries: Registries, plan: Plan, concurrency: int = 8, observer: ApplyObserver | None = None
 ) -> Report:
-    copier = Copier(registries)
+    copier = Copier(registries, on_bytes=observer.bytes_sent if observer else None)
     slots = asyncio.Semaphore(concurrency)
 
     async def apply_one(image: PlannedImage) -> AppliedImage:
@@ -82,8 +87,8 @@ async def apply_plan(
                 result = await _apply_image(registries, copier, image)
             except RegistryError as error:
                 result = _result(image, Outcome.FAILED, str(error))
-        if on_image_done:
-            on_image_done(result)
+        if observer:
+            observer.image_done(result)
         return result
 
     async with copier:

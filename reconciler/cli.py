@@ -22,8 +22,9 @@ from reconciler import config as config_file
 from reconciler import lockfile
 from reconciler import plan as plan_module
 from reconciler import render, workflow
-from reconciler.apply import AppliedImage, Outcome, Report
+from reconciler.apply import Report
 from reconciler.errors import InputError
+from reconciler.progress import apply_progress
 from reconciler.registry.errors import RegistryError
 from reconciler.registry.transport import TransportOptions
 from reconciler.session import SessionOptions, open_registries
@@ -79,8 +80,14 @@ class PlanFormat(str, enum.Enum):
 
 
 def _setup_logging(debug: bool) -> None:
-    handler = RichHandler(console=stderr, show_time=False, show_path=False, markup=False)
-    logging.basicConfig(level=logging.WARNING, handlers=[handler], format="%(message)s", force=True)
+    if stderr.is_terminal:
+        handler: logging.Handler = RichHandler(console=stderr, show_time=False, show_path=False, markup=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        # CI logs: one plain line per message, never wrapped at a guessed width.
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
     logging.getLogger("reconciler").setLevel(logging.DEBUG if debug else logging.INFO)
     # httpx/httpcore stay quiet: their debug output is not ours to vouch for.
     for name in ("httpx", "httpcore"):
@@ -259,15 +266,12 @@ def apply(
             raise typer.Exit(1) from None
     options = _session(target_key_file, access_token, ca_file, insecure_registry, max_requests)
 
-    def show(image: AppliedImage) -> None:
-        if image.outcome is not Outcome.UNCHANGED:
-            stderr.print(f"  {image.outcome.value}: {image.target}", markup=False)
-
     async def work() -> Report:
         async with open_registries(options, _targets(loaded)) as registries:
-            _, report = await workflow.apply(
-                registries, loaded, _lock_path(images_file, lock_file), saved, on_image_done=show
-            )
+            with apply_progress(stderr, len(loaded.desired)) as observer:
+                _, report = await workflow.apply(
+                    registries, loaded, _lock_path(images_file, lock_file), saved, observer=observer
+                )
             return report
 
     report = _run(work)
@@ -313,7 +317,8 @@ def sync(
 
     async def work() -> workflow.SyncResult:
         async with open_registries(options, _targets(loaded)) as registries:
-            return await workflow.sync(registries, loaded, dry)
+            with apply_progress(stderr, len(loaded.desired)) as observer:
+                return await workflow.sync(registries, loaded, dry, observer=observer)
 
     result = _run(work)
     for image in result.images:

@@ -96,13 +96,13 @@ def report_text(report: Report) -> Text:
         f"Apply: {report.count(Outcome.COPIED)} copied, {report.count(Outcome.UNCHANGED)} unchanged, "
         f"{report.count(Outcome.REFUSED)} refused, {report.count(Outcome.FAILED)} failed "
         f"({stats.blobs_uploaded} blobs uploaded, {stats.blobs_mounted} mounted, "
-        f"{stats.blobs_present} already there; {_size(stats.bytes_uploaded)} sent).",
+        f"{stats.blobs_present} already there; {format_size(stats.bytes_uploaded)} sent).",
         style="bold",
     )
     return text
 
 
-def _size(count: int) -> str:
+def format_size(count: float) -> str:
     for unit in ("B", "KiB", "MiB"):
         if count < 1024:
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"

@@ -7,13 +7,13 @@ fails with InputError before any registry is contacted.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from pathlib import Path
 
 import attrs
 
 from reconciler import lockfile
-from reconciler.apply import AppliedImage, Outcome, Report, apply_plan, check_fresh
+from reconciler.apply import ApplyObserver, Outcome, Report, apply_plan, check_fresh
 from reconciler.config import Config
 from reconciler.errors import InputError
 from reconciler.lockfile import LockedImage, Lockfile
@@ -82,7 +82,7 @@ async def apply(
     config: Config,
     lock_path: Path,
     saved_plan: Plan | None = None,
-    on_image_done: Callable[[AppliedImage], None] | None = None,
+    observer: ApplyObserver | None = None,
 ) -> tuple[Plan, Report]:
     """Apply a saved plan after checking it is still fresh, or plan and apply in one go."""
     current = matching_lock(config, lock_path)
@@ -91,7 +91,7 @@ async def apply(
         chosen = saved_plan
     else:
         chosen = await make_plan(registries, current)
-    return chosen, await apply_plan(registries, chosen, on_image_done=on_image_done)
+    return chosen, await apply_plan(registries, chosen, observer=observer)
 
 
 class SyncStatus(enum.Enum):
@@ -125,7 +125,9 @@ class SyncResult:
                    for image in self.images) and (self.report is None or self.report.ok)
 
 
-async def sync(registries: Registries, config: Config, dry_run: bool) -> SyncResult:
+async def sync(
+    registries: Registries, config: Config, dry_run: bool, observer: ApplyObserver | None = None
+) -> SyncResult:
     """The original tool's run: resolve each source now, copy what the target lacks.
 
     It is plan and apply over a lock that lives only in memory, so it refuses to
@@ -136,7 +138,7 @@ async def sync(registries: Registries, config: Config, dry_run: bool) -> SyncRes
         resolved[image.target] for image in config.desired if image.target in resolved
     ))
     current = await make_plan(registries, pins)
-    report = None if dry_run else await apply_plan(registries, current)
+    report = None if dry_run else await apply_plan(registries, current, observer=observer)
     outcomes = {image.target: image for image in report.images} if report else {}
     images = [
         SyncedImage(image.source, image.target, None, SyncStatus.FAILED, errors[image.target])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import attrs
 
@@ -44,7 +44,10 @@ class _BlobKey:
 class Copier:
     """Copies images for a whole run, sharing what it learns about blob locations."""
 
-    def __init__(self, registries: Registries, max_blob_transfers: int = 8) -> None:
+    def __init__(
+        self, registries: Registries, max_blob_transfers: int = 8, on_bytes: Callable[[int], None] | None = None
+    ) -> None:
+        self._on_bytes = on_bytes
         self._registries = registries
         self._blob_tasks: dict[_BlobKey, asyncio.Task[None]] = {}
         self._first_placements: dict[tuple[str, Digest], tuple[asyncio.Task[None], str]] = {}
@@ -126,8 +129,10 @@ class Copier:
         self, source: RegistryClient, source_path: str, target: RegistryClient, target_path: str, blob: Descriptor,
         mount_from: str | None,
     ) -> None:
-        def open_source() -> contextlib.AbstractAsyncContextManager[AsyncIterator[bytes]]:
-            return source.open_blob(source_path, blob)
+        @contextlib.asynccontextmanager
+        async def open_source() -> AsyncIterator[AsyncIterator[bytes]]:
+            async with source.open_blob(source_path, blob) as chunks:
+                yield self._counted(chunks) if self._on_bytes else chunks
 
         async with self._transfer_slots:
             for attempt in range(_BLOB_ATTEMPTS):
@@ -142,6 +147,12 @@ class Copier:
         else:
             self.stats.blobs_uploaded += 1
             self.stats.bytes_uploaded += blob.size
+
+
+    async def _counted(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async for chunk in chunks:
+            self._on_bytes(len(chunk))
+            yield chunk
 
 
 async def _gather(coroutines) -> None:
