@@ -119,18 +119,20 @@ def skopeo_proof() -> bool:
     return served == locked
 
 
-def demo() -> list[str]:
-    """The steps; returns the titles of those that failed."""
-    steps = [
-        ("1. The lock matches images.yaml (offline)", ["lock", "--check"], 0),
-        ("2. Plan: everything is to create", ["plan", "--detailed-exitcode"], 2),
-        ("3. Apply: copy the locked digests into the mirror", ["apply"], 0),
-        ("4. Plan again: nothing left to do", ["plan", "--detailed-exitcode"], 0),
-    ]
-    failed = [title for title, args, expect in steps if not run(title, args, expect)]
-    if not skopeo_proof():
-        failed.append("5. skopeo check")
-    return failed
+STEPS = [
+    ("1. The lock matches images.yaml (offline)", ["lock", "--check"], 0),
+    ("2. Plan: everything is to create", ["plan", "--detailed-exitcode"], 2),
+    ("3. Apply: copy the locked digests into the mirror", ["apply"], 0),
+    ("4. Plan again: nothing left to do", ["plan", "--detailed-exitcode"], 0),
+]
+
+
+def demo() -> str | None:
+    """Run the steps in order; return the first that failed, if any."""
+    for title, args, expect in STEPS:
+        if not run(title, args, expect):
+            return title
+    return None if skopeo_proof() else "5. the skopeo check"
 
 
 def main() -> int:
@@ -141,6 +143,8 @@ def main() -> int:
         signal.signal(signum, lambda signum, frame: sys.exit(128 + signum))
     for address in (UPSTREAM, MIRROR):
         check_port_free(address)
+    # Talk to the demo registries directly, even where an HTTP proxy is configured.
+    os.environ["NO_PROXY"] = os.environ["no_proxy"] = ",".join(filter(None, ["127.0.0.1", os.environ.get("NO_PROXY")]))
     workdir = Path(tempfile.mkdtemp(prefix="image-syncer-demo-"))
     registries: list[subprocess.Popen] = []
     try:
@@ -160,7 +164,7 @@ def main() -> int:
             stop(process)
         shutil.rmtree(workdir, ignore_errors=True)
     if failed:
-        print(f"\nDemo FAILED: {'; '.join(failed)}", file=sys.stderr)
+        print(f"\nDemo FAILED at step {failed}", file=sys.stderr)
         return 1
     print("\nDemo passed: lock checked, planned, applied, nothing left to do, and the mirror serves "
           "the locked bytes. Now edit images.yaml and try `image-syncer lock` yourself.")
