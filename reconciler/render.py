@@ -14,9 +14,7 @@ _SYMBOLS = {
     Action.SOURCE_MISSING: ("?", "red"),
     Action.ERROR: ("x", "red"),
 }
-_OUTCOME_STYLES = {
-    Outcome.COPIED: ("+", "green"),
-    Outcome.UNCHANGED: ("=", "dim"),
+_PROBLEM_STYLES = {
     Outcome.REFUSED: ("!", "red"),
     Outcome.FAILED: ("x", "red"),
 }
@@ -37,7 +35,8 @@ def _summary_line(plan: Plan) -> str:
 
 def _detail(image: PlannedImage) -> str:
     if image.action is Action.CREATE:
-        return f"copy {image.source}@{_short(image.digest)}"
+        pinned = "" if "@" in image.source else f"@{_short(image.digest)}"
+        return f"copy {image.source}{pinned}"
     if image.action is Action.UNCHANGED:
         return f"holds {_short(image.digest)}"
     return f"{image.action.value}: {image.message}"
@@ -86,9 +85,9 @@ def plan_markdown(plan: Plan) -> str:
 def report_text(report: Report) -> Text:
     text = Text()
     for image in report.images:
-        if image.outcome is Outcome.UNCHANGED:
-            continue
-        symbol, style = _OUTCOME_STYLES[image.outcome]
+        if image.outcome not in _PROBLEM_STYLES:
+            continue  # the progress lines listed it; only what went wrong is repeated here
+        symbol, style = _PROBLEM_STYLES[image.outcome]
         text.append(f"  {symbol} {image.target}", style=style)
         text.append(f"  {image.outcome.value}" + (f": {image.message}" if image.message else "") + "\n")
     stats = report.stats

@@ -69,7 +69,8 @@ def matching_lock(config: Config, lock_path: Path) -> Lockfile:
     lines = lockfile.differences(config, current)
     if lines:
         more = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""
-        raise InputError(lock_path, f"does not match {config.path}: {lines[0]}{more}; run `image-syncer lock`")
+        first = lines[0].lstrip("+-~ ")
+        raise InputError(lock_path, f"does not match {config.path}: {first}{more}; run `image-syncer lock`")
     return current
 
 
