@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
+import inspect
 import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -94,19 +96,43 @@ def _setup_logging(debug: bool) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _session(
-    target_key_file: str | None, access_token: str | None, ca_file: str | None,
-    insecure_registry: list[str] | None, max_requests: int,
-) -> SessionOptions:
-    return SessionOptions(
-        transport=TransportOptions(
-            ca_file=ca_file or None,
-            insecure_registries=frozenset(insecure_registry or ()),
-            max_connections=max_requests,
-        ),
-        target_key_file=target_key_file,
-        access_token=access_token,
+_SHARED_OPTIONS = [
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+    for name, annotation, default in (
+        ("target_key_file", TargetKeyFile, None),
+        ("access_token", AccessToken, None),
+        ("ca_file", CaFile, None),
+        ("insecure_registry", InsecureRegistry, None),
+        ("max_requests", MaxRequests, 16),
+        ("debug", Debug, False),
     )
+]
+
+
+def registry_command(command: Callable[..., None]) -> Callable[..., None]:
+    """Give a command the options every registry-touching command shares, as one SessionOptions."""
+    own = [
+        parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+        for parameter in inspect.signature(command, eval_str=True).parameters.values()
+        if parameter.name != "session"
+    ]
+
+    @functools.wraps(command)
+    def with_session(**options: Any) -> None:
+        _setup_logging(options.pop("debug"))
+        session = SessionOptions(
+            transport=TransportOptions(
+                ca_file=options.pop("ca_file") or None,
+                insecure_registries=frozenset(options.pop("insecure_registry") or ()),
+                max_connections=options.pop("max_requests"),
+            ),
+            target_key_file=options.pop("target_key_file"),
+            access_token=options.pop("access_token"),
+        )
+        command(session=session, **options)
+
+    with_session.__signature__ = inspect.Signature(own + _SHARED_OPTIONS)  # type: ignore[attr-defined]
+    return with_session
 
 
 def _run(work: Callable[[], Awaitable[T]]) -> T:
@@ -145,21 +171,17 @@ def _targets(loaded: config_file.Config) -> set[str]:
 
 
 @app.command()
+@registry_command
 def lock(
     names: Annotated[list[str] | None, typer.Argument(help="With --upgrade: only these sources or targets.")] = None,
     images_file: ImagesFile = Path("images.yaml"),
     lock_file: LockFile = None,
     upgrade: Annotated[bool, typer.Option("--upgrade", help="Re-resolve all (or the named) entries.")] = False,
     check: Annotated[bool, typer.Option("--check", help="Only check the lock matches; write nothing.")] = False,
-    target_key_file: TargetKeyFile = None,
-    access_token: AccessToken = None,
-    ca_file: CaFile = None,
-    insecure_registry: InsecureRegistry = None,
-    max_requests: MaxRequests = 16,
-    debug: Debug = False,
+    *,
+    session: SessionOptions,
 ) -> None:
     """Pin every source of images.yaml to a digest in images.lock."""
-    _setup_logging(debug)
     if names and not upgrade:
         stderr.print("error: naming sources needs --upgrade", style="red")
         raise typer.Exit(1)
@@ -178,10 +200,9 @@ def lock(
             raise typer.Exit(1)
         stderr.print(f"{lock_path} matches {images_file}.", markup=False)
         return
-    options = _session(target_key_file, access_token, ca_file, insecure_registry, max_requests)
 
     async def work() -> workflow.LockResult:
-        async with open_registries(options, _targets(loaded)) as registries:
+        async with open_registries(session, _targets(loaded)) as registries:
             return await workflow.lock(
                 registries, loaded, lock_path, upgrade_all=upgrade and not names, upgrade_names=names or ()
             )
@@ -201,6 +222,7 @@ def lock(
 
 
 @app.command()
+@registry_command
 def plan(
     images_file: ImagesFile = Path("images.yaml"),
     lock_file: LockFile = None,
@@ -209,20 +231,14 @@ def plan(
     detailed_exitcode: Annotated[
         bool, typer.Option("--detailed-exitcode", help="Exit 2 when there is something to create.")
     ] = False,
-    target_key_file: TargetKeyFile = None,
-    access_token: AccessToken = None,
-    ca_file: CaFile = None,
-    insecure_registry: InsecureRegistry = None,
-    max_requests: MaxRequests = 16,
-    debug: Debug = False,
+    *,
+    session: SessionOptions,
 ) -> None:
     """Show what apply would do, asking each registry with HEAD requests only."""
-    _setup_logging(debug)
     loaded = _load_config(images_file)
-    options = _session(target_key_file, access_token, ca_file, insecure_registry, max_requests)
 
     async def work() -> plan_module.Plan:
-        async with open_registries(options, _targets(loaded)) as registries:
+        async with open_registries(session, _targets(loaded)) as registries:
             return await workflow.plan(registries, loaded, _lock_path(images_file, lock_file))
 
     result = _run(work)
@@ -243,19 +259,15 @@ def plan(
 
 
 @app.command()
+@registry_command
 def apply(
     plan_file: Annotated[Path | None, typer.Argument(help="A plan saved by `plan --out`; refused when stale.")] = None,
     images_file: ImagesFile = Path("images.yaml"),
     lock_file: LockFile = None,
-    target_key_file: TargetKeyFile = None,
-    access_token: AccessToken = None,
-    ca_file: CaFile = None,
-    insecure_registry: InsecureRegistry = None,
-    max_requests: MaxRequests = 16,
-    debug: Debug = False,
+    *,
+    session: SessionOptions,
 ) -> None:
     """Copy exactly the locked digests; refuse any target tag that holds something else."""
-    _setup_logging(debug)
     loaded = _load_config(images_file)
     saved = None
     if plan_file is not None:
@@ -264,10 +276,9 @@ def apply(
         except InputError as error:
             stderr.print(f"error: {error}", style="red", markup=False)
             raise typer.Exit(1) from None
-    options = _session(target_key_file, access_token, ca_file, insecure_registry, max_requests)
 
     async def work() -> Report:
-        async with open_registries(options, _targets(loaded)) as registries:
+        async with open_registries(session, _targets(loaded)) as registries:
             with apply_progress(stderr, len(loaded.desired)) as observer:
                 _, report = await workflow.apply(
                     registries, loaded, _lock_path(images_file, lock_file), saved, observer=observer
@@ -294,29 +305,24 @@ def _parse_bool(value: str, name: str) -> bool:
 
 
 @app.command()
+@registry_command
 def sync(
     images_file: Annotated[
         Path, typer.Option("--images-file", "-i", envvar="SYNCER_IMAGES_FILE", help="YAML file listing the images.")
     ],
-    target_key_file: TargetKeyFile = None,
     dry_run: Annotated[
         str, typer.Option("--dry-run", "-d", envvar="SYNCER_DRY_RUN", metavar="BOOL",
                           help="Only report what would be copied (true|false).")
     ] = "true",
-    access_token: AccessToken = None,
-    ca_file: CaFile = None,
-    insecure_registry: InsecureRegistry = None,
-    max_requests: MaxRequests = 16,
-    debug: Debug = False,
+    *,
+    session: SessionOptions,
 ) -> None:
     """The original image-syncer: copy sources the target lacks, stop on a changed one. No lock file."""
-    _setup_logging(debug)
     dry = _parse_bool(dry_run, "--dry-run")
     loaded = _load_config(images_file)
-    options = _session(target_key_file, access_token, ca_file, insecure_registry, max_requests)
 
     async def work() -> workflow.SyncResult:
-        async with open_registries(options, _targets(loaded)) as registries:
+        async with open_registries(session, _targets(loaded)) as registries:
             with apply_progress(stderr, len(loaded.desired)) as observer:
                 return await workflow.sync(registries, loaded, dry, observer=observer)
 
