@@ -53,6 +53,9 @@ async def check_fresh(registries: Registries, plan: Plan, lock: Lockfile) -> Non
     """Refuse a saved plan if the lock changed, or any target tag changed since planning."""
     if plan.lock_digest != lock_digest(lock):
         raise StalePlan("saved plan is stale: the lock file changed since it was made; run `image-syncer plan` again")
+    planned = sorted((image.source, image.target, image.digest) for image in plan.images)
+    if planned != sorted((image.source, image.target, image.digest) for image in lock.images):
+        raise StalePlan("saved plan does not copy exactly the pins of the lock file; refusing it")
 
     async def changed(image: PlannedImage) -> str | None:
         target = reference.parse(image.target)

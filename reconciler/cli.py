@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from reconciler import config as config_file
-from reconciler import lockfile
+from reconciler import documents, lockfile
 from reconciler import plan as plan_module
 from reconciler import render, workflow
 from reconciler.apply import Report
@@ -236,6 +236,9 @@ def plan(
 ) -> None:
     """Show what apply would do, asking each registry with HEAD requests only."""
     loaded = _load_config(images_file)
+    if out is not None and not out.parent.is_dir():
+        stderr.print(f"error: {out}: cannot write: no directory {out.parent}", style="red", markup=False)
+        raise typer.Exit(1)
 
     async def work() -> plan_module.Plan:
         async with open_registries(session, _targets(loaded)) as registries:
@@ -243,7 +246,7 @@ def plan(
 
     result = _run(work)
     if out is not None:
-        lockfile.write_atomic(out, plan_module.to_json(result))
+        documents.write_atomic(out, plan_module.to_json(result))
     if output_format is PlanFormat.json:
         stdout.out(plan_module.to_json(result), end="")
     elif output_format is PlanFormat.markdown:

@@ -7,6 +7,8 @@ where it is. JSON is YAML, so saved plans are read the same way.
 
 from __future__ import annotations
 
+import os
+import tempfile
 import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -246,3 +248,24 @@ def converter() -> cattrs.Converter:
     strict.register_structure_hook(Digest, _structure_digest)
     strict.register_unstructure_hook(Digest, str)
     return strict
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Replace ``path`` all at once, so an interrupted write never leaves half a file."""
+    path = Path(path)
+    try:
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise InputError(path, f"cannot write: {error.strerror or error}") from None
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fchmod(file.fileno(), 0o644)  # mkstemp's 0600 would stick to a committed file
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException as error:
+        Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise InputError(path, f"cannot write: {error.strerror or error}") from None
+        raise

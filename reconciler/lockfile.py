@@ -8,8 +8,6 @@ Nothing here touches the network: the resolver hands in what it found.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 
@@ -101,22 +99,6 @@ def load(path: str | Path, *, missing_ok: bool = False) -> Lockfile:
             raise document.error(("images", index), "target is locked twice")
         seen_targets.add(image.target)
     return lock
-
-
-def write_atomic(path: str | Path, text: str) -> None:
-    """Replace ``path`` all at once, so an interrupted write never leaves half a lock."""
-    path = Path(path)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fchmod(file.fileno(), 0o644)  # mkstemp's 0600 would stick to a committed file
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _stale_reason(desired: DesiredImage, locked: LockedImage) -> str | None:

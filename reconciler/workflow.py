@@ -12,7 +12,7 @@ from pathlib import Path
 
 import attrs
 
-from reconciler import lockfile
+from reconciler import documents, lockfile
 from reconciler.apply import ApplyObserver, Outcome, Report, apply_plan, check_fresh
 from reconciler.config import Config
 from reconciler.errors import InputError
@@ -52,7 +52,7 @@ async def lock(
     text = lockfile.dumps(new_lock)
     current = lock_path.read_text(encoding="utf-8") if lock_path.exists() else None
     if text != current:
-        lockfile.write_atomic(lock_path, text)
+        documents.write_atomic(lock_path, text)
     changed = tuple(
         target for target, pin in sorted(resolved.items()) if _pin_of(existing, target) != pin
     )

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import config, lockfile
+from reconciler import config, documents, lockfile
 from reconciler.errors import InputError
 from reconciler.lockfile import LockedImage, Lockfile
 from reconciler.registry.digest import Digest
@@ -197,7 +197,7 @@ def test_write_atomic_replaces_the_file_and_leaves_nothing_else(tmp_path):
     path = tmp_path / "images.lock"
     path.write_text("old\n")
 
-    lockfile.write_atomic(path, "new\n")
+    documents.write_atomic(path, "new\n")
 
     assert path.read_text() == "new\n"
     assert sorted(os.listdir(tmp_path)) == ["images.lock"]
@@ -212,8 +212,8 @@ def test_write_atomic_failure_keeps_the_old_file_and_no_temporary(tmp_path, monk
 
     monkeypatch.setattr(os, "replace", refuse)
 
-    with pytest.raises(OSError, match="disk full"):
-        lockfile.write_atomic(path, "new\n")
+    with pytest.raises(InputError, match="cannot write: disk full"):
+        documents.write_atomic(path, "new\n")
 
     assert path.read_text() == "old\n"
     assert sorted(os.listdir(tmp_path)) == ["images.lock"]
