@@ -1,0 +1,112 @@
+"""The behaviour that makes image-syncer fast, counted in requests and bytes, never in seconds."""
+
+from __future__ import annotations
+
+import asyncio
+import tracemalloc
+from pathlib import Path
+
+from reconciler import config, workflow
+from reconciler.registry import reference
+from reconciler.registry.client import Registries
+from reconciler.registry.copy import Copier
+from reconciler.registry.transport import TransportOptions
+from tests.harness import images as harness_images
+from tests.harness.skopeo import skopeo_inspect_raw
+
+MiB = 1024 * 1024
+
+
+def write_images(path: Path, prefix: str, sources: list[str]) -> config.Config:
+    lines = [f'targetRepoPrefix: "{prefix}"', "images:"] + [f'- source: "{source}"' for source in sources]
+    (path / "images.yaml").write_text("\n".join(lines) + "\n")
+    return config.load(path / "images.yaml")
+
+
+async def lock_and_apply(regs: Registries, loaded: config.Config, lock_path: Path):
+    result = await workflow.lock(regs, loaded, lock_path)
+    assert not result.errors, result.errors
+    return await workflow.apply(regs, loaded, lock_path)
+
+
+def test_shared_blobs_are_fetched_and_uploaded_once_then_mounted(
+    tmp_path, push_image, plain_registry, second_plain_registry, unique_repo, fault_proxy
+):
+    image = harness_images.build_image("oci-index", seed="shared")
+    pushed = [push_image(image) for _ in range(4)]  # four repositories holding the same blobs
+    source_proxy = fault_proxy(plain_registry)
+    target_proxy = fault_proxy(second_plain_registry)
+    loaded = write_images(
+        tmp_path, f"{target_proxy.host}/{unique_repo()}/", [f"{source_proxy.host}/{p.repo}:v1" for p in pushed]
+    )
+
+    async def main():
+        async with Registries(TransportOptions(), lambda registry: None) as regs:
+            return await lock_and_apply(regs, loaded, tmp_path / "images.lock")
+
+    _, report = asyncio.run(main())
+
+    assert report.ok
+    blobs = pushed[0].blobs
+    assert report.stats.blobs_uploaded == len(blobs)
+    assert report.stats.blobs_mounted == 3 * len(blobs)
+    for digest in blobs:
+        assert source_proxy.count("GET", f"/blobs/{digest}$") == 1, digest
+        assert target_proxy.count("PUT", f"digest={digest.replace(':', '%3A')}") == 1, digest
+    mounts = target_proxy.requests_matching("POST", r"mount=")
+    assert len(mounts) == 3 * len(blobs)
+    for desired in loaded.desired:
+        target = desired.target.replace(target_proxy.host, second_plain_registry.host)
+        assert skopeo_inspect_raw(target) == image.raw
+
+
+def test_no_op_plan_costs_one_head_per_image_per_registry(
+    tmp_path, push_image, plain_registry, second_plain_registry, unique_repo, fault_proxy
+):
+    pushed = [push_image(kind) for kind in ("oci", "docker", "oci-index")]
+    source_proxy = fault_proxy(plain_registry)
+    target_proxy = fault_proxy(second_plain_registry)
+    loaded = write_images(
+        tmp_path, f"{target_proxy.host}/{unique_repo()}/", [f"{source_proxy.host}/{p.repo}:v1" for p in pushed]
+    )
+    lock_path = tmp_path / "images.lock"
+
+    async def apply_then_plan():
+        async with Registries(TransportOptions(), lambda registry: None) as regs:
+            await lock_and_apply(regs, loaded, lock_path)
+        source_proxy.clear()
+        target_proxy.clear()
+        async with Registries(TransportOptions(), lambda registry: None) as regs:
+            return await workflow.plan(regs, loaded, lock_path)
+
+    plan = asyncio.run(apply_then_plan())
+
+    assert {image.action.value for image in plan.images} == {"unchanged"}
+    for proxy in (source_proxy, target_proxy):
+        calls = [(r.method, r.url_path) for r in proxy.requests if r.url_path != "/v2/"]
+        assert len(calls) == len(pushed), calls
+        assert all(method == "HEAD" and "/manifests/" in path for method, path in calls), calls
+        assert proxy.count(None, "^/v2/$") <= 2  # the scheme probe and the auth ping, once per run
+
+
+def test_memory_does_not_grow_with_layer_size(push_image, second_plain_registry, unique_repo):
+    pushed = push_image(harness_images.build_large_image("memory", size=48 * MiB))
+    source = reference.parse(pushed.ref)
+    target = reference.parse(f"{second_plain_registry.host}/{unique_repo()}:v1")
+
+    async def copy():
+        async with Registries(TransportOptions(), lambda registry: None) as regs:
+            digest = await regs.client(source.repository).resolve_digest(source.repository.path, "v1")
+            async with Copier(regs) as copier:
+                await copier.copy(source.repository, digest, target.repository)
+            return copier.stats
+
+    tracemalloc.start()
+    try:
+        stats = asyncio.run(copy())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert stats.bytes_uploaded > 48 * MiB
+    assert peak < 12 * MiB, f"peak Python allocations {peak / MiB:.1f} MiB while streaming a 48 MiB layer"
