@@ -106,13 +106,12 @@ class RegistryClient:
 
     async def _fail(self, response: httpx.Response, path: str, what: str) -> RegistryError:
         """Read the spec's error body (even from a stream) into one message."""
-        if not response.is_closed:
-            try:
-                body = await response.aread()
-            finally:
-                await response.aclose()
-        else:
-            body = response.content if hasattr(response, "_content") else b""
+        try:
+            body = await response.aread()
+        except httpx.StreamError:
+            body = b""
+        finally:
+            await response.aclose()
         codes, message = describe_error_body(body, response.reason_phrase)
         if response.status_code == 401:
             message += (

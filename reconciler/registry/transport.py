@@ -86,8 +86,12 @@ def _retry_after(response: httpx.Response) -> float | None:
     try:
         return max(0.0, float(value))
     except ValueError:
+        pass
+    try:
         when = email.utils.parsedate_to_datetime(value)
-        return max(0.0, when.timestamp() - time.time()) if when else None
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 def _is_certificate_error(error: BaseException) -> bool:
@@ -106,9 +110,11 @@ class Transport:
         self._options = options
         self._insecure = host in options.insecure_registries or hostname(host) in options.insecure_registries
         self._plain_http_allowed = self._insecure or is_loopback(host)
-        verify: ssl.SSLContext | bool = False if self._insecure else ssl.create_default_context(
-            cafile=options.ca_file
-        ) if options.ca_file else True
+        verify: ssl.SSLContext | bool = True
+        if self._insecure:
+            verify = False
+        elif options.ca_file:
+            verify = ssl.create_default_context(cafile=options.ca_file)
         self._client = httpx.AsyncClient(
             verify=verify,
             timeout=httpx.Timeout(options.timeout, connect=10.0),
