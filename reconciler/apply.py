@@ -111,7 +111,7 @@ async def _apply_image(registries: Registries, copier: Copier, image: PlannedIma
     source = reference.parse(image.source)
     target = reference.parse(image.target)
     target_client = registries.client(target.repository)
-    manifest = await copier.copy(source.repository, image.digest, target.repository)
+    manifest = await copier.copy_referenced(source.repository, image.digest, target.repository)
     held = await target_client.resolve_digest(target.repository.path, str(target.tag))
     if held is not None and held != image.digest:
         return _result(image, Outcome.REFUSED,

@@ -103,7 +103,7 @@ _SHARED_OPTIONS = [
         ("access_token", AccessToken, None),
         ("ca_file", CaFile, None),
         ("insecure_registry", InsecureRegistry, None),
-        ("max_requests", MaxRequests, 16),
+        ("max_requests", MaxRequests, 8),
         ("debug", Debug, False),
     )
 ]

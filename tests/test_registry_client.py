@@ -38,7 +38,7 @@ async def copy_image(regs: Registries, source: str, target: str) -> tuple[Copier
     source_client = regs.client(source_ref.repository)
     digest = await source_client.resolve_digest(source_ref.repository.path, source_ref.identifier)
     async with Copier(regs) as copier:
-        manifest = await copier.copy(source_ref.repository, digest, target_ref.repository)
+        manifest = await copier.copy_referenced(source_ref.repository, digest, target_ref.repository)
     await regs.client(target_ref.repository).put_manifest(target_ref.repository.path, target_ref.tag, manifest)
     return copier, manifest
 
@@ -113,7 +113,8 @@ def test_second_repository_mounts_instead_of_uploading(push_image, plain_registr
             uploaded = copier.stats.blobs_uploaded
             source = reference.parse(pushed.ref)
             target = reference.parse(f"{second_plain_registry.host}/{second}:v1")
-            await copier.copy(source.repository, Digest.parse(pushed.digest), target.repository)
+            manifest = await copier.copy_referenced(source.repository, Digest.parse(pushed.digest), target.repository)
+            await regs.client(target.repository).put_manifest(target.repository.path, str(manifest.digest), manifest)
             return copier.stats, uploaded
 
     stats, uploaded_first = run(main())

@@ -195,16 +195,6 @@ class RegistryClient:
 
     # -- blobs ----------------------------------------------------------------------
 
-    async def blob_size(self, path: str, digest: Digest) -> int | None:
-        """HEAD a blob: its size when present, None when absent."""
-        response = await self._send("HEAD", await self._url(path, f"blobs/{digest}"), _pull(path))
-        if response.status_code == 404:
-            return None
-        if response.status_code != 200:
-            raise await self._fail(response, path, f"blobs/{digest}")
-        length = response.headers.get("Content-Length", "")
-        return int(length) if length.isdigit() else 0
-
     @contextlib.asynccontextmanager
     async def open_blob(self, path: str, descriptor: Descriptor) -> AsyncIterator[AsyncIterator[bytes]]:
         """Stream a blob's bytes; the last chunk is held back until the digest checks out."""
@@ -353,6 +343,10 @@ class Registries:
         self._options = options
         self._credentials = credentials
         self._clients: dict[str, RegistryClient] = {}
+
+    @property
+    def options(self) -> TransportOptions:
+        return self._options
 
     def client(self, repository: Repository) -> RegistryClient:
         host = repository.api_host

@@ -1,7 +1,7 @@
 """Copy one image (or index) by digest between repositories, in an order that keeps the target safe.
 
-Blobs first, then child manifests by digest, then the top manifest by digest;
-the caller tags last, so a tag never points at something incomplete. Each blob is
+Blobs first, then child manifests by digest; the caller pushes the top manifest
+under its tag last, so a tag never points at something incomplete. Each blob is
 copied at most once per run and registry: later repositories mount it.
 """
 
@@ -31,7 +31,6 @@ class CopyStats:
     blobs_mounted: int = 0
     blobs_present: int = 0
     bytes_uploaded: int = 0
-    manifests_pushed: int = 0
 
 
 @attrs.frozen
@@ -44,14 +43,14 @@ class _BlobKey:
 class Copier:
     """Copies images for a whole run, sharing what it learns about blob locations."""
 
-    def __init__(
-        self, registries: Registries, max_blob_transfers: int = 8, on_bytes: Callable[[int], None] | None = None
-    ) -> None:
+    def __init__(self, registries: Registries, on_bytes: Callable[[int], None] | None = None) -> None:
         self._on_bytes = on_bytes
         self._registries = registries
         self._blob_tasks: dict[_BlobKey, asyncio.Task[None]] = {}
         self._first_placements: dict[tuple[str, Digest], tuple[asyncio.Task[None], str]] = {}
-        self._transfer_slots = asyncio.Semaphore(max_blob_transfers)
+        # A transfer holds a source and a target connection; half the slots keeps a
+        # same-registry copy from waiting on itself.
+        self._transfer_slots = asyncio.Semaphore(max(1, registries.options.max_connections // 2))
         self.stats = CopyStats()
 
     async def __aenter__(self) -> Copier:
@@ -64,35 +63,40 @@ class Copier:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
 
-    async def copy(self, source: Repository, digest: Digest, target: Repository) -> Manifest:
-        """Copy ``source@digest`` into ``target`` by digest; tagging is left to the caller.
+    async def copy_referenced(self, source: Repository, digest: Digest, target: Repository) -> Manifest:
+        """Put into ``target`` everything ``source@digest`` references; return that manifest.
 
-        Keeping the tag out lets the caller check, right before tagging, that
-        nobody else claimed the tag while the content was copied.
+        The manifest itself is left to the caller, who checks right before pushing it
+        under its tag that nobody claimed the tag meanwhile: one PUT then stores and tags it.
         """
-        return await self._copy_manifest(
-            self._registries.client(source), source.path, self._registries.client(target), target.path, digest
-        )
+        source_client = self._registries.client(source)
+        target_client = self._registries.client(target)
+        manifest = await source_client.get_manifest(source.path, digest)
+        await self._copy_references(source_client, source.path, target_client, target.path, manifest)
+        return manifest
 
-    async def _copy_manifest(
-        self, source: RegistryClient, source_path: str, target: RegistryClient, target_path: str, digest: Digest,
-        skip_if_present: bool = False,
-    ) -> Manifest:
-        manifest = await source.get_manifest(source_path, digest)
-        if skip_if_present and await target.head_manifest(target_path, str(digest)) is not None:
-            return manifest
+    async def _copy_references(
+        self, source: RegistryClient, source_path: str, target: RegistryClient, target_path: str, manifest: Manifest
+    ) -> None:
         if manifest.is_index:
             await _gather(
-                self._copy_manifest(source, source_path, target, target_path, child.digest, skip_if_present=True)
+                self._copy_child(source, source_path, target, target_path, child.digest)
                 for child in manifest.children()
             )
         else:
             await _gather(
                 self._copy_blob(source, source_path, target, target_path, blob) for blob in manifest.blobs()
             )
+
+    async def _copy_child(
+        self, source: RegistryClient, source_path: str, target: RegistryClient, target_path: str, digest: Digest
+    ) -> None:
+        """A child the target already has is complete (a registry checks references on PUT)."""
+        if await target.head_manifest(target_path, str(digest)) is not None:
+            return
+        manifest = await source.get_manifest(source_path, digest)
+        await self._copy_references(source, source_path, target, target_path, manifest)
         await target.put_manifest(target_path, str(digest), manifest)
-        self.stats.manifests_pushed += 1
-        return manifest
 
     async def _copy_blob(
         self, source: RegistryClient, source_path: str, target: RegistryClient, target_path: str, blob: Descriptor
@@ -108,15 +112,16 @@ class Copier:
     async def _place_blob(
         self, source: RegistryClient, source_path: str, target: RegistryClient, target_path: str, blob: Descriptor
     ) -> None:
-        """The first repository of a registry to need a blob gets it; the others wait, then mount it."""
+        """The first repository of a registry to need a blob gets it; the others wait, then mount it.
+
+        With nothing to mount from, the first one mounts from itself: a registry that
+        already holds the blob there answers 201, else opens the upload, in one request.
+        """
         same_registry = source_path if source.host == target.host else None
         first = self._first_placements.get((target.host, blob.digest))
         if first is None:
             self._first_placements[(target.host, blob.digest)] = (asyncio.current_task(), target_path)
-            if same_registry is None and await target.blob_size(target_path, blob.digest) is not None:
-                self.stats.blobs_present += 1
-                return
-            mount_from = same_registry
+            mount_from = same_registry or target_path
         else:
             first_task, mount_from = first
             try:
@@ -142,12 +147,13 @@ class Copier:
                 except TransientError:
                     if attempt + 1 == _BLOB_ATTEMPTS:
                         raise
-        if result is BlobTransfer.MOUNTED:
+        if result is BlobTransfer.MOUNTED and mount_from == target_path:
+            self.stats.blobs_present += 1
+        elif result is BlobTransfer.MOUNTED:
             self.stats.blobs_mounted += 1
         else:
             self.stats.blobs_uploaded += 1
             self.stats.bytes_uploaded += blob.size
-
 
     async def _counted(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         async for chunk in chunks:

@@ -13,7 +13,7 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import attrs
@@ -52,7 +52,8 @@ class TransportOptions:
     ca_file: str | None = None
     insecure_registries: frozenset[str] = frozenset()
     retry: RetryPolicy = RetryPolicy()
-    max_connections: int = 16
+    # Enough to hide a remote registry's latency; httpcore's pool costs CPU per connection squared.
+    max_connections: int = 8
     chunk_size: int | None = None
     timeout: float = 60.0
     user_agent: str = "image-syncer"
@@ -126,6 +127,9 @@ class Transport:
             follow_redirects=False,
             trust_env=False,
         )
+        # More requests in flight than connections only lengthen httpcore's pool queue,
+        # which it rescans on every completion.
+        self._slots = asyncio.Semaphore(options.max_connections)
         self._scheme: str | None = None
         self._scheme_lock = asyncio.Lock()
         self._warned: set[str] = set()
@@ -174,22 +178,30 @@ class Transport:
         another origin a redirect points at. With ``stream=True`` the caller must close
         the response. A streamed body cannot be replayed, so its failures are not retried
         here but raised as TransientError for the caller to restart the whole transfer.
+        A request holds one of the host's slots until its response is read or closed.
         """
         replayable = content is None or isinstance(content, bytes)
         policy = self._options.retry
         attempt = 0
         while True:
+            await self._slots.acquire()
             try:
-                response = await self._send_following_redirects(
-                    method, url, headers, content, stream, auth_header
-                )
-            except httpx.TransportError as error:
+                response = await self._send_following_redirects(method, url, headers, content, stream, auth_header)
+            except BaseException as error:
+                self._slots.release()
+                if not isinstance(error, httpx.TransportError):
+                    raise
                 if not replayable or attempt + 1 >= policy.attempts:
                     raise TransientError(f"{self.host}: {method} {_path(url)}: {_describe(error)}") from None
                 delay = policy.delay(attempt, None)
                 log.debug("%s %s: %s, retrying in %.1fs", method, _path(url), _describe(error), delay)
             else:
-                log.debug("%s %s%s -> %s", method, self.host, _path(url), response.status_code)
+                if stream:
+                    response.stream = _ReleasingStream(response.stream, self._slots.release)
+                else:
+                    self._slots.release()
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("%s %s%s -> %s", method, self.host, _path(url), response.status_code)
                 self._show_warnings(response)
                 if response.status_code not in RETRY_STATUSES:
                     return response
@@ -238,6 +250,26 @@ class Transport:
             if text and text not in self._warned:
                 self._warned.add(text)
                 log.warning("%s: registry warning: %s", self.host, text)
+
+
+class _ReleasingStream(httpx.AsyncByteStream):
+    """A streamed body that gives its connection slot back when the response is closed."""
+
+    def __init__(self, stream: httpx.AsyncByteStream, release: Callable[[], None]) -> None:
+        self._stream = stream
+        self._release: Callable[[], None] | None = release
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream:
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        finally:
+            if self._release is not None:
+                self._release, release = None, self._release
+                release()
 
 
 def _warning_text(value: str) -> str:
