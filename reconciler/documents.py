@@ -29,6 +29,9 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 from reconciler.errors import InputError
 from reconciler.registry.digest import Digest
 
+# libyaml when PyYAML was built with it: ten times faster on a lock of a thousand images.
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+SafeDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 _YAML_KINDS = {
     bool: "a boolean",
     int: "a number",
@@ -148,7 +151,7 @@ class YamlDocument:
             raise InputError(path, if_missing) from None
         except (OSError, UnicodeDecodeError) as error:
             raise InputError(path, f"cannot read: {error}") from None
-        loader = yaml.SafeLoader(text)
+        loader = _SafeLoader(text)
         try:
             root = loader.get_single_node()
             data = loader.construct_document(root) if root is not None else None

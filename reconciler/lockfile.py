@@ -68,7 +68,7 @@ def inputs_hash(config: Config) -> str:
 
 
 def dumps(lock: Lockfile) -> str:
-    return HEADER + yaml.safe_dump(_converter.unstructure(lock), sort_keys=False)
+    return HEADER + yaml.dump(_converter.unstructure(lock), Dumper=documents.SafeDumper, sort_keys=False)
 
 
 def load(path: str | Path, *, missing_ok: bool = False) -> Lockfile:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import attrs
 
-from reconciler import documents, lockfile
+from reconciler import documents
 from reconciler.documents import YamlDocument
 from reconciler.lockfile import LockedImage, Lockfile
 from reconciler.registry import reference
@@ -84,8 +84,9 @@ class Plan:
 
 
 def lock_digest(lock: Lockfile) -> str:
-    """Identifies the exact pins a plan was made from (the canonical lock text)."""
-    return "sha256:" + hashlib.sha256(lockfile.dumps(lock).encode()).hexdigest()
+    """Identifies the exact pins a plan was made from, whatever the lock file's layout."""
+    pins = json.dumps(_converter.unstructure(lock), sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(pins.encode()).hexdigest()
 
 
 async def make_plan(registries: Registries, lock: Lockfile, concurrency: int = 32) -> Plan:

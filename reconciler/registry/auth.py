@@ -91,6 +91,8 @@ class Authenticator:
         self._transport = transport
         self._credentials = credentials
         self._challenge: Challenge | None = None
+        self._basic: str | None = None
+        """Basic credentials do not expire within a run: looked up once, not per request."""
         self._pinged = False
         self._ping_lock = asyncio.Lock()
         self._tokens: dict[tuple[str, ...], _Token] = {}
@@ -136,11 +138,9 @@ class Authenticator:
             self._pinged = True
 
     async def _basic_header(self) -> str | None:
-        credentials = await self._credentials()
-        if credentials is None or credentials.username is None or credentials.password is None:
-            return None
-        raw = f"{credentials.username}:{credentials.password}".encode()
-        return "Basic " + base64.b64encode(raw).decode("ascii")
+        if self._basic is None:
+            self._basic = _basic_value(await self._credentials())
+        return self._basic
 
     async def _token(self, scopes: tuple[str, ...]) -> str:
         lock = self._token_locks.setdefault(scopes, asyncio.Lock())
@@ -174,7 +174,8 @@ class Authenticator:
             query = [("service", challenge.service)] if challenge.service else []
             query += [("scope", scope) for scope in scopes]
             url = challenge.realm + ("&" if "?" in challenge.realm else "?") + urlencode(query)
-            response = await self._transport.request("GET", url, auth_header=await self._basic_header())
+            # Fresh credentials each time: a Google access token behind them expires within the hour.
+            response = await self._transport.request("GET", url, auth_header=_basic_value(credentials))
         if response.status_code in (401, 403):
             who = "the given credentials" if credentials else "anonymous access"
             raise RegistryError(
@@ -197,6 +198,13 @@ class Authenticator:
                 f"{self._transport.host}: token service {_without_query(challenge.realm)} gave no token"
             )
         return _Token(value=value, expires_at=time.monotonic() + max(lifetime - _EXPIRY_MARGIN, 1.0))
+
+
+def _basic_value(credentials: Credentials | None) -> str | None:
+    if credentials is None or credentials.username is None or credentials.password is None:
+        return None
+    raw = f"{credentials.username}:{credentials.password}".encode()
+    return "Basic " + base64.b64encode(raw).decode("ascii")
 
 
 def _without_query(url: str) -> str:

@@ -43,7 +43,6 @@ class ManifestHead:
 
     media_type: str | None
     digest: Digest | None
-    size: int | None
 
 
 def _pull(path: str) -> tuple[str, ...]:
@@ -132,12 +131,9 @@ class RegistryClient:
             return None
         if response.status_code != 200:
             raise await self._fail(response, path, f"manifests/{identifier}")
-        digest_header = response.headers.get("Docker-Content-Digest")
-        length = response.headers.get("Content-Length")
         return ManifestHead(
             media_type=response.headers.get("Content-Type", "").split(";", 1)[0] or None,
-            digest=_parse_header_digest(digest_header, self.host, path),
-            size=int(length) if length and length.isdigit() else None,
+            digest=_parse_header_digest(response.headers.get("Docker-Content-Digest"), self.host, path),
         )
 
     async def resolve_digest(self, path: str, identifier: str) -> Digest | None:
