@@ -72,6 +72,11 @@ InsecureRegistry = Annotated[
 MaxRequests = Annotated[
     int, typer.Option("--max-requests", min=1, help="Concurrent requests per registry."),
 ]
+UploadChunk = Annotated[
+    int | None,
+    typer.Option("--upload-chunk-mib", min=1, help="Upload blobs in PATCH chunks of this many MiB "
+                 "(for registries that cap the size of one request); default: one streamed PUT."),
+]
 Debug = Annotated[bool, typer.Option("--debug", help="Log each registry request (never secrets).")]
 
 
@@ -104,6 +109,7 @@ _SHARED_OPTIONS = [
         ("ca_file", CaFile, None),
         ("insecure_registry", InsecureRegistry, None),
         ("max_requests", MaxRequests, 8),
+        ("upload_chunk_mib", UploadChunk, None),
         ("debug", Debug, False),
     )
 ]
@@ -125,6 +131,7 @@ def registry_command(command: Callable[..., None]) -> Callable[..., None]:
                 ca_file=options.pop("ca_file") or None,
                 insecure_registries=frozenset(options.pop("insecure_registry") or ()),
                 max_connections=options.pop("max_requests"),
+                chunk_size=chunk_mib * 1024 * 1024 if (chunk_mib := options.pop("upload_chunk_mib")) else None,
             ),
             target_key_file=options.pop("target_key_file"),
             access_token=options.pop("access_token"),
