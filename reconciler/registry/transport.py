@@ -20,6 +20,7 @@ import attrs
 import httpx
 
 from reconciler.registry.errors import RegistryError
+from reconciler.registry.network import AsyncioHTTPTransport
 
 log = logging.getLogger("reconciler.registry")
 
@@ -116,13 +117,14 @@ class Transport:
             verify = False
         elif options.ca_file:
             verify = ssl.create_default_context(cafile=options.ca_file)
+        limits = httpx.Limits(
+            max_connections=options.max_connections,
+            max_keepalive_connections=options.max_connections,
+        )
         self._client = httpx.AsyncClient(
-            verify=verify,
+            # httpcore on plain asyncio streams: anyio's per-read overhead was most of a no-op run's CPU.
+            transport=AsyncioHTTPTransport(verify=verify, limits=limits),
             timeout=httpx.Timeout(options.timeout, connect=10.0),
-            limits=httpx.Limits(
-                max_connections=options.max_connections,
-                max_keepalive_connections=options.max_connections,
-            ),
             headers={"User-Agent": options.user_agent},
             follow_redirects=False,
             trust_env=False,
