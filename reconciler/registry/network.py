@@ -158,26 +158,6 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
                 sock.setsockopt(*option)
         return AsyncioStream(reader, writer)
 
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        deadline = asyncio.timeout(timeout)
-        try:
-            async with deadline:
-                reader, writer = await asyncio.open_unix_connection(path, limit=_STREAM_LIMIT)
-        except OSError as error:
-            if deadline.expired():
-                raise httpcore.ConnectTimeout(error) from error
-            raise httpcore.ConnectError(error) from error
-        if socket_options:
-            sock = writer.get_extra_info("socket")
-            for option in socket_options:
-                sock.setsockopt(*option)
-        return AsyncioStream(reader, writer)
-
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
 
@@ -270,5 +250,3 @@ class AsyncioHTTPTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         await self._pool.aclose()
 
-
-__all__ = ["AsyncioBackend", "AsyncioHTTPTransport", "AsyncioStream"]
