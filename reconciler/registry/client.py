@@ -111,14 +111,14 @@ class RegistryClient:
             body = b""
         finally:
             await response.aclose()
-        codes, message = describe_error_body(body, response.reason_phrase)
+        message = describe_error_body(body, response.reason_phrase)
         if response.status_code == 401:
             message += (
                 " (credentials were rejected or lack this permission)"
                 if await self._lookup_credentials()
                 else " (authentication required, and no credentials are configured for this registry)"
             )
-        return ResponseError(self.host, path, response.request.method, what, response.status_code, codes, message)
+        return ResponseError(self.host, path, response.request.method, what, response.status_code, message)
 
     # -- manifests ----------------------------------------------------------------
 

@@ -160,7 +160,7 @@ class GoogleTokenSource:
         expiry = self._google_credentials.expiry  # naive UTC, as google-auth keeps it
         if expiry is None:
             return False
-        now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+        now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
         return expiry - now < REFRESH_MARGIN
 
     def _refresh(self) -> None:

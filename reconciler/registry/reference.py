@@ -59,12 +59,6 @@ class Reference:
         """What goes after ``/manifests/``: the digest when known, else the tag."""
         return str(self.digest) if self.digest else str(self.tag)
 
-    def with_digest(self, digest: Digest) -> Reference:
-        return Reference(self.repository, None, digest)
-
-    def with_tag(self, tag: str) -> Reference:
-        return Reference(self.repository, tag, None)
-
     def __str__(self) -> str:
         text = str(self.repository)
         if self.tag:
