@@ -437,3 +437,40 @@ def test_credentials_from_docker_config(push_image, htpasswd_registry, tmp_path,
             return await regs.client(reference.parse(pushed.ref).repository).resolve_digest(pushed.repo, "v1")
 
     assert str(run(main())) == pushed.digest
+
+
+def test_identity_token_is_exchanged_with_the_refresh_token_grant(push_image, token_registry, tmp_path, monkeypatch):
+    issuer = token_registry.issuer
+    pushed = push_image("oci", registry=token_registry)
+    issuer.refresh_tokens["refresh-me-not-a-password"] = "tester"
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"auths": {token_registry.host: {"identitytoken": "refresh-me-not-a-password"}}}
+    ))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    monkeypatch.delenv("REGISTRY_AUTH_FILE", raising=False)
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    issuer.policy = lambda user, password, repository, actions: list(actions) if user == "tester" else []
+    issuer.clear()
+    from reconciler.registry.credentials import lookup
+
+    async def main():
+        async with Registries(TransportOptions(retry=FAST_RETRY), lookup) as regs:
+            return await regs.client(reference.parse(pushed.ref).repository).resolve_digest(pushed.repo, "v1")
+
+    assert str(run(main())) == pushed.digest
+    assert [(r.method, r.grant_type, r.username, r.status) for r in issuer.requests] == [
+        ("POST", "refresh_token", "tester", 200)
+    ]
+
+
+def test_insecure_registry_skips_tls_verification(push_image, tls_registry):
+    pushed = push_image("oci", registry=tls_registry)
+    repository = reference.parse(pushed.ref).repository
+
+    async def head(insecure):
+        async with registries(insecure_registries=insecure) as regs:
+            return await regs.client(repository).resolve_digest(pushed.repo, "v1")
+
+    assert str(run(head(frozenset({tls_registry.host})))) == pushed.digest
+    with pytest.raises(RegistryError, match="certificate"):
+        run(head(frozenset({"other.example:5000"})))

@@ -102,6 +102,8 @@ class TokenIssuer:
         self._default_expires_in = expires_in
         self.host = host
         self.requests: list[TokenRequest] = []
+        # OAuth2 refresh tokens (docker's "identitytoken") -> the user they stand for.
+        self.refresh_tokens: dict[str, str] = {}
         self._lock = threading.Lock()
         self._fail: list[tuple[int, dict, bytes]] = []
         self._server: ThreadingHTTPServer | None = None
@@ -171,6 +173,7 @@ class TokenIssuer:
             self.expires_in = self._default_expires_in
             self._fail.clear()
             self.requests.clear()
+            self.refresh_tokens.clear()
 
     # --------------------------------------------------------------- tokens
     def issue(self, subject: str | None, access: list[dict], service: str | None = None,
@@ -312,7 +315,10 @@ class _IssuerHandler(BaseHTTPRequestHandler):
         present = False
         if grant == "password":
             user, pw, present = form.get("username", [None])[0], form.get("password", [None])[0], True
-        elif grant is not None and grant != "password":
+        elif grant == "refresh_token":
+            user = self.issuer.refresh_tokens.get(form.get("refresh_token", [""])[0])
+            pw, present = self.issuer.users.get(user) if user else None, True
+        elif grant is not None:
             self._record("POST", url.path, None, form.get("service", [None])[0], scopes, [], 400, grant)
             self._send(400, b'{"error":"unsupported_grant_type"}')
             return
