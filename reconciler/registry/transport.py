@@ -122,15 +122,15 @@ class Transport:
             max_keepalive_connections=options.max_connections,
         )
         self._client = httpx.AsyncClient(
-            # httpcore on plain asyncio streams: anyio's per-read overhead was most of a no-op run's CPU.
+            # Our own HTTP/1.1 client: httpcore's pool bookkeeping was most of a no-op run's CPU.
             transport=AsyncioHTTPTransport(verify=verify, limits=limits),
             timeout=httpx.Timeout(options.timeout, connect=10.0),
             headers={"User-Agent": options.user_agent},
             follow_redirects=False,
             trust_env=False,
         )
-        # More requests in flight than connections only lengthen httpcore's pool queue,
-        # which it rescans on every completion.
+        # The transport never queues: it opens a connection for every request that finds
+        # none idle, so this is what caps the connections to the host.
         self._slots = asyncio.Semaphore(options.max_connections)
         self._scheme: str | None = None
         self._scheme_lock = asyncio.Lock()
