@@ -53,7 +53,7 @@ class TransportOptions:
     ca_file: str | None = None
     insecure_registries: frozenset[str] = frozenset()
     retry: RetryPolicy = RetryPolicy()
-    # Enough to hide a remote registry's latency; httpcore's pool costs CPU per connection squared.
+    # Enough to hide a remote registry's latency without crowding one registry.
     max_connections: int = 8
     chunk_size: int | None = None
     timeout: float = 60.0
