@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import attrs
 
 from reconciler.registry import credentials as docker_credentials
 from reconciler.registry.client import CredentialLookup, Registries
 from reconciler.registry.credentials import Credentials
-from reconciler.registry.google import GoogleTokenSource, is_google_registry
+from reconciler.registry.reference import is_google_registry
 from reconciler.registry.transport import TransportOptions
+
+if TYPE_CHECKING:
+    from reconciler.registry.google import GoogleTokenSource
 
 
 @attrs.frozen
@@ -33,9 +37,9 @@ class _CredentialChain:
         self._targets = target_registries
         self._explicit: GoogleTokenSource | None = None
         if options.target_key_file is not None:
-            self._explicit = GoogleTokenSource.from_key_file(options.target_key_file)
+            self._explicit = _google().GoogleTokenSource.from_key_file(options.target_key_file)
         elif options.access_token is not None:
-            self._explicit = GoogleTokenSource.from_access_token(options.access_token)
+            self._explicit = _google().GoogleTokenSource.from_access_token(options.access_token)
         self._application_default: GoogleTokenSource | None = None
         self._application_default_checked = False
         self._lock = threading.Lock()
@@ -53,9 +57,16 @@ class _CredentialChain:
     def _google_default(self) -> GoogleTokenSource | None:
         with self._lock:
             if not self._application_default_checked:
-                self._application_default = GoogleTokenSource.from_application_default()
+                self._application_default = _google().GoogleTokenSource.from_application_default()
                 self._application_default_checked = True
             return self._application_default
+
+
+def _google():
+    """google-auth takes a tenth of a second to import; most runs never need it."""
+    from reconciler.registry import google
+
+    return google
 
 
 def credential_lookup(options: SessionOptions, target_registries: Iterable[str]) -> CredentialLookup:

@@ -17,8 +17,8 @@ from reconciler.registry.google import (
     ACCESS_TOKEN_USERNAME,
     GoogleTokenSource,
     google_token_source,
-    is_google_registry,
 )
+from reconciler.registry.reference import is_google_registry
 from tests.harness.oauth import (
     FakeTokenEndpoint,
     private_key_pem,

@@ -27,7 +27,6 @@ import httpx
 from google.oauth2 import service_account
 
 from reconciler.registry.credentials import Credentials, CredentialsError
-from reconciler.registry.transport import hostname
 
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 # The user name Google registries expect alongside an OAuth2 access token.
@@ -75,12 +74,6 @@ class HttpxRequest(google.auth.transport.Request):
 
 def _http_client() -> httpx.Client:
     return httpx.Client(timeout=DEFAULT_TIMEOUT_SECONDS)
-
-
-def is_google_registry(registry: str) -> bool:
-    """Whether ``registry`` (a host, maybe with a port) is GCR or Artifact Registry."""
-    name = hostname(registry).lower()
-    return name == "gcr.io" or name.endswith(".gcr.io") or name.endswith("-docker.pkg.dev")
 
 
 @attrs.define(eq=False)

@@ -30,6 +30,19 @@ class InvalidReference(RegistryError, ValueError):
     """A string that is not a valid image reference; the message says why."""
 
 
+def hostname(host: str) -> str:
+    """``host[:port]`` without the port; IPv6 brackets removed."""
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0]
+
+
+def is_google_registry(registry: str) -> bool:
+    """Whether ``registry`` (a host, maybe with a port) is GCR or Artifact Registry."""
+    name = hostname(registry).lower()
+    return name == "gcr.io" or name.endswith(".gcr.io") or name.endswith("-docker.pkg.dev")
+
+
 @attrs.frozen(order=True)
 class Repository:
     """A repository on a registry, e.g. ``docker.io`` + ``library/busybox``."""

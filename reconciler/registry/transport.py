@@ -20,6 +20,7 @@ import attrs
 import httpx
 
 from reconciler.registry.errors import RegistryError
+from reconciler.registry.reference import hostname
 from reconciler.registry.network import AsyncioHTTPTransport
 
 log = logging.getLogger("reconciler.registry")
@@ -58,13 +59,6 @@ class TransportOptions:
     chunk_size: int | None = None
     timeout: float = 60.0
     user_agent: str = "image-syncer"
-
-
-def hostname(host: str) -> str:
-    """``host[:port]`` without the port; IPv6 brackets removed."""
-    if host.startswith("["):
-        return host[1:].split("]", 1)[0]
-    return host.rsplit(":", 1)[0]
 
 
 def is_loopback(host: str) -> bool:
