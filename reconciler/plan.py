@@ -89,13 +89,17 @@ def lock_digest(lock: Lockfile) -> str:
     return "sha256:" + hashlib.sha256(pins.encode()).hexdigest()
 
 
-async def make_plan(registries: Registries, lock: Lockfile, concurrency: int = 32) -> Plan:
+async def make_plan(
+    registries: Registries, lock: Lockfile, ask_sources: bool = True, concurrency: int = 32
+) -> Plan:
+    """Without ``ask_sources`` only targets are asked: apply's own plan needs no moved
+    warnings, and a copy finds out by itself whether the source still has the digest."""
     slots = asyncio.Semaphore(concurrency)
 
     async def plan_one(locked: LockedImage) -> PlannedImage:
         async with slots:
             try:
-                return await _plan_image(registries, locked)
+                return await _plan_image(registries, locked, ask_sources)
             except RegistryError as error:
                 return PlannedImage(locked.source, locked.target, locked.digest, Action.ERROR, message=str(error))
 
@@ -103,19 +107,20 @@ async def make_plan(registries: Registries, lock: Lockfile, concurrency: int = 3
     return Plan(lock_digest=lock_digest(lock), images=tuple(images))
 
 
-async def _plan_image(registries: Registries, locked: LockedImage) -> PlannedImage:
+async def _plan_image(registries: Registries, locked: LockedImage, ask_source: bool) -> PlannedImage:
     """One HEAD on the target tag, one on the source; a second source HEAD only if its tag moved."""
     source = reference.parse(locked.source)
     target = reference.parse(locked.target)
     source_client = registries.client(source.repository)
     target_client = registries.client(target.repository)
     follows_tag = source.digest is None
-    target_digest, source_digest = await asyncio.gather(
-        target_client.resolve_digest(target.repository.path, str(target.tag)),
-        source_client.resolve_digest(
+    target_head = target_client.resolve_digest(target.repository.path, str(target.tag))
+    if ask_source:
+        target_digest, source_digest = await asyncio.gather(target_head, source_client.resolve_digest(
             source.repository.path, str(source.tag) if follows_tag else str(locked.digest)
-        ),
-    )
+        ))
+    else:
+        target_digest, source_digest = await target_head, None
     moved_to = source_digest if follows_tag and source_digest not in (None, locked.digest) else None
 
     def planned(action: Action, message: str | None = None) -> PlannedImage:
@@ -131,13 +136,14 @@ async def _plan_image(registries: Registries, locked: LockedImage) -> PlannedIma
             Action.CONFLICT,
             f"target tag holds {target_digest}, not the locked {locked.digest}: refusing to overwrite",
         )
+    if not ask_source:
+        return planned(Action.CREATE)
     available = source_digest == locked.digest
     if not available and follows_tag:
         available = await source_client.resolve_digest(source.repository.path, str(locked.digest)) is not None
     if not available:
         return planned(Action.SOURCE_MISSING, f"locked digest {locked.digest} is gone from {source.repository}")
     return planned(Action.CREATE)
-
 
 
 @attrs.frozen(kw_only=True)

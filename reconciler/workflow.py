@@ -91,7 +91,7 @@ async def apply(
         await check_fresh(registries, saved_plan, current)
         chosen = saved_plan
     else:
-        chosen = await make_plan(registries, current)
+        chosen = await make_plan(registries, current, ask_sources=False)
     return chosen, await apply_plan(registries, chosen, observer=observer)
 
 
@@ -138,7 +138,7 @@ async def sync(
     pins = Lockfile(inputs_hash=lockfile.inputs_hash(config), images=tuple(
         resolved[image.target] for image in config.desired if image.target in resolved
     ))
-    current = await make_plan(registries, pins)
+    current = await make_plan(registries, pins, ask_sources=False)  # the sources were just resolved
     report = None if dry_run else await apply_plan(registries, current, observer=observer)
     outcomes = {image.target: image for image in report.images} if report else {}
     images = [

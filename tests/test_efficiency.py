@@ -90,6 +90,33 @@ def test_no_op_plan_costs_one_head_per_image_per_registry(
         assert proxy.count(None, "^/v2/$") <= 2  # the scheme probe and the auth ping, once per run
 
 
+def test_no_op_apply_asks_only_the_target(
+    tmp_path, push_image, plain_registry, second_plain_registry, unique_repo, fault_proxy
+):
+    pushed = [push_image(kind) for kind in ("oci", "oci-index")]
+    source_proxy = fault_proxy(plain_registry)
+    target_proxy = fault_proxy(second_plain_registry)
+    loaded = write_images(
+        tmp_path, f"{target_proxy.host}/{unique_repo()}/", [f"{source_proxy.host}/{p.repo}:v1" for p in pushed]
+    )
+    lock_path = tmp_path / "images.lock"
+
+    async def apply_twice():
+        async with Registries(TransportOptions(), lambda registry: None) as regs:
+            await lock_and_apply(regs, loaded, lock_path)
+        source_proxy.clear()
+        target_proxy.clear()
+        async with Registries(TransportOptions(), lambda registry: None) as regs:
+            return await workflow.apply(regs, loaded, lock_path)
+
+    _, report = asyncio.run(apply_twice())
+
+    assert {image.outcome.value for image in report.images} == {"unchanged"}
+    assert source_proxy.requests == []
+    calls = [(r.method, r.url_path) for r in target_proxy.requests if r.url_path != "/v2/"]
+    assert len(calls) == len(pushed) and all(method == "HEAD" for method, _ in calls), calls
+
+
 def test_memory_does_not_grow_with_layer_size(push_image, second_plain_registry, unique_repo):
     pushed = push_image(harness_images.build_large_image("memory", size=48 * MiB))
     source = reference.parse(pushed.ref)
