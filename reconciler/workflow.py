@@ -16,7 +16,7 @@ from reconciler import documents, lockfile
 from reconciler.apply import ApplyObserver, Outcome, Report, apply_plan, check_fresh
 from reconciler.config import Config
 from reconciler.errors import InputError
-from reconciler.lockfile import LockedImage, Lockfile
+from reconciler.lockfile import Lockfile
 from reconciler.plan import Action, Plan, PlannedImage, make_plan
 from reconciler.registry.client import Registries
 from reconciler.resolve import resolve_all
@@ -53,14 +53,9 @@ async def lock(
     current = lock_path.read_text(encoding="utf-8") if lock_path.exists() else None
     if text != current:
         documents.write_atomic(lock_path, text)
-    changed = tuple(
-        target for target, pin in sorted(resolved.items()) if _pin_of(existing, target) != pin
-    )
+    previous = {image.target: image for image in existing.images}
+    changed = tuple(target for target, pin in sorted(resolved.items()) if previous.get(target) != pin)
     return LockResult(new_lock, text != current, changed, dropped, ())
-
-
-def _pin_of(lock: Lockfile, target: str) -> LockedImage | None:
-    return next((image for image in lock.images if image.target == target), None)
 
 
 def matching_lock(config: Config, lock_path: Path) -> Lockfile:
