@@ -6,6 +6,8 @@ import asyncio
 import tracemalloc
 from pathlib import Path
 
+import pytest
+
 from reconciler import config, workflow
 from reconciler.registry import reference
 from reconciler.registry.client import Registries
@@ -61,26 +63,43 @@ def test_shared_blobs_are_fetched_and_uploaded_once_then_mounted(
         assert skopeo_inspect_raw(target) == image.raw
 
 
-def test_no_op_plan_costs_one_head_per_image_per_registry(
-    tmp_path, push_image, plain_registry, second_plain_registry, unique_repo, fault_proxy
-):
-    pushed = [push_image(kind) for kind in ("oci", "docker", "oci-index")]
-    source_proxy = fault_proxy(plain_registry)
-    target_proxy = fault_proxy(second_plain_registry)
-    loaded = write_images(
-        tmp_path, f"{target_proxy.host}/{unique_repo()}/", [f"{source_proxy.host}/{p.repo}:v1" for p in pushed]
-    )
-    lock_path = tmp_path / "images.lock"
+@pytest.fixture
+def mirrored(tmp_path, push_image, plain_registry, second_plain_registry, unique_repo, fault_proxy):
+    """Images already mirrored through counting proxies; ``second_run(work)`` runs again on fresh clients."""
 
-    async def apply_then_plan():
-        async with Registries(TransportOptions(), lambda registry: None) as regs:
-            await lock_and_apply(regs, loaded, lock_path)
+    def mirror(kinds):
+        pushed = [push_image(kind) for kind in kinds]
+        source_proxy = fault_proxy(plain_registry)
+        target_proxy = fault_proxy(second_plain_registry)
+        loaded = write_images(
+            tmp_path, f"{target_proxy.host}/{unique_repo()}/", [f"{source_proxy.host}/{p.repo}:v1" for p in pushed]
+        )
+        lock_path = tmp_path / "images.lock"
+
+        async def first_run():
+            async with Registries(TransportOptions(), lambda registry: None) as regs:
+                await lock_and_apply(regs, loaded, lock_path)
+
+        asyncio.run(first_run())
         source_proxy.clear()
         target_proxy.clear()
-        async with Registries(TransportOptions(), lambda registry: None) as regs:
-            return await workflow.plan(regs, loaded, lock_path)
 
-    plan = asyncio.run(apply_then_plan())
+        def second_run(work):
+            async def run():
+                async with Registries(TransportOptions(), lambda registry: None) as regs:
+                    return await work(regs, loaded, lock_path)
+
+            return asyncio.run(run())
+
+        return pushed, source_proxy, target_proxy, second_run
+
+    return mirror
+
+
+def test_no_op_plan_costs_one_head_per_image_per_registry(mirrored):
+    pushed, source_proxy, target_proxy, second_run = mirrored(("oci", "docker", "oci-index"))
+
+    plan = second_run(workflow.plan)
 
     assert {image.action.value for image in plan.images} == {"unchanged"}
     for proxy in (source_proxy, target_proxy):
@@ -90,26 +109,10 @@ def test_no_op_plan_costs_one_head_per_image_per_registry(
         assert proxy.count(None, "^/v2/$") <= 2  # the scheme probe and the auth ping, once per run
 
 
-def test_no_op_apply_asks_only_the_target(
-    tmp_path, push_image, plain_registry, second_plain_registry, unique_repo, fault_proxy
-):
-    pushed = [push_image(kind) for kind in ("oci", "oci-index")]
-    source_proxy = fault_proxy(plain_registry)
-    target_proxy = fault_proxy(second_plain_registry)
-    loaded = write_images(
-        tmp_path, f"{target_proxy.host}/{unique_repo()}/", [f"{source_proxy.host}/{p.repo}:v1" for p in pushed]
-    )
-    lock_path = tmp_path / "images.lock"
+def test_no_op_apply_asks_only_the_target(mirrored):
+    pushed, source_proxy, target_proxy, second_run = mirrored(("oci", "oci-index"))
 
-    async def apply_twice():
-        async with Registries(TransportOptions(), lambda registry: None) as regs:
-            await lock_and_apply(regs, loaded, lock_path)
-        source_proxy.clear()
-        target_proxy.clear()
-        async with Registries(TransportOptions(), lambda registry: None) as regs:
-            return await workflow.apply(regs, loaded, lock_path)
-
-    _, report = asyncio.run(apply_twice())
+    _, report = second_run(workflow.apply)
 
     assert {image.outcome.value for image in report.images} == {"unchanged"}
     assert source_proxy.requests == []
