@@ -117,8 +117,10 @@ async def _apply_image(registries: Registries, copier: Copier, image: PlannedIma
         return _result(image, Outcome.REFUSED,
                        f"target tag was set to {held} while copying; refusing to overwrite")
     if held is None:
-        await target_client.put_manifest(target.repository.path, str(target.tag), manifest)
-        held = await target_client.resolve_digest(target.repository.path, str(target.tag))
+        held = await target_client.put_manifest(target.repository.path, str(target.tag), manifest)
+        if held is None:  # the registry did not say what it stored: ask
+            held = await target_client.resolve_digest(target.repository.path, str(target.tag))
         if held != image.digest:
-            return _result(image, Outcome.FAILED, f"after pushing, target tag holds {held}, not {image.digest}")
+            return _result(image, Outcome.FAILED,
+                           f"after pushing, target tag holds {held or 'nothing'}, not {image.digest}")
     return _result(image, Outcome.COPIED)

@@ -58,6 +58,9 @@ def test_shared_blobs_are_fetched_and_uploaded_once_then_mounted(
     mounts = target_proxy.requests_matching("POST", r"mount=")
     assert sorted(r.status for r in mounts) == [201] * (3 * len(blobs)) + [202] * len(blobs)
     assert target_proxy.count("HEAD", "/blobs/") == 0  # the first repository asks by mounting from itself
+    # per tag: the plan's HEAD, the re-check right before tagging, one PUT; its answer is the proof
+    assert target_proxy.count("HEAD", "/manifests/v1$") == 2 * len(pushed)
+    assert target_proxy.count("PUT", "/manifests/v1$") == len(pushed)
     for desired in loaded.desired:
         target = desired.target.replace(target_proxy.host, second_plain_registry.host)
         assert skopeo_inspect_raw(target) == image.raw

@@ -201,6 +201,42 @@ def test_conflict_is_refused_and_left_untouched_while_others_are_copied(
     mirror.assert_holds(other)
 
 
+@pytest.fixture
+def proxied_mirror(second_plain_registry, unique_repo, fault_proxy):
+    proxy = fault_proxy(second_plain_registry)
+    return proxy, Mirror(second_plain_registry, unique_repo("mirror"), host=proxy.host)
+
+
+def test_a_tag_push_the_registry_did_not_keep_is_a_failure(tmp_path, push_image, proxied_mirror):
+    proxy, mirror = proxied_mirror
+    image = push_image("oci")
+    write_images(tmp_path, mirror.prefix, [{"source": source(image)}])
+    ok(run_cli(tmp_path, "lock"))
+    # 201 without Docker-Content-Digest, and nothing stored: apply must ask, and find nothing
+    proxy.fail("PUT", r"/manifests/v1$", status=201, times=None)
+
+    applied = ok(run_cli(tmp_path, "apply"), 1)
+
+    assert any(line.startswith(f"  x {mirror.target(image)}  failed: after pushing, target tag holds nothing")
+               for line in applied.stdout_lines), str(applied)
+    assert proxy.count("HEAD", r"/manifests/v1$") == 3  # plan, re-check before tagging, proof after
+    assert mirror.raw(image) is None
+
+
+def test_a_registry_storing_other_bytes_under_the_tag_is_a_failure(tmp_path, push_image, proxied_mirror):
+    proxy, mirror = proxied_mirror
+    image = push_image("oci")
+    write_images(tmp_path, mirror.prefix, [{"source": source(image)}])
+    ok(run_cli(tmp_path, "lock"))
+    wrong = sha256(b"other bytes")
+    proxy.fail("PUT", r"/manifests/v1$", status=201, times=None, headers={"Docker-Content-Digest": wrong})
+
+    applied = ok(run_cli(tmp_path, "apply"), 1)
+
+    assert any(line.startswith(f"  x {mirror.target(image)}  failed:") and wrong in line
+               for line in applied.stdout_lines), str(applied)
+
+
 # -- 3. a source tag that moved after lock ------------------------------------------------------
 
 

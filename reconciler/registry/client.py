@@ -177,7 +177,8 @@ class RegistryClient:
             raise DigestMismatch(digest, announced, f"{self.host}/{path}: Docker-Content-Digest of {identifier}")
         return parse(data, response.headers.get("Content-Type"), digest)
 
-    async def put_manifest(self, path: str, identifier: str, manifest: Manifest) -> None:
+    async def put_manifest(self, path: str, identifier: str, manifest: Manifest) -> Digest | None:
+        """Push; returns the digest the registry says it stored, None if it did not say."""
         what = f"manifests/{identifier}"
         response = await self._send(
             "PUT", await self._url(path, what), _push(path),
@@ -188,6 +189,7 @@ class RegistryClient:
         stored = _parse_header_digest(response.headers.get("Docker-Content-Digest"), self.host, path)
         if stored and stored != manifest.digest:
             raise DigestMismatch(manifest.digest, stored, f"{self.host}/{path}: stored manifest {identifier}")
+        return stored
 
     # -- blobs ----------------------------------------------------------------------
 
