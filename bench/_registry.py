@@ -26,6 +26,7 @@ import yaml
 _live: set[Registry] = set()
 
 _ACCESS = re.compile(rb'"(GET|HEAD|PUT|POST|PATCH|DELETE) (\S+) HTTP/[0-9.]+" (\d{3}) ')
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 @atexit.register
@@ -114,6 +115,17 @@ class Registry:
         self._kill()
         if remove:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + sys, all threads) the running registry process has used so far.
+
+        ``utime`` and ``stime`` are fields 14 and 15 of ``/proc/<pid>/stat``, in clock ticks.
+        """
+        if self._proc is None:
+            raise RuntimeError(f"registry {self.name} is not running")
+        stat = Path(f"/proc/{self._proc.pid}/stat").read_text()
+        fields = stat.rsplit(")", 1)[1].split()  # fields[0] is field 3 (the name may hold spaces)
+        return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
     # ------------------------------------------------------------ access log
     def log_offset(self) -> int:
