@@ -21,13 +21,13 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from reconciler import config as config_file
-from reconciler import documents, lockfile
+from reconciler import documents, lockfile, render, workflow
 from reconciler import plan as plan_module
-from reconciler import render, workflow
 from reconciler.apply import Report
 from reconciler.errors import InputError
 from reconciler.progress import apply_progress
 from reconciler.registry.errors import RegistryError
+from reconciler.registry.proxy import InvalidProxy, ProxySettings
 from reconciler.registry.transport import TransportOptions
 from reconciler.session import SessionOptions, open_registries
 
@@ -127,12 +127,18 @@ def registry_command(command: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(command)
     def with_session(**options: Any) -> None:
         _setup_logging(options.pop("debug"))
+        try:
+            proxies = ProxySettings.from_environment(os.environ)
+        except InvalidProxy as error:
+            stderr.print(f"error: {error}", style="red", markup=False)
+            raise typer.Exit(1) from None
         session = SessionOptions(
             transport=TransportOptions(
                 ca_file=options.pop("ca_file") or None,
                 insecure_registries=frozenset(options.pop("insecure_registry") or ()),
                 max_connections=options.pop("max_requests"),
                 chunk_size=chunk_mib * 1024 * 1024 if (chunk_mib := options.pop("upload_chunk_mib")) else None,
+                proxies=proxies,
             ),
             target_key_file=options.pop("target_key_file"),
             access_token=options.pop("access_token"),

@@ -39,12 +39,15 @@ class CliResult:
                 f"--- stdout\n{self.stdout}--- stderr\n{self.stderr}")
 
 
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
+
+
 def cli_env(workdir: Path) -> dict[str, str]:
     """The user's environment minus any registry credentials; wide, colourless output."""
     env = {k: v for k, v in os.environ.items()
            if k not in {"REGISTRY_AUTH_FILE", "XDG_RUNTIME_DIR", "DOCKER_CONFIG", "SSL_CERT_FILE",
                         "SYNCER_IMAGES_FILE", "SYNCER_TARGET_KEY_FILE", "SYNCER_ACCESS_TOKEN",
-                        "GOOGLE_APPLICATION_CREDENTIALS", "FORCE_COLOR"}}
+                        "GOOGLE_APPLICATION_CREDENTIALS", "FORCE_COLOR", *PROXY_VARIABLES}}
     env["DOCKER_CONFIG"] = str(workdir / ".no-docker-config")
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["COLUMNS"] = "1000"
@@ -53,12 +56,13 @@ def cli_env(workdir: Path) -> dict[str, str]:
     return env
 
 
-def run_cli(workdir: Path, *args: str, timeout: float = 60) -> CliResult:
-    """``python -m reconciler ARGS`` in ``workdir``; never raises on a non-zero exit."""
+def run_cli(workdir: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60) -> CliResult:
+    """``python -m reconciler ARGS`` in ``workdir`` (``env`` added); never raises on a non-zero exit."""
     started = time.monotonic()
     completed = subprocess.run(
         [sys.executable, "-m", "reconciler", *args],
-        cwd=workdir, env=cli_env(workdir), capture_output=True, text=True, timeout=timeout, check=False,
+        cwd=workdir, env={**cli_env(workdir), **(env or {})}, capture_output=True, text=True, timeout=timeout,
+        check=False,
     )
     return CliResult(tuple(args), completed.returncode, completed.stdout, completed.stderr,
                      time.monotonic() - started)

@@ -106,10 +106,9 @@ def test_no_op_plan_costs_one_head_per_image_per_registry(mirrored):
 
     assert {image.action.value for image in plan.images} == {"unchanged"}
     for proxy in (source_proxy, target_proxy):
-        calls = [(r.method, r.url_path) for r in proxy.requests if r.url_path != "/v2/"]
-        assert len(calls) == len(pushed), calls
+        calls = [(r.method, r.url_path) for r in proxy.requests]
+        assert len(calls) == len(pushed), calls  # no /v2/ ping: the first HEAD shows no auth is wanted
         assert all(method == "HEAD" and "/manifests/" in path for method, path in calls), calls
-        assert proxy.count(None, "^/v2/$") <= 2  # the scheme probe and the auth ping, once per run
 
 
 def test_no_op_apply_asks_only_the_target(mirrored):
@@ -119,7 +118,7 @@ def test_no_op_apply_asks_only_the_target(mirrored):
 
     assert {image.outcome.value for image in report.images} == {"unchanged"}
     assert source_proxy.requests == []
-    calls = [(r.method, r.url_path) for r in target_proxy.requests if r.url_path != "/v2/"]
+    calls = [(r.method, r.url_path) for r in target_proxy.requests]
     assert len(calls) == len(pushed) and all(method == "HEAD" for method, _ in calls), calls
 
 

@@ -170,6 +170,22 @@ def test_basic_auth_with_credentials(push_image, htpasswd_registry, second_plain
     assert_same_image(pushed, second_plain_registry.host, target_repo)
 
 
+def test_the_first_answer_stands_in_for_a_ping(push_image, htpasswd_registry, fault_proxy):
+    """Concurrent first requests: one goes alone, is challenged once; the rest bring credentials."""
+    pushed = push_image("oci", registry=htpasswd_registry)
+    proxy = fault_proxy(htpasswd_registry)
+    source = reference.parse(f"{proxy.host}/{pushed.repo}:v1")
+
+    async def main():
+        async with registries({proxy.host: htpasswd_registry.credentials}) as regs:
+            client = regs.client(source.repository)
+            return await asyncio.gather(*(client.resolve_digest(source.repository.path, "v1") for _ in range(8)))
+
+    assert run(main()) == [Digest.parse(pushed.digest)] * 8
+    assert [(r.method, r.url_path) for r in proxy.requests] == [("HEAD", f"/v2/{pushed.repo}/manifests/v1")] * 9
+    assert [r.status for r in proxy.requests] == [401] + [200] * 8
+
+
 def test_mount_on_token_registry_uses_only_granted_scopes(push_image, token_registry, unique_repo):
     issuer = token_registry.issuer
     pushed = push_image("oci", registry=token_registry)
@@ -403,7 +419,8 @@ def test_registry_warning_header_is_shown(push_image, fault_proxy, plain_registr
 
 
 def test_plain_http_only_for_loopback_or_named_insecure_hosts():
-    from reconciler.registry.transport import Transport, is_loopback
+    from reconciler.registry.reference import is_loopback
+    from reconciler.registry.transport import Transport
 
     assert is_loopback("localhost:5000") and is_loopback("127.3.4.5:80") and is_loopback("[::1]:5000")
     assert not is_loopback("registry.example.com") and not is_loopback("10.0.0.1:5000")

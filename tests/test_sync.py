@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from tests.harness.oauth import FakeTokenEndpoint, private_key_pem, serve_token_endpoint, write_service_account_key
 from tests.harness.rawhttp import RawRegistry
 from tests.harness.skopeo import skopeo_inspect_raw
+from tests.helpers_cli import PROXY_VARIABLES
 
 GOOGLE_USER = "oauth2accesstoken"
 
@@ -69,6 +70,7 @@ def run_cli(tmp_path):
         environment = {
             key: value for key, value in os.environ.items()
             if not key.startswith(("SYNCER_", "DOCKER_", "REGISTRY_AUTH", "GOOGLE_", "XDG_"))
+            and key not in PROXY_VARIABLES
         }
         environment.update(HOME=str(home), DOCKER_CONFIG=str(home / ".docker"), **(env or {}))
         result = subprocess.run(

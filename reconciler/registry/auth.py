@@ -1,16 +1,20 @@
-"""Registry authentication: the ``/v2/`` ping, ``WWW-Authenticate`` challenges, bearer tokens.
+"""Registry authentication: ``WWW-Authenticate`` challenges, Basic credentials, bearer tokens.
 
-Tokens are cached per set of scopes until shortly before they expire, so a run of
-thousands of requests asks the token service once per repository and action.
+There is no ``/v2/`` ping: the first request to a registry goes alone and without
+credentials, and its answer (a 401 with a challenge, or anything else) says what the
+registry wants, so a registry that wants nothing costs no extra request. Tokens are
+cached per set of scopes until shortly before they expire, so a run of thousands of
+requests asks the token service once per repository and action.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from urllib.parse import urlencode
 
 import attrs
@@ -93,13 +97,31 @@ class Authenticator:
         self._challenge: Challenge | None = None
         self._basic: str | None = None
         """Basic credentials do not expire within a run: looked up once, not per request."""
-        self._pinged = False
-        self._ping_lock = asyncio.Lock()
+        # Set once an exchange has shown whether (and how) the registry wants credentials.
+        self._learned = False
+        self._learning = asyncio.Lock()
         self._tokens: dict[tuple[str, ...], _Token] = {}
         self._token_locks: dict[tuple[str, ...], asyncio.Lock] = {}
 
+    @contextlib.asynccontextmanager
+    async def first_exchange(self) -> AsyncIterator[None]:
+        """Around a request and its retry: until one completes, requests go one at a time."""
+        first = False
+        if not self._learned:
+            await self._learning.acquire()
+            first = not self._learned
+            if not first:
+                self._learning.release()
+        try:
+            yield
+            if first:
+                self._learned = True
+        finally:
+            if first:
+                self._learning.release()
+
     async def authorization(self, scopes: tuple[str, ...]) -> str | None:
-        await self._ping()
+        """The header for these scopes; None while the registry has asked for nothing."""
         challenge = self._challenge
         if challenge is None:
             return None
@@ -123,19 +145,6 @@ class Authenticator:
         if self._challenge.scheme == "basic":
             return await self._basic_header()
         return None
-
-    async def _ping(self) -> None:
-        if self._pinged:
-            return
-        async with self._ping_lock:
-            if self._pinged:
-                return
-            base = await self._transport.base_url()
-            response = await self._transport.request("GET", f"{base}/v2/")
-            if response.status_code == 401:
-                challenges = parse_challenges(response.headers.get("WWW-Authenticate", ""))
-                self._challenge = challenges[0] if challenges else None
-            self._pinged = True
 
     async def _basic_header(self) -> str | None:
         if self._basic is None:

@@ -90,17 +90,18 @@ class RegistryClient:
         content: bytes | AsyncIterator[bytes] | None = None,
         stream: bool = False,
     ) -> httpx.Response:
-        authorization = await self._auth.authorization(scopes)
-        response = await self._transport.request(
-            method, url, headers=headers, content=content, stream=stream, auth_header=authorization
-        )
-        if response.status_code == 401 and not isinstance(content, AsyncIterator):
-            await response.aclose()
-            authorization = await self._auth.retry_authorization(response, scopes)
-            if authorization is not None:
-                response = await self._transport.request(
-                    method, url, headers=headers, content=content, stream=stream, auth_header=authorization
-                )
+        async with self._auth.first_exchange():
+            authorization = await self._auth.authorization(scopes)
+            response = await self._transport.request(
+                method, url, headers=headers, content=content, stream=stream, auth_header=authorization
+            )
+            if response.status_code == 401 and not isinstance(content, AsyncIterator):
+                await response.aclose()
+                authorization = await self._auth.retry_authorization(response, scopes)
+                if authorization is not None:
+                    response = await self._transport.request(
+                        method, url, headers=headers, content=content, stream=stream, auth_header=authorization
+                    )
         return response
 
     async def _fail(self, response: httpx.Response, path: str, what: str) -> RegistryError:

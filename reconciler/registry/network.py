@@ -5,7 +5,8 @@ asks each idle one whether the server closed it, and takes anyio locks and event
 the pool and in each connection: most of a no-op run's CPU on loopback. ``Transport``
 already caps the requests in flight per host at its number of connections, so nothing
 here ever queues: per origin, a stack of idle keep-alive connections is all the pool
-there is.
+there is. Through an HTTP proxy, an https origin gets a CONNECT tunnel with TLS inside
+it, and an http origin's requests go to the proxy in absolute form.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from collections.abc import AsyncIterator
 import h11
 import httpx
 
+from reconciler.registry.proxy import DIRECT, Proxy, ProxySettings
+
 # Stream buffer size; reading pauses above twice this.
 _STREAM_LIMIT = 1 << 18
 _READ_SIZE = 1 << 16
@@ -28,6 +31,10 @@ _DEFAULT_PORTS = {b"http": 80, b"https": 443}
 _Origin = tuple[bytes, bytes, int]
 
 
+class ProxyAuthenticationRequired(httpx.ProxyError):
+    """The proxy wants other credentials: asking again will not change its mind."""
+
+
 class _StaleConnection(Exception):
     """A reused keep-alive connection turned out closed before the server saw the request."""
 
@@ -35,13 +42,17 @@ class _StaleConnection(Exception):
 class _Connection:
     """One TCP (optionally TLS) connection: an asyncio reader/writer pair and its h11 state."""
 
-    __slots__ = ("reader", "writer", "h11", "idle_since")
+    __slots__ = ("forwarding_proxy", "h11", "idle_since", "reader", "writer")
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, forwarding_proxy: Proxy | None = None
+    ) -> None:
         self.reader = reader
         self.writer = writer
         self.h11 = h11.Connection(h11.CLIENT)
         self.idle_since = 0.0
+        # Set for plain http through a proxy: requests name their absolute URL.
+        self.forwarding_proxy = forwarding_proxy
 
     def closed_by_peer(self) -> bool:
         reader = self.reader
@@ -77,10 +88,13 @@ class _Connection:
 
 
 class AsyncioHTTPTransport(httpx.AsyncBaseTransport):
-    """HTTP/1.1 without proxies; idle keep-alive connections kept per origin, newest reused first."""
+    """HTTP/1.1, direct or through an HTTP proxy; idle keep-alive connections per origin, newest reused first."""
 
-    def __init__(self, verify: ssl.SSLContext | bool, limits: httpx.Limits) -> None:
+    def __init__(
+        self, verify: ssl.SSLContext | bool, limits: httpx.Limits, proxies: ProxySettings = DIRECT
+    ) -> None:
         self._ssl_context = httpx.create_ssl_context(verify=verify, trust_env=False)
+        self._proxies = proxies
         self._max_idle = limits.max_keepalive_connections
         self._keepalive_expiry = limits.keepalive_expiry
         self._idle: dict[_Origin, list[_Connection]] = {}
@@ -143,22 +157,33 @@ class AsyncioHTTPTransport(httpx.AsyncBaseTransport):
         scheme, host, port = origin
         hostname = host.decode("ascii")
         tls = scheme == b"https"
+        proxy = self._proxies.for_origin(scheme.decode("ascii"), hostname, port)
         deadline = asyncio.timeout(timeout)
         try:
             async with deadline:
-                reader, writer = await asyncio.open_connection(
-                    hostname,
-                    port,
-                    limit=_STREAM_LIMIT,
-                    ssl=self._ssl_context if tls else None,
-                    server_hostname=hostname if tls else None,
-                    happy_eyeballs_delay=_HAPPY_EYEBALLS_DELAY,
-                )
+                if proxy is None:
+                    reader, writer = await asyncio.open_connection(
+                        hostname,
+                        port,
+                        limit=_STREAM_LIMIT,
+                        ssl=self._ssl_context if tls else None,
+                        server_hostname=hostname if tls else None,
+                        happy_eyeballs_delay=_HAPPY_EYEBALLS_DELAY,
+                    )
+                else:
+                    reader, writer = await asyncio.open_connection(
+                        proxy.host, proxy.port, limit=_STREAM_LIMIT, happy_eyeballs_delay=_HAPPY_EYEBALLS_DELAY
+                    )
+                    if tls:
+                        await _open_tunnel(reader, writer, proxy, _authority(hostname, port))
+                        await writer.start_tls(self._ssl_context, server_hostname=hostname)
         except OSError as error:  # socket.gaierror, ssl errors and TimeoutError included
             if deadline.expired():
                 raise httpx.ConnectTimeout(str(error)) from error
+            if proxy is not None:
+                raise httpx.ProxyError(f"via proxy {proxy.address}: {error}") from error
             raise httpx.ConnectError(str(error)) from error
-        connection = _Connection(reader, writer)
+        connection = _Connection(reader, writer, forwarding_proxy=proxy if proxy and not tls else None)
         self._open.add(connection)
         return connection
 
@@ -184,8 +209,10 @@ class AsyncioHTTPTransport(httpx.AsyncBaseTransport):
         received = False
         try:
             try:
-                head = conn.send(h11.Request(method=request.method, target=request.url.raw_path,
-                                             headers=request.headers.raw))
+                target, headers = request.url.raw_path, request.headers.raw
+                if connection.forwarding_proxy is not None:
+                    target, headers = _absolute_form(origin, target, headers, connection.forwarding_proxy)
+                head = conn.send(h11.Request(method=request.method, target=target, headers=headers))
                 if body is not None:
                     await connection.write(head + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()),
                                            write_timeout)
@@ -233,6 +260,43 @@ class AsyncioHTTPTransport(httpx.AsyncBaseTransport):
             stream=_ResponseStream(self, origin, connection, read_timeout),
             extensions={"http_version": b"HTTP/" + event.http_version, "reason_phrase": event.reason},
         )
+
+
+def _authority(hostname: str, port: int) -> str:
+    return f"[{hostname}]:{port}" if ":" in hostname else f"{hostname}:{port}"
+
+
+def _absolute_form(
+    origin: _Origin, path: bytes, headers: list[tuple[bytes, bytes]], proxy: Proxy
+) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """A request to a forwarding proxy names the whole URL, and our credentials for the proxy."""
+    scheme, host, port = origin
+    target = b"%b://%b%b" % (scheme, _authority(host.decode("ascii"), port).encode("ascii"), path)
+    if proxy.authorization:
+        headers = [*headers, (b"Proxy-Authorization", proxy.authorization.encode("ascii"))]
+    return target, headers
+
+
+async def _open_tunnel(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, proxy: Proxy, authority: str
+) -> None:
+    """CONNECT through the proxy; a refusal is a ProxyError naming its status, never our credentials."""
+    lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]
+    if proxy.authorization:
+        lines.append(f"Proxy-Authorization: {proxy.authorization}")
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("ascii"))
+    await writer.drain()
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        writer.transport.abort()
+        raise httpx.ProxyError(f"proxy {proxy.address} closed the connection on CONNECT {authority}") from None
+    status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+    parts = status_line.split(" ", 2)
+    if len(parts) < 2 or not parts[1].startswith("2"):
+        writer.transport.abort()
+        refusal = ProxyAuthenticationRequired if parts[1:2] == ["407"] else httpx.ProxyError
+        raise refusal(f"proxy {proxy.address} refused CONNECT {authority}: {status_line}")
 
 
 class _ResponseStream(httpx.AsyncByteStream):

@@ -6,6 +6,7 @@ any network concern (the split of go-containerregistry's ``pkg/name``).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 import attrs
@@ -35,6 +36,17 @@ def hostname(host: str) -> str:
     if host.startswith("["):
         return host[1:].split("]", 1)[0]
     return host.rsplit(":", 1)[0]
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address, with or without a port."""
+    name = hostname(host)
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def is_google_registry(registry: str) -> bool:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import ipaddress
 import logging
 import random
 import ssl
@@ -20,8 +19,9 @@ import attrs
 import httpx
 
 from reconciler.registry.errors import RegistryError
-from reconciler.registry.reference import hostname
-from reconciler.registry.network import AsyncioHTTPTransport
+from reconciler.registry.network import AsyncioHTTPTransport, ProxyAuthenticationRequired
+from reconciler.registry.proxy import DIRECT, ProxySettings
+from reconciler.registry.reference import hostname, is_loopback
 
 log = logging.getLogger("reconciler.registry")
 
@@ -59,16 +59,7 @@ class TransportOptions:
     chunk_size: int | None = None
     timeout: float = 60.0
     user_agent: str = "image-syncer"
-
-
-def is_loopback(host: str) -> bool:
-    name = hostname(host)
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
+    proxies: ProxySettings = DIRECT
 
 
 def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:
@@ -118,7 +109,7 @@ class Transport:
         # Requests go straight to the pool: httpx's client layer (cookie jar, URL merging,
         # redirect and auth hooks we do not use) cost a fifth of a no-op plan's CPU, and
         # httpcore's pool bookkeeping most of the rest before network.py replaced it.
-        self._network = AsyncioHTTPTransport(verify=verify, limits=limits)
+        self._network = AsyncioHTTPTransport(verify=verify, limits=limits, proxies=options.proxies)
         self._default_headers = {"User-Agent": options.user_agent}
         self._extensions = {"timeout": httpx.Timeout(options.timeout, connect=10.0).as_dict()}
         # The transport never queues: it opens a connection for every request that finds
@@ -180,6 +171,8 @@ class Transport:
                 response = await self._send_following_redirects(method, url, headers, content, stream, auth_header)
             except BaseException as error:
                 self._slots.release()
+                if isinstance(error, ProxyAuthenticationRequired):
+                    raise RegistryError(f"{self.host}: {error}") from None
                 if not isinstance(error, httpx.TransportError):
                     raise
                 if not replayable or attempt + 1 >= policy.attempts:

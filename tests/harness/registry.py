@@ -26,6 +26,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .token_issuer import TokenIssuer
 
 REGISTRY_BINARY = os.environ.get("HARNESS_REGISTRY_BINARY", "docker-registry")
+# A name only the forward proxy of tests/harness/forward_proxy.py resolves (to a TLS registry).
+PROXIED_NAME = "registry.proxied.test"
 
 _live: "set[Registry]" = set()
 
@@ -219,7 +221,7 @@ def start_registry(
     auth: "none", "htpasswd" (``users`` name->password; default one user
     ``tester``/``tester-pw``) or "token" (``issuer``: a started TokenIssuer; if
     None one is started and owned by the registry).  tls: serve HTTPS with a
-    trustme CA (certificate for 127.0.0.1 and localhost).
+    trustme CA (certificate for 127.0.0.1, localhost and PROXIED_NAME).
     """
     if auth not in ("none", "htpasswd", "token"):
         raise ValueError(f"unknown auth {auth!r}")
@@ -245,7 +247,7 @@ def start_registry(
         import trustme
 
         ca = trustme.CA()
-        cert = ca.issue_cert("127.0.0.1", "localhost")
+        cert = ca.issue_cert("127.0.0.1", "localhost", PROXIED_NAME)
         tls_dir = wd / "tls"
         tls_dir.mkdir(exist_ok=True)
         ca_file = tls_dir / "ca.pem"
