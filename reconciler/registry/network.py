@@ -91,9 +91,9 @@ class AsyncioHTTPTransport(httpx.AsyncBaseTransport):
     """HTTP/1.1, direct or through an HTTP proxy; idle keep-alive connections per origin, newest reused first."""
 
     def __init__(
-        self, verify: ssl.SSLContext | bool, limits: httpx.Limits, proxies: ProxySettings = DIRECT
+        self, ssl_context: ssl.SSLContext, limits: httpx.Limits, proxies: ProxySettings = DIRECT
     ) -> None:
-        self._ssl_context = httpx.create_ssl_context(verify=verify, trust_env=False)
+        self._ssl_context = ssl_context
         self._proxies = proxies
         self._max_idle = limits.max_keepalive_connections
         self._keepalive_expiry = limits.keepalive_expiry

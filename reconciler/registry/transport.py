@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import logging
 import random
 import ssl
@@ -81,6 +82,16 @@ def _retry_after(response: httpx.Response) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+@functools.cache
+def _tls_context(verify: bool, ca_file: str | None) -> ssl.SSLContext:
+    """One per setting for the whole run: loading a CA bundle costs tens of milliseconds."""
+    if not verify:
+        return httpx.create_ssl_context(verify=False, trust_env=False)
+    if ca_file:
+        return ssl.create_default_context(cafile=ca_file)
+    return httpx.create_ssl_context(verify=True, trust_env=False)
+
+
 def _is_certificate_error(error: BaseException) -> bool:
     while error is not None:
         if isinstance(error, ssl.SSLCertVerificationError):
@@ -97,11 +108,6 @@ class Transport:
         self._options = options
         self._insecure = host in options.insecure_registries or hostname(host) in options.insecure_registries
         self._plain_http_allowed = self._insecure or is_loopback(host)
-        verify: ssl.SSLContext | bool = True
-        if self._insecure:
-            verify = False
-        elif options.ca_file:
-            verify = ssl.create_default_context(cafile=options.ca_file)
         limits = httpx.Limits(
             max_connections=options.max_connections,
             max_keepalive_connections=options.max_connections,
@@ -109,7 +115,9 @@ class Transport:
         # Requests go straight to the pool: httpx's client layer (cookie jar, URL merging,
         # redirect and auth hooks we do not use) cost a fifth of a no-op plan's CPU, and
         # httpcore's pool bookkeeping most of the rest before network.py replaced it.
-        self._network = AsyncioHTTPTransport(verify=verify, limits=limits, proxies=options.proxies)
+        self._network = AsyncioHTTPTransport(
+            _tls_context(verify=not self._insecure, ca_file=options.ca_file), limits=limits, proxies=options.proxies
+        )
         self._default_headers = {"User-Agent": options.user_agent}
         self._extensions = {"timeout": httpx.Timeout(options.timeout, connect=10.0).as_dict()}
         # The transport never queues: it opens a connection for every request that finds
