@@ -44,6 +44,12 @@ app = typer.Typer(
 stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
+
+def _print_error(message: str) -> None:
+    """Expected failures: one red line, never read as rich markup (paths may hold brackets)."""
+    stderr.print(f"error: {message}", style="red", markup=False)
+
+
 ImagesFile = Annotated[
     Path,
     typer.Option("--images-file", "-i", envvar="SYNCER_IMAGES_FILE", help="The desired state.", show_default=True),
@@ -130,7 +136,7 @@ def registry_command(command: Callable[..., None]) -> Callable[..., None]:
         try:
             proxies = ProxySettings.from_environment(os.environ)
         except InvalidProxy as error:
-            stderr.print(f"error: {error}", style="red", markup=False)
+            _print_error(str(error))
             raise typer.Exit(1) from None
         session = SessionOptions(
             transport=TransportOptions(
@@ -154,7 +160,7 @@ def _run(work: Callable[[], Awaitable[T]]) -> T:
     try:
         return asyncio.run(work())
     except (InputError, RegistryError) as error:
-        stderr.print(f"error: {error}", style="red", markup=False)
+        _print_error(str(error))
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         stderr.print("interrupted", style="red")
@@ -165,7 +171,7 @@ def _load_config(images_file: Path) -> config_file.Config:
     try:
         loaded = config_file.load(images_file)
     except InputError as error:
-        stderr.print(f"error: {error}", style="red", markup=False)
+        _print_error(str(error))
         raise typer.Exit(1) from None
     for image in loaded.desired:
         if image.amd64_only:
@@ -205,7 +211,7 @@ def lock(
         try:
             lines = lockfile.differences(loaded, lockfile.load(lock_path))
         except InputError as error:
-            stderr.print(f"error: {error}", style="red", markup=False)
+            _print_error(str(error))
             raise typer.Exit(1) from None
         if lines:
             stderr.print(f"{lock_path} does not match {images_file}:", markup=False)
@@ -224,7 +230,7 @@ def lock(
     result = _run(work)
     if result.errors:
         for line in result.errors:
-            stderr.print(f"error: {line}", style="red", markup=False)
+            _print_error(str(line))
         stderr.print(f"{lock_path} left unchanged.", markup=False)
         raise typer.Exit(1)
     for target in result.resolved:
@@ -251,7 +257,7 @@ def plan(
     """Show what apply would do, asking each registry with HEAD requests only."""
     loaded = _load_config(images_file)
     if out is not None and not out.parent.is_dir():
-        stderr.print(f"error: {out}: cannot write: no directory {out.parent}", style="red", markup=False)
+        _print_error(f"{out}: cannot write: no directory {out.parent}")
         raise typer.Exit(1)
 
     async def work() -> plan_module.Plan:
@@ -291,7 +297,7 @@ def apply(
         try:
             saved = plan_module.load(plan_file)
         except InputError as error:
-            stderr.print(f"error: {error}", style="red", markup=False)
+            _print_error(str(error))
             raise typer.Exit(1) from None
 
     async def work() -> Report:
@@ -317,7 +323,7 @@ def _parse_bool(value: str, name: str) -> bool:
         return True
     if value.strip().lower() in _FALSE:
         return False
-    stderr.print(f"error: {name} must be true or false, not {value!r}", style="red", markup=False)
+    _print_error(f"{name} must be true or false, not {value!r}")
     raise typer.Exit(1)
 
 

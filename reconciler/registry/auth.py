@@ -10,7 +10,6 @@ requests asks the token service once per repository and action.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import re
 import time
@@ -20,7 +19,7 @@ from urllib.parse import urlencode
 import attrs
 import httpx
 
-from reconciler.registry.credentials import Credentials
+from reconciler.registry.credentials import Credentials, basic_authorization
 from reconciler.registry.errors import RegistryError
 from reconciler.registry.transport import Transport
 
@@ -212,8 +211,7 @@ class Authenticator:
 def _basic_value(credentials: Credentials | None) -> str | None:
     if credentials is None or credentials.username is None or credentials.password is None:
         return None
-    raw = f"{credentials.username}:{credentials.password}".encode()
-    return "Basic " + base64.b64encode(raw).decode("ascii")
+    return basic_authorization(credentials.username, credentials.password)
 
 
 def _without_query(url: str) -> str:

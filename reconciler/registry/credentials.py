@@ -42,6 +42,11 @@ class Credentials:
     identity_token: str | None = attrs.field(default=None, repr=False)
 
 
+def basic_authorization(username: str, password: str) -> str:
+    """The Authorization (or Proxy-Authorization) value for a user name and password."""
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+
+
 class CredentialsError(RegistryError):
     """An auth file or credential helper the user must fix; names where, never the secret."""
 

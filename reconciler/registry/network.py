@@ -20,6 +20,7 @@ import h11
 import httpx
 
 from reconciler.registry.proxy import DIRECT, Proxy, ProxySettings
+from reconciler.registry.reference import host_port
 
 # Stream buffer size; reading pauses above twice this.
 _STREAM_LIMIT = 1 << 18
@@ -175,7 +176,7 @@ class AsyncioHTTPTransport(httpx.AsyncBaseTransport):
                         proxy.host, proxy.port, limit=_STREAM_LIMIT, happy_eyeballs_delay=_HAPPY_EYEBALLS_DELAY
                     )
                     if tls:
-                        await _open_tunnel(reader, writer, proxy, _authority(hostname, port))
+                        await _open_tunnel(reader, writer, proxy, host_port(hostname, port))
                         await writer.start_tls(self._ssl_context, server_hostname=hostname)
         except OSError as error:  # socket.gaierror, ssl errors and TimeoutError included
             if deadline.expired():
@@ -262,16 +263,12 @@ class AsyncioHTTPTransport(httpx.AsyncBaseTransport):
         )
 
 
-def _authority(hostname: str, port: int) -> str:
-    return f"[{hostname}]:{port}" if ":" in hostname else f"{hostname}:{port}"
-
-
 def _absolute_form(
     origin: _Origin, path: bytes, headers: list[tuple[bytes, bytes]], proxy: Proxy
 ) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     """A request to a forwarding proxy names the whole URL, and our credentials for the proxy."""
     scheme, host, port = origin
-    target = b"%b://%b%b" % (scheme, _authority(host.decode("ascii"), port).encode("ascii"), path)
+    target = b"%b://%b%b" % (scheme, host_port(host.decode("ascii"), port).encode("ascii"), path)
     if proxy.authorization:
         headers = [*headers, (b"Proxy-Authorization", proxy.authorization.encode("ascii"))]
     return target, headers

@@ -9,7 +9,6 @@ range, ``example.com`` (that host and its subdomains) or ``.example.com`` /
 
 from __future__ import annotations
 
-import base64
 import ipaddress
 import urllib.parse
 from collections.abc import Mapping
@@ -17,7 +16,8 @@ from collections.abc import Mapping
 import attrs
 
 from reconciler.registry.errors import RegistryError
-from reconciler.registry.reference import is_loopback
+from reconciler.registry.credentials import basic_authorization
+from reconciler.registry.reference import host_port, is_loopback
 
 
 class InvalidProxy(RegistryError):
@@ -35,7 +35,7 @@ class Proxy:
     @property
     def address(self) -> str:
         """For messages: where the proxy is, never who we are to it."""
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return host_port(self.host, self.port)
 
 
 @attrs.frozen
@@ -115,9 +115,8 @@ def _parse_proxy(name: str, value: str) -> Proxy | None:
         raise InvalidProxy(f"{name}: the proxy URL names no host")
     authorization = None
     if url.username is not None:
-        user = urllib.parse.unquote(url.username)
-        password = urllib.parse.unquote(url.password or "")
-        authorization = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+        authorization = basic_authorization(urllib.parse.unquote(url.username),
+                                            urllib.parse.unquote(url.password or ""))
     return Proxy(url.hostname, port or 80, authorization)
 
 
@@ -125,10 +124,6 @@ def _parse_bypass(entry: str) -> _Bypass:
     entry = entry.strip().lower()
     if entry == "*":
         return _Bypass(everything=True)
-    try:
-        return _Bypass(network=ipaddress.ip_network(entry, strict=False))
-    except ValueError:
-        pass
     host, port = entry, None
     if entry.startswith("["):  # [v6]:port
         host, _, rest = entry[1:].partition("]")

@@ -38,6 +38,11 @@ def hostname(host: str) -> str:
     return host.rsplit(":", 1)[0]
 
 
+def host_port(name: str, port: int) -> str:
+    """``name:port``, an IPv6 address in brackets: the inverse of ``hostname``."""
+    return f"[{name}]:{port}" if ":" in name else f"{name}:{port}"
+
+
 def is_loopback(host: str) -> bool:
     """``localhost`` or a loopback address, with or without a port."""
     name = hostname(host)
