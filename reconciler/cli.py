@@ -28,6 +28,7 @@ from reconciler.errors import InputError
 from reconciler.progress import apply_progress
 from reconciler.registry.errors import RegistryError
 from reconciler.registry.proxy import InvalidProxy, ProxySettings
+from reconciler.registry.retry import RetryPolicy
 from reconciler.registry.transport import TransportOptions
 from reconciler.session import SessionOptions, open_registries
 
@@ -79,6 +80,14 @@ InsecureRegistry = Annotated[
 MaxRequests = Annotated[
     int, typer.Option("--max-requests", min=1, help="Concurrent requests per registry."),
 ]
+Retries = Annotated[
+    int, typer.Option("--retries", min=0, max=20, help="Further tries of a failed request or blob transfer "
+                      "(connection lost, answer cut short, 408/429/5xx), with backoff and Retry-After."),
+]
+Timeout = Annotated[
+    float, typer.Option("--timeout", min=1, help="Seconds a request may wait for the registry (to answer, "
+                        "or to take or send more of a body) before it is abandoned; connecting: at most 10."),
+]
 UploadChunk = Annotated[
     int | None,
     typer.Option("--upload-chunk-mib", min=1, help="Upload blobs in PATCH chunks of this many MiB "
@@ -116,6 +125,8 @@ _SHARED_OPTIONS = [
         ("ca_file", CaFile, None),
         ("insecure_registry", InsecureRegistry, None),
         ("max_requests", MaxRequests, 8),
+        ("retries", Retries, 4),
+        ("timeout", Timeout, 60.0),
         ("upload_chunk_mib", UploadChunk, None),
         ("debug", Debug, False),
     )
@@ -143,6 +154,8 @@ def registry_command(command: Callable[..., None]) -> Callable[..., None]:
                 ca_file=options.pop("ca_file") or None,
                 insecure_registries=frozenset(options.pop("insecure_registry") or ()),
                 max_connections=options.pop("max_requests"),
+                retry=RetryPolicy(attempts=options.pop("retries") + 1),
+                timeout=options.pop("timeout"),
                 chunk_size=chunk_mib * 1024 * 1024 if (chunk_mib := options.pop("upload_chunk_mib")) else None,
                 proxies=proxies,
             ),

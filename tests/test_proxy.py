@@ -156,7 +156,7 @@ def test_wrong_proxy_credentials_are_one_error_line_without_secrets(
     assert result.code == 1, str(result)
     address = proxy.url.removeprefix("http://")
     refusal = (f"  error: {proxied_host}: proxy {address} refused CONNECT {proxied_host}: "
-               "HTTP/1.1 407 Proxy Authentication Required")
+               "HTTP 407 Proxy Authentication Required")
     assert [line for line in result.stdout_lines if line.endswith(refusal)] != [], str(result)
     assert "wrong-pw" not in result.stdout + result.stderr
     assert proxy.refused == 1  # not retried: the proxy will not change its mind

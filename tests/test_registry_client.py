@@ -14,7 +14,8 @@ from reconciler.registry.copy import Copier
 from reconciler.registry.credentials import Credentials
 from reconciler.registry.digest import Digest, DigestMismatch
 from reconciler.registry.errors import RegistryError, ResponseError
-from reconciler.registry.transport import RetryPolicy, TransportOptions
+from reconciler.registry.retry import RetryPolicy
+from reconciler.registry.transport import TransportOptions
 from tests.harness.rawhttp import RawRegistry
 from tests.harness.skopeo import skopeo_inspect_raw
 

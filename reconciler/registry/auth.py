@@ -21,6 +21,7 @@ import httpx
 
 from reconciler.registry.credentials import Credentials, basic_authorization
 from reconciler.registry.errors import RegistryError
+from reconciler.registry.retry import RETRY_STATUSES, TransientError
 from reconciler.registry.transport import Transport
 
 CredentialSource = Callable[[], Awaitable[Credentials | None]]
@@ -164,6 +165,7 @@ class Authenticator:
         assert challenge is not None and challenge.scheme == "bearer"
         if not challenge.realm:
             raise RegistryError(f"{self._transport.host}: bearer challenge without a realm")
+        self._check_realm(challenge.realm)
         credentials = await self._credentials()
         if credentials is not None and credentials.identity_token:
             response = await self._transport.request(
@@ -177,6 +179,7 @@ class Authenticator:
                     "scope": " ".join(scopes),
                     "client_id": "image-syncer",
                 }).encode(),
+                idempotent=True,  # a second token is as good as the first
             )
         else:
             query = [("service", challenge.service)] if challenge.service else []
@@ -191,7 +194,8 @@ class Authenticator:
                 f"{who} (HTTP {response.status_code}) for {' '.join(scopes) or 'registry access'}"
             )
         if response.status_code != 200:
-            raise RegistryError(
+            failure = TransientError if response.status_code in RETRY_STATUSES else RegistryError
+            raise failure(
                 f"{self._transport.host}: token service {_without_query(challenge.realm)} "
                 f"answered HTTP {response.status_code}"
             )
@@ -206,6 +210,32 @@ class Authenticator:
                 f"{self._transport.host}: token service {_without_query(challenge.realm)} gave no token"
             )
         return _Token(value=value, expires_at=time.monotonic() + max(lifetime - _EXPIRY_MARGIN, 1.0))
+
+
+    def _check_realm(self, realm: str) -> None:
+        """Our credentials go to a token service over TLS, or over plain HTTP only where the user allowed it.
+
+        A plain-HTTP realm is accepted only for a loopback registry or one named with
+        --insecure-registry, and, when that registry itself speaks TLS, only if the
+        realm's host is loopback or named too (as go-containerregistry refuses a
+        realm that downgrades the scheme).
+        """
+        try:
+            url = httpx.URL(realm)
+        except httpx.InvalidURL:
+            raise RegistryError(f"{self._transport.host}: token realm is not a URL") from None
+        if url.scheme == "https":
+            return
+        host = self._transport.host
+        options = self._transport.options
+        if url.scheme == "http" and options.allows_plain_http(host):
+            realm_host = url.netloc.decode("ascii", "replace")
+            if self._transport.scheme == "http" or options.allows_plain_http(realm_host):
+                return
+        raise RegistryError(
+            f"{host}: refusing token service {_without_query(realm)}: not https "
+            f"(allowed only for a loopback registry or one named with --insecure-registry)"
+        )
 
 
 def _basic_value(credentials: Credentials | None) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import logging
 from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlencode
 
@@ -22,7 +23,10 @@ from reconciler.registry.digest import Digest, DigestMismatch, InvalidDigest
 from reconciler.registry.errors import RegistryError, ResponseError, describe_error_body
 from reconciler.registry.manifest import MAX_MANIFEST_BYTES, Descriptor, Manifest, parse
 from reconciler.registry.reference import Repository
+from reconciler.registry.retry import RETRY_STATUSES, retry_after, retrying
 from reconciler.registry.transport import Transport, TransportOptions
+
+log = logging.getLogger("reconciler.registry")
 
 CHUNK_BYTES = 1024 * 1024
 CredentialLookup = Callable[[str], Credentials | None]
@@ -89,18 +93,21 @@ class RegistryClient:
         headers: dict[str, str] | None = None,
         content: bytes | AsyncIterator[bytes] | None = None,
         stream: bool = False,
+        idempotent: bool | None = None,
     ) -> httpx.Response:
         async with self._auth.first_exchange():
             authorization = await self._auth.authorization(scopes)
             response = await self._transport.request(
-                method, url, headers=headers, content=content, stream=stream, auth_header=authorization
+                method, url, headers=headers, content=content, stream=stream, auth_header=authorization,
+                idempotent=idempotent,
             )
             if response.status_code == 401 and not isinstance(content, AsyncIterator):
                 await response.aclose()
                 authorization = await self._auth.retry_authorization(response, scopes)
                 if authorization is not None:
                     response = await self._transport.request(
-                        method, url, headers=headers, content=content, stream=stream, auth_header=authorization
+                        method, url, headers=headers, content=content, stream=stream, auth_header=authorization,
+                        idempotent=idempotent,
                     )
         return response
 
@@ -108,7 +115,7 @@ class RegistryClient:
         """Read the spec's error body (even from a stream) into one message."""
         try:
             body = await response.aread()
-        except httpx.StreamError:
+        except (httpx.StreamError, RegistryError):
             body = b""
         finally:
             await response.aclose()
@@ -119,7 +126,11 @@ class RegistryClient:
                 if await self._lookup_credentials()
                 else " (authentication required, and no credentials are configured for this registry)"
             )
-        return ResponseError(self.host, path, response.request.method, what, response.status_code, message)
+        status = response.status_code
+        return ResponseError(
+            self.host, path, response.request.method, what, status, message,
+            transient=status in RETRY_STATUSES, retry_after=retry_after(response),
+        )
 
     # -- manifests ----------------------------------------------------------------
 
@@ -147,7 +158,17 @@ class RegistryClient:
         return (await self.get_manifest(path, identifier)).digest
 
     async def get_manifest(self, path: str, identifier: str | Digest) -> Manifest:
-        """GET by tag or digest; a digest asked for (or announced) must match the bytes."""
+        """GET by tag or digest; a digest asked for (or announced) must match the bytes.
+
+        An answer cut short is fetched again, whole, within the request's retry budget.
+        """
+        return await retrying(
+            self._transport.retry_policy,
+            lambda: self._fetch_manifest(path, identifier),
+            f"{self.host}/{path}: manifest {identifier}",
+        )
+
+    async def _fetch_manifest(self, path: str, identifier: str | Digest) -> Manifest:
         what = f"manifests/{identifier}"
         response = await self._send(
             "GET", await self._url(path, what), _pull(path),
@@ -209,11 +230,15 @@ class RegistryClient:
             await response.aclose()
 
     async def read_blob(self, path: str, descriptor: Descriptor, limit: int = MAX_MANIFEST_BYTES) -> bytes:
-        """A small blob (an image config) read whole and verified."""
+        """A small blob (an image config) read whole and verified; fetched again if cut short."""
         if descriptor.size > limit:
             raise RegistryError(f"{self.host}/{path}: blob {descriptor.digest} is over {limit} bytes")
-        async with self.open_blob(path, descriptor) as chunks:
-            return b"".join([chunk async for chunk in chunks])
+
+        async def read() -> bytes:
+            async with self.open_blob(path, descriptor) as chunks:
+                return b"".join([chunk async for chunk in chunks])
+
+        return await retrying(self._transport.retry_policy, read, f"{self.host}/{path}: blob {descriptor.digest}")
 
     async def upload_blob(
         self,
@@ -225,7 +250,8 @@ class RegistryClient:
         """Mount from ``mount_from`` when the registry can, else upload the streamed bytes.
 
         ``chunks`` opens the source only when an upload is really needed, so a
-        successful mount never touches the source registry.
+        successful mount never touches the source registry. One call is one attempt:
+        a failed upload is restarted whole, in a new session, by the caller.
         """
         location = await self._start_upload(path, descriptor.digest, mount_from)
         if location is None:
@@ -238,14 +264,25 @@ class RegistryClient:
         return BlobTransfer.UPLOADED
 
     async def _start_upload(self, path: str, digest: Digest, mount_from: str | None) -> str | None:
+        """The upload session's URL, or None when the mount placed the blob.
+
+        A mount the registry refuses in any other way (no access to the other
+        repository, mounting not offered) falls back to a plain upload session.
+        An unused session is harmless, so the POST may be sent again.
+        """
         url = await self._url(path, "blobs/uploads/")
         if mount_from:
-            url = _with_query(url, mount=str(digest), **{"from": mount_from})
-        response = await self._send(
-            "POST", url, _push(path, mount_from), headers={"Content-Length": "0"}
-        )
-        if response.status_code == 201 and mount_from:
-            return None
+            response = await self._send(
+                "POST", _with_query(url, mount=str(digest), **{"from": mount_from}), _push(path, mount_from),
+                headers={"Content-Length": "0"}, idempotent=True,
+            )
+            if response.status_code == 201:
+                return None
+            if response.status_code == 202 and "Location" in response.headers:
+                return str(response.request.url.join(response.headers["Location"]))
+            log.debug("%s/%s: mount of %s from %s answered HTTP %s; uploading instead",
+                      self.host, path, digest, mount_from, response.status_code)
+        response = await self._send("POST", url, _push(path), headers={"Content-Length": "0"}, idempotent=True)
         if response.status_code != 202 or "Location" not in response.headers:
             raise await self._fail(response, path, "blobs/uploads/")
         return str(response.request.url.join(response.headers["Location"]))

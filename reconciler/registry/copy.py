@@ -18,9 +18,7 @@ from reconciler.registry.digest import Digest
 from reconciler.registry.errors import RegistryError
 from reconciler.registry.manifest import Descriptor, Manifest
 from reconciler.registry.reference import Repository
-from reconciler.registry.transport import TransientError
-
-_BLOB_ATTEMPTS = 3
+from reconciler.registry.retry import retrying
 
 
 @attrs.define
@@ -140,13 +138,13 @@ class Copier:
                 yield self._counted(chunks) if self._on_bytes else chunks
 
         async with self._transfer_slots:
-            for attempt in range(_BLOB_ATTEMPTS):
-                try:
-                    result = await target.upload_blob(target_path, blob, open_source, mount_from=mount_from)
-                    break
-                except TransientError:
-                    if attempt + 1 == _BLOB_ATTEMPTS:
-                        raise
+            # One retry budget for the whole transfer: a streamed body is never sent twice
+            # into one upload session; each try opens a new session and reads the source again.
+            result = await retrying(
+                self._registries.options.retry,
+                lambda: target.upload_blob(target_path, blob, open_source, mount_from=mount_from),
+                f"{target.host}/{target_path}: blob {blob.digest}",
+            )
         if result is BlobTransfer.MOUNTED and mount_from == target_path:
             self.stats.blobs_present += 1
         elif result is BlobTransfer.MOUNTED:

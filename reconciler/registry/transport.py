@@ -1,51 +1,35 @@
 """HTTP to one registry: scheme and TLS choice, retries, safe redirects, registry warnings.
 
-Authentication sits one layer up (``auth.py``); this module only moves requests and
-decides which failures are worth another try.
+Authentication sits one layer up (``auth.py``); this module moves requests, turns
+every network failure into a RegistryError that says whether another try might cure
+it, and retries the requests it can replay (``retry.py`` has the policy).
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import functools
 import logging
-import random
 import ssl
-import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import attrs
 import httpx
 
+from reconciler.registry.engine import AiohttpTransport, NameNotResolved, ProxyAuthenticationRequired, TLSFailure
 from reconciler.registry.errors import RegistryError
-from reconciler.registry.network import AsyncioHTTPTransport, ProxyAuthenticationRequired
 from reconciler.registry.proxy import DIRECT, ProxySettings
 from reconciler.registry.reference import hostname, is_loopback
+from reconciler.registry.retry import (
+    RETRY_STATUSES, RetryPolicy, TransientError, retry_after, retrying,
+)
 
 log = logging.getLogger("reconciler.registry")
 
-RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 MAX_REDIRECTS = 5
-_MAX_RETRY_AFTER = 60.0
-
-
-class TransientError(RegistryError):
-    """A failure that another try might cure (retries exhausted, or the body was a stream)."""
-
-
-@attrs.frozen
-class RetryPolicy:
-    attempts: int = 5
-    base_delay: float = 0.5
-    max_delay: float = 10.0
-
-    def delay(self, attempt: int, retry_after: float | None) -> float:
-        """Capped exponential backoff with full jitter; a server's Retry-After wins."""
-        if retry_after is not None:
-            return min(retry_after, _MAX_RETRY_AFTER)
-        return random.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
+_IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT"})
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 @attrs.frozen
@@ -58,28 +42,21 @@ class TransportOptions:
     # Enough to hide a remote registry's latency without crowding one registry.
     max_connections: int = 8
     chunk_size: int | None = None
+    # Seconds without progress (connecting, sending or receiving) before a request is given up.
     timeout: float = 60.0
     user_agent: str = "image-syncer"
     proxies: ProxySettings = DIRECT
 
+    def allows_plain_http(self, host: str) -> bool:
+        """Loopback hosts and those named with --insecure-registry may speak plain HTTP."""
+        return self.is_insecure(host) or is_loopback(host)
+
+    def is_insecure(self, host: str) -> bool:
+        return host in self.insecure_registries or hostname(host) in self.insecure_registries
+
 
 def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:
     return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 @functools.cache
@@ -92,12 +69,12 @@ def _tls_context(verify: bool, ca_file: str | None) -> ssl.SSLContext:
     return httpx.create_ssl_context(verify=True, trust_env=False)
 
 
-def _is_certificate_error(error: BaseException) -> bool:
-    while error is not None:
-        if isinstance(error, ssl.SSLCertVerificationError):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
+class _RetryableAnswer(TransientError):
+    """An answer with a retry status; the last one is handed to the caller, body read."""
+
+    def __init__(self, message: str, response: httpx.Response) -> None:
+        super().__init__(message, retry_after(response))
+        self.response = response
 
 
 class Transport:
@@ -106,29 +83,38 @@ class Transport:
     def __init__(self, host: str, options: TransportOptions) -> None:
         self.host = host
         self._options = options
-        self._insecure = host in options.insecure_registries or hostname(host) in options.insecure_registries
-        self._plain_http_allowed = self._insecure or is_loopback(host)
-        limits = httpx.Limits(
+        self._insecure = options.is_insecure(host)
+        self._plain_http_allowed = options.allows_plain_http(host)
+        self._engine = AiohttpTransport(
+            _tls_context(verify=not self._insecure, ca_file=options.ca_file),
             max_connections=options.max_connections,
-            max_keepalive_connections=options.max_connections,
-        )
-        # Requests go straight to the pool: httpx's client layer (cookie jar, URL merging,
-        # redirect and auth hooks we do not use) cost a fifth of a no-op plan's CPU, and
-        # httpcore's pool bookkeeping most of the rest before network.py replaced it.
-        self._network = AsyncioHTTPTransport(
-            _tls_context(verify=not self._insecure, ca_file=options.ca_file), limits=limits, proxies=options.proxies
+            proxies=options.proxies,
         )
         self._default_headers = {"User-Agent": options.user_agent}
-        self._extensions = {"timeout": httpx.Timeout(options.timeout, connect=10.0).as_dict()}
-        # The transport never queues: it opens a connection for every request that finds
-        # none idle, so this is what caps the connections to the host.
+        self._extensions = {"timeout": {
+            "connect": min(options.timeout, 10.0), "read": options.timeout, "write": options.timeout,
+        }}
+        # Caps the requests in flight to the host; a streamed answer holds its slot until closed.
         self._slots = asyncio.Semaphore(options.max_connections)
         self._scheme: str | None = None
         self._scheme_lock = asyncio.Lock()
         self._warned: set[str] = set()
 
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return self._options.retry
+
+    @property
+    def scheme(self) -> str | None:
+        """``https`` or ``http`` once the first request has found out; None before."""
+        return self._scheme
+
+    @property
+    def options(self) -> TransportOptions:
+        return self._options
+
     async def aclose(self) -> None:
-        await self._network.aclose()
+        await self._engine.aclose()
 
     async def base_url(self) -> str:
         """``https://host``, or ``http://host`` for a loopback or insecure host that speaks no TLS."""
@@ -145,11 +131,11 @@ class Transport:
             response = await self._send("GET", httpx.URL(f"https://{self.host}/v2/"), self._default_headers, None)
             await response.aclose()
             return "https"
-        except httpx.TransportError as error:
-            if _is_certificate_error(error) and not self._insecure:
-                raise RegistryError(
-                    f"{self.host}: TLS certificate not trusted ({error}); pass --ca-file"
-                ) from None
+        except TLSFailure as error:
+            if error.certificate and not self._insecure:
+                raise self._failure(error, "GET", f"https://{self.host}/v2/") from None
+            return "http"
+        except httpx.TransportError:
             return "http"
 
     async def request(
@@ -161,51 +147,33 @@ class Transport:
         content: bytes | AsyncIterator[bytes] | None = None,
         stream: bool = False,
         auth_header: Any = None,
+        idempotent: bool | None = None,
     ) -> httpx.Response:
-        """Send with retries for transient failures; follow redirects without leaking credentials.
+        """Send; retry what can be replayed; follow redirects without leaking credentials.
 
         ``auth_header`` is the Authorization value for this host; it is never sent to
-        another origin a redirect points at. With ``stream=True`` the caller must close
-        the response. A streamed body cannot be replayed, so its failures are not retried
-        here but raised as TransientError for the caller to restart the whole transfer.
-        A request holds one of the host's slots until its response is read or closed.
+        another origin a redirect points at. ``idempotent`` (by default: GET, HEAD and
+        PUT) says the request may be sent again after its answer was lost. A streamed
+        body cannot be, so its failures are raised for the caller, who restarts the
+        whole operation. A retry status that outlasts the budget is returned, body
+        read, for the caller to report. With ``stream=True`` the caller must close the
+        response; it holds one of the host's slots until then.
         """
-        replayable = content is None or isinstance(content, bytes)
-        policy = self._options.retry
-        attempt = 0
-        while True:
-            await self._slots.acquire()
-            try:
-                response = await self._send_following_redirects(method, url, headers, content, stream, auth_header)
-            except BaseException as error:
-                self._slots.release()
-                if isinstance(error, ProxyAuthenticationRequired):
-                    raise RegistryError(f"{self.host}: {error}") from None
-                if not isinstance(error, httpx.TransportError):
-                    raise
-                if not replayable or attempt + 1 >= policy.attempts:
-                    raise TransientError(f"{self.host}: {method} {_path(url)}: {_describe(error)}") from None
-                delay = policy.delay(attempt, None)
-                log.debug("%s %s: %s, retrying in %.1fs", method, _path(url), _describe(error), delay)
-            else:
-                if stream:
-                    response.stream = _ReleasingStream(response.stream, self._slots.release)
-                else:
-                    self._slots.release()
-                if log.isEnabledFor(logging.DEBUG):
-                    log.debug("%s %s%s -> %s", method, self.host, _path(url), response.status_code)
-                self._show_warnings(response)
-                if response.status_code not in RETRY_STATUSES:
-                    return response
-                if not replayable or attempt + 1 >= policy.attempts:
-                    return response
-                delay = policy.delay(attempt, _retry_after(response))
-                await response.aclose()
-                log.debug("%s %s: HTTP %s, retrying in %.1fs", method, _path(url), response.status_code, delay)
-            attempt += 1
-            await asyncio.sleep(delay)
+        if idempotent is None:
+            idempotent = method in _IDEMPOTENT_METHODS
+        replayable = idempotent and not isinstance(content, AsyncIterator)
 
-    async def _send_following_redirects(
+        async def attempt() -> httpx.Response:
+            return await self._attempt(method, url, headers, content, stream, auth_header, retry_statuses=replayable)
+
+        if not replayable:
+            return await attempt()
+        try:
+            return await retrying(self._options.retry, attempt, f"{self.host}: {method} {_path(url)}")
+        except _RetryableAnswer as last:
+            return last.response
+
+    async def _attempt(
         self,
         method: str,
         url: str,
@@ -213,25 +181,82 @@ class Transport:
         content: bytes | AsyncIterator[bytes] | None,
         stream: bool,
         auth_header: str | None,
+        retry_statuses: bool,
     ) -> httpx.Response:
+        await self._slots.acquire()
+        release_on_close = False
+        try:
+            response = await self._send_following_redirects(method, url, headers, content, auth_header)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s %s%s -> %s", method, self.host, _path(url), response.status_code)
+            self._show_warnings(response)
+            if retry_statuses and response.status_code in RETRY_STATUSES:
+                await _read(response)
+                raise _RetryableAnswer(f"{self.host}: {method} {_path(url)}: HTTP {response.status_code}", response)
+            if stream:
+                response.stream = _ReleasingStream(
+                    response.stream, self._slots.release, functools.partial(self._failure, method=method, url=url)
+                )
+                release_on_close = True
+            else:
+                await _read(response)
+            return response
+        except httpx.TransportError as error:
+            raise self._failure(error, method, url) from None
+        finally:
+            if not release_on_close:
+                self._slots.release()
+
+    def _failure(self, error: httpx.TransportError, method: str, url: str) -> RegistryError:
+        """One line for the user; transient unless another try cannot help (TLS, DNS, a proxy's refusal)."""
+        target = httpx.URL(url)
+        host = self.host if target.netloc.decode("ascii", "replace") == self.host else target.host
+        where = f"{self.host}: {method} {_path(url)}" if host == self.host else f"{self.host}: {method} {url.split('?', 1)[0]}"
+        if isinstance(error, TLSFailure) and error.certificate:
+            return RegistryError(f"{host}: TLS certificate not trusted ({error}); pass --ca-file")
+        if isinstance(error, TLSFailure):
+            return RegistryError(
+                f"{host}: TLS handshake failed ({error}); if it serves plain HTTP, pass --insecure-registry {host}"
+            )
+        if isinstance(error, NameNotResolved):
+            return RegistryError(f"{host}: host name not found ({error})")
+        if isinstance(error, ProxyAuthenticationRequired):
+            return RegistryError(f"{self.host}: {error}")
+        if isinstance(error, (httpx.UnsupportedProtocol, httpx.LocalProtocolError)):
+            return RegistryError(f"{where}: {error}")
+        return TransientError(f"{where}: {error}")
+
+    async def _send_following_redirects(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        content: bytes | AsyncIterator[bytes] | None,
+        auth_header: str | None,
+    ) -> httpx.Response:
+        """The final answer, body unread. A streamed body is spent once sent, so it never follows a redirect."""
         origin = httpx.URL(url)
         current = origin
+        request_headers = {**self._default_headers, **(headers or {})}
         for _ in range(MAX_REDIRECTS + 1):
-            request_headers = {**self._default_headers, **(headers or {})}
+            sent_headers = dict(request_headers)
             if auth_header and _same_origin(current, origin):
-                request_headers["Authorization"] = auth_header
-            response = await self._send(method, current, request_headers, content)
-            if response.status_code not in (301, 302, 303, 307, 308) or "Location" not in response.headers:
-                if not stream:
-                    try:
-                        await response.aread()
-                    finally:
-                        await response.aclose()
+                sent_headers["Authorization"] = auth_header
+            response = await self._send(method, current, sent_headers, content)
+            if (
+                response.status_code not in _REDIRECTS
+                or "Location" not in response.headers
+                or isinstance(content, AsyncIterator)
+            ):
                 return response
             await response.aclose()
             current = current.join(response.headers["Location"])
-            if response.status_code == 303:
+            if response.status_code == 303:  # "see other": a GET of that, without our body
                 method, content = "GET", None
+                request_headers = {
+                    name: value for name, value in request_headers.items()
+                    if name.lower() not in ("content-length", "content-type")
+                }
         raise RegistryError(f"{self.host}: {method} {_path(url)}: more than {MAX_REDIRECTS} redirects")
 
     async def _send(
@@ -239,7 +264,7 @@ class Transport:
     ) -> httpx.Response:
         """One exchange; the response's body is left unread."""
         request = httpx.Request(method, url, headers=headers, content=content, extensions=self._extensions)
-        response = await self._network.handle_async_request(request)
+        response = await self._engine.handle_async_request(request)
         response.request = request
         return response
 
@@ -252,16 +277,32 @@ class Transport:
                 log.warning("%s: registry warning: %s", self.host, text)
 
 
-class _ReleasingStream(httpx.AsyncByteStream):
-    """A streamed body that gives its connection slot back when the response is closed."""
+async def _read(response: httpx.Response) -> None:
+    try:
+        await response.aread()
+    finally:
+        await response.aclose()
 
-    def __init__(self, stream: httpx.AsyncByteStream, release: Callable[[], None]) -> None:
+
+class _ReleasingStream(httpx.AsyncByteStream):
+    """A streamed body that gives its slot back when closed, and fails as a RegistryError."""
+
+    def __init__(
+        self,
+        stream: httpx.AsyncByteStream,
+        release: Callable[[], None],
+        failure: Callable[[httpx.TransportError], RegistryError],
+    ) -> None:
         self._stream = stream
         self._release: Callable[[], None] | None = release
+        self._failure = failure
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._stream:
-            yield chunk
+        try:
+            async for chunk in self._stream:
+                yield chunk
+        except httpx.TransportError as error:
+            raise self._failure(error) from None
 
     async def aclose(self) -> None:
         try:
@@ -270,7 +311,6 @@ class _ReleasingStream(httpx.AsyncByteStream):
             if self._release is not None:
                 self._release, release = None, self._release
                 release()
-
 
 def _warning_text(value: str) -> str:
     parts = value.split(" ", 2)
@@ -286,6 +326,3 @@ def _path(url: str) -> str:
     parsed = httpx.URL(url)
     return parsed.raw_path.decode("ascii", "replace").split("?", 1)[0]
 
-
-def _describe(error: httpx.TransportError) -> str:
-    return str(error) or type(error).__name__

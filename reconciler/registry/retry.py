@@ -1,0 +1,96 @@
+"""The one retry policy: which failures get another try, how long to wait, and where the budget lives.
+
+A budget belongs to one operation: a single request, or a whole blob transfer (its
+source GET, upload POST and PUT together, since a streamed body cannot be replayed
+into the same upload). ``retrying`` is the only retry loop; an operation run inside
+another one gets a single attempt, so retries never nest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import attrs
+import httpx
+
+from reconciler.registry.errors import RegistryError
+
+log = logging.getLogger("reconciler.registry")
+
+T = TypeVar("T")
+
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+_MAX_RETRY_AFTER = 60.0
+_inside_retry_loop = contextvars.ContextVar("inside_retry_loop", default=False)
+
+
+class TransientError(RegistryError):
+    """A failure that another try might cure; what is left when the budget is spent."""
+
+    transient = True
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@attrs.frozen
+class RetryPolicy:
+    """``attempts`` tries per operation, waiting a capped exponential backoff with full jitter between them."""
+
+    attempts: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 10.0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        """A server's Retry-After wins (up to a minute): it knows when it will take us again."""
+        if retry_after is not None:
+            return min(retry_after, _MAX_RETRY_AFTER)
+        return random.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
+
+
+async def retrying(policy: RetryPolicy, operation: Callable[[], Awaitable[T]], what: str) -> T:
+    """Run ``operation`` until it succeeds, fails for good, or the budget is spent.
+
+    Only a RegistryError marked ``transient`` is tried again; the last one is raised.
+    """
+    if _inside_retry_loop.get():
+        return await operation()
+    marker = _inside_retry_loop.set(True)
+    try:
+        attempt = 0
+        while True:
+            try:
+                return await operation()
+            except RegistryError as error:
+                if not error.transient or attempt + 1 >= policy.attempts:
+                    raise
+                delay = policy.delay(attempt, error.retry_after)
+                log.debug("%s: %s; try %d of %d in %.1fs", what, error, attempt + 2, policy.attempts, delay)
+            attempt += 1
+            await asyncio.sleep(delay)
+    finally:
+        _inside_retry_loop.reset(marker)
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """Retry-After in seconds, from either of its forms (seconds or an HTTP date)."""
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
