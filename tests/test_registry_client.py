@@ -383,6 +383,85 @@ def test_gives_up_after_the_retry_budget(push_image, fault_proxy, plain_registry
     assert proxy.count("HEAD", "/manifests/") == FAST_RETRY.attempts
 
 
+def largest_blob(pushed) -> str:
+    """The biggest layer's hex digest: it names the blob in a GET path and in a PUT's ``digest=`` (its colon escaped)."""
+    return max(pushed.blobs, key=lambda digest: (pushed.blobs[digest], digest)).split(":", 1)[1]
+
+
+def test_a_manifest_cut_short_is_fetched_again(push_image, fault_proxy, plain_registry,
+                                                second_plain_registry, unique_repo):
+    pushed = push_image("oci-index")
+    proxy = fault_proxy(plain_registry)
+    proxy.truncate("GET", "/manifests/", after_bytes=20, times=2)
+    target_repo = unique_repo()
+
+    async def main():
+        async with registries() as regs:
+            return await copy_image(regs, f"{proxy.host}/{pushed.repo}:v1",
+                                    f"{second_plain_registry.host}/{target_repo}:v1")
+
+    run(main())
+    assert_same_image(pushed, second_plain_registry.host, target_repo)
+    assert [r.action for r in proxy.requests_matching("GET", "/manifests/")][:2] == ["truncate", "truncate"]
+
+
+def test_a_blob_upload_is_restarted_whole_in_a_new_session(push_image, fault_proxy, plain_registry,
+                                                            second_plain_registry, unique_repo):
+    """A 503 on the streamed PUT and a source blob cut short: each try opens a new session and reads the source again."""
+    pushed = push_image("oci")
+    layer = largest_blob(pushed)
+    source = fault_proxy(plain_registry)
+    source.truncate("GET", f"/blobs/sha256:{layer}", after_bytes=1000, times=1)
+    target = fault_proxy(second_plain_registry)
+    target.fail("PUT", f"digest=sha256%3A{layer}", status=503, times=1)
+    target_repo = unique_repo()
+
+    async def main():
+        async with registries() as regs:
+            return await copy_image(regs, f"{source.host}/{pushed.repo}:v1", f"{target.host}/{target_repo}:v1")
+
+    run(main())
+    assert_same_image(pushed, second_plain_registry.host, target_repo)
+    assert [r.action for r in source.requests_matching("GET", f"/blobs/sha256:{layer}")] == ["truncate", "pass", "pass"]
+    puts = target.requests_matching("PUT", f"digest=sha256%3A{layer}")
+    assert [r.status for r in puts] == [503, 201]
+    assert len({r.path.split("?", 1)[0] for r in puts}) == 2, "the second PUT reused the first upload session"
+
+
+def test_retries_do_not_nest_one_budget_per_blob_transfer(push_image, fault_proxy, plain_registry,
+                                                          second_plain_registry, unique_repo):
+    pushed = push_image("oci")
+    layer = largest_blob(pushed)
+    target = fault_proxy(second_plain_registry)
+    target.fail("PUT", f"digest=sha256%3A{layer}", status=503, times=None)
+
+    async def main():
+        async with registries() as regs:
+            return await copy_image(regs, f"{plain_registry.host}/{pushed.repo}:v1", f"{target.host}/{unique_repo()}:v1")
+
+    with pytest.raises(ResponseError, match="HTTP 503"):
+        run(main())
+    assert target.count("PUT", f"digest=sha256%3A{layer}") == FAST_RETRY.attempts
+
+
+@pytest.mark.parametrize("status", [403, 404, 405])
+def test_a_refused_mount_falls_back_to_a_plain_upload(status, push_image, fault_proxy, plain_registry,
+                                                       second_plain_registry, unique_repo):
+    pushed = push_image("oci")
+    target = fault_proxy(second_plain_registry)
+    target.fail("POST", "mount=", status=status, times=None)
+    target_repo = unique_repo()
+
+    async def main():
+        async with registries() as regs:
+            return await copy_image(regs, f"{plain_registry.host}/{pushed.repo}:v1", f"{target.host}/{target_repo}:v1")
+
+    copier, _ = run(main())
+    assert_same_image(pushed, second_plain_registry.host, target_repo)
+    assert copier.stats.blobs_uploaded == len(pushed.blobs)
+    assert target.count("POST", "mount=") == len(pushed.blobs)
+
+
 def test_redirect_to_another_host_drops_authorization(push_image, fault_proxy, htpasswd_registry,
                                                       second_plain_registry, unique_repo):
     pushed = push_image("large", registry=htpasswd_registry)
