@@ -111,10 +111,8 @@ def _setup_logging(debug: bool) -> None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
+    # Only our own loggers go below WARNING: aiohttp's debug output is not ours to vouch for.
     logging.getLogger("reconciler").setLevel(logging.DEBUG if debug else logging.INFO)
-    # httpx/httpcore stay quiet: their debug output is not ours to vouch for.
-    for name in ("httpx", "httpcore"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 _SHARED_OPTIONS = [
