@@ -384,6 +384,25 @@ def test_a_registry_that_never_answers_times_out_within_the_budget():
     assert len(server.requests) == 2
 
 
+def test_an_upload_the_registry_stops_taking_is_abandoned_after_the_timeout():
+    async def script(connection: Connection) -> None:
+        await connection.reader.readuntil(b"\r\n\r\n")  # the head, then never another byte
+        await asyncio.sleep(30)
+
+    async def endless_layer():
+        chunk = bytes(1 << 20)
+        while True:
+            yield chunk
+
+    async def main():
+        async with serving(script, timeout=0.5) as (server, client):
+            with pytest.raises(TransientError, match="stalled"):
+                await client.request("PUT", url(server, "/v2/r/blobs/uploads/x"), content=endless_layer(),
+                                     headers={"Content-Length": str(1 << 40)})
+
+    asyncio.run(main())
+
+
 def test_chunked_answers_are_read_whole_and_the_connection_reused():
     async def script(connection: Connection) -> None:
         while await connection.read_request() is not None:

@@ -207,11 +207,17 @@ def proxied_mirror(second_plain_registry, unique_repo, fault_proxy):
     return proxy, Mirror(second_plain_registry, unique_repo("mirror"), host=proxy.host)
 
 
-def test_a_tag_push_the_registry_did_not_keep_is_a_failure(tmp_path, push_image, proxied_mirror):
+def locked_through_proxy(tmp_path, push_image, proxied_mirror):
+    """One image, locked, whose mirror is reached through a fault proxy: (proxy, mirror, image)."""
     proxy, mirror = proxied_mirror
     image = push_image("oci")
     write_images(tmp_path, mirror.prefix, [{"source": source(image)}])
     ok(run_cli(tmp_path, "lock"))
+    return proxy, mirror, image
+
+
+def test_a_tag_push_the_registry_did_not_keep_is_a_failure(tmp_path, push_image, proxied_mirror):
+    proxy, mirror, image = locked_through_proxy(tmp_path, push_image, proxied_mirror)
     # 201 without Docker-Content-Digest, and nothing stored: apply must ask, and find nothing
     proxy.fail("PUT", r"/manifests/v1$", status=201, times=None)
 
@@ -224,10 +230,7 @@ def test_a_tag_push_the_registry_did_not_keep_is_a_failure(tmp_path, push_image,
 
 
 def test_a_registry_storing_other_bytes_under_the_tag_is_a_failure(tmp_path, push_image, proxied_mirror):
-    proxy, mirror = proxied_mirror
-    image = push_image("oci")
-    write_images(tmp_path, mirror.prefix, [{"source": source(image)}])
-    ok(run_cli(tmp_path, "lock"))
+    proxy, mirror, image = locked_through_proxy(tmp_path, push_image, proxied_mirror)
     wrong = sha256(b"other bytes")
     proxy.fail("PUT", r"/manifests/v1$", status=201, times=None, headers={"Docker-Content-Digest": wrong})
 
@@ -235,6 +238,16 @@ def test_a_registry_storing_other_bytes_under_the_tag_is_a_failure(tmp_path, pus
 
     assert any(line.startswith(f"  x {mirror.target(image)}  failed:") and wrong in line
                for line in applied.stdout_lines), str(applied)
+
+
+def test_retries_sets_the_budget_of_each_request(tmp_path, push_image, proxied_mirror):
+    proxy, mirror, image = locked_through_proxy(tmp_path, push_image, proxied_mirror)
+    proxy.fail("HEAD", r"/manifests/v1$", status=503, times=None)
+
+    planned = ok(run_cli(tmp_path, "plan", "--retries", "1"), 1)
+
+    assert proxy.count("HEAD", r"/manifests/v1$") == 2
+    assert any("failed with HTTP 503" in line for line in planned.stdout_lines), str(planned)
 
 
 # -- 3. a source tag that moved after lock ------------------------------------------------------

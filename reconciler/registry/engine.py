@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 
 import aiohttp
 import httpx
@@ -77,20 +77,20 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             raise httpx.UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}")
         proxy = self._proxies.for_origin(url.scheme, url.host, url.port or _DEFAULT_PORTS[url.scheme])
         timeouts = request.extensions.get("timeout", {})
+        headers = [(name, value) for name, value in request.headers.multi_items() if name != "transfer-encoding"]
+        stall = _StallGuard(timeouts.get("write"))
         body: bytes | AsyncIterator[bytes] | None
         if isinstance(request.stream, httpx.ByteStream):
             body = request.content or None
         else:
-            body = request.stream  # type: ignore[assignment]
-        headers = [(name, value) for name, value in request.headers.multi_items() if name != "transfer-encoding"]
-        stall = _StallGuard(timeouts.get("write"))
+            body = stall.watch(request.stream)  # type: ignore[arg-type]
         try:
             async with stall:
                 response = await session.request(
                     request.method,
                     yarl.URL(str(url), encoded=True),
                     headers=headers,
-                    data=stall.watch(body) if isinstance(body, AsyncIterator) else body,
+                    data=body,
                     allow_redirects=False,
                     proxy=f"http://{proxy.address}" if proxy else None,
                     proxy_headers={"Proxy-Authorization": proxy.authorization}
@@ -138,7 +138,7 @@ class _StallGuard:
         finally:
             self.expired = deadline.expired()  # type: ignore[union-attr]
 
-    async def watch(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    async def watch(self, chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
         async for chunk in chunks:
             # The request runs on while aiohttp writes the body; the head may arrive first.
