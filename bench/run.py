@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/run.py [--n 100] [--n 1000] [--profile oci|index]
                                   [--repeat 3] [--quick] [--big-mib 1024] [--no-rss]
+                                  [--commit REV | --worktree] [--baseline REV]
 
 See bench/README.md for what is measured.  Everything runs on loopback against
 local ``docker-registry`` processes started (and stopped) here.
@@ -37,6 +38,7 @@ from _registry import Registry, start_registry
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 SKOPEO = shutil.which("skopeo") or "skopeo"
 TIME = "/usr/bin/time"
+SYNCER = [str(VENV_PYTHON), "-m", "reconciler"]  # with PYTHONPATH at the snapshot under test
 TIMEOUT = 1800
 CPUS = len(os.sched_getaffinity(0))
 
@@ -50,6 +52,9 @@ KINDS = {
     "noop_skopeo": "no-op: skopeo sync",
 }
 
+# The runs a --baseline snapshot makes too, alternating with the main snapshot's.
+BASELINE_KINDS = ("cold_syncer", "noop_plan")
+
 TARGETS = {
     "cold_vs_skopeo": 0.2,
     "cold_vs_floor": 1.5,
@@ -61,6 +66,23 @@ TARGETS = {
 
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def label(kind: str) -> str:
+    """``cold_syncer`` -> its KINDS label; ``cold_syncer@baseline`` -> the same, marked as the baseline's."""
+    base, _, role = kind.partition("@")
+    return KINDS[base] + (f" [{role}]" if role else "")
+
+
+class Syncer(NamedTuple):
+    """One image-syncer under test: SYNCER run with PYTHONPATH at a snapshot of ``reconciler/``."""
+    role: str  # "main" (--commit / --worktree) or "baseline" (--baseline)
+    code: str  # the full commit id, or "worktree"
+    env: dict[str, str]
+
+    def kind(self, kind: str) -> str:
+        """Run kind ``kind`` of this syncer: as is for the main one, ``kind@baseline`` for the baseline."""
+        return kind if self.role == "main" else f"{kind}@{self.role}"
 
 
 class Usage(NamedTuple):
@@ -105,23 +127,29 @@ class Bench:
             self.env.pop(key, None)
         self.run_no = 0
         # The code under test: a snapshot of the committed reconciler/ (others may be
-        # editing the work tree meanwhile), or the work tree itself with --worktree.
-        if args.worktree:
-            code_dir = ROOT
-            self.code = "worktree"
-        else:
-            code_dir = self.tmp / "code"
-            code_dir.mkdir()
-            archive = subprocess.run(["git", "archive", args.commit, "reconciler"], cwd=ROOT,
-                                     capture_output=True, check=True).stdout
-            subprocess.run(["tar", "-x", "-C", str(code_dir)], input=archive, check=True)
-            # Bytecode as an installed package has it (PYTHONDONTWRITEBYTECODE would otherwise
-            # make every run compile the sources again).
-            subprocess.run([str(VENV_PYTHON), "-m", "compileall", "-q", str(code_dir / "reconciler")], check=True)
-            self.code = subprocess.run(["git", "rev-parse", args.commit], cwd=ROOT, capture_output=True,
-                                       text=True, check=True).stdout.strip()
-        self.env["PYTHONPATH"] = str(code_dir)
-        self.syncer = [str(VENV_PYTHON), "-m", "reconciler"]
+        # editing the work tree meanwhile), or the work tree itself with --worktree;
+        # with --baseline, a second snapshot measured alongside.
+        self.syncers = [self.snapshot("main", None if args.worktree else args.commit)]
+        if args.baseline:
+            self.syncers.append(self.snapshot("baseline", args.baseline))
+        self.main = self.syncers[0]
+
+    def snapshot(self, role: str, rev: str | None) -> Syncer:
+        """``reconciler/`` as committed at ``rev`` (``git archive`` into a temp dir, byte-compiled),
+        or the work tree for ``rev=None``."""
+        if rev is None:
+            return Syncer(role, "worktree", self.env | {"PYTHONPATH": str(ROOT)})
+        code_dir = self.tmp / f"code-{role}"
+        code_dir.mkdir()
+        archive = subprocess.run(["git", "archive", rev, "reconciler"], cwd=ROOT,
+                                 capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(code_dir)], input=archive, check=True)
+        # Bytecode as an installed package has it (PYTHONDONTWRITEBYTECODE would otherwise
+        # make every run compile the sources again).
+        subprocess.run([str(VENV_PYTHON), "-m", "compileall", "-q", str(code_dir / "reconciler")], check=True)
+        code = subprocess.run(["git", "rev-parse", rev], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        return Syncer(role, code, self.env | {"PYTHONPATH": str(code_dir)})
 
     def close(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -130,10 +158,12 @@ class Bench:
     def registry(self, name: str) -> Registry:
         return start_registry(name, self.tmp)
 
-    def run(self, argv: list[str], cwd: Path, ok: tuple[int, ...] = (0,)) -> tuple[Usage, subprocess.CompletedProcess]:
+    def run(self, argv: list[str], cwd: Path, ok: tuple[int, ...] = (0,),
+            env: dict[str, str] | None = None) -> tuple[Usage, subprocess.CompletedProcess]:
         self.run_no += 1
         usage, proc = timed(resource.RUSAGE_CHILDREN, lambda: subprocess.run(
-            argv, cwd=cwd, env=self.env, capture_output=True, text=True, timeout=TIMEOUT, check=False))
+            argv, cwd=cwd, env=self.env if env is None else env, capture_output=True, text=True,
+            timeout=TIMEOUT, check=False))
         (cwd / f"run-{self.run_no:03d}.log").write_text(
             f"$ {' '.join(argv)}\nexit {proc.returncode} in {usage.seconds:.3f}s ({usage.cpu:.3f}s CPU)\n"
             f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
@@ -182,16 +212,21 @@ class Bench:
             skopeo_repos = [f"skopeo/{repo.rsplit('/', 1)[1]}" for repo in repos]
             syncer_repos = [f"mirror/{source.host.replace(':', '_')}/{repo}" for repo in repos]
 
-            def configure(target: Registry) -> None:
+            # Each syncer under test keeps its images.yaml and images.lock in its own directory.
+            for s in self.syncers:
+                (work / s.role).mkdir()
+
+            def configure(s: Syncer, target: Registry) -> None:
                 lines = [f'targetRepoPrefix: "{target.host}/mirror/"', "images:"]
                 lines += [f'  - source: "{source.host}/{repo}:{_images.TAG}"' for repo in repos]
-                (work / "images.yaml").write_text("\n".join(lines) + "\n")
-                self.run([*self.syncer, "lock"], work)  # not timed
+                (work / s.role / "images.yaml").write_text("\n".join(lines) + "\n")
+                self.run([*SYNCER, "lock"], work / s.role, env=s.env)  # not timed
 
-            def syncer(*command: str) -> Usage:
-                return self.run([*self.syncer, *command], work)[0]
+            def syncer(s: Syncer, *command: str) -> Usage:
+                return self.run([*SYNCER, *command], work / s.role, env=s.env)[0]
 
             runs: dict[str, list] = {kind: [] for kind in KINDS}
+            runs |= {s.kind(kind): [] for s in self.syncers[1:] for kind in BASELINE_KINDS}
 
             def measure(kind: str, r: int, target: Registry, action: Callable[[], Usage]) -> None:
                 """Run ``action``; record its wall and client CPU time, and the CPU time and
@@ -205,7 +240,7 @@ class Bench:
                 cpu = {"client": usage.cpu, "source": source.cpu_seconds() - cpu_before[0],
                        "target": target.cpu_seconds() - cpu_before[1]}
                 runs[kind].append({"seconds": usage.seconds, "cpu": cpu, "requests": requests})
-                log(f"N={n} #{r + 1}: {KINDS[kind]} {usage.seconds:.2f}s, CPU s "
+                log(f"N={n} #{r + 1}: {label(kind)} {usage.seconds:.2f}s, CPU s "
                     + " ".join(f"{k} {v:.2f}" for k, v in cpu.items()) + f", requests {requests}")
 
             kept: dict[str, Registry] = {}  # the last round's targets serve the no-op runs
@@ -218,7 +253,7 @@ class Bench:
                     if setup is not None:
                         setup(target)  # not timed
                     measure(kind, r, target, lambda: action(target))
-                    self.verify(target, target_repos, digests, KINDS[kind])
+                    self.verify(target, target_repos, digests, label(kind))
                 finally:
                     if keep:
                         kept[kind] = target
@@ -238,8 +273,9 @@ class Bench:
             try:
                 for r in range(repeat):
                     last = r == repeat - 1
-                    cold("cold_syncer", r, syncer_repos, lambda _target: syncer("apply"), keep=last,
-                         setup=configure)
+                    for s in self.syncers:
+                        cold(s.kind("cold_syncer"), r, syncer_repos, lambda _target, s=s: syncer(s, "apply"),
+                             keep=last, setup=lambda target, s=s: configure(s, target))
                     cold("cold_skopeo", r, skopeo_repos, lambda target: self.skopeo_sync(sync_yaml, target, work),
                          keep=last)
                     if images is None:
@@ -248,13 +284,17 @@ class Bench:
                 unique = _images.unique_bytes(profile, images)
                 images = None
 
-                # no-op: everything already there (image-syncer's images.yaml names kept["cold_syncer"])
+                # no-op: everything already there (each syncer's images.yaml names its kept cold target)
                 for r in range(repeat):
-                    measure("noop_plan", r, kept["cold_syncer"], lambda: syncer("plan", "--detailed-exitcode"))
-                    measure("noop_apply", r, kept["cold_syncer"], lambda: syncer("apply"))
+                    for s in self.syncers:
+                        measure(s.kind("noop_plan"), r, kept[s.kind("cold_syncer")],
+                                lambda s=s: syncer(s, "plan", "--detailed-exitcode"))
+                    measure("noop_apply", r, kept["cold_syncer"], lambda: syncer(self.main, "apply"))
                     measure("noop_skopeo", r, kept["cold_skopeo"],
                             lambda: self.skopeo_sync(sync_yaml, kept["cold_skopeo"], work))
-                self.verify(kept["cold_syncer"], syncer_repos, digests, "image-syncer after no-op")
+                for s in self.syncers:
+                    self.verify(kept[s.kind("cold_syncer")], syncer_repos, digests,
+                                f"image-syncer ({s.role}) after no-op")
                 self.verify(kept["cold_skopeo"], skopeo_repos, digests, "skopeo after no-op")
             finally:
                 for target in kept.values():
@@ -273,8 +313,11 @@ class Bench:
             registries = [x["cpu"]["source"] + x["cpu"]["target"] for x in v]
             requests = [sum(x["requests"][side].get("total", 0) for side in ("source", "target")) for x in v]
             cpu["registries"] = statistics.median(registries)
-            cpu["registry_ms_per_request"] = statistics.median(
-                1000 * c / max(q, 1) for c, q in zip(registries, requests))
+            cpu["requests"] = statistics.median(requests)
+            # CPU per request both registries' access logs recorded, the registries' and the client's
+            for name, used in (("registry", registries), ("client", [x["cpu"]["client"] for x in v])):
+                cpu[f"{name}_ms_per_request"] = statistics.median(
+                    1000 * c / max(q, 1) for c, q in zip(used, requests))
             medians_cpu[k] = cpu
         return {"n": n, "profile": profile, "repeat": repeat, "cpus": CPUS, "seed_seconds": seed_seconds,
                 "unique_bytes": unique, "medians_seconds": medians, "medians_cpu_seconds": medians_cpu,
@@ -295,10 +338,10 @@ class Bench:
             log(f"RSS: pushed in {time.perf_counter() - started:.1f}s")
             (work / "images.yaml").write_text(
                 f'targetRepoPrefix: "{target.host}/mirror/"\nimages:\n  - source: "{source.host}/big/one:v1"\n')
-            self.run([*self.syncer, "lock"], work)
+            self.run([*SYNCER, "lock"], work, env=self.main.env)
             out = {"layer_mib": self.args.big_mib}
             for name, argv, repo in (
-                ("image-syncer", [*self.syncer, "apply"], f"mirror/{source.host.replace(':', '_')}/big/one"),
+                ("image-syncer", [*SYNCER, "apply"], f"mirror/{source.host.replace(':', '_')}/big/one"),
                 ("skopeo", [SKOPEO, "--policy", str(self.policy), "copy", "--all", "--src-tls-verify=false",
                             "--dest-tls-verify=false", f"docker://{source.host}/big/one:v1",
                             f"docker://{target.host}/skopeo/big:v1"], "skopeo/big"),
@@ -315,14 +358,14 @@ class Bench:
 
     def peak_rss(self, argv: list[str], cwd: Path) -> tuple[float, float]:
         if os.access(TIME, os.X_OK):
-            usage, proc = self.run([TIME, "-v", *argv], cwd)
+            usage, proc = self.run([TIME, "-v", *argv], cwd, env=self.main.env)
             match = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
             if not match:
                 raise RuntimeError(f"no RSS in /usr/bin/time output:\n{proc.stderr[-2000:]}")
             return usage.seconds, int(match.group(1)) / 1024
         wrapper = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
                    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)")
-        usage, proc = self.run([sys.executable, "-c", wrapper, *argv], cwd)
+        usage, proc = self.run([sys.executable, "-c", wrapper, *argv], cwd, env=self.main.env)
         return usage.seconds, int(proc.stderr.strip().splitlines()[-1]) / 1024
 
 
@@ -370,6 +413,41 @@ def cpu_table(results: list[dict]) -> list[str]:
                          + (" (the target is set for N=1000)" if key.endswith("_at_1000") and r["n"] < 1000 else ""))
         lines.append("")
     return lines[:-1]
+
+
+# image-syncer's runs whose client CPU per request is reported, and how.
+CLIENT_KINDS = {"noop_plan": "no-op plan", "cold_syncer": "cold apply"}
+
+
+def client_cpu(results: list[dict], syncers: list[Syncer]) -> tuple[list[str], dict]:
+    """Per N, for a no-op plan and a cold apply: image-syncer's client CPU seconds, the requests
+    both registries logged and client CPU ms per request (medians), per snapshot under test; with a
+    baseline, the ratio main / baseline of the ms per request."""
+    columns = [f"{s.role} {c}" for s in syncers for c in ("CPU s", "requests", "ms/req")]
+    columns += ["ratio"] if len(syncers) > 1 else []
+    width = max(len(x) for x in [*CLIENT_KINDS.values(), *(f"N={r['n']}" for r in results)])
+    lines = ["client CPU ms per request = image-syncer's CPU seconds (user+sys) * 1000 / requests to source "
+             "+ target (access logs); medians", ", ".join(f"{s.role} = {s.code[:7]}" for s in syncers)
+             + ("; ratio = main / baseline ms/req" if len(syncers) > 1 else "")]
+    data: dict = {"commits": {s.role: s.code for s in syncers}, "sizes": {}}
+    for r in results:
+        lines.append("  ".join([f"N={r['n']}".ljust(width)] + [c.rjust(max(10, len(c))) for c in columns]))
+        per_kind = data["sizes"][str(r["n"])] = {}
+        for kind, name in CLIENT_KINDS.items():
+            entry = per_kind[kind] = {}
+            values: list[float | None] = []
+            for s in syncers:
+                cpu = r["medians_cpu_seconds"][s.kind(kind)]
+                entry[s.role] = {"client_cpu_seconds": cpu["client"], "requests": cpu["requests"],
+                                 "client_ms_per_request": cpu["client_ms_per_request"]}
+                values += [cpu["client"], cpu["requests"], cpu["client_ms_per_request"]]
+            if len(syncers) > 1:
+                ours, theirs = (entry[s.role]["client_ms_per_request"] for s in syncers)
+                entry["ratio"] = ours / theirs if theirs else None
+                values.append(entry["ratio"])
+            lines.append("  ".join([name.ljust(width)]
+                                   + [_fmt(v).rjust(max(10, len(c))) for v, c in zip(values, columns)]))
+    return lines, data
 
 
 def report(results: list[dict], rss: dict | None) -> tuple[str, dict]:
@@ -449,6 +527,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-rss", action="store_true", help="skip the peak RSS run")
     parser.add_argument("--commit", default="HEAD", help="benchmark reconciler/ as committed here (default HEAD)")
     parser.add_argument("--worktree", action="store_true", help="benchmark the uncommitted work tree instead")
+    parser.add_argument("--baseline", metavar="REV",
+                        help="also run cold apply and no-op plan with reconciler/ as committed at REV, "
+                             "alternating with the main snapshot, and compare client CPU per request")
     parser.add_argument("--concurrency", type=int, default=16,
                         help="parallel requests of the floor (image-syncer's default --max-requests is 16)")
     args = parser.parse_args(argv)
@@ -462,8 +543,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"missing {tool}")
 
     bench = Bench(args)
-    commit = bench.code
-    log(f"image-syncer under test: {commit}")
+    commit = bench.main.code
+    log("image-syncer under test: " + ", ".join(f"{s.role} {s.code}" for s in bench.syncers))
     started = time.perf_counter()
     try:
         results = [bench.bench_size(n) for n in args.n]
@@ -471,16 +552,20 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         bench.close()
     table, verdicts = report(results, rss)
+    lines, client_ms_per_request = client_cpu(results, bench.syncers)
+    table += "\n\n" + "\n".join(lines)
     print(table)
     out_dir = HERE / "results"
     out_dir.mkdir(exist_ok=True)
     skopeo_version = subprocess.run([SKOPEO, "--version"], capture_output=True, text=True,
                                     check=False).stdout.strip()
     (out_dir / "latest.json").write_text(json.dumps({
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commit": commit, "skopeo": skopeo_version,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commit": commit,
+        "baseline": bench.syncers[1].code if args.baseline else None, "skopeo": skopeo_version,
         "machine": {"cpus": CPUS, "python": platform.python_version()},
         "args": {k: v for k, v in vars(args).items()}, "total_seconds": time.perf_counter() - started,
-        "sizes": results, "peak_rss": rss, "targets": verdicts, "table": table,
+        "sizes": results, "peak_rss": rss, "targets": verdicts, "client_ms_per_request": client_ms_per_request,
+        "table": table,
     }, indent=2) + "\n")
     log(f"wrote {out_dir / 'latest.json'} (total {time.perf_counter() - started:.0f}s)")
     return 0
