@@ -15,6 +15,7 @@ started to send, and never a POST or PATCH.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 from collections.abc import AsyncIterable, AsyncIterator
 
@@ -48,15 +49,18 @@ class NameNotResolved(httpx.ConnectError):
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """HTTP/1.1 through one aiohttp session; the proxy is chosen per request by ``ProxySettings``."""
 
-    def __init__(self, ssl_context: ssl.SSLContext, max_connections: int, proxies: ProxySettings = DIRECT) -> None:
-        self._ssl_context = ssl_context
+    def __init__(
+        self, tls: ssl.SSLContext | bool, max_connections: int, proxies: ProxySettings = DIRECT
+    ) -> None:
+        """``tls``: a context, True for aiohttp's own (the system's CAs), False to verify nothing."""
+        self._tls = tls
         self._max_connections = max_connections
         self._proxies = proxies
         self._session: aiohttp.ClientSession | None = None
 
     def _open_session(self) -> aiohttp.ClientSession:
         """Made on first use: aiohttp binds a session to the running event loop."""
-        connector = aiohttp.TCPConnector(ssl=self._ssl_context, limit=0, limit_per_host=self._max_connections)
+        connector = aiohttp.TCPConnector(ssl=self._tls, limit=0, limit_per_host=self._max_connections)
         self._session = aiohttp.ClientSession(
             connector=connector,
             cookie_jar=aiohttp.DummyCookieJar(),
@@ -77,33 +81,27 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             raise httpx.UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}")
         proxy = self._proxies.for_origin(url.scheme, url.host, url.port or _DEFAULT_PORTS[url.scheme])
         timeouts = request.extensions.get("timeout", {})
-        headers = [(name, value) for name, value in request.headers.multi_items() if name != "transfer-encoding"]
-        stall = _StallGuard(timeouts.get("write"))
-        body: bytes | AsyncIterator[bytes] | None
-        if isinstance(request.stream, httpx.ByteStream):
-            body = request.content or None
-        else:
-            body = stall.watch(request.stream)  # type: ignore[arg-type]
+        arguments = {
+            "headers": [(name, value) for name, value in request.headers.multi_items() if name != "transfer-encoding"],
+            "allow_redirects": False,
+            "timeout": _client_timeout(timeouts.get("connect"), timeouts.get("read")),
+        }
+        if proxy is not None:
+            arguments["proxy"] = f"http://{proxy.address}"
+            if proxy.authorization:
+                arguments["proxy_headers"] = {"Proxy-Authorization": proxy.authorization}
+        target = yarl.URL(str(url), encoded=True)
+        stall = None
         try:
-            async with stall:
-                response = await session.request(
-                    request.method,
-                    yarl.URL(str(url), encoded=True),
-                    headers=headers,
-                    data=body,
-                    allow_redirects=False,
-                    proxy=f"http://{proxy.address}" if proxy else None,
-                    proxy_headers={"Proxy-Authorization": proxy.authorization}
-                    if proxy and proxy.authorization else None,
-                    timeout=aiohttp.ClientTimeout(
-                        total=None,
-                        connect=timeouts.get("connect"),
-                        sock_connect=timeouts.get("connect"),
-                        sock_read=timeouts.get("read"),
-                    ),
-                )
+            if isinstance(request.stream, httpx.ByteStream):
+                response = await session.request(request.method, target, data=request.content or None, **arguments)
+            else:
+                stall = _StallGuard(timeouts.get("write"))
+                async with stall:
+                    response = await session.request(request.method, target, data=stall.watch(request.stream),
+                                                     **arguments)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
-            if stall.expired:
+            if stall is not None and stall.expired:
                 raise httpx.WriteTimeout(f"sending the body stalled for {stall.timeout:g}s") from error
             if isinstance(error, aiohttp.ClientHttpProxyError) and proxy is not None:
                 refusal = ProxyAuthenticationRequired if error.status == 407 else httpx.ProxyError
@@ -116,6 +114,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             stream=_ResponseBody(response),
             extensions={"reason_phrase": (response.reason or "").encode("latin-1", "replace")},
         )
+
+
+@functools.lru_cache(maxsize=8)
+def _client_timeout(connect: float | None, read: float | None) -> aiohttp.ClientTimeout:
+    """Connecting (TCP, TLS, a proxy's CONNECT) and each wait for the registry are bounded; a whole transfer is not."""
+    return aiohttp.ClientTimeout(total=None, connect=connect, sock_connect=connect, sock_read=read)
 
 
 class _StallGuard:

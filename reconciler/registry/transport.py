@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
@@ -60,13 +61,28 @@ def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:
 
 
 @functools.cache
-def _tls_context(verify: bool, ca_file: str | None) -> ssl.SSLContext:
-    """One per setting for the whole run: loading a CA bundle costs tens of milliseconds."""
+def _tls(verify: bool, ca_file: str | None) -> ssl.SSLContext | bool:
+    """What the engine verifies with, one per setting for the whole run (a CA bundle takes tens of ms to load).
+
+    The system's CAs, as the Go original and docker trust them (OpenSSL's paths, so
+    SSL_CERT_FILE and SSL_CERT_DIR apply); aiohttp loads that context already. Where
+    the system has no CA store at all, certifi's bundle.
+    """
     if not verify:
-        return httpx.create_ssl_context(verify=False, trust_env=False)
+        return False
     if ca_file:
         return ssl.create_default_context(cafile=ca_file)
-    return httpx.create_ssl_context(verify=True, trust_env=False)
+    if _system_has_cas():
+        return True
+    return httpx.create_ssl_context(verify=True, trust_env=False)  # certifi's bundle
+
+
+def _system_has_cas() -> bool:
+    paths = ssl.get_default_verify_paths()
+    return bool(
+        (paths.cafile and os.path.isfile(paths.cafile))
+        or (paths.capath and os.path.isdir(paths.capath) and any(os.scandir(paths.capath)))
+    )
 
 
 class _RetryableAnswer(TransientError):
@@ -86,7 +102,7 @@ class Transport:
         self._insecure = options.is_insecure(host)
         self._plain_http_allowed = options.allows_plain_http(host)
         self._engine = AiohttpTransport(
-            _tls_context(verify=not self._insecure, ca_file=options.ca_file),
+            _tls(verify=not self._insecure, ca_file=options.ca_file),
             max_connections=options.max_connections,
             proxies=options.proxies,
         )
@@ -323,6 +339,7 @@ def _warning_text(value: str) -> str:
 
 
 def _path(url: str) -> str:
-    parsed = httpx.URL(url)
-    return parsed.raw_path.decode("ascii", "replace").split("?", 1)[0]
+    """The path of an absolute URL, without its query: for messages, so string work, not a URL parse."""
+    after_scheme = url.partition("://")[2]
+    return "/" + after_scheme.partition("/")[2].partition("?")[0]
 
