@@ -13,7 +13,7 @@ from reconciler.plan import Action, Plan, PlannedImage, lock_digest
 from reconciler.registry import reference
 from reconciler.registry.client import Registries
 from reconciler.registry.copy import Copier, CopyStats
-from reconciler.registry.errors import RegistryError
+from reconciler.registry.errors import RegistryError, ResponseError
 
 
 class Outcome(enum.Enum):
@@ -117,7 +117,19 @@ async def _apply_image(registries: Registries, copier: Copier, image: PlannedIma
         return _result(image, Outcome.REFUSED,
                        f"target tag was set to {held} while copying; refusing to overwrite")
     if held is None:
-        held = await target_client.put_manifest(target.repository.path, str(target.tag), manifest)
+        try:
+            held = await target_client.put_manifest(target.repository.path, str(target.tag), manifest)
+        except ResponseError as refusal:
+            # An immutable tag (Artifact Registry, ECR, Harbor, Quay) that another writer set
+            # after our re-check: the registry's refusal is what keeps it, so it is a conflict.
+            if refusal.transient:
+                raise
+            held = await target_client.resolve_digest(target.repository.path, str(target.tag))
+            if held is None:
+                raise
+            if held != image.digest:
+                return _result(image, Outcome.REFUSED, f"target tag was set to {held} while copying, and "
+                                                       f"the registry refused to overwrite it (HTTP {refusal.status})")
         if held is None:  # the registry did not say what it stored: ask
             held = await target_client.resolve_digest(target.repository.path, str(target.tag))
         if held != image.digest:

@@ -240,6 +240,34 @@ def test_a_registry_storing_other_bytes_under_the_tag_is_a_failure(tmp_path, pus
                for line in applied.stdout_lines), str(applied)
 
 
+@pytest.mark.parametrize("status, body", [
+    # ECR's answer over the registry API
+    (400, '{"errors":[{"code":"TAG_INVALID","message":"The image tag \'v1\' already exists in the repository '
+          'and cannot be overwritten because the repository is immutable."}]}'),
+    # Harbor's immutable-tag rule
+    (412, '{"errors":[{"code":"PRECONDITION","message":"configured as immutable, cannot be updated"}]}'),
+    (403, '{"errors":[{"code":"DENIED","message":"tag is immutable"}]}'),
+])
+def test_an_immutable_tag_set_by_someone_else_while_copying_is_refused_not_failed(
+    status, body, tmp_path, push_image, proxied_mirror, second_plain_registry
+):
+    proxy, mirror, image = locked_through_proxy(tmp_path, push_image, proxied_mirror)
+    squatter = push_image(harness_images.build_image("oci", seed="immutable"),
+                          registry=second_plain_registry, repo=mirror.path(image), tag="v1")
+    # the tag looks free to the plan and to the re-check; then the registry keeps it
+    proxy.fail("HEAD", r"/manifests/v1$", status=404, times=2)
+    proxy.fail("PUT", r"/manifests/v1$", status=status, times=None, body=body,
+               headers={"Content-Type": "application/json"})
+
+    applied = ok(run_cli(tmp_path, "apply"), 1)
+
+    assert applied.stdout_lines[-1].startswith("Apply: 0 copied, 0 unchanged, 1 refused, 0 failed"), str(applied)
+    assert any(line.startswith(f"  ! {mirror.target(image)}  refused: target tag was set to {squatter.digest} "
+                               f"while copying, and the registry refused to overwrite it (HTTP {status})")
+               for line in applied.stdout_lines), str(applied)
+    assert mirror.raw(image) == squatter.manifest
+
+
 def test_retries_sets_the_budget_of_each_request(tmp_path, push_image, proxied_mirror):
     proxy, mirror, image = locked_through_proxy(tmp_path, push_image, proxied_mirror)
     proxy.fail("HEAD", r"/manifests/v1$", status=503, times=None)

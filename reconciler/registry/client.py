@@ -20,7 +20,7 @@ from reconciler.registry import mediatypes
 from reconciler.registry.auth import Authenticator, repository_scope
 from reconciler.registry.credentials import Credentials
 from reconciler.registry.digest import Digest, DigestMismatch, InvalidDigest
-from reconciler.registry.errors import RegistryError, ResponseError, describe_error_body
+from reconciler.registry.errors import ErrorBody, RegistryError, ResponseError
 from reconciler.registry.manifest import MAX_MANIFEST_BYTES, Descriptor, Manifest, parse
 from reconciler.registry.reference import Repository
 from reconciler.registry.retry import RETRY_STATUSES, retry_after, retrying
@@ -29,6 +29,9 @@ from reconciler.registry.transport import Transport, TransportOptions
 log = logging.getLogger("reconciler.registry")
 
 CHUNK_BYTES = 1024 * 1024
+# Answers to a manifest PUT that mean a blob link was unreadable for a moment (docker-registry
+# rewrites a link file in place when a blob is written again).
+_RACED_BLOB_CODES = frozenset({"MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN", "DIGEST_INVALID"})
 CredentialLookup = Callable[[str], Credentials | None]
 
 
@@ -111,15 +114,21 @@ class RegistryClient:
                     )
         return response
 
-    async def _fail(self, response: httpx.Response, path: str, what: str) -> RegistryError:
-        """Read the spec's error body (even from a stream) into one message."""
+    async def _fail(
+        self, response: httpx.Response, path: str, what: str, transient_codes: frozenset[str] = frozenset()
+    ) -> RegistryError:
+        """Read the spec's error body (even from a stream) into one message.
+
+        A retry status is transient, and so is an error code in ``transient_codes``.
+        """
         try:
             body = await response.aread()
         except (httpx.StreamError, RegistryError):
             body = b""
         finally:
             await response.aclose()
-        message = describe_error_body(body, response.reason_phrase)
+        error_body = ErrorBody.parse(body, response.reason_phrase)
+        message = error_body.message
         if response.status_code == 401:
             message += (
                 " (credentials were rejected or lack this permission)"
@@ -129,7 +138,8 @@ class RegistryClient:
         status = response.status_code
         return ResponseError(
             self.host, path, response.request.method, what, status, message,
-            transient=status in RETRY_STATUSES, retry_after=retry_after(response),
+            transient=status in RETRY_STATUSES or bool(error_body.codes & transient_codes),
+            retry_after=retry_after(response),
         )
 
     # -- manifests ----------------------------------------------------------------
@@ -201,13 +211,22 @@ class RegistryClient:
 
     async def put_manifest(self, path: str, identifier: str, manifest: Manifest) -> Digest | None:
         """Push; returns the digest the registry says it stored, None if it did not say."""
+        return await retrying(
+            self._transport.retry_policy,
+            lambda: self._put_manifest(path, identifier, manifest),
+            f"{self.host}/{path}: manifest {identifier}",
+        )
+
+    async def _put_manifest(self, path: str, identifier: str, manifest: Manifest) -> Digest | None:
         what = f"manifests/{identifier}"
         response = await self._send(
             "PUT", await self._url(path, what), _push(path),
             headers={"Content-Type": manifest.media_type}, content=manifest.data,
         )
         if response.status_code not in (200, 201, 202):
-            raise await self._fail(response, path, what)
+            # Every blob was placed and checked before this PUT, so a registry that says one
+            # is unknown read a link another writer was rewriting that instant: ask again.
+            raise await self._fail(response, path, what, transient_codes=_RACED_BLOB_CODES)
         stored = _parse_header_digest(response.headers.get("Docker-Content-Digest"), self.host, path)
         if stored and stored != manifest.digest:
             raise DigestMismatch(manifest.digest, stored, f"{self.host}/{path}: stored manifest {identifier}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import attrs
+
 
 class RegistryError(Exception):
     """A failure the user should read as one line, never as a traceback."""
@@ -27,15 +29,21 @@ class ResponseError(RegistryError):
         self.retry_after = retry_after
 
 
-def describe_error_body(body: bytes, reason: str) -> str:
-    """Turn the spec's ``{"errors":[{code,message}]}`` body into one message."""
-    try:
-        parts = [
-            f"{error.get('code', 'UNKNOWN')}: {error.get('message', '')}".rstrip(": ")
-            for error in json.loads(body)["errors"]
-        ]
-        if parts:
-            return "; ".join(parts)
-    except (ValueError, KeyError, TypeError, AttributeError):
-        pass
-    return reason or "no error details"
+@attrs.frozen
+class ErrorBody:
+    """The spec's ``{"errors":[{code,message}]}`` answer: its codes, and one message for the user."""
+
+    codes: frozenset[str]
+    message: str
+
+    @classmethod
+    def parse(cls, body: bytes, reason: str) -> ErrorBody:
+        try:
+            errors = [(str(error.get("code", "UNKNOWN")), str(error.get("message", "")))
+                      for error in json.loads(body)["errors"]]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            errors = []
+        if not errors:
+            return cls(frozenset(), reason or "no error details")
+        return cls(frozenset(code for code, _ in errors),
+                   "; ".join(f"{code}: {message}".rstrip(": ") for code, message in errors))
