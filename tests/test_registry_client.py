@@ -10,7 +10,7 @@ import pytest
 
 from reconciler.registry import reference
 from reconciler.registry.client import NotFound, Registries
-from reconciler.registry.copy import Copier
+from reconciler.registry.copy import BlobTransferFailed, Copier
 from reconciler.registry.credentials import Credentials
 from reconciler.registry.digest import Digest, DigestMismatch
 from reconciler.registry.errors import RegistryError, ResponseError
@@ -248,10 +248,10 @@ def test_refused_push_is_one_clear_error(push_image, token_registry, unique_repo
         async with registries({token_registry.host: token_registry.credentials}) as regs:
             await copy_image(regs, pushed.ref, f"{token_registry.host}/{unique_repo()}:v1")
 
-    with pytest.raises(ResponseError) as raised:
+    with pytest.raises(BlobTransferFailed) as raised:
         run(main())
     message = str(raised.value)
-    assert token_registry.host in message and "HTTP 401" in message
+    assert message.startswith(f"writing the target: {token_registry.host}/") and "HTTP 401" in message
     assert "\n" not in message
     assert token_registry.credentials[1] not in message
 
@@ -272,7 +272,7 @@ def test_blob_with_wrong_bytes_is_refused(push_image, fault_proxy, plain_registr
         async with registries() as regs:
             await copy_image(regs, f"{proxy.host}/{pushed.repo}:v1", f"{second_plain_registry.host}/{target_repo}:v1")
 
-    with pytest.raises(DigestMismatch):
+    with pytest.raises(BlobTransferFailed, match=f"^reading the source: .*blob {layer}: expected digest {layer}, got sha256:"):
         run(main())
     with RawRegistry(second_plain_registry) as raw:
         assert raw.head_blob(target_repo, layer).status_code == 404
@@ -439,7 +439,7 @@ def test_retries_do_not_nest_one_budget_per_blob_transfer(push_image, fault_prox
         async with registries() as regs:
             return await copy_image(regs, f"{plain_registry.host}/{pushed.repo}:v1", f"{target.host}/{unique_repo()}:v1")
 
-    with pytest.raises(ResponseError, match="HTTP 503"):
+    with pytest.raises(BlobTransferFailed, match="^writing the target: .*HTTP 503"):
         run(main())
     assert target.count("PUT", f"digest=sha256%3A{layer}") == FAST_RETRY.attempts
 

@@ -21,6 +21,19 @@ from reconciler.registry.reference import Repository
 from reconciler.registry.retry import retrying
 
 
+_READING = "reading the source"
+_WRITING = "writing the target"
+
+
+class BlobTransferFailed(RegistryError):
+    """A blob transfer that failed, naming the side: reading the source or writing the target."""
+
+    def __init__(self, side: str, error: RegistryError) -> None:
+        super().__init__(f"{side}: {error}")
+        self.transient = error.transient
+        self.retry_after = error.retry_after
+
+
 @attrs.define
 class CopyStats:
     """What a copy did, for reports and for tests that check work was not repeated."""
@@ -137,17 +150,26 @@ class Copier:
     ) -> None:
         @contextlib.asynccontextmanager
         async def open_source() -> AsyncIterator[AsyncIterator[bytes]]:
-            async with source.open_blob(source_path, blob) as chunks:
-                yield self._counted(chunks) if self._on_bytes else chunks
+            async with contextlib.AsyncExitStack() as stack:
+                try:
+                    chunks = await stack.enter_async_context(source.open_blob(source_path, blob))
+                except RegistryError as error:
+                    raise BlobTransferFailed(_READING, error) from None
+                yield self._from_source(chunks)
 
         async with self._transfer_slots:
             # One retry budget for the whole transfer: a streamed body is never sent twice
             # into one upload session; each try opens a new session and reads the source again.
-            result = await retrying(
-                self._registries.options.retry,
-                lambda: target.upload_blob(target_path, blob, open_source, mount_from=mount_from),
-                f"{target.host}/{target_path}: blob {blob.digest}",
-            )
+            try:
+                result = await retrying(
+                    self._registries.options.retry,
+                    lambda: target.upload_blob(target_path, blob, open_source, mount_from=mount_from),
+                    f"{target.host}/{target_path}: blob {blob.digest}",
+                )
+            except BlobTransferFailed:
+                raise
+            except RegistryError as error:
+                raise BlobTransferFailed(_WRITING, error) from None
         if result is BlobTransfer.MOUNTED and mount_from == target_path:
             self.stats.blobs_present += 1
         elif result is BlobTransfer.MOUNTED:
@@ -156,10 +178,15 @@ class Copier:
             self.stats.blobs_uploaded += 1
             self.stats.bytes_uploaded += blob.size
 
-    async def _counted(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        async for chunk in chunks:
-            self._on_bytes(len(chunk))
-            yield chunk
+    async def _from_source(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """The source's bytes, counted for progress; a failure says it was the source's."""
+        try:
+            async for chunk in chunks:
+                if self._on_bytes:
+                    self._on_bytes(len(chunk))
+                yield chunk
+        except RegistryError as error:
+            raise BlobTransferFailed(_READING, error) from None
 
 
 async def _gather(coroutines) -> None:
