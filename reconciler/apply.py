@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from typing import Protocol
+import signal
+from collections.abc import Awaitable
+from typing import Protocol, TypeVar
 
 import attrs
 
@@ -15,12 +17,15 @@ from reconciler.registry.client import Registries
 from reconciler.registry.copy import Copier, CopyStats
 from reconciler.registry.errors import RegistryError, ResponseError
 
+T = TypeVar("T")
+
 
 class Outcome(enum.Enum):
     COPIED = "copied"
     UNCHANGED = "unchanged"
     REFUSED = "refused"
     FAILED = "failed"
+    INTERRUPTED = "interrupted"
 
 
 @attrs.frozen
@@ -43,6 +48,47 @@ class Report:
 
     def count(self, outcome: Outcome) -> int:
         return sum(image.outcome is outcome for image in self.images)
+
+
+class Interrupted(Exception):
+    """The work was abandoned because a stop was requested."""
+
+
+class Interruption:
+    """A stop asked for by a signal (CI cancelling a job, Ctrl-C).
+
+    After it no image starts, and copies in flight are abandoned before their tag; a tag
+    push already under way finishes (it is one or two requests), so every tag is either
+    the locked content or untouched, and the report says which images were not done.
+    """
+
+    def __init__(self) -> None:
+        self.signal: signal.Signals | None = None
+        self._requested = asyncio.Event()
+
+    def request(self, signum: int) -> None:
+        if self.signal is None:
+            self.signal = signal.Signals(signum)
+        self._requested.set()
+
+    @property
+    def requested(self) -> bool:
+        return self._requested.is_set()
+
+    async def run(self, work: Awaitable[T]) -> T:
+        """``work``'s result, or Interrupted (with ``work`` cancelled) if a stop comes first."""
+        task = asyncio.ensure_future(work)
+        stop = asyncio.ensure_future(self._requested.wait())
+        try:
+            await asyncio.wait((task, stop), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if task.cancelled():
+            raise Interrupted
+        return task.result()
 
 
 class StalePlan(RegistryError):
@@ -79,17 +125,25 @@ class ApplyObserver(Protocol):
 
 
 async def apply_plan(
-    registries: Registries, plan: Plan, concurrency: int = 8, observer: ApplyObserver | None = None
+    registries: Registries,
+    plan: Plan,
+    concurrency: int = 8,
+    observer: ApplyObserver | None = None,
+    interruption: Interruption | None = None,
 ) -> Report:
     copier = Copier(registries, on_bytes=observer.bytes_sent if observer else None)
     slots = asyncio.Semaphore(concurrency)
+    interruption = interruption or Interruption()
 
     async def apply_one(image: PlannedImage) -> AppliedImage:
         async with slots:
-            try:
-                result = await _apply_image(registries, copier, image)
-            except RegistryError as error:
-                result = _result(image, Outcome.FAILED, str(error))
+            if interruption.requested:
+                result = _result(image, Outcome.INTERRUPTED, "not started")
+            else:
+                try:
+                    result = await _apply_image(registries, copier, image, interruption)
+                except RegistryError as error:
+                    result = _result(image, Outcome.FAILED, str(error))
         if observer:
             observer.image_done(result)
         return result
@@ -103,7 +157,9 @@ def _result(image: PlannedImage, outcome: Outcome, message: str | None = None) -
     return AppliedImage(image.source, image.target, str(image.digest), outcome, message)
 
 
-async def _apply_image(registries: Registries, copier: Copier, image: PlannedImage) -> AppliedImage:
+async def _apply_image(
+    registries: Registries, copier: Copier, image: PlannedImage, interruption: Interruption
+) -> AppliedImage:
     if image.action is Action.UNCHANGED:
         return _result(image, Outcome.UNCHANGED)
     if image.action is not Action.CREATE:
@@ -111,7 +167,12 @@ async def _apply_image(registries: Registries, copier: Copier, image: PlannedIma
     source = reference.parse(image.source)
     target = reference.parse(image.target)
     target_client = registries.client(target.repository)
-    manifest = await copier.copy_referenced(source.repository, image.digest, target.repository)
+    try:
+        manifest = await interruption.run(copier.copy_referenced(source.repository, image.digest, target.repository))
+    except Interrupted:
+        return _result(image, Outcome.INTERRUPTED, "stopped while copying; its tag was not pushed")
+    if interruption.requested:
+        return _result(image, Outcome.INTERRUPTED, "copied, but stopped before its tag was pushed")
     held = await target_client.resolve_digest(target.repository.path, str(target.tag))
     if held is not None and held != image.digest:
         return _result(image, Outcome.REFUSED,

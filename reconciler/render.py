@@ -17,6 +17,7 @@ _SYMBOLS = {
 _PROBLEM_STYLES = {
     Outcome.REFUSED: ("!", "red"),
     Outcome.FAILED: ("x", "red"),
+    Outcome.INTERRUPTED: ("-", "yellow"),
 }
 
 
@@ -91,10 +92,12 @@ def report_text(report: Report) -> Text:
         text.append(f"  {symbol} {image.target}", style=style)
         text.append(f"  {image.outcome.value}" + (f": {image.message}" if image.message else "") + "\n")
     stats = report.stats
+    counts = (f"Apply: {report.count(Outcome.COPIED)} copied, {report.count(Outcome.UNCHANGED)} unchanged, "
+              f"{report.count(Outcome.REFUSED)} refused, {report.count(Outcome.FAILED)} failed")
+    if interrupted := report.count(Outcome.INTERRUPTED):
+        counts += f", {interrupted} interrupted"
     text.append(
-        f"Apply: {report.count(Outcome.COPIED)} copied, {report.count(Outcome.UNCHANGED)} unchanged, "
-        f"{report.count(Outcome.REFUSED)} refused, {report.count(Outcome.FAILED)} failed "
-        f"({stats.blobs_uploaded} blobs uploaded, {stats.blobs_mounted} mounted, "
+        f"{counts} ({stats.blobs_uploaded} blobs uploaded, {stats.blobs_mounted} mounted, "
         f"{stats.blobs_present} already there; {format_size(stats.bytes_uploaded)} sent).",
         style="bold",
     )

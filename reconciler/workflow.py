@@ -13,7 +13,7 @@ from pathlib import Path
 import attrs
 
 from reconciler import documents, lockfile
-from reconciler.apply import ApplyObserver, Outcome, Report, apply_plan, check_fresh
+from reconciler.apply import ApplyObserver, Interruption, Outcome, Report, apply_plan, check_fresh
 from reconciler.config import Config
 from reconciler.errors import InputError
 from reconciler.lockfile import Lockfile
@@ -79,6 +79,7 @@ async def apply(
     lock_path: Path,
     saved_plan: Plan | None = None,
     observer: ApplyObserver | None = None,
+    interruption: Interruption | None = None,
 ) -> tuple[Plan, Report]:
     """Apply a saved plan after checking it is still fresh, or plan and apply in one go."""
     current = matching_lock(config, lock_path)
@@ -87,7 +88,7 @@ async def apply(
         chosen = saved_plan
     else:
         chosen = await make_plan(registries, current, ask_sources=False)
-    return chosen, await apply_plan(registries, chosen, observer=observer)
+    return chosen, await apply_plan(registries, chosen, observer=observer, interruption=interruption)
 
 
 class SyncStatus(enum.Enum):
@@ -122,7 +123,11 @@ class SyncResult:
 
 
 async def sync(
-    registries: Registries, config: Config, dry_run: bool, observer: ApplyObserver | None = None
+    registries: Registries,
+    config: Config,
+    dry_run: bool,
+    observer: ApplyObserver | None = None,
+    interruption: Interruption | None = None,
 ) -> SyncResult:
     """The original tool's run: resolve each source now, copy what the target lacks.
 
@@ -134,7 +139,7 @@ async def sync(
         resolved[image.target] for image in config.desired if image.target in resolved
     ))
     current = await make_plan(registries, pins, ask_sources=False)  # the sources were just resolved
-    report = None if dry_run else await apply_plan(registries, current, observer=observer)
+    report = None if dry_run else await apply_plan(registries, current, observer=observer, interruption=interruption)
     outcomes = {image.target: image for image in report.images} if report else {}
     images = [
         SyncedImage(image.source, image.target, None, SyncStatus.FAILED, errors[image.target])
@@ -143,10 +148,13 @@ async def sync(
     for planned in current.images:
         status, message = _sync_status(planned, dry_run)
         applied = outcomes.get(planned.target)
-        if applied is not None and applied.outcome in (Outcome.FAILED, Outcome.REFUSED) and status is not SyncStatus.DIFFER:
+        if applied is not None and applied.outcome in _NOT_DONE and status is not SyncStatus.DIFFER:
             status, message = SyncStatus.FAILED, applied.message
         images.append(SyncedImage(planned.source, planned.target, str(planned.digest), status, message))
     return SyncResult(tuple(sorted(images, key=lambda image: image.target)), report)
+
+
+_NOT_DONE = (Outcome.FAILED, Outcome.REFUSED, Outcome.INTERRUPTED)
 
 
 def _sync_status(planned: PlannedImage, dry_run: bool) -> tuple[SyncStatus, str | None]:
