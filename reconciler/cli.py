@@ -1,6 +1,9 @@
 """The command line: parse options, call a workflow function, render what it returns.
 
-Expected failures (bad input, a registry saying no) are one ``error:`` line and exit 1.
+Exit status: 0 ok; 1 a failure, a refusal or bad input (one ``error:`` line); 2 a usage
+error (one ``error:`` line and where to find help), or changes with ``plan
+--detailed-exitcode``; 130 interrupted (reported by ``reconciler.__main__``, which also
+turns anything unexpected into one line).
 """
 
 from __future__ import annotations
@@ -19,20 +22,23 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from typer._click.exceptions import NoArgsIsHelpError, UsageError  # click, as typer bundles it
 
 from reconciler import config as config_file
 from reconciler import documents, lockfile, render, workflow
 from reconciler import plan as plan_module
 from reconciler.apply import Report
-from reconciler.errors import InputError
+from reconciler.errors import InputError, one_line
 from reconciler.progress import apply_progress
+from reconciler.registry import credentials
 from reconciler.registry.errors import RegistryError
-from reconciler.registry.proxy import InvalidProxy, ProxySettings
+from reconciler.registry.proxy import ProxySettings
 from reconciler.registry.retry import RetryPolicy
-from reconciler.registry.transport import TransportOptions
+from reconciler.registry.transport import TransportOptions, tls_trust
 from reconciler.session import SessionOptions, open_registries
 
 T = TypeVar("T")
+INTERRUPTED = 130
 
 app = typer.Typer(
     name="image-syncer",
@@ -48,7 +54,17 @@ stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 def _print_error(message: str) -> None:
     """Expected failures: one red line, never read as rich markup (paths may hold brackets)."""
-    stderr.print(f"error: {message}", style="red", markup=False)
+    stderr.print(f"error: {one_line(message)}", style="red", markup=False)
+
+
+def _print_usage_error(error: UsageError, args: Sequence[str]) -> None:
+    """click's message as our one line, instead of its usage text in a box."""
+    _print_error(error.format_message())
+    if error.ctx is not None:
+        command = error.ctx.command_path
+    else:  # a flag's missing value is found before the subcommand has a context
+        command = " ".join(["image-syncer", *[arg for arg in args if arg in _COMMANDS][:1]])
+    stderr.print(f"Try '{command} -h' for help.", markup=False)
 
 
 ImagesFile = Annotated[
@@ -142,20 +158,19 @@ def registry_command(command: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(command)
     def with_session(**options: Any) -> None:
         _setup_logging(options.pop("debug"))
-        try:
-            proxies = ProxySettings.from_environment(os.environ)
-        except InvalidProxy as error:
-            _print_error(str(error))
-            raise typer.Exit(1) from None
+        ca_file = options.pop("ca_file") or None
+        if ca_file is not None:
+            tls_trust(verify=True, ca_file=ca_file)  # loaded once per run; a bad file fails here, not per image
+        credentials.check_auth_files()
         session = SessionOptions(
             transport=TransportOptions(
-                ca_file=options.pop("ca_file") or None,
+                ca_file=ca_file,
                 insecure_registries=frozenset(options.pop("insecure_registry") or ()),
                 max_connections=options.pop("max_requests"),
                 retry=RetryPolicy(attempts=options.pop("retries") + 1),
                 timeout=options.pop("timeout"),
                 chunk_size=chunk_mib * 1024 * 1024 if (chunk_mib := options.pop("upload_chunk_mib")) else None,
-                proxies=proxies,
+                proxies=ProxySettings.from_environment(os.environ),
             ),
             target_key_file=options.pop("target_key_file"),
             access_token=options.pop("access_token"),
@@ -167,23 +182,18 @@ def registry_command(command: Callable[..., None]) -> Callable[..., None]:
 
 
 def _run(work: Callable[[], Awaitable[T]]) -> T:
-    """Run a coroutine; expected failures become one line and exit code 1."""
-    try:
-        return asyncio.run(work())
-    except (InputError, RegistryError) as error:
-        _print_error(str(error))
-        raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        stderr.print("interrupted", style="red")
-        raise typer.Exit(130) from None
+    """Run a coroutine; what asyncio reports of tasks nobody awaited goes to the debug log, never the user."""
+    with asyncio.Runner() as runner:
+        runner.get_loop().set_exception_handler(_log_unawaited_failure)
+        return runner.run(work())
+
+
+def _log_unawaited_failure(_: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    logging.getLogger("reconciler").debug("asyncio: %s", context["message"], exc_info=context.get("exception"))
 
 
 def _load_config(images_file: Path) -> config_file.Config:
-    try:
-        loaded = config_file.load(images_file)
-    except InputError as error:
-        _print_error(str(error))
-        raise typer.Exit(1) from None
+    loaded = config_file.load(images_file)
     for image in loaded.desired:
         if image.amd64_only:
             logging.getLogger("reconciler").warning(
@@ -214,16 +224,11 @@ def lock(
 ) -> None:
     """Pin every source of images.yaml to a digest in images.lock."""
     if names and not upgrade:
-        stderr.print("error: naming sources needs --upgrade", style="red")
-        raise typer.Exit(1)
+        raise UsageError("naming sources needs --upgrade")
     loaded = _load_config(images_file)
     lock_path = _lock_path(images_file, lock_file)
     if check:
-        try:
-            lines = lockfile.differences(loaded, lockfile.load(lock_path))
-        except InputError as error:
-            _print_error(str(error))
-            raise typer.Exit(1) from None
+        lines = lockfile.differences(loaded, lockfile.load(lock_path))
         if lines:
             stderr.print(f"{lock_path} does not match {images_file}:", markup=False)
             for line in lines:
@@ -231,6 +236,7 @@ def lock(
             raise typer.Exit(1)
         stderr.print(f"{lock_path} matches {images_file}.", markup=False)
         return
+    documents.check_writable(lock_path)
 
     async def work() -> workflow.LockResult:
         async with open_registries(session, _targets(loaded)) as registries:
@@ -267,9 +273,8 @@ def plan(
 ) -> None:
     """Show what apply would do, asking each registry with HEAD requests only."""
     loaded = _load_config(images_file)
-    if out is not None and not out.parent.is_dir():
-        _print_error(f"{out}: cannot write: no directory {out.parent}")
-        raise typer.Exit(1)
+    if out is not None:
+        documents.check_writable(out)
 
     async def work() -> plan_module.Plan:
         async with open_registries(session, _targets(loaded)) as registries:
@@ -303,13 +308,7 @@ def apply(
 ) -> None:
     """Copy exactly the locked digests; refuse any target tag that holds something else."""
     loaded = _load_config(images_file)
-    saved = None
-    if plan_file is not None:
-        try:
-            saved = plan_module.load(plan_file)
-        except InputError as error:
-            _print_error(str(error))
-            raise typer.Exit(1) from None
+    saved = plan_module.load(plan_file) if plan_file is not None else None
 
     async def work() -> Report:
         async with open_registries(session, _targets(loaded)) as registries:
@@ -334,8 +333,7 @@ def _parse_bool(value: str, name: str) -> bool:
         return True
     if value.strip().lower() in _FALSE:
         return False
-    _print_error(f"{name} must be true or false, not {value!r}")
-    raise typer.Exit(1)
+    raise typer.BadParameter(f"{value!r} is not true or false", param_hint=f"'{name}'")
 
 
 @app.command()
@@ -410,10 +408,21 @@ def _seed_compatible(args: list[str]) -> list[str]:
     return rewritten
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = list(sys.argv[1:] if argv is None else argv)
-    app(args=_seed_compatible(args), prog_name="image-syncer")
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command line and return its exit status (see the module's docstring)."""
+    args = _seed_compatible(list(sys.argv[1:] if argv is None else argv))
+    try:
+        status = app(args=args, prog_name="image-syncer", standalone_mode=False)
+    except NoArgsIsHelpError as error:
+        error.show()
+        return error.exit_code
+    except UsageError as error:
+        _print_usage_error(error, args)
+        return error.exit_code
+    except (InputError, RegistryError) as error:
+        _print_error(str(error))
+        return 1
+    if status == INTERRUPTED:
+        raise KeyboardInterrupt  # typer made a Ctrl-C exit status 130; the entry point reports every interrupt
+    return status or 0
 
-
-if __name__ == "__main__":
-    main()

@@ -2,11 +2,15 @@
 
 A cattrs converter with camelCase keys that refuses unknown keys and type
 coercion, and YAML documents that keep their node tree so any error can say
-where it is. JSON is YAML, so saved plans are read the same way.
+where it is. JSON is YAML, so saved plans are read the same way. Reading is
+bounded: files past 10 MiB, anchors and aliases (a "billion laughs" expands a
+few hundred bytes into billions of nodes) and deep nesting are refused.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import tempfile
 import typing
@@ -27,11 +31,15 @@ from cattrs.errors import (
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from reconciler.errors import InputError
+from reconciler.registry import files
 from reconciler.registry.digest import Digest
 
 # libyaml when PyYAML was built with it: ten times faster on a lock of a thousand images.
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 SafeDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+MAX_DEPTH = 16
+"""Our files nest four levels deep; far deeper is a bomb, not a schema error."""
+_TEMPORARY_SUFFIX = ".image-syncer-tmp"
 _YAML_KINDS = {
     bool: "a boolean",
     int: "a number",
@@ -133,6 +141,35 @@ def _failures(error: BaseException, path: KeyPath) -> Iterator[tuple[KeyPath, st
         yield path, str(error), None
 
 
+class _Loader(_SafeLoader):
+    """The safe loader, with a value it cannot convert (a 5000-digit number, a 13th month)
+    reported as a YAML error at its line instead of a bare ValueError."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except ValueError as error:
+            raise yaml.constructor.ConstructorError(None, None, str(error), node.start_mark) from None
+
+
+def _refuse_aliases_and_depth(path: Path, text: str) -> None:
+    """Our files never need anchors, aliases or deep nesting; refusing them keeps every later walk linear."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_SafeLoader):
+        if isinstance(event, yaml.NodeEvent) and event.anchor is not None:
+            sign = "*" if isinstance(event, yaml.AliasEvent) else "&"
+            raise InputError(
+                path, f'YAML anchors and aliases are not allowed here: "{sign}{event.anchor}"',
+                line=event.start_mark.line + 1,
+            )
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise InputError(path, f"nested deeper than {MAX_DEPTH} levels", line=event.start_mark.line + 1)
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
 @attrs.frozen
 class YamlDocument:
     """A parsed YAML file plus its node tree, so any error can name its line."""
@@ -146,18 +183,25 @@ class YamlDocument:
     @classmethod
     def read(cls, path: Path, entry_key: str, if_missing: str) -> YamlDocument:
         try:
-            text = path.read_text(encoding="utf-8")
+            text = files.read_text(path)
         except FileNotFoundError:
             raise InputError(path, if_missing) from None
-        except (OSError, UnicodeDecodeError) as error:
-            raise InputError(path, f"cannot read: {error}") from None
-        loader = _SafeLoader(text)
+        except OSError as error:
+            raise InputError(path, f"cannot read: {error.strerror or error}") from None
+        except UnicodeDecodeError as error:
+            line = error.object.count(b"\n", 0, error.start) + 1
+            raise InputError(path, f"not UTF-8 text: byte 0x{error.object[error.start]:02x}", line=line) from None
+        loader = _Loader(text)
         try:
+            _refuse_aliases_and_depth(path, text)
             root = loader.get_single_node()
             data = loader.construct_document(root) if root is not None else None
         except yaml.MarkedYAMLError as error:
             line = error.problem_mark.line + 1 if error.problem_mark else None
             raise InputError(path, f"invalid YAML: {error.problem or error.context}", line=line) from None
+        except yaml.reader.ReaderError as error:
+            line = text.count("\n", 0, error.position) + 1
+            raise InputError(path, f"invalid YAML: {error.reason}", line=line) from None
         finally:
             loader.dispose()
         document = cls(path=path, data=data, root=root, entry_key=entry_key)
@@ -253,22 +297,77 @@ def converter() -> cattrs.Converter:
     return strict
 
 
+def check_writable(path: Path) -> None:
+    """Refuse before any work a path that write_atomic could not replace."""
+    if path.is_dir():
+        raise InputError(path, "cannot write: it is a directory")
+    if not path.parent.is_dir():
+        raise InputError(path, f"cannot write: no directory {path.parent}")
+    if not os.access(path.parent, os.W_OK):
+        raise InputError(path, f"cannot write: no permission to write in {path.parent}")
+
+
 def write_atomic(path: str | Path, text: str) -> None:
-    """Replace ``path`` all at once, so an interrupted write never leaves half a file."""
+    """Replace ``path`` all at once: killed at any point, it leaves the old file or the new one.
+
+    The new text is written beside it to ``.<name>.<random>.image-syncer-tmp``, which its
+    writer holds locked while it lives; the next write removes those of killed writers.
+    """
     path = Path(path)
     try:
-        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        _remove_abandoned_temporaries(path)
+        with _temporary_beside(path) as (descriptor, temporary):
+            unwritten = memoryview(text.encode("utf-8"))
+            while unwritten:
+                unwritten = unwritten[os.write(descriptor, unwritten):]
+            os.fchmod(descriptor, 0o644)  # mkstemp's 0600 would stick to a committed file
+            os.fsync(descriptor)
+            os.replace(temporary, path)
     except OSError as error:
         raise InputError(path, f"cannot write: {error.strerror or error}") from None
+
+
+@contextlib.contextmanager
+def _temporary_beside(path: Path) -> Iterator[tuple[int, str]]:
+    """A new file beside ``path``, locked until closed; removed again unless renamed."""
+    while True:
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TEMPORARY_SUFFIX)
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        if _is_same_file(descriptor, temporary):
+            break
+        os.close(descriptor)  # another write took it for abandoned before we locked it
     try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fchmod(file.fileno(), 0o644)  # mkstemp's 0600 would stick to a committed file
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException as error:
+        yield descriptor, temporary
+    except BaseException:
         Path(temporary).unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise InputError(path, f"cannot write: {error.strerror or error}") from None
         raise
+    finally:
+        os.close(descriptor)
+
+
+def _remove_abandoned_temporaries(path: Path) -> None:
+    """Remove the temporaries beside ``path`` whose writer is gone: nobody holds their lock."""
+    prefix = f".{path.name}."
+    with os.scandir(path.parent) as entries:
+        candidates = [entry.path for entry in entries
+                      if entry.name.startswith(prefix) and entry.name.endswith(_TEMPORARY_SUFFIX)]
+    for candidate in candidates:
+        try:
+            descriptor = os.open(candidate, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if _is_same_file(descriptor, candidate):
+                os.unlink(candidate)
+        except OSError:
+            pass  # still being written (locked), or not ours to remove
+        finally:
+            os.close(descriptor)
+
+
+def _is_same_file(descriptor: int, name: str) -> bool:
+    try:
+        return os.path.samestat(os.fstat(descriptor), os.stat(name))
+    except FileNotFoundError:
+        return False

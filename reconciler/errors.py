@@ -3,6 +3,26 @@
 from __future__ import annotations
 
 import os
+import re
+
+MAX_QUOTED = 80
+"""A value quoted in an error message is cut to this many characters: a 1 MiB source is no message."""
+MAX_MESSAGE = 1000
+"""Whatever a message holds unquoted, the line printed is cut to this many characters."""
+# Quotes that open after a letter are apostrophes ("doesn't"), not values.
+_QUOTED = re.compile(r"(?<!\w)'[^'\n]*'|(?<!\w)\"[^\"\n]*\"")
+
+
+def shorten(text: str, limit: int = MAX_QUOTED) -> str:
+    """``text``, or its start and ``…`` when longer than ``limit`` characters."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def one_line(message: str) -> str:
+    """An error message as the CLI prints it: one line, every quoted value cut short, bounded."""
+    flat = " ".join(message.splitlines())
+    return shorten(_QUOTED.sub(lambda quoted: quoted[0][0] + shorten(quoted[0][1:-1]) + quoted[0][0], flat),
+                   MAX_MESSAGE)
 
 
 class InputError(Exception):

@@ -20,6 +20,7 @@ from typing import Any
 
 import attrs
 
+from reconciler.registry import files
 from reconciler.registry.errors import RegistryError
 from reconciler.registry.reference import DOCKER_HUB_ALIASES, DOCKER_HUB
 
@@ -30,6 +31,8 @@ HELPER_TIMEOUT_SECONDS = 10
 _HELPER_TOKEN_USERNAME = "<token>"
 _HELPER_NOT_FOUND = b"credentials not found"
 _VERSION_PATH = re.compile(r"/(?:v[0-9]+/?)?")
+JSON_TOO_COMPLEX = "nested too deeply or a number too long"
+"""What json.loads means by a RecursionError or a bare ValueError (Python's limit on digits)."""
 
 
 @attrs.frozen
@@ -69,23 +72,41 @@ def lookup(registry: str, environ: Mapping[str, str] | None = None) -> Credentia
     return None
 
 
+def check_auth_files(environ: Mapping[str, str] | None = None) -> None:
+    """Read every auth file now, so a broken one fails the run before any request, as docker's does.
+
+    Credential helpers are left alone: they run only for a registry that is contacted.
+    """
+    environ = os.environ if environ is None else environ
+    for path in _auth_files(environ):
+        config = _read_config(path)
+        if config is None:
+            continue
+        for key, helper in _section(config, "credHelpers", path).items():
+            _helper_name(helper, f"credHelpers[{key!r}]", path)
+        if "credsStore" in config:
+            _helper_name(config["credsStore"], "credsStore", path)
+        for key, entry in _section(config, "auths", path).items():
+            _parse_entry(entry, f"auths[{key!r}]", path)
+
+
 def _auth_files(environ: Mapping[str, str]) -> list[Path]:
-    files = []
+    paths = []
     if environ.get("REGISTRY_AUTH_FILE"):
-        files.append(Path(environ["REGISTRY_AUTH_FILE"]))
+        paths.append(Path(environ["REGISTRY_AUTH_FILE"]))
     if environ.get("XDG_RUNTIME_DIR"):
-        files.append(Path(environ["XDG_RUNTIME_DIR"], "containers", "auth.json"))
+        paths.append(Path(environ["XDG_RUNTIME_DIR"], "containers", "auth.json"))
     if environ.get("DOCKER_CONFIG"):
-        files.append(Path(environ["DOCKER_CONFIG"], "config.json"))
+        paths.append(Path(environ["DOCKER_CONFIG"], "config.json"))
     elif environ.get("HOME"):
-        files.append(Path(environ["HOME"], ".docker", "config.json"))
-    return files
+        paths.append(Path(environ["HOME"], ".docker", "config.json"))
+    return paths
 
 
 def _read_config(path: Path) -> dict[str, Any] | None:
     """The parsed file, or None when it does not exist."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = files.read_text(path)
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as error:
@@ -99,6 +120,8 @@ def _read_config(path: Path) -> dict[str, Any] | None:
         raise CredentialsError(
             f"{path}: invalid JSON at line {error.lineno} column {error.colno}"
         ) from None
+    except (ValueError, RecursionError):
+        raise CredentialsError(f"{path}: invalid JSON: {JSON_TOO_COMPLEX}") from None
     if not isinstance(config, dict):
         raise CredentialsError(f"{path}: expected a JSON object at the top level")
     return config

@@ -26,7 +26,8 @@ import google.oauth2.credentials
 import httpx
 from google.oauth2 import service_account
 
-from reconciler.registry.credentials import Credentials, CredentialsError
+from reconciler.registry import files
+from reconciler.registry.credentials import JSON_TOO_COMPLEX, Credentials, CredentialsError
 
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 # The user name Google registries expect alongside an OAuth2 access token.
@@ -123,13 +124,16 @@ class GoogleTokenSource:
         The metadata server (GCE, GKE, Cloud Run) is not among them: google-auth reaches it
         only through ``requests``, which this tool does not depend on.
         """
+        configured = os.environ.get(google.auth.environment_vars.CREDENTIALS)
         try:
+            if configured:
+                # Read once within the bound first: google-auth reads any size, and lets OSError out.
+                files.read_text(configured)
             with _http_client() as client:
                 google_credentials, _project = google.auth.default(
                     scopes=[CLOUD_PLATFORM_SCOPE], request=HttpxRequest(client)
                 )
-        except google.auth.exceptions.DefaultCredentialsError as error:
-            configured = os.environ.get(google.auth.environment_vars.CREDENTIALS)
+        except (google.auth.exceptions.DefaultCredentialsError, OSError, UnicodeDecodeError) as error:
             if not configured:
                 return None
             # The user pointed at a file: silently syncing anonymously would hide the mistake.
@@ -182,8 +186,7 @@ def google_token_source(key_file: str | None, access_token: str | None) -> Googl
 def _read_key_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The key file's JSON, checked; errors name the file and the fault, never the content."""
     try:
-        with open(path, encoding="utf-8") as file:
-            info = json.load(file)
+        info = json.loads(files.read_text(path))
     except FileNotFoundError:
         raise CredentialsError(f"Google key file {path} does not exist") from None
     except OSError as error:
@@ -195,6 +198,8 @@ def _read_key_file(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"Google key file {path} is not JSON: {error.msg} at line {error.lineno} "
             f"column {error.colno}"
         ) from None
+    except (ValueError, RecursionError):
+        raise CredentialsError(f"Google key file {path} is not JSON: {JSON_TOO_COMPLEX}") from None
     if not isinstance(info, dict):
         raise CredentialsError(f"Google key file {path} is not a JSON object")
     if info.get("type") != "service_account":
@@ -208,7 +213,11 @@ def _read_key_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     return info
 
 
-def _message(error: google.auth.exceptions.GoogleAuthError) -> str:
-    """google-auth's message without the response data it carries in further args."""
+def _message(error: Exception) -> str:
+    """Why, in one line: never a file's content, nor the response data google-auth carries in further args."""
+    if isinstance(error, OSError):
+        return error.strerror or type(error).__name__
+    if isinstance(error, UnicodeDecodeError):
+        return "not UTF-8 text"
     message = str(error.args[0]) if error.args else type(error).__name__
     return " ".join(message.split())

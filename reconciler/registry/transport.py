@@ -18,6 +18,7 @@ from typing import Any
 import attrs
 import httpx
 
+from reconciler.registry import files
 from reconciler.registry.engine import AiohttpTransport, NameNotResolved, ProxyAuthenticationRequired, TLSFailure
 from reconciler.registry.errors import RegistryError
 from reconciler.registry.proxy import DIRECT, ProxySettings
@@ -61,7 +62,7 @@ def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:
 
 
 @functools.cache
-def _tls(verify: bool, ca_file: str | None) -> ssl.SSLContext | bool:
+def tls_trust(verify: bool, ca_file: str | None) -> ssl.SSLContext | bool:
     """What the engine verifies with, one per setting for the whole run (a CA bundle takes tens of ms to load).
 
     The system's CAs, as the Go original and docker trust them (OpenSSL's paths, so
@@ -71,7 +72,17 @@ def _tls(verify: bool, ca_file: str | None) -> ssl.SSLContext | bool:
     if not verify:
         return False
     if ca_file:
-        return ssl.create_default_context(cafile=ca_file)
+        try:
+            bundle = files.read_text(ca_file)
+            if bundle.strip():  # an empty one would mean the system's CAs to create_default_context
+                return ssl.create_default_context(cadata=bundle)
+        except (UnicodeDecodeError, ssl.SSLError):
+            pass
+        except FileNotFoundError:
+            raise RegistryError(f"CA file {ca_file}: file not found") from None
+        except OSError as error:
+            raise RegistryError(f"CA file {ca_file}: cannot read: {error.strerror or error}") from None
+        raise RegistryError(f"CA file {ca_file}: not a bundle of PEM certificates")
     if _system_has_cas():
         return True
     return httpx.create_ssl_context(verify=True, trust_env=False)  # certifi's bundle
@@ -102,7 +113,7 @@ class Transport:
         self._insecure = options.is_insecure(host)
         self._plain_http_allowed = options.allows_plain_http(host)
         self._engine = AiohttpTransport(
-            _tls(verify=not self._insecure, ca_file=options.ca_file),
+            tls_trust(verify=not self._insecure, ca_file=options.ca_file),
             max_connections=options.max_connections,
             proxies=options.proxies,
         )
