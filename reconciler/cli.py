@@ -14,6 +14,7 @@ import functools
 import inspect
 import logging
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -27,7 +28,7 @@ from typer._click.exceptions import NoArgsIsHelpError, UsageError  # click, as t
 from reconciler import config as config_file
 from reconciler import documents, lockfile, render, workflow
 from reconciler import plan as plan_module
-from reconciler.apply import Report
+from reconciler.apply import Interruption, Report
 from reconciler.errors import InputError, one_line
 from reconciler.progress import apply_progress
 from reconciler.registry import credentials
@@ -39,6 +40,7 @@ from reconciler.session import SessionOptions, open_registries
 
 T = TypeVar("T")
 INTERRUPTED = 130
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 app = typer.Typer(
     name="image-syncer",
@@ -181,11 +183,54 @@ def registry_command(command: Callable[..., None]) -> Callable[..., None]:
     return with_session
 
 
-def _run(work: Callable[[], Awaitable[T]]) -> T:
-    """Run a coroutine; what asyncio reports of tasks nobody awaited goes to the debug log, never the user."""
+class _Stopped(Exception):
+    """A SIGINT or SIGTERM ended the command; the exit status is 128 + the signal's number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _stop_on_sigterm(signum: int, _frame: object) -> None:
+    raise _Stopped(signum)
+
+
+def _run(work: Callable[[], Awaitable[T]], interruption: Interruption | None = None) -> T:
+    """Run a coroutine; what asyncio reports of tasks nobody awaited goes to the debug log, never the user.
+
+    SIGINT and SIGTERM (how CI cancels a job) stop the work: with an ``interruption``
+    the first one asks it to wind down (apply: no new image, no tag on an incomplete
+    one, then the report), a second one, or any without, cancels it at once.
+    """
+
+    async def guarded() -> T:
+        loop = asyncio.get_running_loop()
+        main = asyncio.current_task()
+        received: list[int] = []
+
+        def on_signal(signum: int) -> None:
+            received.append(signum)
+            if interruption is not None and len(received) == 1:
+                interruption.request(signum)
+            else:
+                main.cancel()
+
+        for signum in _STOP_SIGNALS:
+            loop.add_signal_handler(signum, on_signal, signum)
+        try:
+            return await work()
+        except asyncio.CancelledError:
+            if received:
+                raise _Stopped(received[0]) from None
+            raise
+        finally:
+            for signum in _STOP_SIGNALS:
+                loop.remove_signal_handler(signum)
+            signal.signal(signal.SIGTERM, _stop_on_sigterm)
+
     with asyncio.Runner() as runner:
         runner.get_loop().set_exception_handler(_log_unawaited_failure)
-        return runner.run(work())
+        return runner.run(guarded())
 
 
 def _log_unawaited_failure(_: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -309,17 +354,21 @@ def apply(
     """Copy exactly the locked digests; refuse any target tag that holds something else."""
     loaded = _load_config(images_file)
     saved = plan_module.load(plan_file) if plan_file is not None else None
+    interruption = Interruption()
 
     async def work() -> Report:
         async with open_registries(session, _targets(loaded)) as registries:
             with apply_progress(stderr, len(loaded.desired)) as observer:
                 _, report = await workflow.apply(
-                    registries, loaded, _lock_path(images_file, lock_file), saved, observer=observer
+                    registries, loaded, _lock_path(images_file, lock_file), saved, observer=observer,
+                    interruption=interruption,
                 )
             return report
 
-    report = _run(work)
+    report = _run(work, interruption)
     stdout.print(render.report_text(report))
+    if interruption.signal is not None:
+        raise _Stopped(interruption.signal)
     if not report.ok:
         raise typer.Exit(1)
 
@@ -352,13 +401,14 @@ def sync(
     """The original image-syncer: copy sources the target lacks, stop on a changed one. No lock file."""
     dry = _parse_bool(dry_run, "--dry-run")
     loaded = _load_config(images_file)
+    interruption = Interruption()
 
     async def work() -> workflow.SyncResult:
         async with open_registries(session, _targets(loaded)) as registries:
             with apply_progress(stderr, len(loaded.desired)) as observer:
-                return await workflow.sync(registries, loaded, dry, observer=observer)
+                return await workflow.sync(registries, loaded, dry, observer=observer, interruption=interruption)
 
-    result = _run(work)
+    result = _run(work, interruption)
     for image in result.images:
         line = f"{image.source} ({image.digest or 'unresolved'}) -> {image.target}: {image.status.value}"
         if image.message:
@@ -369,6 +419,8 @@ def sync(
         stdout.print(render.report_text(result.report))
     elif dry:
         stdout.print("Dry run: nothing was copied (pass --dry-run=false to copy).", markup=False)
+    if interruption.signal is not None:
+        raise _Stopped(interruption.signal)
     if not result.ok:
         raise typer.Exit(1)
 
@@ -411,6 +463,7 @@ def _seed_compatible(args: list[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command line and return its exit status (see the module's docstring)."""
     args = _seed_compatible(list(sys.argv[1:] if argv is None else argv))
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         status = app(args=args, prog_name="image-syncer", standalone_mode=False)
     except NoArgsIsHelpError as error:
@@ -422,6 +475,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (InputError, RegistryError) as error:
         _print_error(str(error))
         return 1
+    except _Stopped as stop:
+        if stop.signum == signal.SIGINT:
+            raise KeyboardInterrupt from None  # the entry point reports every Ctrl-C
+        stderr.print(f"interrupted ({stop})", markup=False)
+        return 128 + stop.signum
     if status == INTERRUPTED:
         raise KeyboardInterrupt  # typer made a Ctrl-C exit status 130; the entry point reports every interrupt
     return status or 0

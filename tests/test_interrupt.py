@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
 
 from reconciler import config, workflow
 from reconciler.apply import Interruption, Outcome, apply_plan
 from reconciler.registry.client import Registries
 from reconciler.registry.transport import TransportOptions
 from tests.harness.rawhttp import RawRegistry
-from tests.helpers_cli import write_images
+from tests.harness.skopeo import SkopeoError, skopeo_inspect_raw
+from tests.helpers_cli import cli_env, run_cli, write_images
 
 
 def test_a_stop_abandons_copies_before_their_tags_and_starts_nothing_new(
@@ -51,3 +58,43 @@ def test_a_stop_abandons_copies_before_their_tags_and_starts_nothing_new(
     assert not stopped.ok
     assert tagged == [404] * len(pushed)  # no tag on anything incomplete
     assert [image.outcome for image in again.images] == [Outcome.COPIED] * len(pushed)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_mid_apply_ends_with_the_report_and_a_rerun_converges(
+    signum, tmp_path, push_image, plain_registry, second_plain_registry, unique_repo, fault_proxy
+):
+    pushed = [push_image(kind) for kind in ("oci", "docker-list")]
+    source = fault_proxy(plain_registry)
+    write_images(tmp_path, f"{second_plain_registry.host}/{unique_repo('mirror')}/",
+                 [{"source": f"{source.host}/{image.repo}:v1"} for image in pushed])
+    assert run_cli(tmp_path, "lock").code == 0
+    source.delay("GET", "/blobs/", seconds=3.0, times=None)
+
+    apply = subprocess.Popen([sys.executable, "-m", "reconciler", "apply"], cwd=tmp_path, env=cli_env(tmp_path),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not source.requests_matching("GET", "/blobs/") and time.monotonic() < deadline:
+        time.sleep(0.05)  # copying has begun
+    apply.send_signal(signum)
+    stdout, stderr = apply.communicate(timeout=30)
+
+    assert apply.returncode == 128 + signum, stdout + stderr
+    assert "Traceback" not in stderr
+    assert stdout.splitlines()[-1].startswith(f"Apply: 0 copied, 0 unchanged, 0 refused, 0 failed, {len(pushed)} interrupted")
+    assert stderr.splitlines()[-1].startswith("interrupted")
+    for line in yaml.safe_load((tmp_path / "images.lock").read_text())["images"]:
+        assert skopeo_tag_absent(line["target"])
+
+    source.clear_rules()
+    again = run_cli(tmp_path, "apply")
+    assert again.code == 0, str(again)
+    assert again.stdout_lines[-1].startswith(f"Apply: {len(pushed)} copied")
+
+
+def skopeo_tag_absent(target: str) -> bool:
+    try:
+        skopeo_inspect_raw(target)
+    except SkopeoError as error:
+        return "manifest unknown" in error.stderr or "not found" in error.stderr.lower()
+    return False

@@ -68,11 +68,16 @@ class Copier:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        """Stop transfers nobody waits for any more (their image failed) before clients close."""
-        pending = [task for task in self._blob_tasks.values() if not task.done()]
-        for task in pending:
+        """Stop transfers nobody waits for any more (their image failed) before clients close.
+
+        Every transfer's outcome is collected, also of those that failed after their image
+        had already given up on them: that failure belongs to the image's report, not to
+        asyncio's "exception was never retrieved".
+        """
+        tasks = list(self._blob_tasks.values())
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def copy_referenced(self, source: Repository, digest: Digest, target: Repository) -> Manifest:
         """Put into ``target`` everything ``source@digest`` references; return that manifest.

@@ -7,9 +7,9 @@ adaptation but takes one proxy per transport and folds DNS, TLS and disconnect
 errors into one "connect" error, and which failure happened is what decides a
 retry here, so this module keeps that mapping itself.
 
-aiohttp tries a GET, HEAD or PUT once more on a fresh connection when a reused one
-turns out closed (RFC 9112 §9.3.1), but never a request whose streamed body it has
-started to send, and never a POST or PATCH.
+aiohttp would send a GET, HEAD or PUT once more by itself after a dropped connection;
+that is turned off, so ``retry.py`` stays the only place that decides to try again (a
+replayed upload commit, say, meets a session the registry already closed).
 """
 
 from __future__ import annotations
@@ -61,13 +61,16 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     def _open_session(self) -> aiohttp.ClientSession:
         """Made on first use: aiohttp binds a session to the running event loop."""
         connector = aiohttp.TCPConnector(ssl=self._tls, limit=0, limit_per_host=self._max_connections)
-        self._session = aiohttp.ClientSession(
+        session = aiohttp.ClientSession(
             connector=connector,
             cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=_SKIPPED_DEFAULT_HEADERS,
             auto_decompress=False,  # bytes are verified against digests exactly as sent
         )
-        return self._session
+        # No public switch; aiohttp's own test client turns its replay off the same way.
+        session._retry_connection = False
+        self._session = session
+        return session
 
     async def aclose(self) -> None:
         if self._session is not None:

@@ -6,7 +6,9 @@ forwarded on a fresh upstream connection with its body streamed both ways
 (so the registry's ``Location`` headers point back at the proxy) and
 hop-by-hop headers dropped.  Rules, tried in insertion order, match
 method + path regex (``re.search`` on path+query) and apply to the next
-``times`` matching requests (``None`` = forever).
+``times`` matching requests (``None`` = forever).  A rule that hangs up
+(drop, drop_answer, truncate) ends the connection with a FIN, or with a TCP
+RST when ``reset`` is set.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import http.client
 import re
 import socket
 import ssl
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,6 +30,14 @@ HOP_BY_HOP = {
     "te", "trailer", "trailers", "transfer-encoding", "upgrade", "proxy-connection",
 }
 CHUNK = 64 * 1024
+_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
+
+
+def _resets_on_close(sock: socket.socket) -> bool:
+    try:
+        return sock.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, len(_LINGER_RESET)) == _LINGER_RESET
+    except OSError:
+        return False
 
 
 class Headers:
@@ -64,7 +75,7 @@ class Headers:
 
 @dataclass
 class Rule:
-    """A fault rule; ``action`` is respond | drop | redirect | delay | truncate."""
+    """A fault rule; ``action`` is respond | drop | drop_answer | redirect | delay | truncate."""
 
     method: str | None
     path: str
@@ -77,6 +88,7 @@ class Rule:
     seconds: float = 0.0
     after_bytes: int = 0
     read_body: bool = True
+    reset: bool = False
     hits: int = 0
     name: str = ""
 
@@ -100,7 +112,7 @@ class RecordedRequest:
     method: str
     path: str                  # path + query as received
     headers: Headers
-    action: str = "pass"       # pass | respond | drop | redirect | delay | truncate
+    action: str = "pass"       # pass | respond | drop | drop_answer | redirect | delay | truncate
     rule: Rule | None = field(default=None, repr=False)
     status: int | None = None  # status sent to the client (None if dropped)
     request_bytes: int = 0     # request body bytes received
@@ -170,10 +182,16 @@ class FaultProxy:
         return self.add_rule(Rule(method, path, "respond", times, status, dict(headers or {}), body))
 
     def drop(self, method: str | None, path: str, *, times: int | None = 1,
-             read_body: bool = True) -> Rule:
+             read_body: bool = True, reset: bool = False) -> Rule:
         """Close the connection without answering (after reading the request
         body if ``read_body``, else immediately)."""
-        return self.add_rule(Rule(method, path, "drop", times, read_body=read_body))
+        return self.add_rule(Rule(method, path, "drop", times, read_body=read_body, reset=reset))
+
+    def drop_answer(self, method: str | None, path: str, *, times: int | None = 1,
+                    reset: bool = False) -> Rule:
+        """Forward the request, so the registry carries it out, then close the
+        connection without passing its answer on (the answer is lost)."""
+        return self.add_rule(Rule(method, path, "drop_answer", times, reset=reset))
 
     def redirect(self, method: str | None, path: str, to: str | Callable[[str], str], *,
                  status: int = 307, times: int | None = 1,
@@ -189,9 +207,9 @@ class FaultProxy:
         return self.add_rule(Rule(method, path, "delay", times, seconds=seconds))
 
     def truncate(self, method: str | None, path: str, after_bytes: int, *,
-                 times: int | None = 1) -> Rule:
+                 times: int | None = 1, reset: bool = False) -> Rule:
         """Forward, but cut the response body after ``after_bytes`` and close."""
-        return self.add_rule(Rule(method, path, "truncate", times, after_bytes=after_bytes))
+        return self.add_rule(Rule(method, path, "truncate", times, after_bytes=after_bytes, reset=reset))
 
     def clear_rules(self) -> None:
         with self._lock:
@@ -254,7 +272,10 @@ class FaultProxy:
             def shutdown_request(self, request):
                 with proxy._lock:
                     proxy._conns.discard(request)
-                super().shutdown_request(request)
+                if _resets_on_close(request):
+                    request.close()  # no FIN first: the client sees the RST
+                else:
+                    super().shutdown_request(request)
 
         self._server = Server((self.bind_host, self.bind_port), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever,
@@ -341,6 +362,17 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         for data in self._request_body():
             rec.request_bytes += len(data)
 
+    def _hang_up(self, reset: bool) -> None:
+        """End the connection: FIN now, or RST when the server closes the socket."""
+        self.close_connection = True
+        if reset:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+            return
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
     def _has_body(self) -> bool:
         return ("chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
                 or int(self.headers.get("Content-Length") or 0) > 0)
@@ -380,11 +412,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 if rule.action == "drop":
                     if rule.read_body:
                         self._drain(rec)
-                    self.close_connection = True
-                    try:
-                        self.connection.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
+                    self._hang_up(rule.reset)
                     return
                 if rule.action == "respond":
                     self._drain(rec)
@@ -399,12 +427,13 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                     return
                 if rule.action == "delay":
                     time.sleep(rule.seconds)
-            self._forward(rec, truncate=rule.after_bytes if rule and rule.action == "truncate" else None)
+            self._forward(rec, rule)
         except (_ClientGone, ConnectionError, socket.timeout, BrokenPipeError):
             self.close_connection = True
 
-    def _forward(self, rec: RecordedRequest, truncate: int | None) -> None:
+    def _forward(self, rec: RecordedRequest, rule: Rule | None) -> None:
         proxy = self.proxy
+        truncate = rule.after_bytes if rule and rule.action == "truncate" else None
         if proxy.upstream_ssl is not None:
             up = http.client.HTTPSConnection(proxy.upstream_host, proxy.upstream_port,
                                              timeout=proxy.timeout, context=proxy.upstream_ssl)
@@ -438,6 +467,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 self._reply(rec, 502, {"Content-Type": "text/plain"},
                             f"fault proxy: upstream error {e!r}".encode())
+                return
+            if rule is not None and rule.action == "drop_answer":
+                self._hang_up(rule.reset)
                 return
 
             self.send_response_only(resp.status, resp.reason)
@@ -473,10 +505,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                     sent += len(data)
                     rec.response_bytes = sent
                     self.wfile.flush()
-                    try:
-                        self.connection.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
+                    self._hang_up(rule.reset)
                     return
                 if rechunk:
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
