@@ -79,7 +79,7 @@ def test_a_blob_transfer_failing_after_its_image_gave_up_prints_no_traceback(
     refused_upload = target.fail("PUT", f"digest={late.digest.replace(':', '(:|%3A)')}", 400, times=None)
     source.delay("GET", f"/manifests/{slow.digest}", 3.0, times=None)
 
-    result = run_cli(tmp_path, "apply")
+    result = run_cli(tmp_path, "apply", "--debug")  # where asyncio's report would show
 
     assert result.code == 1, str(result)
     assert "Traceback" not in result.stderr and "never retrieved" not in result.stderr, str(result)
