@@ -18,6 +18,7 @@ from reconciler.config import Config
 from reconciler.errors import InputError
 from reconciler.lockfile import Lockfile
 from reconciler.plan import Action, Plan, PlannedImage, make_plan
+from reconciler.registry import files
 from reconciler.registry.client import Registries
 from reconciler.resolve import resolve_all
 
@@ -50,7 +51,7 @@ async def lock(
         return LockResult(existing, False, (), dropped, lines)
     new_lock = lockfile.merge(config, work.kept, resolved)
     text = lockfile.dumps(new_lock)
-    current = lock_path.read_text(encoding="utf-8") if lock_path.exists() else None
+    current = files.read_text(lock_path) if lock_path.exists() else None
     if text != current:
         documents.write_atomic(lock_path, text)
     previous = {image.target: image for image in existing.images}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import ssl
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -51,7 +52,7 @@ class HttpxResponse(google.auth.transport.Response):
 class HttpxRequest(google.auth.transport.Request):
     """Runs google-auth's HTTP calls on an httpx client instead of ``requests``.
 
-    The client verifies TLS with httpx's defaults, which honour ``SSL_CERT_FILE``.
+    The client trusts the system's CAs, as the registries' connections do by default.
     """
 
     client: httpx.Client
@@ -74,7 +75,9 @@ class HttpxRequest(google.auth.transport.Request):
 
 
 def _http_client() -> httpx.Client:
-    return httpx.Client(timeout=DEFAULT_TIMEOUT_SECONDS)
+    # An explicit context: httpx would otherwise load SSL_CERT_FILE itself, and fail on a bad one
+    # the user meant only for the registries (--ca-file takes its value from there).
+    return httpx.Client(timeout=DEFAULT_TIMEOUT_SECONDS, verify=ssl.create_default_context())
 
 
 @attrs.define(eq=False)
