@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import signal
+import time
 from collections.abc import Awaitable
 from typing import Protocol, TypeVar
 
@@ -16,6 +17,7 @@ from reconciler.registry import reference
 from reconciler.registry.client import Registries
 from reconciler.registry.copy import Copier, CopyStats
 from reconciler.registry.errors import RegistryError, ResponseError
+from reconciler.shard import Shard, lock_part
 
 T = TypeVar("T")
 
@@ -41,6 +43,8 @@ class AppliedImage:
 class Report:
     images: tuple[AppliedImage, ...]
     stats: CopyStats
+    seconds: float = 0.0
+    """How long the copying took (planning excluded)."""
 
     @property
     def ok(self) -> bool:
@@ -95,8 +99,16 @@ class StalePlan(RegistryError):
     """A saved plan no longer describes the world; apply refuses it whole, as Terraform does."""
 
 
-async def check_fresh(registries: Registries, plan: Plan, lock: Lockfile) -> None:
-    """Refuse a saved plan if the lock changed, or any target tag changed since planning."""
+async def check_fresh(registries: Registries, plan: Plan, lock: Lockfile, shard: Shard | None) -> None:
+    """Refuse a saved plan if the lock changed, or any target tag changed since planning.
+
+    A plan made with ``--shard`` is compared with that shard's part of the lock only, so a
+    re-pin in another shard leaves it fresh; it is refused unless applied with the same shard.
+    """
+    if plan.shard != shard:
+        made = f"with --shard {plan.shard}" if plan.shard else "without --shard"
+        raise StalePlan(f"saved plan was made {made}: apply it {made}")
+    lock = lock_part(shard, lock)
     if plan.lock_digest != lock_digest(lock):
         raise StalePlan("saved plan is stale: the lock file changed since it was made; run `image-syncer plan` again")
     planned = sorted((image.source, image.target, image.digest) for image in plan.images)
@@ -131,6 +143,7 @@ async def apply_plan(
     observer: ApplyObserver | None = None,
     interruption: Interruption | None = None,
 ) -> Report:
+    started = time.monotonic()
     copier = Copier(registries, on_bytes=observer.bytes_sent if observer else None)
     slots = asyncio.Semaphore(concurrency)
     interruption = interruption or Interruption()
@@ -150,7 +163,7 @@ async def apply_plan(
 
     async with copier:
         images = await asyncio.gather(*(apply_one(image) for image in plan.images))
-    return Report(images=tuple(images), stats=copier.stats)
+    return Report(images=tuple(images), stats=copier.stats, seconds=time.monotonic() - started)
 
 
 def _result(image: PlannedImage, outcome: Outcome, message: str | None = None) -> AppliedImage:

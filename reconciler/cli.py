@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import functools
+import importlib.metadata
 import inspect
 import logging
 import os
@@ -23,11 +24,13 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.text import Text
 from typer._click.exceptions import NoArgsIsHelpError, UsageError  # click, as typer bundles it
 
 from reconciler import config as config_file
 from reconciler import documents, lockfile, render, workflow
 from reconciler import plan as plan_module
+from reconciler import verify as verify_module
 from reconciler.apply import Interruption, Report
 from reconciler.errors import InputError, one_line
 from reconciler.progress import apply_progress
@@ -37,6 +40,7 @@ from reconciler.registry.proxy import ProxySettings
 from reconciler.registry.retry import RetryPolicy
 from reconciler.registry.transport import TransportOptions, tls_trust
 from reconciler.session import SessionOptions, open_registries
+from reconciler.shard import Shard, select
 
 T = TypeVar("T")
 INTERRUPTED = 130
@@ -52,6 +56,20 @@ app = typer.Typer(
 )
 stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        stdout.print(f"image-syncer {importlib.metadata.version('image-syncer')}", markup=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Options before any command."""
 
 
 def _print_error(message: str) -> None:
@@ -114,10 +132,28 @@ UploadChunk = Annotated[
 Debug = Annotated[bool, typer.Option("--debug", help="Log each registry request (never secrets).")]
 
 
+def _parse_shard(text: str) -> Shard:
+    """A bad K/N as click's usage error: one line, exit 2."""
+    try:
+        return Shard.parse(text)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+
+
+ShardOption = Annotated[
+    Shard | None,
+    typer.Option("--shard", metavar="K/N", parser=_parse_shard,
+                 help="Only shard K of N (1-based): N parallel jobs split the images by target, never sharing one."),
+]
+
+
 class PlanFormat(str, enum.Enum):
     text = "text"
     markdown = "markdown"
     json = "json"
+
+
+FormatOption = Annotated[PlanFormat, typer.Option("--format", help="Output format.")]
 
 
 def _setup_logging(debug: bool) -> None:
@@ -237,6 +273,30 @@ def _log_unawaited_failure(_: asyncio.AbstractEventLoop, context: dict[str, Any]
     logging.getLogger("reconciler").debug("asyncio: %s", context["message"], exc_info=context.get("exception"))
 
 
+def _to_step_summary(markdown: str) -> None:
+    """In GitHub Actions, what is appended to $GITHUB_STEP_SUMMARY shows on the run's page."""
+    path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not path:
+        return
+    try:
+        with open(path, "a", encoding="utf-8") as summary:
+            summary.write(markdown + "\n")
+    except OSError as error:
+        logging.getLogger("reconciler").warning("GITHUB_STEP_SUMMARY %s: cannot append: %s", path,
+                                                error.strerror or error)
+
+
+def _print_as(output_format: PlanFormat, *, json_text: str, markdown: str, text: Text) -> None:
+    """The chosen rendering on stdout; the markdown one also goes to the step summary."""
+    _to_step_summary(markdown)
+    if output_format is PlanFormat.json:
+        stdout.out(json_text, end="")
+    elif output_format is PlanFormat.markdown:
+        stdout.out(markdown, end="")
+    else:
+        stdout.print(text)
+
+
 def _load_config(images_file: Path) -> config_file.Config:
     loaded = config_file.load(images_file)
     for image in loaded.desired:
@@ -256,7 +316,7 @@ def _targets(loaded: config_file.Config) -> set[str]:
     return {image.target_ref.repository.registry for image in loaded.desired}
 
 
-@app.command()
+@app.command(epilog="Example: image-syncer lock --upgrade busybox:1.31.1")
 @registry_command
 def lock(
     names: Annotated[list[str] | None, typer.Argument(help="With --upgrade: only these sources or targets.")] = None,
@@ -274,6 +334,7 @@ def lock(
     lock_path = _lock_path(images_file, lock_file)
     if check:
         lines = lockfile.differences(loaded, lockfile.load(lock_path))
+        _to_step_summary(render.lock_check_markdown(str(lock_path), str(images_file), lines))
         if lines:
             stderr.print(f"{lock_path} does not match {images_file}:", markup=False)
             for line in lines:
@@ -303,16 +364,20 @@ def lock(
     stderr.print(f"{verb} {lock_path} ({len(result.lock.images)} images)", markup=False)
 
 
-@app.command()
+@app.command(epilog="Example: image-syncer plan --shard 1/4 --format markdown --out plan.json")
 @registry_command
 def plan(
     images_file: ImagesFile = Path("images.yaml"),
     lock_file: LockFile = None,
-    output_format: Annotated[PlanFormat, typer.Option("--format", help="Output format.")] = PlanFormat.text,
+    output_format: FormatOption = PlanFormat.text,
     out: Annotated[Path | None, typer.Option("--out", help="Save the plan for `image-syncer apply PLANFILE`.")] = None,
     detailed_exitcode: Annotated[
         bool, typer.Option("--detailed-exitcode", help="Exit 2 when there is something to create.")
     ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="List the unchanged images too, not only their count.")
+    ] = False,
+    shard: ShardOption = None,
     *,
     session: SessionOptions,
 ) -> None:
@@ -323,17 +388,13 @@ def plan(
 
     async def work() -> plan_module.Plan:
         async with open_registries(session, _targets(loaded)) as registries:
-            return await workflow.plan(registries, loaded, _lock_path(images_file, lock_file))
+            return await workflow.plan(registries, loaded, _lock_path(images_file, lock_file), shard)
 
     result = _run(work)
     if out is not None:
         documents.write_atomic(out, plan_module.to_json(result))
-    if output_format is PlanFormat.json:
-        stdout.out(plan_module.to_json(result), end="")
-    elif output_format is PlanFormat.markdown:
-        stdout.out(render.plan_markdown(result))
-    else:
-        stdout.print(render.plan_text(result))
+    _print_as(output_format, json_text=plan_module.to_json(result), markdown=render.plan_markdown(result),
+              text=render.plan_text(result, verbose=verbose))
     if out is not None:
         stderr.print(f"Saved the plan to {out}; apply it with `image-syncer apply {out}`.", markup=False)
     if result.has_refusals:
@@ -342,12 +403,13 @@ def plan(
         raise typer.Exit(2)
 
 
-@app.command()
+@app.command(epilog="Example: image-syncer apply --shard 1/4 plan.json")
 @registry_command
 def apply(
     plan_file: Annotated[Path | None, typer.Argument(help="A plan saved by `plan --out`; refused when stale.")] = None,
     images_file: ImagesFile = Path("images.yaml"),
     lock_file: LockFile = None,
+    shard: ShardOption = None,
     *,
     session: SessionOptions,
 ) -> None:
@@ -358,18 +420,43 @@ def apply(
 
     async def work() -> Report:
         async with open_registries(session, _targets(loaded)) as registries:
-            with apply_progress(stderr, len(loaded.desired)) as observer:
+            with apply_progress(stderr, len(select(shard, loaded.desired))) as observer:
                 _, report = await workflow.apply(
                     registries, loaded, _lock_path(images_file, lock_file), saved, observer=observer,
-                    interruption=interruption,
+                    interruption=interruption, shard=shard,
                 )
             return report
 
     report = _run(work, interruption)
+    _to_step_summary(render.report_markdown(report))
     stdout.print(render.report_text(report))
     if interruption.signal is not None:
         raise _Stopped(interruption.signal)
     if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command(epilog="Example (a scheduled job): image-syncer verify --format json > verify.json")
+@registry_command
+def verify(
+    images_file: ImagesFile = Path("images.yaml"),
+    lock_file: LockFile = None,
+    output_format: FormatOption = PlanFormat.text,
+    shard: ShardOption = None,
+    *,
+    session: SessionOptions,
+) -> None:
+    """Check that every locked target tag still holds its locked digest: HEAD requests to the target only."""
+    loaded = _load_config(images_file)
+
+    async def work() -> verify_module.Verification:
+        async with open_registries(session, _targets(loaded)) as registries:
+            return await workflow.verify(registries, loaded, _lock_path(images_file, lock_file), shard)
+
+    result = _run(work)
+    _print_as(output_format, json_text=verify_module.to_json(result), markdown=render.verify_markdown(result),
+              text=render.verify_text(result))
+    if not result.ok:
         raise typer.Exit(1)
 
 
@@ -385,7 +472,7 @@ def _parse_bool(value: str, name: str) -> bool:
     raise typer.BadParameter(f"{value!r} is not true or false", param_hint=f"'{name}'")
 
 
-@app.command()
+@app.command(epilog="Example: image-syncer sync -i images.yaml -t key.json --dry-run=false")
 @registry_command
 def sync(
     images_file: Annotated[
@@ -425,7 +512,7 @@ def sync(
         raise typer.Exit(1)
 
 
-_COMMANDS = {"lock", "plan", "apply", "sync"}
+_COMMANDS = {"lock", "plan", "apply", "verify", "sync"}
 
 
 def _seed_compatible(args: list[str]) -> list[str]:

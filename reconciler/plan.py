@@ -21,6 +21,7 @@ from reconciler.registry import reference
 from reconciler.registry.client import Registries
 from reconciler.registry.digest import Digest
 from reconciler.registry.errors import RegistryError
+from reconciler.shard import Shard, lock_part
 
 PLAN_VERSION = 1
 
@@ -48,6 +49,8 @@ class PlannedImage:
     moved_to: Digest | None = None
     """Where the source tag points now, when that is no longer the locked digest."""
     message: str | None = None
+    platforms: tuple[str, ...] = ()
+    """The platforms of a locked index (from the lock); empty for a single image."""
 
 
 @attrs.frozen
@@ -63,6 +66,8 @@ class Plan:
     lock_digest: str
     images: tuple[PlannedImage, ...]
     version: int = PLAN_VERSION
+    shard: Shard | None = None
+    """Made with ``--shard``: applied only with the same one; ``lock_digest`` is then of the shard's part."""
 
     @property
     def summary(self) -> Summary:
@@ -90,10 +95,12 @@ def lock_digest(lock: Lockfile) -> str:
 
 
 async def make_plan(
-    registries: Registries, lock: Lockfile, ask_sources: bool = True, concurrency: int = 32
+    registries: Registries, lock: Lockfile, ask_sources: bool = True, concurrency: int = 32,
+    shard: Shard | None = None,
 ) -> Plan:
     """Without ``ask_sources`` only targets are asked: apply's own plan needs no moved
-    warnings, and a copy finds out by itself whether the source still has the digest."""
+    warnings, and a copy finds out by itself whether the source still has the digest.
+    With ``shard`` only its part of the lock is planned."""
     slots = asyncio.Semaphore(concurrency)
 
     async def plan_one(locked: LockedImage) -> PlannedImage:
@@ -101,10 +108,12 @@ async def make_plan(
             try:
                 return await _plan_image(registries, locked, ask_sources)
             except RegistryError as error:
-                return PlannedImage(locked.source, locked.target, locked.digest, Action.ERROR, message=str(error))
+                return PlannedImage(locked.source, locked.target, locked.digest, Action.ERROR, message=str(error),
+                                    platforms=locked.platforms)
 
+    lock = lock_part(shard, lock)
     images = await asyncio.gather(*(plan_one(locked) for locked in lock.images))
-    return Plan(lock_digest=lock_digest(lock), images=tuple(images))
+    return Plan(lock_digest=lock_digest(lock), images=tuple(images), shard=shard)
 
 
 async def _plan_image(registries: Registries, locked: LockedImage, ask_source: bool) -> PlannedImage:
@@ -126,7 +135,7 @@ async def _plan_image(registries: Registries, locked: LockedImage, ask_source: b
     def planned(action: Action, message: str | None = None) -> PlannedImage:
         return PlannedImage(
             locked.source, locked.target, locked.digest, action,
-            target_digest=target_digest, moved_to=moved_to, message=message,
+            target_digest=target_digest, moved_to=moved_to, message=message, platforms=locked.platforms,
         )
 
     if target_digest == locked.digest:
@@ -134,7 +143,8 @@ async def _plan_image(registries: Registries, locked: LockedImage, ask_source: b
     if target_digest is not None:
         return planned(
             Action.CONFLICT,
-            f"target tag holds {target_digest}, not the locked {locked.digest}: refusing to overwrite",
+            f"target tag holds {target_digest}, not the locked {locked.digest}: refusing to overwrite "
+            f"(choose another target tag for this entry in images.yaml, or remove the entry)",
         )
     if not ask_source:
         return planned(Action.CREATE)
@@ -152,6 +162,7 @@ class _PlanDocument:
 
     version: int
     lock_digest: str
+    shard: Shard | None = None
     images: tuple[PlannedImage, ...]
     summary: Summary
 
@@ -159,11 +170,14 @@ class _PlanDocument:
 _converter = documents.converter()
 _converter.register_unstructure_hook(Action, lambda action: action.value)
 _converter.register_structure_hook(Action, lambda value, _: Action(_converter.structure(value, str)))
+_converter.register_unstructure_hook(Shard, str)
+_converter.register_structure_hook(Shard, lambda value, _: Shard.parse(_converter.structure(value, str)))
 
 
 def to_json(plan: Plan) -> str:
     document = _PlanDocument(
-        version=plan.version, lock_digest=plan.lock_digest, images=plan.images, summary=plan.summary
+        version=plan.version, lock_digest=plan.lock_digest, shard=plan.shard, images=plan.images,
+        summary=plan.summary,
     )
     return json.dumps(_converter.unstructure(document), indent=2) + "\n"
 
@@ -174,4 +188,4 @@ def load(path: Path) -> Plan:
     if not isinstance(document.data, dict) or document.data.get("version") != PLAN_VERSION:
         raise document.error((), f"not a saved plan of version {PLAN_VERSION}")
     saved = document.structure(_converter, _PlanDocument)
-    return Plan(lock_digest=saved.lock_digest, images=saved.images, version=saved.version)
+    return Plan(lock_digest=saved.lock_digest, images=saved.images, version=saved.version, shard=saved.shard)

@@ -6,6 +6,7 @@ from rich.text import Text
 
 from reconciler.apply import Outcome, Report
 from reconciler.plan import Action, Plan, PlannedImage
+from reconciler.verify import Status, Verification
 
 _SYMBOLS = {
     Action.CREATE: ("+", "green"),
@@ -43,65 +44,171 @@ def _detail(image: PlannedImage) -> str:
     return f"{image.action.value}: {image.message}"
 
 
-def plan_text(plan: Plan) -> Text:
+_REVIEW_ORDER = {action: rank for rank, action in enumerate(
+    (Action.ERROR, Action.CONFLICT, Action.SOURCE_MISSING, Action.CREATE, Action.UNCHANGED)
+)}
+
+
+def _for_review(plan: Plan) -> tuple[list[PlannedImage], list[PlannedImage]]:
+    """What needs a look (refusals, creates, moved source tags) in that order, and the unchanged rest.
+
+    Each part is sorted by target, so the same plan always reads the same, byte for byte.
+    """
+    looks = [image for image in plan.images if image.action is not Action.UNCHANGED or image.moved_to]
+    rest = [image for image in plan.images if image.action is Action.UNCHANGED and not image.moved_to]
+    looks.sort(key=lambda image: (_REVIEW_ORDER[image.action], image.target))
+    rest.sort(key=lambda image: image.target)
+    return looks, rest
+
+
+def _moved_warning(image: PlannedImage) -> str:
+    return (f"{image.source} now points to {_short(image.moved_to)}; the locked {_short(image.digest)} "
+            f"is what applies (`image-syncer lock --upgrade` follows the tag)")
+
+
+def plan_text(plan: Plan, verbose: bool = False) -> Text:
+    """Changes first; the unchanged as one count line unless ``verbose``."""
+    looks, rest = _for_review(plan)
     text = Text()
-    for image in plan.images:
+    for image in looks + (rest if verbose else []):
         symbol, style = _SYMBOLS[image.action]
         text.append(f"  {symbol} ", style=style)
         text.append(image.target, style="bold" if image.action is not Action.UNCHANGED else "dim")
         text.append(f"  {_detail(image)}\n", style=style if image.action.refused else "")
         if image.moved_to:
-            text.append(
-                f"    ~ warning: {image.source} now points to {_short(image.moved_to)}; "
-                f"the locked {_short(image.digest)} is copied (run `image-syncer lock --upgrade` to follow it)\n",
-                style="yellow",
-            )
+            text.append(f"    ~ warning: {_moved_warning(image)}\n", style="yellow")
+    if rest and not verbose:
+        text.append(f"  = {len(rest)} unchanged (--verbose lists them)\n", style="dim")
     if plan.images:
         text.append("\n")
     text.append(_summary_line(plan), style="bold")
     return text
 
 
+PLAN_MARKER = "<!-- image-syncer plan -->"
+"""The first line of the markdown plan: a bot finds its earlier comment by it and updates that one."""
+
+
 def plan_markdown(plan: Plan) -> str:
-    lines = [
-        "### image-syncer plan",
-        "",
-        "| | Target | Source | Digest | Note |",
-        "|---|---|---|---|---|",
-    ]
-    for image in plan.images:
-        symbol = _SYMBOLS[image.action][0]
-        note = image.action.value if image.action is not Action.CREATE else "create"
-        if image.message:
-            note += f": {image.message}"
-        if image.moved_to:
-            note += f" (warning: source tag moved to `{_short(image.moved_to)}`)"
-        lines.append(
-            f"| {symbol} | `{image.target}` | `{image.source}` | `{_short(image.digest)}` | {note.replace('|', '/')} |"
-        )
-    lines += ["", f"**{_summary_line(plan)}**", ""]
-    return "\n".join(lines)
+    """For a pull request: the summary first, then only what needs a look; the unchanged folded away."""
+    looks, rest = _for_review(plan)
+    summary = plan.summary
+    headline = f"{summary.create} to create · {summary.refused} refused · {summary.unchanged} unchanged"
+    if summary.moved:
+        headline += f" · {summary.moved} source tag(s) moved"
+    lines = [PLAN_MARKER, "### image-syncer plan", "", f"**{headline}**", ""]
+    if looks:
+        lines += ["| | Action | Target | Source | Digest | Platforms | Note |", "|---|---|---|---|---|---|---|"]
+        for image in looks:
+            symbol = _SYMBOLS[image.action][0]
+            lines.append(_row(symbol, image.action.value, f"`{image.target}`", f"`{image.source}`",
+                              f"`{_short(image.digest)}`", ", ".join(image.platforms) or "–", _review_note(image)))
+        lines.append("")
+    lines += _folded(f"{len(rest)} unchanged", ["Target", "Digest"],
+                     [(f"`{image.target}`", f"`{_short(image.digest)}`") for image in rest])
+    return _document(lines)
+
+
+def _review_note(image: PlannedImage) -> str:
+    notes = []
+    if image.action is Action.CONFLICT:
+        notes.append(f"the target holds `{_short(image.target_digest)}`, the lock wants `{_short(image.digest)}`: "
+                     "choose another target tag for this entry, or remove it")
+    elif image.action.refused:
+        notes.append(image.message or "")
+    if image.moved_to:
+        notes.append(f"warning: {_moved_warning(image)}")
+    return "; ".join(notes)
+
+
+def _row(*cells: str) -> str:
+    return "| " + " | ".join(" ".join(cell.replace("|", "\\|").split()) for cell in cells) + " |"
+
+
+def _folded(summary: str, header: list[str], rows: list[tuple[str, ...]]) -> list[str]:
+    """A <details> block of ``rows`` (nothing when there are none)."""
+    if not rows:
+        return []
+    return [f"<details><summary>{summary}</summary>", "", _row(*header), "|" + "---|" * len(header),
+            *(_row(*row) for row in rows), "", "</details>", ""]
+
+
+def _report_counts(report: Report) -> str:
+    counts = (f"{report.count(Outcome.COPIED)} copied, {report.count(Outcome.UNCHANGED)} unchanged, "
+              f"{report.count(Outcome.REFUSED)} refused, {report.count(Outcome.FAILED)} failed")
+    if interrupted := report.count(Outcome.INTERRUPTED):
+        counts += f", {interrupted} interrupted"
+    return counts
+
+
+def _transfer_summary(report: Report) -> str:
+    stats = report.stats
+    return (f"{stats.blobs_uploaded} blobs uploaded, {stats.blobs_mounted} mounted, "
+            f"{stats.blobs_present} already there; {format_size(stats.bytes_uploaded)} sent")
+
+
+def _problem_line(text: Text, symbol: str, style: str, target: str, what: str, message: str | None) -> None:
+    text.append(f"  {symbol} {target}", style=style)
+    text.append(f"  {what}" + (f": {message}" if message else "") + "\n")
+
+
+def _markdown_outcomes(
+    title: str, counts: str, header: tuple[str, str], table: list[tuple[str, str, str, str, str]],
+    folded: str, rest: list[tuple[str, str]],
+) -> str:
+    """A heading, the counts, a table of what needs a look (``header``: its outcome and digest columns), the rest folded."""
+    lines = [f"### {title}", "", counts, ""]
+    if table:
+        lines += [f"| | {header[0]} | Target | {header[1]} | Note |", "|---|---|---|---|---|",
+                  *(_row(*row) for row in table), ""]
+    lines += _folded(folded, ["Target", "Digest"], [(f"`{target}`", f"`{_short(digest)}`") for target, digest in rest])
+    return _document(lines)
 
 
 def report_text(report: Report) -> Text:
     text = Text()
     for image in report.images:
-        if image.outcome not in _PROBLEM_STYLES:
-            continue  # the progress lines listed it; only what went wrong is repeated here
-        symbol, style = _PROBLEM_STYLES[image.outcome]
-        text.append(f"  {symbol} {image.target}", style=style)
-        text.append(f"  {image.outcome.value}" + (f": {image.message}" if image.message else "") + "\n")
-    stats = report.stats
-    counts = (f"Apply: {report.count(Outcome.COPIED)} copied, {report.count(Outcome.UNCHANGED)} unchanged, "
-              f"{report.count(Outcome.REFUSED)} refused, {report.count(Outcome.FAILED)} failed")
-    if interrupted := report.count(Outcome.INTERRUPTED):
-        counts += f", {interrupted} interrupted"
-    text.append(
-        f"{counts} ({stats.blobs_uploaded} blobs uploaded, {stats.blobs_mounted} mounted, "
-        f"{stats.blobs_present} already there; {format_size(stats.bytes_uploaded)} sent).",
-        style="bold",
-    )
+        if image.outcome in _PROBLEM_STYLES:  # the progress lines listed the rest
+            symbol, style = _PROBLEM_STYLES[image.outcome]
+            _problem_line(text, symbol, style, image.target, image.outcome.value, image.message)
+    text.append(f"Apply: {_report_counts(report)} ({_transfer_summary(report)}).", style="bold")
     return text
+
+
+_REPORT_ORDER = {outcome: rank for rank, outcome in enumerate(
+    (Outcome.FAILED, Outcome.REFUSED, Outcome.INTERRUPTED, Outcome.COPIED, Outcome.UNCHANGED)
+)}
+_REPORT_SYMBOLS = {Outcome.COPIED: "+", Outcome.UNCHANGED: "=", **{o: s for o, (s, _) in _PROBLEM_STYLES.items()}}
+
+
+def report_markdown(report: Report) -> str:
+    """For a CI run's summary: what was copied, refused and failed, with bytes and time."""
+    done = sorted((image for image in report.images if image.outcome is not Outcome.UNCHANGED),
+                  key=lambda image: (_REPORT_ORDER[image.outcome], image.target))
+    unchanged = sorted((image for image in report.images if image.outcome is Outcome.UNCHANGED),
+                       key=lambda image: image.target)
+    return _markdown_outcomes(
+        "image-syncer apply",
+        f"**{_report_counts(report).replace(', ', ' · ')}** ({_transfer_summary(report)} in {report.seconds:.1f} s)",
+        ("Outcome", "Digest"),
+        [(_REPORT_SYMBOLS[image.outcome], image.outcome.value, f"`{image.target}`", f"`{_short(image.digest)}`",
+          image.message or "") for image in done],
+        f"{len(unchanged)} unchanged", [(image.target, image.digest) for image in unchanged],
+    )
+
+
+def lock_check_markdown(lock_path: str, images_file: str, differences: list[str]) -> str:
+    lines = ["### image-syncer lock --check", ""]
+    if not differences:
+        return _document(lines + [f"`{lock_path}` matches `{images_file}`."])
+    lines += [f"`{lock_path}` does not match `{images_file}`: run `image-syncer lock` and commit the result.", "",
+              "```diff", *differences, "```", ""]
+    return _document(lines)
+
+
+def _document(lines: list[str]) -> str:
+    """Markdown lines as text that ends in exactly one newline."""
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def format_size(count: float) -> str:
@@ -110,3 +217,34 @@ def format_size(count: float) -> str:
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
         count /= 1024
     return f"{count:.1f} GiB"
+
+
+_VERIFY_SYMBOLS = {Status.CHANGED: "!", Status.DELETED: "-", Status.ERROR: "x"}
+
+
+def _verify_counts(verification: Verification) -> str:
+    summary = verification.summary
+    return (f"{summary.intact} intact, {summary.changed} changed, {summary.deleted} deleted, "
+            f"{summary.errors} errors")
+
+
+def verify_text(verification: Verification) -> Text:
+    """Only the targets that lost their locked digest are listed; the intact ones are a count."""
+    text = Text()
+    for image in verification.images:  # in the lock's order: by target
+        if image.status is not Status.INTACT:
+            _problem_line(text, _VERIFY_SYMBOLS[image.status], "red", image.target, image.status.value, image.message)
+    text.append(f"Verify: {_verify_counts(verification)}.", style="bold")
+    return text
+
+
+def verify_markdown(verification: Verification) -> str:
+    """For a scheduled job's summary: the targets that lost their locked digest; the intact folded away."""
+    problems = [image for image in verification.images if image.status is not Status.INTACT]
+    intact = [image for image in verification.images if image.status is Status.INTACT]
+    return _markdown_outcomes(
+        "image-syncer verify", f"**{_verify_counts(verification).replace(', ', ' · ')}**", ("Status", "Locked digest"),
+        [(_VERIFY_SYMBOLS[image.status], image.status.value, f"`{image.target}`", f"`{_short(image.digest)}`",
+          image.message or "") for image in problems],
+        f"{len(intact)} intact", [(image.target, image.digest) for image in intact],
+    )

@@ -21,6 +21,8 @@ from reconciler.plan import Action, Plan, PlannedImage, make_plan
 from reconciler.registry import files
 from reconciler.registry.client import Registries
 from reconciler.resolve import resolve_all
+from reconciler.shard import Shard
+from reconciler.verify import Verification, verify_lock
 
 
 @attrs.frozen
@@ -70,8 +72,8 @@ def matching_lock(config: Config, lock_path: Path) -> Lockfile:
     return current
 
 
-async def plan(registries: Registries, config: Config, lock_path: Path) -> Plan:
-    return await make_plan(registries, matching_lock(config, lock_path))
+async def plan(registries: Registries, config: Config, lock_path: Path, shard: Shard | None = None) -> Plan:
+    return await make_plan(registries, matching_lock(config, lock_path), shard=shard)
 
 
 async def apply(
@@ -81,15 +83,21 @@ async def apply(
     saved_plan: Plan | None = None,
     observer: ApplyObserver | None = None,
     interruption: Interruption | None = None,
+    shard: Shard | None = None,
 ) -> tuple[Plan, Report]:
     """Apply a saved plan after checking it is still fresh, or plan and apply in one go."""
     current = matching_lock(config, lock_path)
     if saved_plan is not None:
-        await check_fresh(registries, saved_plan, current)
+        await check_fresh(registries, saved_plan, current, shard)
         chosen = saved_plan
     else:
-        chosen = await make_plan(registries, current, ask_sources=False)
+        chosen = await make_plan(registries, current, ask_sources=False, shard=shard)
     return chosen, await apply_plan(registries, chosen, observer=observer, interruption=interruption)
+
+
+async def verify(registries: Registries, config: Config, lock_path: Path, shard: Shard | None = None) -> Verification:
+    """Only the target registry is asked: a scheduled check that our mirror was not tampered with."""
+    return await verify_lock(registries, matching_lock(config, lock_path), shard)
 
 
 class SyncStatus(enum.Enum):

@@ -165,7 +165,7 @@ def test_basic_auth_with_credentials(push_image, htpasswd_registry, second_plain
         async with registries(credentials) as regs:
             return await copy_image(regs, pushed.ref, f"{second_plain_registry.host}/{target_repo}:v1")
 
-    with pytest.raises(ResponseError, match=r"HTTP 401.*no credentials are configured"):
+    with pytest.raises(ResponseError, match=r"HTTP 401.*no credentials for this registry were found: no key file or access token for it, nothing in "):
         run(main({}))
     run(main({htpasswd_registry.host: htpasswd_registry.credentials}))
     assert_same_image(pushed, second_plain_registry.host, target_repo)

@@ -156,7 +156,9 @@ def test_full_cycle_lock_plan_apply_then_nothing_to_do(
     assert proxy.count("PUT", r"/manifests/") >= 2  # the proxy really was in the path
 
     again = ok(run_cli(tmp_path, "plan", "--detailed-exitcode"))
-    assert sorted(line for line in again.stdout_lines if line.startswith("  ")) == sorted(
+    assert [line for line in again.stdout_lines if line.startswith("  ")] == ["  = 2 unchanged (--verbose lists them)"]
+    listed = ok(run_cli(tmp_path, "plan", "--verbose"))
+    assert sorted(line for line in listed.stdout_lines if line.startswith("  ")) == sorted(
         [plan_line(mirror, index, "="), plan_line(mirror, single, "=")]
     )
     assert again.stdout_lines[-1] == "Plan: 0 to create, 2 unchanged, 0 refused."
@@ -190,7 +192,8 @@ def test_conflict_is_refused_and_left_untouched_while_others_are_copied(
 
     planned = ok(run_cli(tmp_path, "plan", "--detailed-exitcode"), 1)
     assert (f"  ! {mirror.target(wanted)}  conflict: target tag holds {squatter.digest}, "
-            f"not the locked {wanted.digest}: refusing to overwrite") in planned.stdout_lines
+            f"not the locked {wanted.digest}: refusing to overwrite (choose another target tag for this entry "
+            f"in images.yaml, or remove the entry)") in planned.stdout_lines
     assert plan_line(mirror, other) in planned.stdout_lines
     assert planned.stdout_lines[-1] == "Plan: 1 to create, 0 unchanged, 1 refused."
 
@@ -292,7 +295,7 @@ def test_moved_source_tag_warns_and_apply_copies_the_locked_digest(tmp_path, pus
     assert planned.stdout_lines[0] == plan_line(mirror, first)
     assert planned.stdout_lines[1].startswith(
         f"    ~ warning: {source(first)} now points to {short(moved.digest)}; "
-        f"the locked {short(first.digest)} is copied"
+        f"the locked {short(first.digest)} is what applies (`image-syncer lock --upgrade` follows the tag)"
     )
     assert planned.stdout_lines[-1] == "Plan: 1 to create, 0 unchanged, 0 refused. 1 source tag(s) moved."
     as_json = json.loads(ok(run_cli(tmp_path, "plan", "--format", "json")).stdout)
@@ -424,6 +427,14 @@ def test_saved_plan_naming_a_digest_that_is_not_locked_is_refused(tmp_path, push
 # -- 6. output formats ----------------------------------------------------------------------------------
 
 
+def platforms(pushed) -> str:
+    """As the markdown plan lists them: an index's platforms, sorted; a dash for a single image."""
+    names = sorted("/".join(part for part in (child.platform["os"], child.platform["architecture"],
+                                               child.platform.get("variant")) if part)
+                   for child in pushed.children)
+    return ", ".join(names) or "–"
+
+
 def test_json_and_markdown_plans(tmp_path, push_image, mirror):
     one, two = push_image("oci"), push_image("docker-list")
     write_images(tmp_path, mirror.prefix, [{"source": source(one)}, {"source": source(two)}])
@@ -441,10 +452,11 @@ def test_json_and_markdown_plans(tmp_path, push_image, mirror):
 
     markdown = ok(run_cli(tmp_path, "plan", "--format", "markdown"))
     rows = [line for line in markdown.stdout_lines if line.startswith("| + |")]
-    assert sorted(rows) == sorted(
-        f"| + | `{mirror.target(p)}` | `{source(p)}` | `{short(p.digest)}` | create |" for p in (one, two)
+    assert rows == sorted(
+        f"| + | create | `{mirror.target(p)}` | `{source(p)}` | `{short(p.digest)}` | "
+        f"{platforms(p)} |  |" for p in (one, two)
     )
-    assert "**Plan: 2 to create, 0 unchanged, 0 refused.**" in markdown.stdout_lines
+    assert "**2 to create · 0 refused · 0 unchanged**" in markdown.stdout_lines
 
 
 # -- 7. lock ------------------------------------------------------------------------------------------------
@@ -610,19 +622,19 @@ def test_bad_images_file_fails_lock_with_one_error_line(case, tmp_path, plain_re
     assert sorted(p.name for p in tmp_path.iterdir()) == ["images.yaml"]
 
 
-def test_bad_images_file_fails_plan_and_apply_with_one_error_line(tmp_path, push_image, mirror):
+def test_bad_images_file_fails_plan_apply_and_verify_with_one_error_line(tmp_path, push_image, mirror):
     a = push_image("oci")
     write_images(tmp_path, mirror.prefix, [{"source": source(a)}])
     ok(run_cli(tmp_path, "lock"))
     lock_bytes = (tmp_path / "images.lock").read_bytes()
     line = write_bad(tmp_path, "unknown key", mirror.prefix, a.host)
-    for command in ("plan", "apply"):
+    for command in ("plan", "apply", "verify"):
         assert_one_error_line(run_cli(tmp_path, command), line)
     assert (tmp_path / "images.lock").read_bytes() == lock_bytes
     assert mirror.tags(a) == []
 
 
-def test_lock_not_matching_images_file_refuses_plan_and_apply(
+def test_lock_not_matching_images_file_refuses_plan_apply_and_verify(
     tmp_path, push_image, second_plain_registry, unique_repo, fault_proxy
 ):
     a, b = push_image("oci"), push_image("docker")
@@ -632,7 +644,7 @@ def test_lock_not_matching_images_file_refuses_plan_and_apply(
     ok(run_cli(tmp_path, "lock"))
     write_images(tmp_path, mirror.prefix, [{"source": source(a)}, {"source": source(b)}])
 
-    for command in ("plan", "apply"):
+    for command in ("plan", "apply", "verify"):
         result = ok(run_cli(tmp_path, command), 1)
         assert len(result.error_lines) == 1, str(result)
         assert result.error_lines[0].startswith("error: images.lock"), str(result)

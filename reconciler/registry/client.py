@@ -18,7 +18,7 @@ import httpx
 
 from reconciler.registry import mediatypes
 from reconciler.registry.auth import Authenticator, repository_scope
-from reconciler.registry.credentials import Credentials
+from reconciler.registry.credentials import Credentials, places_searched
 from reconciler.registry.digest import Digest, DigestMismatch, InvalidDigest
 from reconciler.registry.errors import ErrorBody, RegistryError, ResponseError
 from reconciler.registry.manifest import MAX_MANIFEST_BYTES, Descriptor, Manifest, parse
@@ -133,7 +133,8 @@ class RegistryClient:
             message += (
                 " (credentials were rejected or lack this permission)"
                 if await self._lookup_credentials()
-                else " (authentication required, and no credentials are configured for this registry)"
+                else " (authentication required, and no credentials for this registry were found: no key file or "
+                f"access token for it, nothing in {', '.join(places_searched()) or 'any docker or podman auth file'})"
             )
         status = response.status_code
         return ResponseError(

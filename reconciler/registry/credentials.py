@@ -90,6 +90,11 @@ def check_auth_files(environ: Mapping[str, str] | None = None) -> None:
             _parse_entry(entry, f"auths[{key!r}]", path)
 
 
+def places_searched(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The auth files ``lookup`` reads, in its order: for a message when none had credentials."""
+    return [str(path) for path in _auth_files(os.environ if environ is None else environ)]
+
+
 def _auth_files(environ: Mapping[str, str]) -> list[Path]:
     paths = []
     if environ.get("REGISTRY_AUTH_FILE"):

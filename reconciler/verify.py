@@ -1,0 +1,122 @@
+"""Verify: does every locked target tag still hold its locked digest?
+
+For a scheduled job that watches our registry for tampering or deletion: one HEAD per
+target tag, nothing asked of any source, nothing written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+
+import attrs
+
+from reconciler import documents
+from reconciler.lockfile import LockedImage, Lockfile
+from reconciler.registry import reference
+from reconciler.registry.client import Registries
+from reconciler.registry.digest import Digest
+from reconciler.registry.errors import RegistryError
+from reconciler.shard import Shard, lock_part
+
+VERIFY_VERSION = 1
+
+
+class Status(enum.Enum):
+    INTACT = "intact"
+    CHANGED = "changed"
+    """The tag holds another digest: re-pointed behind our back."""
+    DELETED = "deleted"
+    """The tag holds nothing."""
+    ERROR = "error"
+    """The registry could not be asked; nothing is known."""
+
+
+@attrs.frozen
+class VerifiedImage:
+    source: str
+    target: str
+    digest: Digest
+    status: Status
+    target_digest: Digest | None = None
+    """What the target tag holds now."""
+    message: str | None = None
+
+
+@attrs.frozen
+class VerifySummary:
+    intact: int
+    changed: int
+    deleted: int
+    errors: int
+
+
+@attrs.frozen
+class Verification:
+    images: tuple[VerifiedImage, ...]
+    shard: Shard | None = None
+    version: int = VERIFY_VERSION
+
+    @property
+    def summary(self) -> VerifySummary:
+        statuses = [image.status for image in self.images]
+        return VerifySummary(
+            intact=statuses.count(Status.INTACT),
+            changed=statuses.count(Status.CHANGED),
+            deleted=statuses.count(Status.DELETED),
+            errors=statuses.count(Status.ERROR),
+        )
+
+    @property
+    def ok(self) -> bool:
+        return all(image.status is Status.INTACT for image in self.images)
+
+
+async def verify_lock(
+    registries: Registries, lock: Lockfile, shard: Shard | None = None, concurrency: int = 32
+) -> Verification:
+    """One HEAD per locked target tag (of ``shard`` only, when given); a registry's failure is that image's verdict."""
+    slots = asyncio.Semaphore(concurrency)
+
+    async def verify_one(locked: LockedImage) -> VerifiedImage:
+        target = reference.parse(locked.target)
+        async with slots:
+            try:
+                held = await registries.client(target.repository).resolve_digest(
+                    target.repository.path, str(target.tag)
+                )
+            except RegistryError as error:
+                return VerifiedImage(locked.source, locked.target, locked.digest, Status.ERROR, message=str(error))
+        return _verdict(locked, held)
+
+    images = await asyncio.gather(*(verify_one(locked) for locked in lock_part(shard, lock).images))
+    return Verification(images=tuple(images), shard=shard)
+
+
+def _verdict(locked: LockedImage, held: Digest | None) -> VerifiedImage:
+    status, message = Status.INTACT, None
+    if held is None:
+        status, message = Status.DELETED, "target tag holds nothing"
+    elif held != locked.digest:
+        status, message = Status.CHANGED, f"target tag holds {held}, not the locked {locked.digest}"
+    return VerifiedImage(locked.source, locked.target, locked.digest, status, held, message)
+
+
+@attrs.frozen(kw_only=True)
+class _VerifyDocument:
+    version: int
+    shard: Shard | None
+    images: tuple[VerifiedImage, ...]
+    summary: VerifySummary
+
+
+_converter = documents.converter()
+_converter.register_unstructure_hook(Status, lambda status: status.value)
+_converter.register_unstructure_hook(Shard, str)
+
+
+def to_json(verification: Verification) -> str:
+    document = _VerifyDocument(version=verification.version, shard=verification.shard,
+                               images=verification.images, summary=verification.summary)
+    return json.dumps(_converter.unstructure(document), indent=2) + "\n"

@@ -1,0 +1,176 @@
+"""--shard K/N on plan, apply and verify: the real CLI against real registries.
+
+Which shard a target falls in is computed here from the documented rule (README: the
+first 8 bytes of sha256(target), big-endian, mod N, plus 1), so the test picks target
+names that fill every shard, and checks the CLI against that rule rather than itself.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+
+from reconciler.shard import Shard
+from tests.harness import images as harness_images
+from tests.harness.rawhttp import RawRegistry
+from tests.helpers_cli import CliResult, run_cli, write_images
+
+
+def ok(result: CliResult, code: int = 0) -> CliResult:
+    assert result.code == code, str(result)
+    assert "Traceback" not in result.stderr, str(result)
+    return result
+
+
+def expected_shard(target: str, count: int) -> int:
+    return int.from_bytes(hashlib.sha256(target.encode()).digest()[:8], "big") % count + 1
+
+
+def names_by_shard(prefix: str, count: int, per_shard: int, tag: str = "v1") -> dict[int, list[str]]:
+    """Target repository names under ``prefix``, ``per_shard`` of them in each of ``count`` shards."""
+    names: dict[int, list[str]] = {number: [] for number in range(1, count + 1)}
+    for index in itertools.count():
+        name = f"app-{index}"
+        shard = names[expected_shard(f"{prefix}{name}:{tag}", count)]
+        if len(shard) < per_shard:
+            shard.append(name)
+        if all(len(shard) == per_shard for shard in names.values()):
+            return names
+
+
+def planned_targets(workdir: Path, shard: str) -> set[str]:
+    document = json.loads(ok(run_cli(workdir, "plan", "--shard", shard, "--format", "json")).stdout)
+    assert document["shard"] == shard
+    return {image["target"] for image in document["images"]}
+
+
+def lock_entries(workdir: Path, prefix: str, source: str, names: dict[int, list[str]]) -> list[dict]:
+    """images.yaml with ``source`` copied to each of ``names``, locked; its entries."""
+    entries = [{"source": source, "target": name} for shard in names.values() for name in shard]
+    write_images(workdir, prefix, entries)
+    ok(run_cli(workdir, "lock"))
+    return entries
+
+
+def tags(registry, prefix: str, name: str) -> list[str]:
+    """The tags the target repository ``name`` under ``prefix`` holds, asked of the registry itself."""
+    with RawRegistry(registry) as raw:
+        return raw.tags(prefix.split("/", 1)[1] + name)
+
+
+@pytest.fixture
+def prefix(second_plain_registry, unique_repo) -> str:
+    return f"{second_plain_registry.host}/{unique_repo('mirror')}/"
+
+
+def test_shards_partition_the_images_and_keep_them_when_another_is_added(tmp_path, push_image, prefix):
+    pushed = push_image("oci")
+    source = f"{pushed.host}/{pushed.repo}:v1"
+    names = names_by_shard(prefix, 3, 2)
+    entries = lock_entries(tmp_path, prefix, source, names)
+
+    before = {number: planned_targets(tmp_path, f"{number}/3") for number in (1, 2, 3)}
+    assert before == {number: {f"{prefix}{name}:v1" for name in names[number]} for number in (1, 2, 3)}
+
+    write_images(tmp_path, prefix, [*entries, {"source": source, "target": "app-added"}])
+    ok(run_cli(tmp_path, "lock"))
+    after = {number: planned_targets(tmp_path, f"{number}/3") for number in (1, 2, 3)}
+    added = f"{prefix}app-added:v1"
+    assert [number for number in after if added in after[number]] == [expected_shard(added, 3)]
+    assert {number: targets - {added} for number, targets in after.items()} == before
+
+
+def test_shard_membership_is_exact_and_roughly_even_over_many_targets():
+    targets = [f"registry.example/mirror/image-{index}:v{index % 7}" for index in range(3000)]
+    for count in range(1, 9):
+        shards = [Shard(number, count) for number in range(1, count + 1)]
+        owners = [[shard.number for shard in shards if shard.holds(target)] for target in targets]
+        assert owners == [[expected_shard(target, count)] for target in targets]
+        sizes = collections.Counter(owner for owner, in owners)
+        assert min(sizes.values()) > 0.8 * len(targets) / count, sizes
+
+
+def test_apply_and_verify_with_a_shard_touch_only_its_images(tmp_path, push_image, prefix, second_plain_registry):
+    pushed = push_image("oci")
+    names = names_by_shard(prefix, 2, 2)
+    lock_entries(tmp_path, prefix, f"{pushed.host}/{pushed.repo}:v1", names)
+
+    applied = ok(run_cli(tmp_path, "apply", "--shard", "1/2"))
+    assert applied.stdout_lines[-1].startswith("Apply: 2 copied, 0 unchanged, 0 refused, 0 failed"), str(applied)
+    assert {name: tags(second_plain_registry, prefix, name) for shard in names.values() for name in shard} == {
+        **{name: ["v1"] for name in names[1]}, **{name: [] for name in names[2]},
+    }
+    ok(run_cli(tmp_path, "verify", "--shard", "1/2"))
+    missing = ok(run_cli(tmp_path, "verify", "--shard", "2/2"), 1)
+    assert missing.stdout_lines[-1] == "Verify: 0 intact, 0 changed, 2 deleted, 0 errors.", str(missing)
+
+    ok(run_cli(tmp_path, "apply", "--shard", "2/2"))
+    everything = ok(run_cli(tmp_path, "verify"))
+    assert everything.stdout_lines == ["Verify: 4 intact, 0 changed, 0 deleted, 0 errors."]
+
+
+def test_a_saved_plan_applies_only_with_the_shard_it_was_made_with(tmp_path, push_image, prefix, second_plain_registry):
+    pushed = push_image("oci")
+    names = names_by_shard(prefix, 2, 1)
+    lock_entries(tmp_path, prefix, f"{pushed.host}/{pushed.repo}:v1", names)
+    ok(run_cli(tmp_path, "plan", "--shard", "1/2", "--out", "first.json"))
+    ok(run_cli(tmp_path, "plan", "--out", "all.json"))
+
+    for args in (("first.json",), ("--shard", "2/2", "first.json")):
+        refused = ok(run_cli(tmp_path, "apply", *args), 1)
+        assert refused.error_lines == ["error: saved plan was made with --shard 1/2: apply it with --shard 1/2"]
+    refused = ok(run_cli(tmp_path, "apply", "--shard", "1/2", "all.json"), 1)
+    assert refused.error_lines == ["error: saved plan was made without --shard: apply it without --shard"]
+    assert [tags(second_plain_registry, prefix, shard[0]) for shard in names.values()] == [[], []]
+
+    damaged = tmp_path / "damaged.json"
+    damaged.write_text((tmp_path / "first.json").read_text().replace('"shard": "1/2"', '"shard": "3/2"'))
+    refused = ok(run_cli(tmp_path, "apply", "--shard", "1/2", "damaged.json"), 1)
+    assert refused.error_lines == ["error: damaged.json:4: shard: '3/2': K must be 1 to N, and N at least 1"]
+
+    applied = ok(run_cli(tmp_path, "apply", "--shard", "1/2", "first.json"))
+    assert applied.stdout_lines[-1].startswith("Apply: 1 copied, 0 unchanged, 0 refused, 0 failed"), str(applied)
+    assert [tags(second_plain_registry, prefix, shard[0]) for shard in names.values()] == [["v1"], []]
+
+
+def test_a_saved_shard_plan_is_stale_when_its_own_pins_change_not_another_shards(
+    tmp_path, push_image, unique_repo, prefix, second_plain_registry
+):
+    ours, theirs = push_image("oci", repo=unique_repo("ours")), push_image("docker", repo=unique_repo("theirs"))
+    names = names_by_shard(prefix, 2, 1)
+    our_source, their_source = (f"{pushed.host}/{pushed.repo}:v1" for pushed in (ours, theirs))
+    write_images(tmp_path, prefix, [{"source": our_source, "target": names[1][0]},
+                                    {"source": their_source, "target": names[2][0]}])
+    ok(run_cli(tmp_path, "lock"))
+
+    ok(run_cli(tmp_path, "plan", "--shard", "1/2", "--out", "plan.json"))
+    push_image(harness_images.build_image("docker", seed="theirs-moved"), repo=theirs.repo, tag="v1")
+    repinned = ok(run_cli(tmp_path, "lock", "--upgrade", their_source))
+    assert repinned.stderr_lines[0] == f"  pinned {prefix}{names[2][0]}:v1", str(repinned)
+    applied = ok(run_cli(tmp_path, "apply", "--shard", "1/2", "plan.json"))
+    assert applied.stdout_lines[-1].startswith("Apply: 1 copied"), str(applied)
+
+    ok(run_cli(tmp_path, "plan", "--shard", "2/2", "--out", "plan.json"))
+    push_image(harness_images.build_image("docker", seed="theirs-moved-again"), repo=theirs.repo, tag="v1")
+    ok(run_cli(tmp_path, "lock", "--upgrade", their_source))
+    stale = ok(run_cli(tmp_path, "apply", "--shard", "2/2", "plan.json"), 1)
+    assert stale.error_lines == [
+        "error: saved plan is stale: the lock file changed since it was made; run `image-syncer plan` again"
+    ], str(stale)
+    assert tags(second_plain_registry, prefix, names[2][0]) == []
+
+
+@pytest.mark.parametrize("command", ["plan", "apply", "verify"])
+@pytest.mark.parametrize("value", ["0/4", "5/4", "1/0", "x", "1/", "-1/4", ""])
+def test_a_bad_shard_is_a_usage_error(tmp_path, command, value):
+    result = run_cli(tmp_path, command, "--shard", value)
+    assert result.code == 2, str(result)
+    assert result.stdout == ""
+    assert len(result.stderr_lines) == 2, str(result)
+    assert result.stderr_lines[0].startswith("error: Invalid value for '--shard': "), str(result)
+    assert result.stderr_lines[1] == f"Try 'image-syncer {command} -h' for help."
