@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import json
 import signal
 import time
 from collections.abc import Awaitable
@@ -11,6 +12,7 @@ from typing import Protocol, TypeVar
 
 import attrs
 
+from reconciler import documents
 from reconciler.lockfile import Lockfile
 from reconciler.plan import Action, Plan, PlannedImage, lock_digest
 from reconciler.registry import reference
@@ -52,6 +54,41 @@ class Report:
 
     def count(self, outcome: Outcome) -> int:
         return sum(image.outcome is outcome for image in self.images)
+
+
+REPORT_VERSION = 1
+
+
+@attrs.frozen
+class ReportSummary:
+    copied: int
+    unchanged: int
+    refused: int
+    failed: int
+    interrupted: int
+
+
+@attrs.frozen(kw_only=True)
+class _ReportDocument:
+    """What ``apply --format json`` prints (schemas/report.schema.json)."""
+
+    version: int
+    images: tuple[AppliedImage, ...]
+    summary: ReportSummary
+    stats: CopyStats
+    seconds: float
+
+
+_converter = documents.converter()
+_converter.register_unstructure_hook(Outcome, lambda outcome: outcome.value)
+
+
+def to_json(report: Report) -> str:
+    summary = ReportSummary(*(report.count(outcome) for outcome in (
+        Outcome.COPIED, Outcome.UNCHANGED, Outcome.REFUSED, Outcome.FAILED, Outcome.INTERRUPTED)))
+    document = _ReportDocument(version=REPORT_VERSION, images=report.images, summary=summary, stats=report.stats,
+                               seconds=round(report.seconds, 3))
+    return json.dumps(_converter.unstructure(document), indent=2) + "\n"
 
 
 class Interrupted(Exception):

@@ -31,6 +31,7 @@ from reconciler import config as config_file
 from reconciler import documents, lockfile, render, workflow
 from reconciler import plan as plan_module
 from reconciler import verify as verify_module
+from reconciler import apply as apply_module
 from reconciler.apply import Interruption, Report
 from reconciler.errors import InputError, one_line
 from reconciler.progress import apply_progress
@@ -409,6 +410,7 @@ def apply(
     plan_file: Annotated[Path | None, typer.Argument(help="A plan saved by `plan --out`; refused when stale.")] = None,
     images_file: ImagesFile = Path("images.yaml"),
     lock_file: LockFile = None,
+    output_format: FormatOption = PlanFormat.text,
     shard: ShardOption = None,
     *,
     session: SessionOptions,
@@ -428,8 +430,8 @@ def apply(
             return report
 
     report = _run(work, interruption)
-    _to_step_summary(render.report_markdown(report))
-    stdout.print(render.report_text(report))
+    _print_as(output_format, json_text=apply_module.to_json(report), markdown=render.report_markdown(report),
+              text=render.report_text(report))
     if interruption.signal is not None:
         raise _Stopped(interruption.signal)
     if not report.ok:

@@ -157,3 +157,19 @@ def test_version_prints_the_package_version(tmp_path):
 def test_every_commands_help_ends_with_an_example(tmp_path, command):
     lines = [line.strip() for line in ok(run_cli(tmp_path, command, "--help")).stdout_lines if line.strip()]
     assert lines[-1].startswith("Example") and f"image-syncer {command} " in lines[-1], lines[-3:]
+
+
+def test_apply_json_matches_the_report_schema(every_state, printed):
+    """Last in this file: applying changes the mirror the other tests read (their output is already printed)."""
+    applied = ok(run_cli(every_state, "apply", "--format", "json", "--retries", "0"), 1)
+    report = json.loads(applied.stdout)
+
+    assert {image["target"].rsplit("/", 1)[1]: image["outcome"] for image in report["images"]} == {
+        "unchanged:v1": "unchanged", "create:v1": "copied", "conflict:v1": "refused", "moved:v1": "copied",
+        "missing:v1": "failed", "error:v1": "failed",
+    }
+    assert report["summary"] == {"copied": 2, "unchanged": 1, "refused": 1, "failed": 2, "interrupted": 0}
+    assert report["stats"]["blobsUploaded"] > 0
+    assert schema_errors("report", report) == []
+    broken = dict(report, images=[dict(report["images"][0], outcome="skipped")])
+    assert schema_errors("report", broken) != []
