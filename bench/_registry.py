@@ -2,7 +2,8 @@
 
 Each registry listens on a free 127.0.0.1 port, keeps its storage in a private
 temporary directory and writes its access log (one line per HTTP request) to
-``registry.log`` there, which is how the benchmark counts requests.
+``registry.log`` there, which is how the benchmark counts requests.  With an
+RTT, the tools reach it through a delay line (``delayline.py``) at ``front_host``.
 Independent of ``reconciler`` and of ``tests/``.
 """
 
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import httpx
 import yaml
+from delayline import DelayLine
 
 _live: set[Registry] = set()
 
@@ -42,10 +44,13 @@ def free_port() -> int:
 
 
 class Registry:
-    """One running registry; ``host`` is ``127.0.0.1:PORT``."""
+    """One running registry; ``host`` is ``127.0.0.1:PORT``; ``front_host`` is where the tools
+    reach it: a delay line of ``rtt_ms`` in front of it, or ``host`` itself for RTT 0."""
 
-    def __init__(self, name: str, parent: Path) -> None:
+    def __init__(self, name: str, parent: Path, rtt_ms: float = 0.0) -> None:
         self.name = name
+        self.rtt_ms = rtt_ms
+        self.delay_line: DelayLine | None = None
         self.workdir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=parent))
         self.data_dir = self.workdir / "data"
         self.data_dir.mkdir()
@@ -60,6 +65,14 @@ class Registry:
     @property
     def url(self) -> str:
         return f"http://{self.host}"
+
+    @property
+    def front_host(self) -> str:
+        return self.delay_line.host if self.delay_line else self.host
+
+    @property
+    def front_url(self) -> str:
+        return f"http://{self.front_host}"
 
     def start(self, timeout: float = 20.0) -> Registry:
         for _attempt in range(3):
@@ -89,6 +102,8 @@ class Registry:
             while time.monotonic() < deadline and self._proc.poll() is None:
                 try:
                     if httpx.get(f"{self.url}/v2/", timeout=2).status_code == 200:
+                        if self.rtt_ms:
+                            self.delay_line = DelayLine(self.host, self.rtt_ms)
                         return self
                 except httpx.HTTPError:
                     pass
@@ -101,6 +116,9 @@ class Registry:
 
     def _kill(self) -> None:
         _live.discard(self)
+        line, self.delay_line = self.delay_line, None
+        if line is not None:
+            line.stop()
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
             return
@@ -147,5 +165,5 @@ class Registry:
         return counts
 
 
-def start_registry(name: str, parent: Path) -> Registry:
-    return Registry(name, parent).start()
+def start_registry(name: str, parent: Path, rtt_ms: float = 0.0) -> Registry:
+    return Registry(name, parent, rtt_ms).start()

@@ -3,10 +3,11 @@
 
     .venv/bin/python bench/run.py [--n 100] [--n 1000] [--profile oci|index]
                                   [--repeat 3] [--quick] [--big-mib 1024] [--no-rss]
-                                  [--commit REV | --worktree] [--baseline REV]
+                                  [--commit REV | --worktree] [--baseline REV] [--rtt 0] [--rtt 40]
 
 See bench/README.md for what is measured.  Everything runs on loopback against
-local ``docker-registry`` processes started (and stopped) here.
+local ``docker-registry`` processes started (and stopped) here; with ``--rtt``,
+the tools reach them through delay lines (``delayline.py``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ sys.path.insert(0, str(HERE))
 
 import _images
 from _registry import Registry, start_registry
+from delayline import probe
 
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 SKOPEO = shutil.which("skopeo") or "skopeo"
@@ -155,8 +157,8 @@ class Bench:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     # --------------------------------------------------------------- helpers
-    def registry(self, name: str) -> Registry:
-        return start_registry(name, self.tmp)
+    def registry(self, name: str, rtt_ms: float = 0.0) -> Registry:
+        return start_registry(name, self.tmp, rtt_ms)
 
     def run(self, argv: list[str], cwd: Path, ok: tuple[int, ...] = (0,),
             env: dict[str, str] | None = None) -> tuple[Usage, subprocess.CompletedProcess]:
@@ -174,7 +176,7 @@ class Bench:
     def skopeo_sync(self, sync_yaml: Path, target: Registry, cwd: Path) -> Usage:
         return self.run([SKOPEO, "--policy", str(self.policy), "sync", "--all", "--src", "yaml",
                          "--dest", "docker", "--src-tls-verify=false", "--dest-tls-verify=false",
-                         str(sync_yaml), f"{target.host}/skopeo"], cwd)[0]
+                         str(sync_yaml), f"{target.front_host}/skopeo"], cwd)[0]
 
     @staticmethod
     def verify(target: Registry, repos: list[str], digests: list[str], what: str) -> None:
@@ -190,35 +192,44 @@ class Bench:
             raise RuntimeError(f"{what}: {len(bad)} of {len(repos)} targets differ, e.g. {bad[0]}")
 
     # ------------------------------------------------------------- one size
-    def bench_size(self, n: int) -> dict:
+    def bench_size(self, n: int, rtt_ms: float) -> dict:
+        """All runs for ``n`` images, the tools reaching every registry through a delay line of
+        ``rtt_ms`` (none for 0)."""
         profile, repeat = self.args.profile, self.args.repeat
+        column = column_name(n, rtt_ms)
         work = Path(tempfile.mkdtemp(prefix=f"n{n}-", dir=self.tmp))
-        source = self.registry("source")
+        source = self.registry("source", rtt_ms)
         try:
-            log(f"N={n}: seeding {n} {profile} images into {source.host}")
+            if rtt_ms:
+                fresh, reused = probe(source.front_host)
+                log(f"{column}: GET /v2/ through the delay line: fresh connection {fresh * 1000:.0f} ms, "
+                    f"reused {reused * 1000:.0f} ms")
+                if fresh < 2 * rtt_ms / 1000 or reused < rtt_ms / 1000:
+                    raise RuntimeError(f"the delay line of {rtt_ms:g} ms does not delay")
+            log(f"{column}: seeding {n} {profile} images into {source.host}")
             pusher = _images.Pusher(source.url)
             started = time.perf_counter()
             digests = pusher.push_all(profile, n)
             seed_seconds = time.perf_counter() - started
             pusher.close()
-            log(f"N={n}: seeded in {seed_seconds:.1f}s ({pusher.requests} requests)")
+            log(f"{column}: seeded in {seed_seconds:.1f}s ({pusher.requests} requests)")
 
             repos = [_images.repo_name(i) for i in range(n)]
             sync_yaml = work / "sync.yaml"
-            lines = [f'"{source.host}":', "  tls-verify: false", "  images:"]
+            lines = [f'"{source.front_host}":', "  tls-verify: false", "  images:"]
             lines += [f'    {repo}: ["{_images.TAG}"]' for repo in repos]
             sync_yaml.write_text("\n".join(lines) + "\n")
             # skopeo sync (not --scoped) names each target <dest>/<last path component>.
             skopeo_repos = [f"skopeo/{repo.rsplit('/', 1)[1]}" for repo in repos]
-            syncer_repos = [f"mirror/{source.host.replace(':', '_')}/{repo}" for repo in repos]
+            syncer_repos = [f"mirror/{source.front_host.replace(':', '_')}/{repo}" for repo in repos]
 
             # Each syncer under test keeps its images.yaml and images.lock in its own directory.
             for s in self.syncers:
                 (work / s.role).mkdir()
 
             def configure(s: Syncer, target: Registry) -> None:
-                lines = [f'targetRepoPrefix: "{target.host}/mirror/"', "images:"]
-                lines += [f'  - source: "{source.host}/{repo}:{_images.TAG}"' for repo in repos]
+                lines = [f'targetRepoPrefix: "{target.front_host}/mirror/"', "images:"]
+                lines += [f'  - source: "{source.front_host}/{repo}:{_images.TAG}"' for repo in repos]
                 (work / s.role / "images.yaml").write_text("\n".join(lines) + "\n")
                 self.run([*SYNCER, "lock"], work / s.role, env=s.env)  # not timed
 
@@ -240,7 +251,7 @@ class Bench:
                 cpu = {"client": usage.cpu, "source": source.cpu_seconds() - cpu_before[0],
                        "target": target.cpu_seconds() - cpu_before[1]}
                 runs[kind].append({"seconds": usage.seconds, "cpu": cpu, "requests": requests})
-                log(f"N={n} #{r + 1}: {label(kind)} {usage.seconds:.2f}s, CPU s "
+                log(f"{column} #{r + 1}: {label(kind)} {usage.seconds:.2f}s, CPU s "
                     + " ".join(f"{k} {v:.2f}" for k, v in cpu.items()) + f", requests {requests}")
 
             kept: dict[str, Registry] = {}  # the last round's targets serve the no-op runs
@@ -248,7 +259,7 @@ class Bench:
             def cold(kind: str, r: int, target_repos: list[str], action: Callable[[Registry], Usage],
                      keep: bool = False, setup: Callable[[Registry], None] | None = None) -> None:
                 """One cold run into a fresh, empty target registry, verified afterwards."""
-                target = self.registry("target")
+                target = self.registry("target", rtt_ms)
                 try:
                     if setup is not None:
                         setup(target)  # not timed
@@ -264,7 +275,7 @@ class Bench:
 
             def floor(target: Registry) -> Usage:
                 """Each distinct blob once + mounts + manifests, raw HTTP from this process."""
-                pusher = _images.Pusher(target.url, concurrency=self.args.concurrency)
+                pusher = _images.Pusher(target.front_url, concurrency=self.args.concurrency)
                 try:
                     return timed(resource.RUSAGE_SELF, lambda: pusher.push_all(profile, n, images))[0]
                 finally:
@@ -319,9 +330,9 @@ class Bench:
                 cpu[f"{name}_ms_per_request"] = statistics.median(
                     1000 * c / max(q, 1) for c, q in zip(used, requests))
             medians_cpu[k] = cpu
-        return {"n": n, "profile": profile, "repeat": repeat, "cpus": CPUS, "seed_seconds": seed_seconds,
-                "unique_bytes": unique, "medians_seconds": medians, "medians_cpu_seconds": medians_cpu,
-                "requests_per_image": per_image, "runs": runs}
+        return {"n": n, "rtt_ms": rtt_ms, "profile": profile, "repeat": repeat, "cpus": CPUS,
+                "seed_seconds": seed_seconds, "unique_bytes": unique, "medians_seconds": medians,
+                "medians_cpu_seconds": medians_cpu, "requests_per_image": per_image, "runs": runs}
 
     # ------------------------------------------------------------ peak RSS
     def bench_rss(self) -> dict:
@@ -370,6 +381,15 @@ class Bench:
 
 
 # ------------------------------------------------------------------ report
+def column_name(n: int, rtt_ms: float) -> str:
+    return f"N={n} RTT={rtt_ms:g}"
+
+
+def result_key(result: dict) -> str:
+    """Key of a result in latest.json: ``100`` for RTT 0, ``100/rtt40`` for RTT 40 ms."""
+    return f"{result['n']}" + (f"/rtt{result['rtt_ms']:g}" if result["rtt_ms"] else "")
+
+
 def _fmt(value: float | None, unit: str = "") -> str:
     if value is None:
         return "-"
@@ -397,7 +417,7 @@ def cpu_table(results: list[dict]) -> list[str]:
     lines = [f"CPU seconds (user+sys, medians) on {results[0]['cpus']} CPUs; registries = source + target;",
              "reg ms/req = registries' CPU per request they served; reg-bound = registries' CPU / CPUs"]
     for r in results:
-        lines.append("  ".join([f"N={r['n']}".ljust(width)] + [c.rjust(10) for c in columns]))
+        lines.append("  ".join([column_name(r["n"], r["rtt_ms"]).ljust(width)] + [c.rjust(10) for c in columns]))
         for kind, label in KINDS.items():
             cpu = r["medians_cpu_seconds"][kind]
             values = [cpu["client"], cpu["source"], cpu["target"], cpu["registries"],
@@ -425,14 +445,15 @@ def client_cpu(results: list[dict], syncers: list[Syncer]) -> tuple[list[str], d
     baseline, the ratio main / baseline of the ms per request."""
     columns = [f"{s.role} {c}" for s in syncers for c in ("CPU s", "requests", "ms/req")]
     columns += ["ratio"] if len(syncers) > 1 else []
-    width = max(len(x) for x in [*CLIENT_KINDS.values(), *(f"N={r['n']}" for r in results)])
+    width = max(len(x) for x in [*CLIENT_KINDS.values(), *(column_name(r["n"], r["rtt_ms"]) for r in results)])
     lines = ["client CPU ms per request = image-syncer's CPU seconds (user+sys) * 1000 / requests to source "
              "+ target (access logs); medians", ", ".join(f"{s.role} = {s.code[:7]}" for s in syncers)
              + ("; ratio = main / baseline ms/req" if len(syncers) > 1 else "")]
     data: dict = {"commits": {s.role: s.code for s in syncers}, "sizes": {}}
     for r in results:
-        lines.append("  ".join([f"N={r['n']}".ljust(width)] + [c.rjust(max(10, len(c))) for c in columns]))
-        per_kind = data["sizes"][str(r["n"])] = {}
+        lines.append("  ".join([column_name(r["n"], r["rtt_ms"]).ljust(width)]
+                               + [c.rjust(max(10, len(c))) for c in columns]))
+        per_kind = data["sizes"][result_key(r)] = {}
         for kind, name in CLIENT_KINDS.items():
             entry = per_kind[kind] = {}
             values: list[float | None] = []
@@ -472,6 +493,10 @@ def report(results: list[dict], rss: dict | None) -> tuple[str, dict]:
     plan_sk = [m["noop_plan"] / m["noop_skopeo"] for m in med]
     row("no-op: plan / skopeo  [<= 0.1 at N=1000]", plan_sk, "x")
     row("no-op: apply / skopeo", [m["noop_apply"] / m["noop_skopeo"] for m in med], "x")
+    at_rtt0 = {r["n"]: r["medians_seconds"] for r in results if r["rtt_ms"] == 0}
+    for kind in ("cold_syncer", "noop_plan"):
+        row(f"{KINDS[kind]}: RTT / RTT=0", [m[kind] / at_rtt0[r["n"]][kind] if r["n"] in at_rtt0 else None
+                                            for r, m in zip(results, med)], "x")
     for kind, label in KINDS.items():
         label += " [<= 1]" if kind == "noop_plan" else ""
         for side in ("source", "target") if kind != "floor" else ("target",):
@@ -481,24 +506,25 @@ def report(results: list[dict], rss: dict | None) -> tuple[str, dict]:
         return {"value": value, "target": TARGETS[key], "met": value <= TARGETS[key]}
 
     for r, a, b, c in zip(results, cold_sk, cold_fl, plan_sk):
-        n = r["n"]
-        verdicts[f"cold_vs_skopeo@{n}"] = verdict("cold_vs_skopeo", a) | registry_bound(r, *SKOPEO_RATIO_TARGETS[0])
-        verdicts[f"cold_vs_floor@{n}"] = verdict("cold_vs_floor", b)
+        at = result_key(r)
+        verdicts[f"cold_vs_skopeo@{at}"] = verdict("cold_vs_skopeo", a) | registry_bound(r, *SKOPEO_RATIO_TARGETS[0])
+        verdicts[f"cold_vs_floor@{at}"] = verdict("cold_vs_floor", b)
         q = r["requests_per_image"]
-        verdicts[f"noop_plan_requests_per_image_per_registry@{n}"] = verdict(
+        verdicts[f"noop_plan_requests_per_image_per_registry@{at}"] = verdict(
             "noop_plan_requests_per_image_per_registry", max(q["noop_plan.source"], q["noop_plan.target"]))
-        if n >= 1000:
-            verdicts[f"noop_plan_vs_skopeo@{n}"] = (verdict("noop_plan_vs_skopeo_at_1000", c)
+        if r["n"] >= 1000:
+            verdicts[f"noop_plan_vs_skopeo@{at}"] = (verdict("noop_plan_vs_skopeo_at_1000", c)
                                                     | registry_bound(r, *SKOPEO_RATIO_TARGETS[1]))
     if rss is not None:
         verdicts["peak_rss_mib"] = verdict("peak_rss_mib", rss["image-syncer"]["peak_rss_mib"])
 
-    header = ["metric"] + [f"N={r['n']}" for r in results]
+    header = ["metric"] + [column_name(r["n"], r["rtt_ms"]) for r in results]
     width = max(len(label) for label, _ in rows)
+    cell = max(10, *(len(h) for h in header[1:]))
     lines = [f"profile={results[0]['profile']}  repeat={results[0]['repeat']} (medians)",
-             "  ".join([header[0].ljust(width)] + [h.rjust(10) for h in header[1:]])]
+             "  ".join([header[0].ljust(width)] + [h.rjust(cell) for h in header[1:]])]
     for label, values in rows:
-        lines.append("  ".join([label.ljust(width)] + [v.rjust(10) for v in values]))
+        lines.append("  ".join([label.ljust(width)] + [v.rjust(cell) for v in values]))
     lines.append("")
     lines.extend(cpu_table(results))
     if rss is not None:
@@ -508,8 +534,9 @@ def report(results: list[dict], rss: dict | None) -> tuple[str, dict]:
             lines.append(f"  {name:<13} {rss[name]['peak_rss_mib']:8.1f} MiB  in {rss[name]['seconds']:.1f}s")
     lines.append("")
     lines.append("targets:")
+    key_width = max(48, *map(len, verdicts))
     for key, v in verdicts.items():
-        line = f"  {key:<48} {v['value']:8.3g}  (target <= {v['target']:g})  {'MET' if v['met'] else 'NOT MET'}"
+        line = f"  {key:<{key_width}} {v['value']:8.3g}  (target <= {v['target']:g})  {'MET' if v['met'] else 'NOT MET'}"
         if "below_registry_bound" in v:
             line += (f"; below_registry_bound={str(v['below_registry_bound']).lower()} "
                      f"({v['target_seconds']:.3g}s target vs {v['registry_bound_seconds']:.3g}s lower limit)")
@@ -530,10 +557,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", metavar="REV",
                         help="also run cold apply and no-op plan with reconciler/ as committed at REV, "
                              "alternating with the main snapshot, and compare client CPU per request")
+    parser.add_argument("--rtt", type=float, action="append", metavar="MS",
+                        help="round trip time the tools see to every registry, through delay lines "
+                             "(repeatable; default 0: plain loopback)")
     parser.add_argument("--concurrency", type=int, default=16,
                         help="parallel requests of the floor (image-syncer's default --max-requests is 16)")
     args = parser.parse_args(argv)
     args.n = args.n or [100]
+    args.rtt = args.rtt or [0.0]
     if args.quick:
         args.repeat = 1
         if args.big_mib == 1024:
@@ -547,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
     log("image-syncer under test: " + ", ".join(f"{s.role} {s.code}" for s in bench.syncers))
     started = time.perf_counter()
     try:
-        results = [bench.bench_size(n) for n in args.n]
+        results = [bench.bench_size(n, rtt) for n in args.n for rtt in args.rtt]
         rss = None if args.no_rss else bench.bench_rss()
     finally:
         bench.close()
