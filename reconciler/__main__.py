@@ -4,6 +4,7 @@ Everything, even the CLI's own import, runs inside the guard, so a Ctrl-C or a b
 install while the libraries load is reported like any other.
 """
 
+import signal
 import sys
 
 
@@ -13,19 +14,31 @@ def main() -> None:
 
         status = cli.main()
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        status = 130
-    except Exception as error:  # a bug: one line, the traceback only when asked for
-        import traceback
+        status = _interrupted(signal.SIGINT)
+    except BaseException as error:
+        from reconciler.errors import shorten, stop_in
 
-        from reconciler.errors import shorten
+        stop = stop_in(error)
+        if stop is not None:  # a SIGINT or SIGTERM, maybe wrapped by an import it interrupted
+            status = _interrupted(stop.signum)
+        elif not isinstance(error, Exception):
+            raise  # SystemExit and the like
+        else:  # a bug: one line, the traceback only when asked for
+            import traceback
 
-        if "--debug" in sys.argv[1:]:
-            traceback.print_exc()
-        message = shorten(" ".join(f"{type(error).__name__}: {error}".split()))
-        print(f"error: internal error: {message} (run with --debug for the traceback)", file=sys.stderr)
-        status = 1
+            if "--debug" in sys.argv[1:]:
+                traceback.print_exc()
+            message = shorten(" ".join(f"{type(error).__name__}: {error}".split()))
+            print(f"error: internal error: {message} (run with --debug for the traceback)", file=sys.stderr)
+            status = 1
     sys.exit(status)
+
+
+def _interrupted(signum: int) -> int:
+    """One word for Ctrl-C; the signal's name for any other; exit 128 + its number."""
+    print("interrupted" if signum == signal.SIGINT else f"interrupted ({signal.Signals(signum).name})",
+          file=sys.stderr)
+    return 128 + signum
 
 
 if __name__ == "__main__":

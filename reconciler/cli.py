@@ -33,7 +33,7 @@ from reconciler import plan as plan_module
 from reconciler import verify as verify_module
 from reconciler import apply as apply_module
 from reconciler.apply import Interruption, Report
-from reconciler.errors import InputError, one_line
+from reconciler.errors import InputError, Stopped, one_line
 from reconciler.progress import apply_progress
 from reconciler.registry import credentials
 from reconciler.registry.errors import RegistryError
@@ -220,16 +220,14 @@ def registry_command(command: Callable[..., None]) -> Callable[..., None]:
     return with_session
 
 
-class _Stopped(Exception):
-    """A SIGINT or SIGTERM ended the command; the exit status is 128 + the signal's number."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
+def _stop_on_signal(signum: int, _frame: object) -> None:
+    raise Stopped(signum)
 
 
-def _stop_on_sigterm(signum: int, _frame: object) -> None:
-    raise _Stopped(signum)
+def _stop_on_signals() -> None:
+    """Outside the event loop (start-up, reading files, printing), a signal ends the command at once."""
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, _stop_on_signal)
 
 
 def _run(work: Callable[[], Awaitable[T]], interruption: Interruption | None = None) -> T:
@@ -258,12 +256,12 @@ def _run(work: Callable[[], Awaitable[T]], interruption: Interruption | None = N
             return await work()
         except asyncio.CancelledError:
             if received:
-                raise _Stopped(received[0]) from None
+                raise Stopped(received[0]) from None
             raise
         finally:
             for signum in _STOP_SIGNALS:
                 loop.remove_signal_handler(signum)
-            signal.signal(signal.SIGTERM, _stop_on_sigterm)
+            _stop_on_signals()  # removing the loop's handlers restored Python's defaults
 
     with asyncio.Runner() as runner:
         runner.get_loop().set_exception_handler(_log_unawaited_failure)
@@ -433,7 +431,7 @@ def apply(
     _print_as(output_format, json_text=apply_module.to_json(report), markdown=render.report_markdown(report),
               text=render.report_text(report))
     if interruption.signal is not None:
-        raise _Stopped(interruption.signal)
+        raise Stopped(interruption.signal)
     if not report.ok:
         raise typer.Exit(1)
 
@@ -509,7 +507,7 @@ def sync(
     elif dry:
         stdout.print("Dry run: nothing was copied (pass --dry-run=false to copy).", markup=False)
     if interruption.signal is not None:
-        raise _Stopped(interruption.signal)
+        raise Stopped(interruption.signal)
     if not result.ok:
         raise typer.Exit(1)
 
@@ -552,8 +550,8 @@ def _seed_compatible(args: list[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command line and return its exit status (see the module's docstring)."""
     args = _seed_compatible(list(sys.argv[1:] if argv is None else argv))
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
+        _stop_on_signals()
         status = app(args=args, prog_name="image-syncer", standalone_mode=False)
     except NoArgsIsHelpError as error:
         error.show()
@@ -564,11 +562,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (InputError, RegistryError) as error:
         _print_error(str(error))
         return 1
-    except _Stopped as stop:
-        if stop.signum == signal.SIGINT:
-            raise KeyboardInterrupt from None  # the entry point reports every Ctrl-C
-        stderr.print(f"interrupted ({stop})", markup=False)
-        return 128 + stop.signum
     if status == INTERRUPTED:
         raise KeyboardInterrupt  # typer made a Ctrl-C exit status 130; the entry point reports every interrupt
     return status or 0

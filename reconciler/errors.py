@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 
 MAX_QUOTED = 80
 """A value quoted in an error message is cut to this many characters: a 1 MiB source is no message."""
@@ -46,3 +47,28 @@ class InputError(Exception):
         self.line = line
         self.entry = entry
         self.problem = problem
+
+
+class Stopped(BaseException):
+    """A SIGINT or SIGTERM ended the command; the exit status is 128 + the signal's number.
+
+    A BaseException, as KeyboardInterrupt is, so no ``except Exception`` takes it for a
+    failure; and not a KeyboardInterrupt, which click would turn into its own Abort.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def stop_in(error: BaseException) -> Stopped | None:
+    """The signal behind ``error``: Python 3.11 wraps one raised while a class is built
+    (during an import, say) in a RuntimeError."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, Stopped):
+            return seen
+        if isinstance(seen, KeyboardInterrupt):
+            return Stopped(signal.SIGINT)
+        seen = seen.__cause__ or seen.__context__
+    return None
