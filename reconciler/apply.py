@@ -13,6 +13,7 @@ from typing import Protocol, TypeVar
 import attrs
 
 from reconciler import documents
+from reconciler.bounded import map_bounded
 from reconciler.lockfile import Lockfile
 from reconciler.plan import Action, Plan, PlannedImage, lock_digest
 from reconciler.registry import reference
@@ -182,24 +183,22 @@ async def apply_plan(
 ) -> Report:
     started = time.monotonic()
     copier = Copier(registries, on_bytes=observer.bytes_sent if observer else None)
-    slots = asyncio.Semaphore(concurrency)
     interruption = interruption or Interruption()
 
     async def apply_one(image: PlannedImage) -> AppliedImage:
-        async with slots:
-            if interruption.requested:
-                result = _result(image, Outcome.INTERRUPTED, "not started")
-            else:
-                try:
-                    result = await _apply_image(registries, copier, image, interruption)
-                except RegistryError as error:
-                    result = _result(image, Outcome.FAILED, str(error))
+        if interruption.requested:
+            result = _result(image, Outcome.INTERRUPTED, "not started")
+        else:
+            try:
+                result = await _apply_image(registries, copier, image, interruption)
+            except RegistryError as error:
+                result = _result(image, Outcome.FAILED, str(error))
         if observer:
             observer.image_done(result)
         return result
 
     async with copier:
-        images = await asyncio.gather(*(apply_one(image) for image in plan.images))
+        images = await map_bounded(apply_one, plan.images, concurrency)
     return Report(images=tuple(images), stats=copier.stats, seconds=time.monotonic() - started)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import attrs
 
 from reconciler import documents
+from reconciler.bounded import map_bounded
 from reconciler.documents import YamlDocument
 from reconciler.lockfile import LockedImage, Lockfile
 from reconciler.registry import reference
@@ -101,18 +102,16 @@ async def make_plan(
     """Without ``ask_sources`` only targets are asked: apply's own plan needs no moved
     warnings, and a copy finds out by itself whether the source still has the digest.
     With ``shard`` only its part of the lock is planned."""
-    slots = asyncio.Semaphore(concurrency)
 
     async def plan_one(locked: LockedImage) -> PlannedImage:
-        async with slots:
-            try:
-                return await _plan_image(registries, locked, ask_sources)
-            except RegistryError as error:
-                return PlannedImage(locked.source, locked.target, locked.digest, Action.ERROR, message=str(error),
-                                    platforms=locked.platforms)
+        try:
+            return await _plan_image(registries, locked, ask_sources)
+        except RegistryError as error:
+            return PlannedImage(locked.source, locked.target, locked.digest, Action.ERROR, message=str(error),
+                                platforms=locked.platforms)
 
     lock = lock_part(shard, lock)
-    images = await asyncio.gather(*(plan_one(locked) for locked in lock.images))
+    images = await map_bounded(plan_one, lock.images, concurrency)
     return Plan(lock_digest=lock_digest(lock), images=tuple(images), shard=shard)
 
 

@@ -7,9 +7,9 @@ asks for platforms.
 
 from __future__ import annotations
 
-import asyncio
 import json
 
+from reconciler.bounded import map_bounded
 from reconciler.config import DesiredImage
 from reconciler.lockfile import LockedImage
 from reconciler.registry import mediatypes
@@ -64,16 +64,14 @@ async def resolve_all(
     registries: Registries, desired: list[DesiredImage], concurrency: int = 32
 ) -> tuple[dict[str, LockedImage], dict[str, str]]:
     """Resolve concurrently; returns pins by target and one error line per failed target."""
-    slots = asyncio.Semaphore(concurrency)
     resolved: dict[str, LockedImage] = {}
     errors: dict[str, str] = {}
 
     async def one(image: DesiredImage) -> None:
-        async with slots:
-            try:
-                resolved[image.target] = await resolve(registries, image)
-            except RegistryError as error:
-                errors[image.target] = str(error)
+        try:
+            resolved[image.target] = await resolve(registries, image)
+        except RegistryError as error:
+            errors[image.target] = str(error)
 
-    await asyncio.gather(*(one(image) for image in desired))
+    await map_bounded(one, desired, concurrency)
     return resolved, errors

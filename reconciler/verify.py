@@ -6,13 +6,13 @@ target tag, nothing asked of any source, nothing written.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import json
 
 import attrs
 
 from reconciler import documents
+from reconciler.bounded import map_bounded
 from reconciler.lockfile import LockedImage, Lockfile
 from reconciler.registry import reference
 from reconciler.registry.client import Registries
@@ -77,20 +77,16 @@ async def verify_lock(
     registries: Registries, lock: Lockfile, shard: Shard | None = None, concurrency: int = 32
 ) -> Verification:
     """One HEAD per locked target tag (of ``shard`` only, when given); a registry's failure is that image's verdict."""
-    slots = asyncio.Semaphore(concurrency)
 
     async def verify_one(locked: LockedImage) -> VerifiedImage:
         target = reference.parse(locked.target)
-        async with slots:
-            try:
-                held = await registries.client(target.repository).resolve_digest(
-                    target.repository.path, str(target.tag)
-                )
-            except RegistryError as error:
-                return VerifiedImage(locked.source, locked.target, locked.digest, Status.ERROR, message=str(error))
+        try:
+            held = await registries.client(target.repository).resolve_digest(target.repository.path, str(target.tag))
+        except RegistryError as error:
+            return VerifiedImage(locked.source, locked.target, locked.digest, Status.ERROR, message=str(error))
         return _verdict(locked, held)
 
-    images = await asyncio.gather(*(verify_one(locked) for locked in lock_part(shard, lock).images))
+    images = await map_bounded(verify_one, lock_part(shard, lock).images, concurrency)
     return Verification(images=tuple(images), shard=shard)
 
 
