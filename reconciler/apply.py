@@ -4,25 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import json
 import signal
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, TypeVar
 
 import attrs
 
 from reconciler import documents
-from reconciler.bounded import map_bounded
-from reconciler.lockfile import Lockfile
-from reconciler.plan import Action, Plan, PlannedImage, lock_digest
+from reconciler.bounded import images_at_once, map_bounded
+from reconciler.lockfile import LockedImage, Lockfile
+from reconciler.plan import Action, Plan, PlannedImage, lock_digest, plan_image
 from reconciler.registry import reference
 from reconciler.registry.client import Registries
 from reconciler.registry.copy import Copier, CopyStats
-from reconciler.registry.errors import RegistryError, ResponseError
+from reconciler.pulls import PullBudgets
+from reconciler.registry.errors import PullLimitReached, RegistryError, ResponseError
 from reconciler.shard import Shard, lock_part
 
 T = TypeVar("T")
+Pinned = TypeVar("Pinned", LockedImage, PlannedImage)
 
 
 class Outcome(enum.Enum):
@@ -30,6 +33,8 @@ class Outcome(enum.Enum):
     UNCHANGED = "unchanged"
     REFUSED = "refused"
     FAILED = "failed"
+    DEFERRED = "deferred"
+    """Left for a later run: the source's pull limit would not cover it."""
     INTERRUPTED = "interrupted"
 
 
@@ -47,7 +52,7 @@ class Report:
     images: tuple[AppliedImage, ...]
     stats: CopyStats
     seconds: float = 0.0
-    """How long the copying took (planning excluded)."""
+    """How long applying took: from the first target asked (or, for a saved plan, its first copy) to the last tag."""
 
     @property
     def ok(self) -> bool:
@@ -66,6 +71,7 @@ class ReportSummary:
     unchanged: int
     refused: int
     failed: int
+    deferred: int
     interrupted: int
 
 
@@ -86,7 +92,7 @@ _converter.register_unstructure_hook(Outcome, lambda outcome: outcome.value)
 
 def to_json(report: Report) -> str:
     summary = ReportSummary(*(report.count(outcome) for outcome in (
-        Outcome.COPIED, Outcome.UNCHANGED, Outcome.REFUSED, Outcome.FAILED, Outcome.INTERRUPTED)))
+        Outcome.COPIED, Outcome.UNCHANGED, Outcome.REFUSED, Outcome.FAILED, Outcome.DEFERRED, Outcome.INTERRUPTED)))
     document = _ReportDocument(version=REPORT_VERSION, images=report.images, summary=summary, stats=report.stats,
                                seconds=round(report.seconds, 3))
     return json.dumps(_converter.unstructure(document), indent=2) + "\n"
@@ -177,42 +183,84 @@ class ApplyObserver(Protocol):
 async def apply_plan(
     registries: Registries,
     plan: Plan,
-    concurrency: int = 8,
     observer: ApplyObserver | None = None,
     interruption: Interruption | None = None,
 ) -> Report:
+    """Exactly what a plan says (a saved one checked fresh first)."""
+    _, report = await _apply(registries, plan.images, _as_planned, observer, interruption)
+    return report
+
+
+async def plan_and_apply(
+    registries: Registries,
+    lock: Lockfile,
+    observer: ApplyObserver | None = None,
+    interruption: Interruption | None = None,
+) -> tuple[list[PlannedImage | None], Report]:
+    """Each image is copied as soon as its target tag is found lacking it, not after every
+    image was planned: over a slow network no registry sits idle meanwhile. The plan comes
+    back too, image by image (None for an image a stop kept from starting)."""
+    return await _apply(
+        registries, lock.images, functools.partial(plan_image, registries, ask_source=False), observer, interruption
+    )
+
+
+async def _as_planned(image: PlannedImage) -> PlannedImage:
+    return image
+
+
+async def _apply(
+    registries: Registries,
+    images: Sequence[Pinned],
+    decide: Callable[[Pinned], Awaitable[PlannedImage]],
+    observer: ApplyObserver | None,
+    interruption: Interruption | None,
+) -> tuple[list[PlannedImage | None], Report]:
     started = time.monotonic()
     copier = Copier(registries, on_bytes=observer.bytes_sent if observer else None)
     interruption = interruption or Interruption()
+    budgets = PullBudgets(registries, images)
 
-    async def apply_one(image: PlannedImage) -> AppliedImage:
-        if interruption.requested:
-            result = _result(image, Outcome.INTERRUPTED, "not started")
-        else:
-            try:
-                result = await _apply_image(registries, copier, image, interruption)
-            except RegistryError as error:
-                result = _result(image, Outcome.FAILED, str(error))
+    async def apply_one(index: int) -> tuple[PlannedImage | None, AppliedImage]:
+        image, planned = images[index], None
+        try:
+            if interruption.requested:
+                result = _result(image, Outcome.INTERRUPTED, "not started")
+            else:
+                planned = await decide(image)
+                result = await _apply_image(registries, copier, planned, interruption,
+                                            functools.partial(budgets.admit, index))
+        except PullLimitReached as error:
+            result = _result(image, Outcome.DEFERRED, error.deferral)
+        except RegistryError as error:
+            result = _result(image, Outcome.FAILED, str(error))
+        finally:
+            budgets.skip(index)  # unless admitted: then its pulls are counted already
         if observer:
             observer.image_done(result)
-        return result
+        return planned, result
 
     async with copier:
-        images = await map_bounded(apply_one, plan.images, concurrency)
-    return Report(images=tuple(images), stats=copier.stats, seconds=time.monotonic() - started)
+        done = await map_bounded(apply_one, range(len(images)), images_at_once(registries.options.max_connections))
+    report = Report(images=tuple(result for _, result in done), stats=copier.stats,
+                    seconds=time.monotonic() - started)
+    return [planned for planned, _ in done], report
 
 
-def _result(image: PlannedImage, outcome: Outcome, message: str | None = None) -> AppliedImage:
+def _result(image: Pinned, outcome: Outcome, message: str | None = None) -> AppliedImage:
     return AppliedImage(image.source, image.target, str(image.digest), outcome, message)
 
 
 async def _apply_image(
-    registries: Registries, copier: Copier, image: PlannedImage, interruption: Interruption
+    registries: Registries, copier: Copier, image: PlannedImage, interruption: Interruption,
+    admit: Callable[[], Awaitable[str | None]],
 ) -> AppliedImage:
     if image.action is Action.UNCHANGED:
         return _result(image, Outcome.UNCHANGED)
     if image.action is not Action.CREATE:
         return _result(image, Outcome.REFUSED if image.action is Action.CONFLICT else Outcome.FAILED, image.message)
+    if (deferred := await admit()) is not None:
+        return _result(image, Outcome.DEFERRED, deferred)
     source = reference.parse(image.source)
     target = reference.parse(image.target)
     target_client = registries.client(target.repository)

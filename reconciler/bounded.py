@@ -10,6 +10,12 @@ Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 
+def images_at_once(requests_per_registry: int) -> int:
+    """Images worked on together: as many as a registry's ceiling of requests, so that the
+    ceiling stays reachable; each registry's adaptive limit decides what is really sent."""
+    return requests_per_registry
+
+
 async def map_bounded(
     work: Callable[[Item], Awaitable[Result]], items: Iterable[Item], limit: int
 ) -> list[Result]:

@@ -115,7 +115,9 @@ InsecureRegistry = Annotated[
     typer.Option("--insecure-registry", help="Host that may be reached over plain HTTP or unverified TLS (repeatable)."),
 ]
 MaxRequests = Annotated[
-    int, typer.Option("--max-requests", min=1, help="Concurrent requests per registry."),
+    int, typer.Option("--max-requests", min=1, help="Most requests in flight per registry; below it the "
+                      "number adapts: it grows while answers come quickly and halves on 429, 503, lost "
+                      "connections or slowing answers."),
 ]
 Retries = Annotated[
     int, typer.Option("--retries", min=0, max=20, help="Further tries of a failed request or blob transfer "
@@ -177,7 +179,7 @@ _SHARED_OPTIONS = [
         ("access_token", AccessToken, None),
         ("ca_file", CaFile, None),
         ("insecure_registry", InsecureRegistry, None),
-        ("max_requests", MaxRequests, 8),
+        ("max_requests", MaxRequests, 64),
         ("retries", Retries, 4),
         ("timeout", Timeout, 60.0),
         ("upload_chunk_mib", UploadChunk, None),
@@ -421,7 +423,7 @@ def apply(
     async def work() -> Report:
         async with open_registries(session, _targets(loaded)) as registries:
             with apply_progress(stderr, len(select(shard, loaded.desired))) as observer:
-                _, report = await workflow.apply(
+                report = await workflow.apply(
                     registries, loaded, _lock_path(images_file, lock_file), saved, observer=observer,
                     interruption=interruption, shard=shard,
                 )

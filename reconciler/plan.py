@@ -15,7 +15,7 @@ from pathlib import Path
 import attrs
 
 from reconciler import documents
-from reconciler.bounded import map_bounded
+from reconciler.bounded import images_at_once, map_bounded
 from reconciler.documents import YamlDocument
 from reconciler.lockfile import LockedImage, Lockfile
 from reconciler.registry import reference
@@ -55,6 +55,22 @@ class PlannedImage:
 
 
 @attrs.frozen
+class SourcePulls:
+    """A source registry's pull budget (Docker Hub's) against what applying the plan would pull."""
+
+    registry: str
+    needed: int
+    """Manifest GETs of the images to create, at most (see ``pulls_needed``)."""
+    remaining: int
+    limit: int
+
+
+def pulls_needed(image: LockedImage | PlannedImage) -> int:
+    """Manifest GETs to copy an image: its own and one per platform of an index (Docker Hub counts no more)."""
+    return 1 + len(image.platforms)
+
+
+@attrs.frozen
 class Summary:
     create: int
     unchanged: int
@@ -69,6 +85,8 @@ class Plan:
     version: int = PLAN_VERSION
     shard: Shard | None = None
     """Made with ``--shard``: applied only with the same one; ``lock_digest`` is then of the shard's part."""
+    pulls: tuple[SourcePulls, ...] = ()
+    """Only for sources that state a pull budget; a plan that asked no source has none."""
 
     @property
     def summary(self) -> Summary:
@@ -96,23 +114,42 @@ def lock_digest(lock: Lockfile) -> str:
 
 
 async def make_plan(
-    registries: Registries, lock: Lockfile, ask_sources: bool = True, concurrency: int = 32,
-    shard: Shard | None = None,
+    registries: Registries, lock: Lockfile, ask_sources: bool = True, shard: Shard | None = None
 ) -> Plan:
-    """Without ``ask_sources`` only targets are asked: apply's own plan needs no moved
-    warnings, and a copy finds out by itself whether the source still has the digest.
-    With ``shard`` only its part of the lock is planned."""
-
-    async def plan_one(locked: LockedImage) -> PlannedImage:
-        try:
-            return await _plan_image(registries, locked, ask_sources)
-        except RegistryError as error:
-            return PlannedImage(locked.source, locked.target, locked.digest, Action.ERROR, message=str(error),
-                                platforms=locked.platforms)
-
+    """With ``shard`` only its part of the lock is planned."""
     lock = lock_part(shard, lock)
-    images = await map_bounded(plan_one, lock.images, concurrency)
-    return Plan(lock_digest=lock_digest(lock), images=tuple(images), shard=shard)
+    images = await map_bounded(
+        lambda locked: plan_image(registries, locked, ask_sources), lock.images,
+        images_at_once(registries.options.max_connections),
+    )
+    return Plan(lock_digest=lock_digest(lock), images=tuple(images), shard=shard, pulls=_pulls(registries, images))
+
+
+def _pulls(registries: Registries, images: list[PlannedImage]) -> tuple[SourcePulls, ...]:
+    """What the HEADs of planning learnt of pull budgets (a HEAD costs no pull)."""
+    needed: dict[str, int] = {}
+    clients = {}
+    for image in images:
+        repository = reference.parse(image.source).repository
+        clients[repository.api_host] = registries.client(repository)
+        if image.action is Action.CREATE:
+            needed[repository.api_host] = needed.get(repository.api_host, 0) + pulls_needed(image)
+    return tuple(
+        SourcePulls(registry=host, needed=needed.get(host, 0), remaining=client.pull_limit.remaining,
+                    limit=client.pull_limit.limit)
+        for host, client in sorted(clients.items()) if client.pull_limit is not None
+    )
+
+
+async def plan_image(registries: Registries, locked: LockedImage, ask_source: bool = True) -> PlannedImage:
+    """Without ``ask_source`` only the target is asked: apply needs no moved warnings, and
+    a copy finds out by itself whether the source still has the digest. A registry's
+    failure is this image's ERROR, not the plan's."""
+    try:
+        return await _plan_image(registries, locked, ask_source)
+    except RegistryError as error:
+        return PlannedImage(locked.source, locked.target, locked.digest, Action.ERROR, message=str(error),
+                            platforms=locked.platforms)
 
 
 async def _plan_image(registries: Registries, locked: LockedImage, ask_source: bool) -> PlannedImage:
@@ -163,6 +200,7 @@ class _PlanDocument:
     lock_digest: str
     shard: Shard | None = None
     images: tuple[PlannedImage, ...]
+    pulls: tuple[SourcePulls, ...] = ()
     summary: Summary
 
 
@@ -176,7 +214,7 @@ _converter.register_structure_hook(Shard, lambda value, _: Shard.parse(_converte
 def to_json(plan: Plan) -> str:
     document = _PlanDocument(
         version=plan.version, lock_digest=plan.lock_digest, shard=plan.shard, images=plan.images,
-        summary=plan.summary,
+        pulls=plan.pulls, summary=plan.summary,
     )
     return json.dumps(_converter.unstructure(document), indent=2) + "\n"
 
@@ -187,4 +225,5 @@ def load(path: Path) -> Plan:
     if not isinstance(document.data, dict) or document.data.get("version") != PLAN_VERSION:
         raise document.error((), f"not a saved plan of version {PLAN_VERSION}")
     saved = document.structure(_converter, _PlanDocument)
-    return Plan(lock_digest=saved.lock_digest, images=saved.images, version=saved.version, shard=saved.shard)
+    return Plan(lock_digest=saved.lock_digest, images=saved.images, version=saved.version, shard=saved.shard,
+                pulls=saved.pulls)

@@ -6,6 +6,7 @@ from rich.text import Text
 
 from reconciler.apply import Outcome, Report
 from reconciler.plan import Action, Plan, PlannedImage
+from reconciler.registry.ratelimit import registry_name
 from reconciler.verify import Status, Verification
 
 _SYMBOLS = {
@@ -18,6 +19,7 @@ _SYMBOLS = {
 _PROBLEM_STYLES = {
     Outcome.REFUSED: ("!", "red"),
     Outcome.FAILED: ("x", "red"),
+    Outcome.DEFERRED: (">", "yellow"),
     Outcome.INTERRUPTED: ("-", "yellow"),
 }
 
@@ -33,6 +35,18 @@ def _summary_line(plan: Plan) -> str:
     if summary.moved:
         line += f" {summary.moved} source tag(s) moved."
     return line
+
+
+def _pulls_lines(plan: Plan) -> list[tuple[str, bool]]:
+    """Per source with a pull limit: what applying would pull of it, and whether that fits."""
+    lines = []
+    for pulls in plan.pulls:
+        short = pulls.needed > pulls.remaining
+        line = (f"{registry_name(pulls.registry)}: applying pulls up to {pulls.needed} manifest(s); "
+                f"{pulls.remaining} of {pulls.limit} pulls left")
+        lines.append((line + (": apply copies what fits, in lock order, and defers the rest." if short else "."),
+                      short))
+    return lines
 
 
 def _detail(image: PlannedImage) -> str:
@@ -81,6 +95,8 @@ def plan_text(plan: Plan, verbose: bool = False) -> Text:
         text.append(f"  = {len(rest)} unchanged (--verbose lists them)\n", style="dim")
     if plan.images:
         text.append("\n")
+    for line, short in _pulls_lines(plan):
+        text.append(f"{line}\n", style="yellow" if short else "")
     text.append(_summary_line(plan), style="bold")
     return text
 
@@ -97,6 +113,7 @@ def plan_markdown(plan: Plan) -> str:
     if summary.moved:
         headline += f" · {summary.moved} source tag(s) moved"
     lines = [PLAN_MARKER, "### image-syncer plan", "", f"**{headline}**", ""]
+    lines += [f"{'⚠️ ' if short else ''}{line}" for line, short in _pulls_lines(plan)] + ([""] if plan.pulls else [])
     if looks:
         lines += ["| | Action | Target | Source | Digest | Platforms | Note |", "|---|---|---|---|---|---|---|"]
         for image in looks:
@@ -136,8 +153,9 @@ def _folded(summary: str, header: list[str], rows: list[tuple[str, ...]]) -> lis
 def _report_counts(report: Report) -> str:
     counts = (f"{report.count(Outcome.COPIED)} copied, {report.count(Outcome.UNCHANGED)} unchanged, "
               f"{report.count(Outcome.REFUSED)} refused, {report.count(Outcome.FAILED)} failed")
-    if interrupted := report.count(Outcome.INTERRUPTED):
-        counts += f", {interrupted} interrupted"
+    for outcome in (Outcome.DEFERRED, Outcome.INTERRUPTED):
+        if count := report.count(outcome):
+            counts += f", {count} {outcome.value}"
     return counts
 
 
@@ -176,7 +194,7 @@ def report_text(report: Report) -> Text:
 
 
 _REPORT_ORDER = {outcome: rank for rank, outcome in enumerate(
-    (Outcome.FAILED, Outcome.REFUSED, Outcome.INTERRUPTED, Outcome.COPIED, Outcome.UNCHANGED)
+    (Outcome.FAILED, Outcome.REFUSED, Outcome.DEFERRED, Outcome.INTERRUPTED, Outcome.COPIED, Outcome.UNCHANGED)
 )}
 _REPORT_SYMBOLS = {Outcome.COPIED: "+", Outcome.UNCHANGED: "=", **{o: s for o, (s, _) in _PROBLEM_STYLES.items()}}
 

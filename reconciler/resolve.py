@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from reconciler.bounded import map_bounded
+from reconciler.bounded import images_at_once, map_bounded
 from reconciler.config import DesiredImage
 from reconciler.lockfile import LockedImage
 from reconciler.registry import mediatypes
@@ -61,7 +61,7 @@ async def _image_platform(registries: Registries, desired: DesiredImage, manifes
 
 
 async def resolve_all(
-    registries: Registries, desired: list[DesiredImage], concurrency: int = 32
+    registries: Registries, desired: list[DesiredImage]
 ) -> tuple[dict[str, LockedImage], dict[str, str]]:
     """Resolve concurrently; returns pins by target and one error line per failed target."""
     resolved: dict[str, LockedImage] = {}
@@ -73,5 +73,5 @@ async def resolve_all(
         except RegistryError as error:
             errors[image.target] = str(error)
 
-    await map_bounded(one, desired, concurrency)
+    await map_bounded(one, desired, images_at_once(registries.options.max_connections))
     return resolved, errors

@@ -12,7 +12,7 @@ import json
 import attrs
 
 from reconciler import documents
-from reconciler.bounded import map_bounded
+from reconciler.bounded import images_at_once, map_bounded
 from reconciler.lockfile import LockedImage, Lockfile
 from reconciler.registry import reference
 from reconciler.registry.client import Registries
@@ -74,7 +74,7 @@ class Verification:
 
 
 async def verify_lock(
-    registries: Registries, lock: Lockfile, shard: Shard | None = None, concurrency: int = 32
+    registries: Registries, lock: Lockfile, shard: Shard | None = None
 ) -> Verification:
     """One HEAD per locked target tag (of ``shard`` only, when given); a registry's failure is that image's verdict."""
 
@@ -86,7 +86,7 @@ async def verify_lock(
             return VerifiedImage(locked.source, locked.target, locked.digest, Status.ERROR, message=str(error))
         return _verdict(locked, held)
 
-    images = await map_bounded(verify_one, lock_part(shard, lock).images, concurrency)
+    images = await map_bounded(verify_one, lock_part(shard, lock).images, images_at_once(registries.options.max_connections))
     return Verification(images=tuple(images), shard=shard)
 
 

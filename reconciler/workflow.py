@@ -13,7 +13,7 @@ from pathlib import Path
 import attrs
 
 from reconciler import documents, lockfile
-from reconciler.apply import ApplyObserver, Interruption, Outcome, Report, apply_plan, check_fresh
+from reconciler.apply import ApplyObserver, Interruption, Outcome, Report, apply_plan, check_fresh, plan_and_apply
 from reconciler.config import Config
 from reconciler.errors import InputError
 from reconciler.lockfile import Lockfile
@@ -21,7 +21,7 @@ from reconciler.plan import Action, Plan, PlannedImage, make_plan
 from reconciler.registry import files
 from reconciler.registry.client import Registries
 from reconciler.resolve import resolve_all
-from reconciler.shard import Shard
+from reconciler.shard import Shard, lock_part
 from reconciler.verify import Verification, verify_lock
 
 
@@ -84,15 +84,14 @@ async def apply(
     observer: ApplyObserver | None = None,
     interruption: Interruption | None = None,
     shard: Shard | None = None,
-) -> tuple[Plan, Report]:
-    """Apply a saved plan after checking it is still fresh, or plan and apply in one go."""
+) -> Report:
+    """Apply a saved plan after checking it is still fresh, or plan and apply image by image."""
     current = matching_lock(config, lock_path)
     if saved_plan is not None:
         await check_fresh(registries, saved_plan, current, shard)
-        chosen = saved_plan
-    else:
-        chosen = await make_plan(registries, current, ask_sources=False, shard=shard)
-    return chosen, await apply_plan(registries, chosen, observer=observer, interruption=interruption)
+        return await apply_plan(registries, saved_plan, observer=observer, interruption=interruption)
+    _, report = await plan_and_apply(registries, lock_part(shard, current), observer=observer, interruption=interruption)
+    return report
 
 
 async def verify(registries: Registries, config: Config, lock_path: Path, shard: Shard | None = None) -> Verification:
@@ -147,23 +146,25 @@ async def sync(
     pins = Lockfile(inputs_hash=lockfile.inputs_hash(config), images=tuple(
         resolved[image.target] for image in config.desired if image.target in resolved
     ))
-    current = await make_plan(registries, pins, ask_sources=False)  # the sources were just resolved
-    report = None if dry_run else await apply_plan(registries, current, observer=observer, interruption=interruption)
-    outcomes = {image.target: image for image in report.images} if report else {}
+    report = None
+    if dry_run:
+        planned: list[PlannedImage | None] = list((await make_plan(registries, pins, ask_sources=False)).images)
+    else:  # the sources were just resolved: only the targets are asked
+        planned, report = await plan_and_apply(registries, pins, observer=observer, interruption=interruption)
     images = [
         SyncedImage(image.source, image.target, None, SyncStatus.FAILED, errors[image.target])
         for image in config.desired if image.target in errors
     ]
-    for planned in current.images:
-        status, message = _sync_status(planned, dry_run)
-        applied = outcomes.get(planned.target)
+    for index, pinned in enumerate(pins.images):
+        applied = report.images[index] if report else None
+        status, message = _sync_status(planned[index], dry_run) if planned[index] else (SyncStatus.FAILED, None)
         if applied is not None and applied.outcome in _NOT_DONE and status is not SyncStatus.DIFFER:
             status, message = SyncStatus.FAILED, applied.message
-        images.append(SyncedImage(planned.source, planned.target, str(planned.digest), status, message))
+        images.append(SyncedImage(pinned.source, pinned.target, str(pinned.digest), status, message))
     return SyncResult(tuple(sorted(images, key=lambda image: image.target)), report)
 
 
-_NOT_DONE = (Outcome.FAILED, Outcome.REFUSED, Outcome.INTERRUPTED)
+_NOT_DONE = (Outcome.FAILED, Outcome.REFUSED, Outcome.DEFERRED, Outcome.INTERRUPTED)
 
 
 def _sync_status(planned: PlannedImage, dry_run: bool) -> tuple[SyncStatus, str | None]:

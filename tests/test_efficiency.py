@@ -46,7 +46,7 @@ def test_shared_blobs_are_fetched_and_uploaded_once_then_mounted(
         async with Registries(TransportOptions(), lambda registry: None) as regs:
             return await lock_and_apply(regs, loaded, tmp_path / "images.lock")
 
-    _, report = asyncio.run(main())
+    report = asyncio.run(main())
 
     assert report.ok
     blobs = pushed[0].blobs
@@ -114,7 +114,7 @@ def test_no_op_plan_costs_one_head_per_image_per_registry(mirrored):
 def test_no_op_apply_asks_only_the_target(mirrored):
     pushed, source_proxy, target_proxy, second_run = mirrored(("oci", "oci-index"))
 
-    _, report = second_run(workflow.apply)
+    report = second_run(workflow.apply)
 
     assert {image.outcome.value for image in report.images} == {"unchanged"}
     assert source_proxy.requests == []

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import http.client
 import io
 import json
 import ssl
 import tarfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -327,3 +331,144 @@ def test_fault_proxy_in_front_of_token_registry(token_registry, fault_proxy, pus
     proxy.fail("GET", r"/manifests/", 500, body='{"errors":[{"code":"UNKNOWN"}]}')
     with pytest.raises(SkopeoError):
         skopeo_inspect_raw(ref, creds=token_registry.credentials)
+
+
+# ------------------------------------------------- overload and pull limit
+IN_FLIGHT_ERROR = {"errors": [{"code": "TOOMANYREQUESTS", "message": "too many requests in flight"}]}
+PULL_LIMIT_ERROR = {"errors": [{"code": "TOOMANYREQUESTS", "message": (
+    "You have reached your pull rate limit. You may increase the limit by authenticating and "
+    "upgrading: https://www.docker.com/increase-rate-limits")}]}
+
+
+def _wait_until(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition never held"
+        time.sleep(0.01)
+
+
+def test_fault_proxy_overload_sheds_what_exceeds_the_limit(plain_registry, fault_proxy):
+    proxy = fault_proxy(plain_registry)
+    proxy.delay("GET", r"^/v2/$", 2.0, times=4)
+    proxy.overload(4)
+    together = threading.Barrier(12)
+    keep_alive = http.client.HTTPConnection(proxy.bind_host, proxy.port, timeout=30)
+    upload = images.seeded_bytes("shed", 200_000)
+    with httpx.Client(timeout=30) as client, ThreadPoolExecutor(12) as pool:
+
+        def slow_get(_: int) -> httpx.Response:
+            together.wait()
+            return client.get(proxy.url + "/v2/")
+
+        pending = pool.map(slow_get, range(12))
+        _wait_until(lambda: len(proxy.in_flight_samples) == 12)
+        keep_alive.request("POST", "/v2/shed/blobs/uploads/", body=upload)
+        shed_post = keep_alive.getresponse()
+        shed_body = shed_post.read()
+        sock = keep_alive.sock
+        answers = list(pending)
+    assert sorted(r.status_code for r in answers) == [200] * 4 + [429] * 8
+    for r in answers:
+        if r.status_code == 429:
+            assert r.json() == IN_FLIGHT_ERROR
+            assert r.headers["content-type"] == "application/json"
+            assert "retry-after" not in r.headers
+    assert shed_post.status == 429 and json.loads(shed_body) == IN_FLIGHT_ERROR
+    assert proxy.requests[12].request_bytes == len(upload)
+
+    # the shed upload's body was read off the connection: the next request on it works
+    _wait_until(lambda: proxy.in_flight == 0)
+    keep_alive.request("GET", "/v2/")
+    after = keep_alive.getresponse()
+    after.read()
+    assert after.status == 200 and keep_alive.sock is sock
+    keep_alive.close()
+
+    assert proxy.in_flight_peak == 4 and proxy.shed == 9
+    assert proxy.in_flight_samples == [1, 2, 3, 4] + [5] * 9 + [1]
+    assert [r.action for r in proxy.requests] == ["delay"] * 4 + ["shed"] * 9 + ["pass"]
+
+    _wait_until(lambda: proxy.in_flight == 0)
+    proxy.clear()
+    assert (proxy.in_flight_peak, proxy.shed, proxy.in_flight_samples) == (0, 0, [])
+    with httpx.Client() as one_connection:  # each answer is counted out before the next request
+        proxy.overload(0, status=503, retry_after="7")
+        r = one_connection.get(proxy.url + "/v2/")
+        assert r.status_code == 503 and r.headers["retry-after"] == "7"
+        assert r.json() == IN_FLIGHT_ERROR
+        proxy.overload(None)
+        assert one_connection.get(proxy.url + "/v2/").status_code == 200
+        proxy.overload(0)
+        proxy.clear_rules()
+        assert one_connection.get(proxy.url + "/v2/").status_code == 200
+    assert (proxy.shed, proxy.in_flight_samples, proxy.in_flight_peak) == (1, [1, 1, 1], 1)
+
+
+def _rate_limit(r: httpx.Response) -> tuple[str | None, str | None, str | None]:
+    return (r.headers.get("ratelimit-limit"), r.headers.get("ratelimit-remaining"),
+            r.headers.get("docker-ratelimit-source"))
+
+
+def test_fault_proxy_pull_limit_counts_manifest_gets_like_docker_hub(plain_registry, fault_proxy,
+                                                                    push_image):
+    pushed = push_image("oci")
+    proxy = fault_proxy(plain_registry)
+    proxy.pull_limit(100, 2)
+    manifests = f"{proxy.url}/v2/{pushed.repo}/manifests"
+    accept = {"Accept": OCI_MANIFEST}
+    with httpx.Client(timeout=30) as c:
+        head = c.head(f"{manifests}/{pushed.tag}", headers=accept)
+        assert head.status_code == 200
+        assert _rate_limit(head) == ("100;w=21600", "2;w=21600", "127.0.0.1")
+        assert head.headers["docker-content-digest"] == pushed.digest
+        assert int(head.headers["content-length"]) == len(pushed.manifest)
+        assert proxy.pulls_remaining == 2
+
+        first = c.get(f"{manifests}/{pushed.tag}", headers=accept)
+        assert first.status_code == 200 and first.content == pushed.manifest
+        assert first.headers["docker-content-digest"] == pushed.digest
+        assert _rate_limit(first) == ("100;w=21600", "1;w=21600", "127.0.0.1")
+        second = c.get(f"{manifests}/{pushed.digest}?ignored=1", headers=accept)
+        assert second.status_code == 200 and second.content == pushed.manifest
+        assert _rate_limit(second) == ("100;w=21600", "0;w=21600", "127.0.0.1")
+
+        refused = c.get(f"{manifests}/{pushed.tag}", headers=accept)
+        assert refused.status_code == 429 and refused.json() == PULL_LIMIT_ERROR
+        assert refused.headers["content-type"] == "application/json"
+        assert _rate_limit(refused) == ("100;w=21600", "0;w=21600", "127.0.0.1")
+        assert "retry-after" not in refused.headers
+
+        again = c.head(f"{manifests}/{pushed.tag}", headers=accept)
+        assert again.status_code == 200 and _rate_limit(again)[1] == "0;w=21600"
+        config = pushed.image.manifests[0].config
+        blob = c.get(f"{proxy.url}/v2/{pushed.repo}/blobs/{config.digest}")
+        assert blob.status_code == 200 and blob.content == config.data
+        assert _rate_limit(blob) == (None, None, None)
+    assert proxy.pulls_remaining == 0 and proxy.pulls_refused == 1
+    assert ([r.action for r in proxy.requests_matching(path="/manifests/")]
+            == ["pass", "pass", "pass", "refuse_pull", "pass"])
+
+    proxy.pull_limit(100, 0, window=3600, retry_after="3600")
+    r = httpx.get(f"{manifests}/{pushed.tag}", headers=accept)
+    assert r.status_code == 429 and r.headers["retry-after"] == "3600"
+    assert _rate_limit(r)[:2] == ("100;w=3600", "0;w=3600")
+
+    # only a 200 costs a pull
+    proxy.pull_limit(100, 1)
+    missing = httpx.get(f"{manifests}/no-such-tag", headers=accept)
+    assert missing.status_code == 404 and _rate_limit(missing)[1] == "1;w=21600"
+    assert proxy.pulls_remaining == 1
+
+    # overlapping GETs never overdraw
+    proxy.pull_limit(100, 3)
+    proxy.delay("GET", r"/manifests/", 0.3, times=6)
+    with ThreadPoolExecutor(6) as pool:
+        statuses = list(pool.map(lambda _: httpx.get(f"{manifests}/{pushed.tag}", headers=accept)
+                                 .status_code, range(6)))
+    assert sorted(statuses) == [200] * 3 + [429] * 3
+    assert proxy.pulls_remaining == 0 and proxy.pulls_refused == 5
+
+    proxy.clear_rules()
+    r = httpx.get(f"{manifests}/{pushed.tag}", headers=accept)
+    assert r.status_code == 200 and _rate_limit(r) == (None, None, None)
+    assert proxy.pulls_remaining is None

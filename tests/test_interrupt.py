@@ -38,13 +38,14 @@ def test_a_stop_abandons_copies_before_their_tags_and_starts_nothing_new(
             plan = await workflow.plan(regs, loaded, lock_path)
             interruption = Interruption()
             asyncio.get_running_loop().call_later(0.5, interruption.request, signal.SIGTERM)
-            stopped = await apply_plan(regs, plan, concurrency=1, interruption=interruption)
+        async with Registries(TransportOptions(max_connections=1), lambda registry: None) as regs:  # one image at a time
+            stopped = await apply_plan(regs, plan, interruption=interruption)
         with RawRegistry(second_plain_registry) as raw:
             tagged = [raw.head_manifest(image.target.split("/", 1)[1].rsplit(":", 1)[0], "v1").status_code
                       for image in plan.images]
         source.clear_rules()
         async with Registries(TransportOptions(), lambda registry: None) as regs:
-            _, again = await workflow.apply(regs, loaded, lock_path)
+            again = await workflow.apply(regs, loaded, lock_path)
         return interruption, stopped, tagged, again
 
     interruption, stopped, tagged, again = asyncio.run(interrupted_then_again())

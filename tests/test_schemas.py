@@ -168,7 +168,7 @@ def test_apply_json_matches_the_report_schema(every_state, printed):
         "unchanged:v1": "unchanged", "create:v1": "copied", "conflict:v1": "refused", "moved:v1": "copied",
         "missing:v1": "failed", "error:v1": "failed",
     }
-    assert report["summary"] == {"copied": 2, "unchanged": 1, "refused": 1, "failed": 2, "interrupted": 0}
+    assert report["summary"] == {"copied": 2, "unchanged": 1, "refused": 1, "failed": 2, "deferred": 0, "interrupted": 0}
     assert report["stats"]["blobsUploaded"] > 0
     assert schema_errors("report", report) == []
     broken = dict(report, images=[dict(report["images"][0], outcome="skipped")])

@@ -21,7 +21,7 @@ import httpx
 
 from reconciler.registry.credentials import Credentials, basic_authorization
 from reconciler.registry.errors import RegistryError
-from reconciler.registry.retry import RETRY_STATUSES, TransientError
+from reconciler.registry.retry import TransientError, worth_retrying
 from reconciler.registry.transport import Transport
 
 CredentialSource = Callable[[], Awaitable[Credentials | None]]
@@ -194,7 +194,7 @@ class Authenticator:
                 f"{who} (HTTP {response.status_code}) for {' '.join(scopes) or 'registry access'}"
             )
         if response.status_code != 200:
-            failure = TransientError if response.status_code in RETRY_STATUSES else RegistryError
+            failure = TransientError if worth_retrying(response) else RegistryError
             raise failure(
                 f"{self._transport.host}: token service {_without_query(challenge.realm)} "
                 f"answered HTTP {response.status_code}"

@@ -16,14 +16,15 @@ from urllib.parse import urlencode
 import attrs
 import httpx
 
-from reconciler.registry import mediatypes
+from reconciler.registry import mediatypes, ratelimit
 from reconciler.registry.auth import Authenticator, repository_scope
 from reconciler.registry.credentials import Credentials, places_searched
 from reconciler.registry.digest import Digest, DigestMismatch, InvalidDigest
-from reconciler.registry.errors import ErrorBody, RegistryError, ResponseError
+from reconciler.registry.errors import ErrorBody, PullLimitReached, RegistryError, ResponseError
+from reconciler.registry.limiter import AdaptiveLimit, lending_slot
 from reconciler.registry.manifest import MAX_MANIFEST_BYTES, Descriptor, Manifest, parse
 from reconciler.registry.reference import Repository
-from reconciler.registry.retry import RETRY_STATUSES, retry_after, retrying
+from reconciler.registry.retry import MAX_RETRY_AFTER, retry_after, retrying, worth_retrying
 from reconciler.registry.transport import Transport, TransportOptions
 
 log = logging.getLogger("reconciler.registry")
@@ -74,10 +75,17 @@ class RegistryClient:
         self._credentials = credentials
         self._auth = Authenticator(self._transport, self._lookup_credentials)
         self._chunk_size = options.chunk_size
+        self.pull_limit: ratelimit.PullLimit | None = None
+        """The pull budget the registry stated last (Docker Hub does, on manifest answers)."""
 
     async def _lookup_credentials(self) -> Credentials | None:
         """Sources may refresh a token over the network, so they run off the event loop."""
         return await asyncio.to_thread(self._credentials)
+
+    @property
+    def limit(self) -> AdaptiveLimit:
+        """How many requests this registry gets at once, as learnt so far."""
+        return self._transport.limit
 
     async def aclose(self) -> None:
         await self._transport.aclose()
@@ -112,6 +120,8 @@ class RegistryClient:
                         method, url, headers=headers, content=content, stream=stream, auth_header=authorization,
                         idempotent=idempotent,
                     )
+        if (limit := ratelimit.PullLimit.from_headers(response.headers)) is not None:
+            self.pull_limit = limit
         return response
 
     async def _fail(
@@ -137,10 +147,15 @@ class RegistryClient:
                 f"access token for it, nothing in {', '.join(places_searched()) or 'any docker or podman auth file'})"
             )
         status = response.status_code
+        wait = retry_after(response)
+        limit = ratelimit.spent(response)
+        if limit is not None:
+            return PullLimitReached(self.host, path, response.request.method, what, limit, wait)
+        if wait is not None and wait > MAX_RETRY_AFTER:
+            message += f" (the registry asks to retry in {ratelimit.duration(wait)}; not waiting that long)"
         return ResponseError(
             self.host, path, response.request.method, what, status, message,
-            transient=status in RETRY_STATUSES or bool(error_body.codes & transient_codes),
-            retry_after=retry_after(response),
+            transient=worth_retrying(response) or bool(error_body.codes & transient_codes), retry_after=wait,
         )
 
     # -- manifests ----------------------------------------------------------------
@@ -277,10 +292,11 @@ class RegistryClient:
         if location is None:
             return BlobTransfer.MOUNTED
         async with chunks() as stream:
-            if self._chunk_size:
-                await self._upload_in_chunks(path, location, descriptor, stream)
-            else:
-                await self._upload_whole(path, location, descriptor, stream)
+            with lending_slot():
+                if self._chunk_size:
+                    await self._upload_in_chunks(path, location, descriptor, stream)
+                else:
+                    await self._upload_whole(path, location, descriptor, stream)
         return BlobTransfer.UPLOADED
 
     async def _start_upload(self, path: str, digest: Digest, mount_from: str | None) -> str | None:

@@ -6,6 +6,8 @@ import json
 
 import attrs
 
+from reconciler.registry.ratelimit import PullLimit, deferral
+
 
 class RegistryError(Exception):
     """A failure the user should read as one line, never as a traceback."""
@@ -27,6 +29,17 @@ class ResponseError(RegistryError):
         self.status = status
         self.transient = transient
         self.retry_after = retry_after
+
+
+class PullLimitReached(ResponseError):
+    """The registry's pull budget is spent: the image waits for a later run, not for a retry."""
+
+    def __init__(
+        self, host: str, repository: str, method: str, path: str, limit: PullLimit, retry_after: float | None
+    ) -> None:
+        self.deferral = deferral(host, limit, left=0, retry_after=retry_after)
+        super().__init__(host, repository, method, path, 429, f"pull limit reached: {self.deferral}",
+                         retry_after=retry_after)
 
 
 @attrs.frozen

@@ -21,13 +21,15 @@ import attrs
 import httpx
 
 from reconciler.registry.errors import RegistryError
+from reconciler.registry.ratelimit import spent
 
 log = logging.getLogger("reconciler.registry")
 
 T = TypeVar("T")
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-_MAX_RETRY_AFTER = 60.0
+MAX_RETRY_AFTER = 60.0
+"""The longest wait a registry may ask for; beyond it the operation fails at once, saying when to retry."""
 _inside_retry_loop = contextvars.ContextVar("inside_retry_loop", default=False)
 
 
@@ -50,9 +52,9 @@ class RetryPolicy:
     max_delay: float = 10.0
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
-        """A server's Retry-After wins (up to a minute): it knows when it will take us again."""
+        """A server's Retry-After wins: it knows when it will take us again."""
         if retry_after is not None:
-            return min(retry_after, _MAX_RETRY_AFTER)
+            return min(retry_after, MAX_RETRY_AFTER)
         return random.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
 
 
@@ -78,6 +80,15 @@ async def retrying(policy: RetryPolicy, operation: Callable[[], Awaitable[T]], w
             await asyncio.sleep(delay)
     finally:
         _inside_retry_loop.reset(marker)
+
+
+def worth_retrying(response: httpx.Response) -> bool:
+    """A retry status, unless the registry asks for a longer wait than a run gives it, or says
+    the pull budget is spent (no Retry-After then: the pulls age out over hours)."""
+    if response.status_code not in RETRY_STATUSES:
+        return False
+    wait = retry_after(response)
+    return (wait is None or wait <= MAX_RETRY_AFTER) and spent(response) is None
 
 
 def retry_after(response: httpx.Response) -> float | None:

@@ -21,10 +21,11 @@ import httpx
 from reconciler.registry import files
 from reconciler.registry.engine import AiohttpTransport, NameNotResolved, ProxyAuthenticationRequired, TLSFailure
 from reconciler.registry.errors import RegistryError
+from reconciler.registry.limiter import AdaptiveLimit
 from reconciler.registry.proxy import DIRECT, ProxySettings
 from reconciler.registry.reference import hostname, is_loopback
 from reconciler.registry.retry import (
-    RETRY_STATUSES, RetryPolicy, TransientError, retry_after, retrying,
+    RetryPolicy, TransientError, retry_after, retrying, worth_retrying,
 )
 
 log = logging.getLogger("reconciler.registry")
@@ -41,8 +42,8 @@ class TransportOptions:
     ca_file: str | None = None
     insecure_registries: frozenset[str] = frozenset()
     retry: RetryPolicy = RetryPolicy()
-    # Enough to hide a remote registry's latency without crowding one registry.
-    max_connections: int = 8
+    # The ceiling of requests in flight per registry; the limit below it adapts (limiter.py).
+    max_connections: int = 64
     chunk_size: int | None = None
     # Seconds without progress (connecting, sending or receiving) before a request is given up.
     timeout: float = 60.0
@@ -121,8 +122,8 @@ class Transport:
         self._extensions = {"timeout": {
             "connect": min(options.timeout, 10.0), "read": options.timeout, "write": options.timeout,
         }}
-        # Caps the requests in flight to the host; a streamed answer holds its slot until closed.
-        self._slots = asyncio.Semaphore(options.max_connections)
+        # The requests in flight to the host; a streamed answer holds its slot until closed.
+        self.limit = AdaptiveLimit(options.max_connections, name=host)
         self._scheme: str | None = None
         self._scheme_lock = asyncio.Lock()
         self._warned: set[str] = set()
@@ -141,6 +142,9 @@ class Transport:
         return self._options
 
     async def aclose(self) -> None:
+        if self.limit.peak:
+            log.debug("%s: at most %d requests in flight; limit %d after %d cuts", self.host, self.limit.peak,
+                      int(self.limit.limit), self.limit.cuts)
         await self._engine.aclose()
 
     async def base_url(self) -> str:
@@ -210,29 +214,34 @@ class Transport:
         auth_header: str | None,
         retry_statuses: bool,
     ) -> httpx.Response:
-        await self._slots.acquire()
+        slot = await self.limit.acquire()
         release_on_close = False
         try:
             response = await self._send_following_redirects(method, url, headers, content, auth_header)
+            slot.answered(response.status_code,
+                          timed=not isinstance(content, AsyncIterator) and response.request.url == httpx.URL(url))
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("%s %s%s -> %s", method, self.host, _path(url), response.status_code)
             self._show_warnings(response)
-            if retry_statuses and response.status_code in RETRY_STATUSES:
+            if retry_statuses and worth_retrying(response):
                 await _read(response)
                 raise _RetryableAnswer(f"{self.host}: {method} {_path(url)}: HTTP {response.status_code}", response)
             if stream:
                 response.stream = _ReleasingStream(
-                    response.stream, self._slots.release, functools.partial(self._failure, method=method, url=url)
+                    response.stream, slot.release, functools.partial(self._failure, method=method, url=url)
                 )
                 release_on_close = True
             else:
                 await _read(response)
             return response
         except httpx.TransportError as error:
-            raise self._failure(error, method, url) from None
+            failure = self._failure(error, method, url)
+            if failure.transient:
+                slot.lost()
+            raise failure from None
         finally:
             if not release_on_close:
-                self._slots.release()
+                slot.release()
 
     def _failure(self, error: httpx.TransportError, method: str, url: str) -> RegistryError:
         """One line for the user; transient unless another try cannot help (TLS, DNS, a proxy's refusal)."""

@@ -9,6 +9,24 @@ method + path regex (``re.search`` on path+query) and apply to the next
 ``times`` matching requests (``None`` = forever).  A rule that hangs up
 (drop, drop_answer, truncate) ends the connection with a FIN, or with a TCP
 RST when ``reset`` is set.
+
+Two modes model a registry's own limits rather than network faults; both are
+turned off by ``clear_rules()``/``reset()``:
+
+* ``overload(max_in_flight)`` sheds load: a request arriving while
+  ``max_in_flight`` others are in flight (headers read, answer not yet fully
+  written back) is answered at once with 429 (or the status given) and not
+  forwarded.  Sheds come before rules, so a shed request never uses one up.
+* ``pull_limit(limit, remaining)`` is Docker Hub's pull rate limit: forwarded
+  manifest HEADs and GETs carry the ``ratelimit-*`` headers, a manifest GET the
+  registry answers 200 costs a pull, and once none remain a manifest GET is
+  answered 429 in place of the registry (after any delay rule, and like an
+  upstream error untouched by drop_answer/truncate rules).
+
+Whatever the modes, the proxy counts requests in flight: ``in_flight_peak``,
+``in_flight_samples`` (the count, newcomer included, at each arrival), ``shed``
+and ``pulls_refused`` are statistics that ``clear()`` restarts, like the
+recorded requests.
 """
 
 from __future__ import annotations
@@ -31,6 +49,11 @@ HOP_BY_HOP = {
 }
 CHUNK = 64 * 1024
 _LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
+MANIFEST_PATH = re.compile(r"^/v2/.+/manifests/[^/]+$")
+TOO_MANY_IN_FLIGHT = b'{"errors":[{"code":"TOOMANYREQUESTS","message":"too many requests in flight"}]}'
+PULL_LIMIT_REACHED = (b'{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate '
+                      b'limit. You may increase the limit by authenticating and upgrading: '
+                      b'https://www.docker.com/increase-rate-limits"}]}')
 
 
 def _resets_on_close(sock: socket.socket) -> bool:
@@ -108,11 +131,35 @@ class Rule:
 
 
 @dataclass
+class Overload:
+    max_in_flight: int
+    status: int
+    retry_after: str | None
+
+
+@dataclass
+class PullLimit:
+    """Docker Hub's pull allowance; ``remaining`` changes under the proxy's lock."""
+
+    limit: int
+    remaining: int
+    window: int
+    retry_after: str | None
+
+    def headers(self, source: str) -> dict[str, str]:
+        """Docker Hub's spelling: lower-case names, ``N;w=SECONDS``."""
+        return {"ratelimit-limit": f"{self.limit};w={self.window}",
+                "ratelimit-remaining": f"{self.remaining};w={self.window}",
+                "docker-ratelimit-source": source}
+
+
+@dataclass
 class RecordedRequest:
     method: str
     path: str                  # path + query as received
     headers: Headers
     action: str = "pass"       # pass | respond | drop | drop_answer | redirect | delay | truncate
+                               # | shed (overload) | refuse_pull (pull limit)
     rule: Rule | None = field(default=None, repr=False)
     status: int | None = None  # status sent to the client (None if dropped)
     request_bytes: int = 0     # request body bytes received
@@ -152,6 +199,13 @@ class FaultProxy:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._conns: set[socket.socket] = set()
+        self._overload: Overload | None = None
+        self._pull_limit: PullLimit | None = None
+        self._in_flight = 0
+        self._in_flight_peak = 0
+        self._in_flight_samples: list[int] = []
+        self._shed = 0
+        self._pulls_refused = 0
 
     # ------------------------------------------------------------ addresses
     @property
@@ -211,19 +265,42 @@ class FaultProxy:
         """Forward, but cut the response body after ``after_bytes`` and close."""
         return self.add_rule(Rule(method, path, "truncate", times, after_bytes=after_bytes, reset=reset))
 
+    def overload(self, max_in_flight: int | None, status: int = 429,
+                 retry_after: str | None = None) -> None:
+        """Shed every request that arrives while ``max_in_flight`` are in
+        flight, with ``status`` and a TOOMANYREQUESTS body; None turns it off."""
+        with self._lock:
+            self._overload = (None if max_in_flight is None
+                              else Overload(max_in_flight, status, retry_after))
+
+    def pull_limit(self, limit: int | None, remaining: int | None = None, window: int = 21600,
+                   retry_after: str | None = None) -> None:
+        """Start a pull-limit window with ``remaining`` pulls left (default
+        ``limit``); None turns it off."""
+        with self._lock:
+            self._pull_limit = (None if limit is None else PullLimit(
+                limit, limit if remaining is None else remaining, window, retry_after))
+
     def clear_rules(self) -> None:
+        """Drop every rule and turn overload and pull limit off."""
         with self._lock:
             self.rules.clear()
+            self._overload = None
+            self._pull_limit = None
 
     def clear(self) -> None:
-        """Forget recorded requests (rules are kept)."""
+        """Forget recorded requests and restart the statistics (rules and modes
+        are kept; requests still in flight stay counted)."""
         with self._lock:
             self.requests.clear()
+            self._in_flight_samples.clear()
+            self._in_flight_peak = self._in_flight
+            self._shed = 0
+            self._pulls_refused = 0
 
     def reset(self) -> None:
-        with self._lock:
-            self.rules.clear()
-            self.requests.clear()
+        self.clear_rules()
+        self.clear()
 
     def _match(self, method: str, path: str) -> Rule | None:
         with self._lock:
@@ -247,6 +324,80 @@ class FaultProxy:
 
     def count(self, method: str | None = None, path: str | None = None) -> int:
         return len(self.requests_matching(method, path))
+
+    @property
+    def in_flight(self) -> int:
+        """Requests in flight now; a client may see its answer a moment before
+        the count drops, so wait for this before a count-sensitive request."""
+        with self._lock:
+            return self._in_flight
+
+    @property
+    def in_flight_peak(self) -> int:
+        with self._lock:
+            return self._in_flight_peak
+
+    @property
+    def in_flight_samples(self) -> list[int]:
+        """How many requests were in flight as each arrived, itself included
+        (a shed one shows ``max_in_flight + 1``), in arrival order."""
+        with self._lock:
+            return list(self._in_flight_samples)
+
+    @property
+    def shed(self) -> int:
+        with self._lock:
+            return self._shed
+
+    @property
+    def pulls_remaining(self) -> int | None:
+        with self._lock:
+            return None if self._pull_limit is None else self._pull_limit.remaining
+
+    @property
+    def pulls_refused(self) -> int:
+        with self._lock:
+            return self._pulls_refused
+
+    # ------------------------------------------------------ load and limits
+    def _arrive(self, rec: RecordedRequest) -> Overload | None:
+        """Record ``rec`` and count it in flight, or return the overload that sheds it."""
+        with self._lock:
+            self.requests.append(rec)
+            self._in_flight_samples.append(self._in_flight + 1)
+            if self._overload is not None and self._in_flight >= self._overload.max_in_flight:
+                self._shed += 1
+                return self._overload
+            self._in_flight += 1
+            self._in_flight_peak = max(self._in_flight_peak, self._in_flight)
+            return None
+
+    def _depart(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    def _pull_limit_for(self, rec: RecordedRequest) -> PullLimit | None:
+        if rec.method not in ("GET", "HEAD") or not MANIFEST_PATH.search(rec.url_path):
+            return None
+        with self._lock:
+            return self._pull_limit
+
+    def _take_pull(self, limit: PullLimit) -> bool:
+        """Reserve a pull before forwarding, so concurrent GETs never overdraw."""
+        with self._lock:
+            if limit.remaining <= 0:
+                self._pulls_refused += 1
+                return False
+            limit.remaining -= 1
+            return True
+
+    def _give_back_pull(self, limit: PullLimit) -> None:
+        with self._lock:
+            limit.remaining += 1
+
+    def _pull_headers(self, limit: PullLimit, source: str) -> dict[str, str]:
+        with self._lock:
+            return limit.headers(source)
 
     # ----------------------------------------------------------- lifecycle
     def start(self) -> "FaultProxy":
@@ -362,6 +513,16 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         for data in self._request_body():
             rec.request_bytes += len(data)
 
+    def _refuse(self, rec: RecordedRequest, action: str, status: int, headers: dict[str, str],
+                retry_after: str | None, body: bytes) -> None:
+        """Answer a JSON error in the registry's place, keeping the connection usable."""
+        rec.action = action
+        self._drain(rec)
+        headers = {**headers, "Content-Type": "application/json"}
+        if retry_after is not None:
+            headers["Retry-After"] = retry_after
+        self._reply(rec, status, headers, body)
+
     def _hang_up(self, reset: bool) -> None:
         """End the connection: FIN now, or RST when the server closes the socket."""
         self.close_connection = True
@@ -399,41 +560,58 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     def _proxy(self) -> None:
         proxy = self.proxy
         rec = RecordedRequest(self.command, self.path, Headers(list(self.headers.items())))
-        with proxy._lock:
-            proxy.requests.append(rec)
         conn_hdr = (self.headers.get("Connection") or "").lower()
         if "close" in conn_hdr or self.request_version != "HTTP/1.1":
             self.close_connection = True
-        rule = proxy._match(self.command, self.path)
+        shed_by = proxy._arrive(rec)
         try:
-            if rule is not None:
-                rec.rule = rule
-                rec.action = rule.action
-                if rule.action == "drop":
-                    if rule.read_body:
-                        self._drain(rec)
-                    self._hang_up(rule.reset)
-                    return
-                if rule.action == "respond":
-                    self._drain(rec)
-                    self._reply(rec, rule.status, rule.headers, rule.body)
-                    return
-                if rule.action == "redirect":
-                    self._drain(rec)
-                    loc = rule.location
-                    target = loc(self.path) if callable(loc) else str(loc).rstrip("/") + self.path
-                    headers = {"Location": target, **rule.headers}
-                    self._reply(rec, rule.status, headers, b"")
-                    return
-                if rule.action == "delay":
-                    time.sleep(rule.seconds)
-            self._forward(rec, rule)
+            if shed_by is not None:
+                self._refuse(rec, "shed", shed_by.status, {}, shed_by.retry_after, TOO_MANY_IN_FLIGHT)
+            else:
+                self._serve(rec)
         except (_ClientGone, ConnectionError, socket.timeout, BrokenPipeError):
             self.close_connection = True
+        finally:
+            if shed_by is None:
+                proxy._depart()
 
-    def _forward(self, rec: RecordedRequest, rule: Rule | None) -> None:
+    def _serve(self, rec: RecordedRequest) -> None:
+        rule = self.proxy._match(self.command, self.path)
+        if rule is not None:
+            rec.rule = rule
+            rec.action = rule.action
+            if rule.action == "drop":
+                if rule.read_body:
+                    self._drain(rec)
+                self._hang_up(rule.reset)
+                return
+            if rule.action == "respond":
+                self._drain(rec)
+                self._reply(rec, rule.status, rule.headers, rule.body)
+                return
+            if rule.action == "redirect":
+                self._drain(rec)
+                loc = rule.location
+                target = loc(self.path) if callable(loc) else str(loc).rstrip("/") + self.path
+                headers = {"Location": target, **rule.headers}
+                self._reply(rec, rule.status, headers, b"")
+                return
+            if rule.action == "delay":
+                time.sleep(rule.seconds)
+        pull_limit = self.proxy._pull_limit_for(rec)
+        if pull_limit is not None and self.command == "GET" and not self.proxy._take_pull(pull_limit):
+            headers = self.proxy._pull_headers(pull_limit, self.client_address[0])
+            self._refuse(rec, "refuse_pull", 429, headers, pull_limit.retry_after, PULL_LIMIT_REACHED)
+            return
+        self._forward(rec, rule, pull_limit)
+
+    def _forward(self, rec: RecordedRequest, rule: Rule | None, pull_limit: PullLimit | None) -> None:
+        """Pass the request on; ``pull_limit``'s headers go on the answer.  A
+        manifest GET comes with its pull reserved, kept only if the registry
+        answers 200."""
         proxy = self.proxy
         truncate = rule.after_bytes if rule and rule.action == "truncate" else None
+        reserved = pull_limit is not None and self.command == "GET"
         if proxy.upstream_ssl is not None:
             up = http.client.HTTPSConnection(proxy.upstream_host, proxy.upstream_port,
                                              timeout=proxy.timeout, context=proxy.upstream_ssl)
@@ -468,16 +646,22 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 self._reply(rec, 502, {"Content-Type": "text/plain"},
                             f"fault proxy: upstream error {e!r}".encode())
                 return
+            if reserved and resp.status != 200:
+                proxy._give_back_pull(pull_limit)
+            reserved = False
             if rule is not None and rule.action == "drop_answer":
                 self._hang_up(rule.reset)
                 return
 
+            added = {} if pull_limit is None else proxy._pull_headers(pull_limit, self.client_address[0])
             self.send_response_only(resp.status, resp.reason)
             length = resp.getheader("Content-Length")
             no_body = self.command == "HEAD" or resp.status in (204, 304) or 100 <= resp.status < 200
             for k, v in resp.getheaders():
-                if k.lower() in HOP_BY_HOP:
+                if k.lower() in HOP_BY_HOP or k.lower() in added:
                     continue
+                self.send_header(k, v)
+            for k, v in added.items():
                 self.send_header(k, v)
             rechunk = not no_body and length is None
             if rechunk:
@@ -517,4 +701,6 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self.wfile.flush()
             rec.response_bytes = sent
         finally:
+            if reserved:  # the registry never answered
+                proxy._give_back_pull(pull_limit)
             up.close()

@@ -1,0 +1,94 @@
+"""Pull budgets: copy what a registry's pull limit allows, in lock order, and defer the rest.
+
+Docker Hub counts manifest GETs against a budget per 6 hours and answers 429 once it is
+spent; a run that meets the limit half-way would fail image after image. So before an
+image's first GET from such a registry, its pulls are counted against the budget the
+registry last stated: when the whole run fits, nothing waits; when it does not, images
+are admitted in lock order while they fit (a rerun goes on from there), and the others
+are deferred without a request. An image counts one GET for its manifest and one per
+platform of an index (``plan.pulls_needed``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from reconciler.lockfile import LockedImage
+from reconciler.plan import PlannedImage, pulls_needed
+from reconciler.registry import reference
+from reconciler.registry.client import Registries
+from reconciler.registry.errors import RegistryError
+from reconciler.registry.ratelimit import PullLimit, deferral, registry_name
+
+log = logging.getLogger("reconciler")
+
+
+class PullBudgets:
+    """For one apply: each image's pulls, decided in lock order per source registry."""
+
+    def __init__(self, registries: Registries, images: Sequence[LockedImage | PlannedImage]) -> None:
+        self._registries = registries
+        self._images = images
+        self._decided = [asyncio.get_running_loop().create_future() for _ in images]
+        self._by_host: dict[str, list[int]] = {}
+        for index, image in enumerate(images):
+            self._by_host.setdefault(_source_host(image), []).append(index)
+        self._worst_case = {
+            host: sum(pulls_needed(images[i]) for i in indexes) for host, indexes in self._by_host.items()
+        }
+        self._budgets: dict[str, asyncio.Task[PullLimit | None]] = {}
+
+    def skip(self, index: int) -> None:
+        """The image pulls nothing (unchanged, refused, failed or not started); later ones may go on."""
+        self._decide(index, 0)
+
+    async def admit(self, index: int) -> str | None:
+        """None when the image may pull, else why it is deferred."""
+        image = self._images[index]
+        host = _source_host(image)
+        limit = await self._budget(host, image)
+        needed = pulls_needed(image)
+        if limit is None:
+            self._decide(index, needed)
+            return None
+        if self._worst_case[host] <= limit.remaining:
+            self._decide(index, needed)
+            return None
+        used = sum(await asyncio.gather(*(self._decided[i] for i in self._by_host[host] if i < index)))
+        if used + needed <= limit.remaining:
+            self._decide(index, needed)
+            return None
+        self._decide(index, 0)
+        return deferral(host, limit, left=limit.remaining - used)
+
+    def _decide(self, index: int, pulls: int) -> None:
+        if not self._decided[index].done():
+            self._decided[index].set_result(pulls)
+
+    async def _budget(self, host: str, image: LockedImage | PlannedImage) -> PullLimit | None:
+        """The budget the registry states; learnt once per run, with a HEAD (which costs no pull)."""
+        task = self._budgets.get(host)
+        if task is None:
+            task = self._budgets[host] = asyncio.ensure_future(self._ask(host, image))
+        return await asyncio.shield(task)
+
+    async def _ask(self, host: str, image: LockedImage | PlannedImage) -> PullLimit | None:
+        source = reference.parse(image.source)
+        client = self._registries.client(source.repository)
+        if client.pull_limit is None:
+            try:
+                await client.head_manifest(source.repository.path, str(image.digest))
+            except RegistryError:
+                return None  # the copy will meet the same failure and report it
+        limit = client.pull_limit
+        if limit is not None and self._worst_case[host] > limit.remaining:
+            log.warning("%s: %d of %d pulls left, and this run may need up to %d: images are copied in lock "
+                        "order while pulls are left; the others are deferred to a later run",
+                        registry_name(host), limit.remaining, limit.limit, self._worst_case[host])
+        return limit
+
+
+def _source_host(image: LockedImage | PlannedImage) -> str:
+    return reference.parse(image.source).repository.api_host

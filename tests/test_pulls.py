@@ -1,0 +1,105 @@
+"""pulls.py and the pull limit: a run copies what Docker Hub's budget covers, in lock order, and defers the rest.
+
+The source sits behind the fault proxy's pull limit mode: Docker Hub's ratelimit headers on
+manifest answers, a pull spent per manifest GET, 429 TOOMANYREQUESTS once none is left.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.harness.skopeo import skopeo_inspect_raw
+from tests.helpers_cli import run_cli, write_images
+
+TOOMANYREQUESTS = (b'{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit."}]}')
+
+
+@pytest.fixture
+def three_locked(tmp_path, push_image, plain_registry, second_plain_registry, unique_repo, fault_proxy):
+    """Sources a (1 pull), b (an index of 2 platforms: 3 pulls) and c (1 pull), locked in that order."""
+    base = unique_repo("pulls")
+    pushed = {name: push_image(kind, repo=f"{base}/{name}") for name, kind in (("a", "oci"), ("b", "oci-index"),
+                                                                              ("c", "docker"))}
+    source = fault_proxy(plain_registry)
+    prefix = f"{second_plain_registry.host}/{unique_repo('mirror')}/"
+    write_images(tmp_path, prefix, [{"source": f"{source.host}/{image.repo}:v1"} for image in pushed.values()])
+    assert run_cli(tmp_path, "lock").code == 0
+    source.clear()
+    mirror = f"{prefix}{source.host.replace(':', '_')}/"
+    return pushed, source, {name: f"{mirror}{image.repo}:v1" for name, image in pushed.items()}
+
+
+def report_line(result, target: str) -> str:
+    """The report's line for ``target``: symbol, target, outcome and message."""
+    lines = [line.strip() for line in result.stdout.splitlines() if f" {target} " in line]
+    assert len(lines) == 1, result.stdout
+    return lines[0]
+
+
+def test_a_short_budget_copies_what_fits_in_lock_order_and_defers_the_rest(tmp_path, three_locked):
+    pushed, source, targets = three_locked
+    source.pull_limit(100, remaining=3)
+
+    planned = run_cli(tmp_path, "plan")
+    applied = run_cli(tmp_path, "apply")
+
+    assert f"{source.host}: applying pulls up to 5 manifest(s); 3 of 100 pulls left: apply copies what fits" \
+        in planned.stdout
+    assert applied.code == 1, applied.stderr
+    assert "3 of 100 pulls left, and this run may need up to 5" in applied.stderr  # said before copying
+    assert report_line(applied, targets["b"]) == (
+        f"> {targets['b']}  deferred: {source.host} pull limit (2 left, pulls age out over 6h)")
+    assert "2 copied, 0 unchanged, 0 refused, 0 failed, 1 deferred" in applied.stdout
+    assert source.pulls_refused == 0 and source.pulls_remaining == 1  # a and c: one pull each
+    assert source.count("GET", f"/{pushed['b'].repo}/manifests/") == 0
+    for name in ("a", "c"):
+        assert skopeo_inspect_raw(targets[name]) == pushed[name].manifest
+
+    source.pull_limit(100, remaining=100)  # pulls aged out: a rerun goes on from there
+    again = run_cli(tmp_path, "apply")
+
+    assert again.code == 0, again.stdout + again.stderr
+    assert "1 copied, 2 unchanged" in again.stdout
+    assert skopeo_inspect_raw(targets["b"]) == pushed["b"].manifest
+    assert source.pulls_remaining == 100 - 3
+
+
+def test_a_budget_that_covers_the_run_defers_nothing_and_says_nothing(tmp_path, three_locked):
+    _, source, _ = three_locked
+    source.pull_limit(100, remaining=5)
+
+    applied = run_cli(tmp_path, "apply")
+
+    assert applied.code == 0, applied.stdout + applied.stderr
+    assert "pulls left" not in applied.stderr
+    assert source.pulls_remaining == 0 and source.pulls_refused == 0  # the index and its platforms: 3 of them
+
+
+def test_a_spent_budget_is_not_waited_for_the_image_is_deferred_with_when_to_retry(tmp_path, three_locked):
+    pushed, source, targets = three_locked
+    source.fail("GET", r"/manifests/", 429, times=None, body=TOOMANYREQUESTS, headers={
+        "ratelimit-limit": "100;w=21600", "ratelimit-remaining": "0;w=21600", "Retry-After": "7200",
+        "Content-Type": "application/json"})
+
+    applied = run_cli(tmp_path, "apply")
+
+    assert applied.code == 1
+    for name in pushed:
+        assert report_line(applied, targets[name]) == (
+            f"> {targets[name]}  deferred: {source.host} pull limit (0 left, resets in 2h)")
+        assert source.count("GET", f"/{pushed[name].repo}/manifests/") == 1  # no retry, no sleeping
+
+
+def test_a_retry_after_beyond_a_minute_fails_the_image_at_once_saying_when(tmp_path, three_locked):
+    pushed, source, targets = three_locked
+    source.fail("GET", f"/{pushed['a'].repo}/blobs/", 503, times=None, headers={"Retry-After": "5400"})
+
+    applied = run_cli(tmp_path, "apply")
+
+    assert applied.code == 1
+    failed = report_line(applied, targets["a"])
+    assert failed.startswith(f"x {targets['a']}  failed: reading the source: ")
+    assert failed.endswith("failed with HTTP 503: Service Unavailable (the registry asks to retry in 1h30m; "
+                           "not waiting that long)")
+    assert source.count("GET", f"/{pushed['a'].repo}/blobs/") == len(pushed["a"].blobs)  # each once
+    assert "2 copied" in applied.stdout
