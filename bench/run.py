@@ -41,7 +41,7 @@ VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 SKOPEO = shutil.which("skopeo") or "skopeo"
 TIME = "/usr/bin/time"
 SYNCER = [str(VENV_PYTHON), "-m", "reconciler"]  # with PYTHONPATH at the snapshot under test
-TIMEOUT = 1800
+TIMEOUT = 3600  # skopeo sync of 1000 images over a 40 ms round trip takes about half an hour
 CPUS = len(os.sched_getaffinity(0))
 
 # Timed run kinds, in the order they are reported.

@@ -66,7 +66,7 @@ class Slot:
         self._released = False
 
     def answered(self, status: int, timed: bool = True) -> None:
-        """``timed``: the wait measured the registry, not the time to send a body or follow a redirect."""
+        """``timed``: the wait measured the registry, not the time to send a body."""
         latency = self._limit.clock() - self._started if timed else None
         self._limit._on_answer(self._epoch, self._number, status, latency)
 

@@ -21,7 +21,7 @@ import httpx
 from reconciler.registry import files
 from reconciler.registry.engine import AiohttpTransport, NameNotResolved, ProxyAuthenticationRequired, TLSFailure
 from reconciler.registry.errors import RegistryError
-from reconciler.registry.limiter import AdaptiveLimit
+from reconciler.registry.limiter import AdaptiveLimit, Slot
 from reconciler.registry.proxy import DIRECT, ProxySettings
 from reconciler.registry.reference import hostname, is_loopback
 from reconciler.registry.retry import (
@@ -217,9 +217,7 @@ class Transport:
         slot = await self.limit.acquire()
         release_on_close = False
         try:
-            response = await self._send_following_redirects(method, url, headers, content, auth_header)
-            slot.answered(response.status_code,
-                          timed=not isinstance(content, AsyncIterator) and response.request.url == httpx.URL(url))
+            response = await self._send_following_redirects(method, url, headers, content, auth_header, slot)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("%s %s%s -> %s", method, self.host, _path(url), response.status_code)
             self._show_warnings(response)
@@ -269,16 +267,22 @@ class Transport:
         headers: Mapping[str, str] | None,
         content: bytes | AsyncIterator[bytes] | None,
         auth_header: str | None,
+        slot: Slot,
     ) -> httpx.Response:
-        """The final answer, body unread. A streamed body is spent once sent, so it never follows a redirect."""
+        """The final answer, body unread. A streamed body is spent once sent, so it never follows a redirect.
+
+        The host's own answer (the first) is what ``slot`` learns from; where a redirect leads is another host.
+        """
         origin = httpx.URL(url)
         current = origin
         request_headers = {**self._default_headers, **(headers or {})}
-        for _ in range(MAX_REDIRECTS + 1):
+        for hop in range(MAX_REDIRECTS + 1):
             sent_headers = dict(request_headers)
             if auth_header and _same_origin(current, origin):
                 sent_headers["Authorization"] = auth_header
             response = await self._send(method, current, sent_headers, content)
+            if hop == 0:
+                slot.answered(response.status_code, timed=not isinstance(content, AsyncIterator))
             if (
                 response.status_code not in _REDIRECTS
                 or "Location" not in response.headers
