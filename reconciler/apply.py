@@ -22,6 +22,7 @@ from reconciler.registry.client import Registries
 from reconciler.registry.copy import Copier, CopyStats
 from reconciler.pulls import PullBudgets
 from reconciler.registry.errors import PullLimitReached, RegistryError, ResponseError
+from reconciler.registry.referrers import ReferrerRefused, ReferrerWriter
 from reconciler.shard import Shard, lock_part
 
 T = TypeVar("T")
@@ -220,6 +221,7 @@ async def _apply(
     copier = Copier(registries, on_bytes=observer.bytes_sent if observer else None)
     interruption = interruption or Interruption()
     budgets = PullBudgets(registries, images)
+    writer = ReferrerWriter(registries, copier)
 
     async def apply_one(index: int) -> tuple[PlannedImage | None, AppliedImage]:
         image, planned = images[index], None
@@ -228,7 +230,7 @@ async def _apply(
                 result = _result(image, Outcome.INTERRUPTED, "not started")
             else:
                 planned = await decide(image)
-                result = await _apply_image(registries, copier, planned, interruption,
+                result = await _apply_image(registries, copier, writer, planned, interruption,
                                             functools.partial(budgets.admit, index))
         except PullLimitReached as error:
             result = _result(image, Outcome.DEFERRED, error.deferral)
@@ -252,6 +254,25 @@ def _result(image: Pinned, outcome: Outcome, message: str | None = None) -> Appl
 
 
 async def _apply_image(
+    registries: Registries, copier: Copier, writer: ReferrerWriter, image: PlannedImage, interruption: Interruption,
+    admit: Callable[[], Awaitable[str | None]],
+) -> AppliedImage:
+    """The image, then its locked referrers (their subject must be in the target first)."""
+    result = await _copy_image(registries, copier, image, interruption, admit)
+    if result.outcome not in (Outcome.COPIED, Outcome.UNCHANGED) or not image.referrers or interruption.requested:
+        return result
+    source = reference.parse(image.source).repository
+    target = reference.parse(image.target).repository
+    try:
+        await asyncio.gather(*(writer.write(source, target, referrer) for referrer in image.referrers))
+    except ReferrerRefused as refusal:
+        return _result(image, Outcome.REFUSED, f"{result.outcome.value}, but a referrer was refused: {refusal}")
+    except RegistryError as error:
+        return _result(image, Outcome.FAILED, f"{result.outcome.value}, but its referrers failed: {error}")
+    return result
+
+
+async def _copy_image(
     registries: Registries, copier: Copier, image: PlannedImage, interruption: Interruption,
     admit: Callable[[], Awaitable[str | None]],
 ) -> AppliedImage:

@@ -19,6 +19,20 @@ _PLATFORM = re.compile(r"[a-z0-9_]+/[a-z0-9_]+(?:/[a-z0-9_]+)?")
 
 
 @attrs.frozen
+class ReferrersRule:
+    """Which referrers (signatures, SBOMs, attestations) travel with an image: all by default."""
+
+    copied: bool = True
+    artifact_types: tuple[str, ...] | None = None
+    """Only referrers of these artifact types; None for all."""
+
+
+@attrs.frozen
+class _ReferrersFilter:
+    artifact_types: tuple[str, ...]
+
+
+@attrs.frozen
 class ImageEntry:
     """One entry of ``images:`` exactly as written."""
 
@@ -27,12 +41,14 @@ class ImageEntry:
     target: str | None = None
     amd64_only: bool = False
     platforms: tuple[str, ...] = ()
+    referrers: ReferrersRule | None = None
 
 
 @attrs.frozen
 class ImagesFile:
     target_repo_prefix: str
     images: tuple[ImageEntry, ...]
+    referrers: ReferrersRule = ReferrersRule()
 
 
 @attrs.frozen
@@ -47,6 +63,7 @@ class DesiredImage:
     amd64_only: bool
     """Set by old files; the whole index is copied anyway, so the CLI only warns."""
     line: int
+    referrers: ReferrersRule = ReferrersRule()
 
     @property
     def target(self) -> str:
@@ -63,6 +80,21 @@ class Config:
 _converter = yaml_converter()
 
 
+def _structure_referrers(value: object, _: object) -> ReferrersRule:
+    """``true``, ``false`` or ``{artifactTypes: [...]}``."""
+    if isinstance(value, bool):
+        return ReferrersRule(copied=value)
+    if isinstance(value, dict):
+        chosen = _converter.structure(value, _ReferrersFilter)
+        if not chosen.artifact_types:
+            raise ValueError("artifactTypes must name at least one artifact type (or write referrers: false)")
+        return ReferrersRule(artifact_types=tuple(sorted(set(chosen.artifact_types))))
+    raise TypeError("expected true, false or a mapping with artifactTypes")
+
+
+_converter.register_structure_hook(ReferrersRule, _structure_referrers)
+
+
 def load(path: str | Path) -> Config:
     path = Path(path)
     document = YamlDocument.read(path, entry_key="source", if_missing="file not found")
@@ -72,7 +104,7 @@ def load(path: str | Path) -> Config:
     desired: list[DesiredImage] = []
     first_with_target: dict[str, int] = {}
     for index, entry in enumerate(images_file.images):
-        image = _resolve(document, images_file.target_repo_prefix, index, entry)
+        image = _resolve(document, images_file.target_repo_prefix, index, entry, images_file.referrers)
         earlier = first_with_target.setdefault(image.target, index)
         if earlier != index:
             raise document.error(
@@ -84,7 +116,9 @@ def load(path: str | Path) -> Config:
     return Config(path=path, desired=tuple(sorted(desired, key=lambda image: image.target)))
 
 
-def _resolve(document: YamlDocument, prefix: str, index: int, entry: ImageEntry) -> DesiredImage:
+def _resolve(
+    document: YamlDocument, prefix: str, index: int, entry: ImageEntry, referrers: ReferrersRule
+) -> DesiredImage:
     where = ("images", index)
     try:
         source_ref = reference.parse(entry.source)
@@ -112,6 +146,7 @@ def _resolve(document: YamlDocument, prefix: str, index: int, entry: ImageEntry)
         platforms=tuple(sorted(set(entry.platforms))),
         amd64_only=entry.amd64_only,
         line=document.line_of(where) or 0,
+        referrers=entry.referrers or referrers,
     )
 
 

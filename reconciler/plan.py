@@ -22,6 +22,7 @@ from reconciler.registry import reference
 from reconciler.registry.client import Registries
 from reconciler.registry.digest import Digest
 from reconciler.registry.errors import RegistryError
+from reconciler.registry.referrers import Referrer
 from reconciler.shard import Shard, lock_part
 
 PLAN_VERSION = 1
@@ -52,6 +53,8 @@ class PlannedImage:
     message: str | None = None
     platforms: tuple[str, ...] = ()
     """The platforms of a locked index (from the lock); empty for a single image."""
+    referrers: tuple[Referrer, ...] = ()
+    """The locked referrers, written after the image (those already in the target are left as they are)."""
 
 
 @attrs.frozen
@@ -149,7 +152,7 @@ async def plan_image(registries: Registries, locked: LockedImage, ask_source: bo
         return await _plan_image(registries, locked, ask_source)
     except RegistryError as error:
         return PlannedImage(locked.source, locked.target, locked.digest, Action.ERROR, message=str(error),
-                            platforms=locked.platforms)
+                            platforms=locked.platforms, referrers=locked.referrers)
 
 
 async def _plan_image(registries: Registries, locked: LockedImage, ask_source: bool) -> PlannedImage:
@@ -172,6 +175,7 @@ async def _plan_image(registries: Registries, locked: LockedImage, ask_source: b
         return PlannedImage(
             locked.source, locked.target, locked.digest, action,
             target_digest=target_digest, moved_to=moved_to, message=message, platforms=locked.platforms,
+            referrers=locked.referrers,
         )
 
     if target_digest == locked.digest:

@@ -52,10 +52,15 @@ def _pulls_lines(plan: Plan) -> list[tuple[str, bool]]:
 def _detail(image: PlannedImage) -> str:
     if image.action is Action.CREATE:
         pinned = "" if "@" in image.source else f"@{_short(image.digest)}"
-        return f"copy {image.source}{pinned}"
+        return f"copy {image.source}{pinned}{_with_referrers(image)}"
     if image.action is Action.UNCHANGED:
         return f"holds {_short(image.digest)}"
     return f"{image.action.value}: {image.message}"
+
+
+def _with_referrers(image: PlannedImage) -> str:
+    count = len(image.referrers)
+    return f" with {count} referrer{'s' if count != 1 else ''}" if count else ""
 
 
 _REVIEW_ORDER = {action: rank for rank, action in enumerate(
@@ -118,7 +123,8 @@ def plan_markdown(plan: Plan) -> str:
         lines += ["| | Action | Target | Source | Digest | Platforms | Note |", "|---|---|---|---|---|---|---|"]
         for image in looks:
             symbol = _SYMBOLS[image.action][0]
-            lines.append(_row(symbol, image.action.value, f"`{image.target}`", f"`{image.source}`",
+            lines.append(_row(symbol, image.action.value + _with_referrers(image), f"`{image.target}`",
+                              f"`{image.source}`",
                               f"`{_short(image.digest)}`", ", ".join(image.platforms) or "–", _review_note(image)))
         lines.append("")
     lines += _folded(f"{len(rest)} unchanged", ["Target", "Digest"],

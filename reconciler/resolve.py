@@ -1,6 +1,8 @@
 """Resolve a desired image's source to the digest it names now, for the lock.
 
-One HEAD per source when the registry sends ``Docker-Content-Digest``; an index
+One HEAD per source when the registry sends ``Docker-Content-Digest``, and its tags list
+for the referrers (cosign's tags, the spec's fallback index; the referrers API where
+offered) unless images.yaml turns them off; an index
 is read to record its platforms, and a single image's config only when the entry
 asks for platforms.
 """
@@ -12,8 +14,10 @@ import json
 from reconciler.bounded import images_at_once, map_bounded
 from reconciler.config import DesiredImage
 from reconciler.lockfile import LockedImage
-from reconciler.registry import mediatypes
-from reconciler.registry.client import Registries
+from reconciler.registry import mediatypes, referrers
+from reconciler.registry.client import Registries, RegistryClient
+from reconciler.registry.digest import Digest
+from reconciler.registry.referrers import Referrer
 from reconciler.registry.errors import RegistryError
 from reconciler.registry.manifest import Manifest, Platform
 
@@ -31,7 +35,8 @@ async def resolve(registries: Registries, desired: DesiredImage) -> LockedImage:
         raise RegistryError(f"{desired.source}: not found at {source.repository}")
     needs_body = head.digest is None or head.media_type in mediatypes.INDEX_TYPES or bool(desired.platforms)
     if not needs_body:
-        return LockedImage(desired.source, desired.target, head.digest, head.media_type, ())
+        return LockedImage(desired.source, desired.target, head.digest, head.media_type, (),
+                           await _referrers(client, desired, [head.digest]))
     manifest = await client.get_manifest(path, head.digest or source.identifier)
     if manifest.is_index:
         platforms = manifest.platforms()
@@ -45,8 +50,18 @@ async def resolve(registries: Registries, desired: DesiredImage) -> LockedImage:
             f"{desired.source} ({manifest.digest}) does not provide platform(s) {', '.join(missing)}; "
             f"it has {', '.join(platforms) or 'none listed'}"
         )
+    subjects = [manifest.digest, *(child.digest for child in manifest.children())] if manifest.is_index else [
+        manifest.digest]
     return LockedImage(desired.source, desired.target, manifest.digest, manifest.media_type,
-                       platforms if manifest.is_index else ())
+                       platforms if manifest.is_index else (), await _referrers(client, desired, subjects))
+
+
+async def _referrers(client: RegistryClient, desired: DesiredImage, subjects: list[Digest]) -> tuple[Referrer, ...]:
+    rule = desired.referrers
+    if not rule.copied:
+        return ()
+    types = frozenset(rule.artifact_types) if rule.artifact_types is not None else None
+    return await referrers.discover(client, desired.source_ref.repository.path, subjects, types)
 
 
 async def _image_platform(registries: Registries, desired: DesiredImage, manifest: Manifest) -> str:

@@ -8,10 +8,14 @@ from reconciler import config, documents, lockfile
 from reconciler.errors import InputError
 from reconciler.lockfile import LockedImage, Lockfile
 from reconciler.registry.digest import Digest
-from reconciler.registry.mediatypes import DOCKER_MANIFEST, OCI_INDEX
+from reconciler.registry.mediatypes import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
+from reconciler.registry.referrers import COSIGN_ARTIFACT_TYPES, FoundBy, Referrer
 
 DIGEST_A = Digest.parse("sha256:" + "a" * 64)
 DIGEST_B = Digest.parse("sha256:" + "b" * 64)
+DIGEST_C = Digest.parse("sha256:" + "c" * 64)
+SIGNATURE = Referrer(DIGEST_A, DIGEST_C, OCI_MANIFEST, COSIGN_ARTIFACT_TYPES[FoundBy.COSIGN_SIGNATURE],
+                     FoundBy.COSIGN_SIGNATURE)
 PREFIX = "p.example/mirror/"
 
 IMAGES = """\
@@ -44,11 +48,18 @@ images:
   platforms:
   - linux/amd64
   - linux/arm64
+  referrers:
+  - subject: {DIGEST_A}
+    digest: {DIGEST_C}
+    mediaType: application/vnd.oci.image.manifest.v1+json
+    artifactType: application/vnd.dev.cosign.artifact.sig.v1+json
+    foundBy: cosign-sig
 - source: busybox:1.31.1
   target: p.example/mirror/busybox:1.31.1
   digest: {DIGEST_B}
   mediaType: application/vnd.docker.distribution.manifest.v2+json
   platforms: []
+  referrers: []
 """
 
 
@@ -61,7 +72,8 @@ def load_config(tmp_path: Path, text: str, name: str = "images.yaml") -> config.
 def fake_resolve(desired: config.DesiredImage) -> LockedImage:
     """What the resolver would pin: alpine is an index, everything else a single image."""
     if desired.source.startswith("alpine"):
-        return LockedImage(desired.source, desired.target, DIGEST_A, OCI_INDEX, ("linux/amd64", "linux/arm64"))
+        return LockedImage(desired.source, desired.target, DIGEST_A, OCI_INDEX, ("linux/amd64", "linux/arm64"),
+                           (SIGNATURE,))
     return LockedImage(desired.source, desired.target, DIGEST_B, DOCKER_MANIFEST, ())
 
 
@@ -97,13 +109,29 @@ def test_dumps_is_deterministic_and_ignores_order_comments_and_lines(tmp_path):
         IMAGES.replace("alpine:3.20\n", "alpine:3.20\n  tag: '3'\n"),
         IMAGES.replace("[linux/arm64, linux/amd64]", "[linux/amd64]"),
         IMAGES.replace("p.example/mirror/", "p.example/other/"),
+        IMAGES.replace("alpine:3.20\n", "alpine:3.20\n  referrers: false\n"),
+        "referrers: {artifactTypes: [application/spdx+json]}\n" + IMAGES,
     ],
-    ids=["source", "target tag", "platforms", "prefix"],
+    ids=["source", "target tag", "platforms", "prefix", "referrers off", "referrers filtered"],
 )
 def test_inputs_hash_changes_with_every_input_that_decides_a_pin(tmp_path, changed):
     original = lockfile.inputs_hash(load_config(tmp_path, IMAGES))
 
     assert lockfile.inputs_hash(load_config(tmp_path, changed, "changed.yaml")) != original
+
+
+def test_inputs_hash_ignores_referrers_true_the_default_so_older_locks_still_match(tmp_path):
+    said = IMAGES.replace("alpine:3.20\n", "alpine:3.20\n  referrers: true\n")
+
+    assert lockfile.inputs_hash(load_config(tmp_path, said, "said.yaml")) == lockfile.inputs_hash(
+        load_config(tmp_path, IMAGES))
+
+
+def test_a_lock_written_before_referrers_existed_still_loads(tmp_path):
+    old = tmp_path / "old.lock"
+    old.write_text(EXPECTED_LOCK.replace("  referrers: []\n", ""))
+
+    assert [image.referrers for image in lockfile.load(old).images][1] == ()
 
 
 def test_inputs_hash_ignores_amd64_only(tmp_path):
@@ -158,24 +186,24 @@ def test_missing_lock_allowed_is_empty_and_matches_an_empty_config(tmp_path):
         ),
         pytest.param(
             f"digest: {DIGEST_B}", "digest: sha256:1234",
-            '14: images[2] (target "p.example/mirror/busybox:1.31.1"): digest: invalid sha256 digest '
+            '20: images[2] (target "p.example/mirror/busybox:1.31.1"): digest: invalid sha256 digest '
             "'sha256:1234'",
             id="bad digest",
         ),
         pytest.param(
             "  platforms: []\n", "  platforms: []\n  size: 3\n",
-            '17: images[2] (target "p.example/mirror/busybox:1.31.1"): unknown key "size"',
+            '23: images[2] (target "p.example/mirror/busybox:1.31.1"): unknown key "size"',
             id="unknown key",
         ),
         pytest.param(
             "application/vnd.docker.distribution.manifest.v2+json", "text/plain",
-            "15: images[2] (target \"p.example/mirror/busybox:1.31.1\"): mediaType: "
+            "21: images[2] (target \"p.example/mirror/busybox:1.31.1\"): mediaType: "
             "unknown manifest media type 'text/plain'",
             id="unknown media type",
         ),
         pytest.param(
             "target: p.example/mirror/alpine:3.20", "target: p.example/mirror/busybox:1.31.1",
-            '12: images[2] (target "p.example/mirror/busybox:1.31.1"): target is locked twice',
+            '18: images[2] (target "p.example/mirror/busybox:1.31.1"): target is locked twice',
             id="target locked twice",
         ),
     ],

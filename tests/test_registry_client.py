@@ -571,3 +571,25 @@ def test_insecure_registry_skips_tls_verification(push_image, tls_registry):
     assert str(run(head(frozenset({tls_registry.host})))) == pushed.digest
     with pytest.raises(RegistryError, match="certificate"):
         run(head(frozenset({"other.example:5000"})))
+
+
+def test_tags_are_listed_and_a_missing_repository_has_none(push_image, plain_registry, fault_proxy):
+    """docker-registry 2.8 answers a tags list in one page whatever ``n`` asks (paging through
+    ``Link`` is covered by the referrers listing, in test_referrers.py)."""
+    image = push_image("oci")
+    with RawRegistry(plain_registry) as raw:
+        for tag in ("a", "b", "c", "d"):
+            assert raw.put_manifest(image.repo, tag, image.manifest, image.media_type).status_code == 201
+    proxy = fault_proxy(plain_registry)
+
+    async def main():
+        async with Registries(TransportOptions(), lambda registry: None) as regs:
+            client = regs.client(reference.parse(f"{proxy.host}/{image.repo}:v1").repository)
+            return await client.tags(image.repo, page_size=2), await client.tags("no/such/repository")
+
+    tags, none = asyncio.run(main())
+
+    assert sorted(tags) == ["a", "b", "c", "d", "v1"] and len(tags) == 5
+    assert proxy.count("GET", "/tags/list") == 2
+    assert proxy.requests_matching("GET", "/tags/list")[0].path.endswith("/tags/list?n=2")
+    assert none == []

@@ -132,9 +132,9 @@ def test_full_cycle_lock_plan_apply_then_nothing_to_do(
     expected = sorted(
         [
             {"source": source(index), "target": mirror.target(index), "digest": index.digest,
-             "mediaType": harness_images.OCI_INDEX, "platforms": INDEX_PLATFORMS},
+             "mediaType": harness_images.OCI_INDEX, "platforms": INDEX_PLATFORMS, "referrers": []},
             {"source": source(single), "target": mirror.target(single), "digest": single.digest,
-             "mediaType": harness_images.DOCKER_MANIFEST, "platforms": []},
+             "mediaType": harness_images.DOCKER_MANIFEST, "platforms": [], "referrers": []},
         ],
         key=lambda image: image["target"],
     )

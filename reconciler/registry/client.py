@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlencode
@@ -62,6 +63,18 @@ def _push(path: str, mount_from: str | None = None) -> tuple[str, ...]:
     if mount_from and mount_from != path:
         scopes += (repository_scope(mount_from, "pull"),)
     return scopes
+
+
+_MAX_PAGES = 1000
+
+
+def _next_link(header: str | None) -> str | None:
+    """The target of ``<url>; rel="next"`` in a Link header."""
+    for link in (header or "").split(","):
+        target, _, parameters = link.partition(";")
+        if "next" in parameters.replace('"', " ").replace("=", " ").split() and target.strip().startswith("<"):
+            return target.strip()[1:-1]
+    return None
 
 
 def _with_query(url: str, **params: str) -> str:
@@ -247,6 +260,49 @@ class RegistryClient:
         if stored and stored != manifest.digest:
             raise DigestMismatch(manifest.digest, stored, f"{self.host}/{path}: stored manifest {identifier}")
         return stored
+
+    # -- listings -------------------------------------------------------------------
+
+    async def tags(self, path: str, page_size: int = 1000) -> list[str]:
+        """Every tag of the repository (none if it does not exist), ``page_size`` per request."""
+        tags: list[str] = []
+        try:
+            async for page in self._pages(path, "tags/list", {"n": str(page_size)}):
+                try:
+                    tags += [str(tag) for tag in json.loads(page).get("tags") or ()]
+                except (ValueError, AttributeError, TypeError):
+                    raise RegistryError(f"{self.host}/{path}: tags/list answered no list of tags") from None
+        except NotFound:
+            return []
+        return tags
+
+    async def referrers(self, path: str, digest: Digest) -> list[bytes] | None:
+        """The referrers API's image index pages for ``digest``; None where the registry does not offer it."""
+        pages = []
+        try:
+            async for page in self._pages(path, f"referrers/{digest}", {}, accept=mediatypes.OCI_INDEX):
+                pages.append(page)
+        except NotFound:
+            return None
+        return pages
+
+    async def _pages(
+        self, path: str, suffix: str, query: dict[str, str], accept: str = "application/json"
+    ) -> AsyncIterator[bytes]:
+        """A paged listing's bodies, following ``Link: <…>; rel="next"`` (the spec's pagination)."""
+        url = _with_query(await self._url(path, suffix), **query) if query else await self._url(path, suffix)
+        for _ in range(_MAX_PAGES):
+            response = await self._send("GET", url, _pull(path), headers={"Accept": accept})
+            if response.status_code == 404:
+                raise NotFound(f"{self.host}/{path}: {suffix} not found")
+            if response.status_code != 200:
+                raise await self._fail(response, path, suffix)
+            yield response.content
+            following = _next_link(response.headers.get("Link"))
+            if following is None:
+                return
+            url = str(response.request.url.join(following))
+        raise RegistryError(f"{self.host}/{path}: {suffix}: more than {_MAX_PAGES} pages")
 
     # -- blobs ----------------------------------------------------------------------
 

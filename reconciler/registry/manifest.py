@@ -45,6 +45,7 @@ class Descriptor:
     size: int
     platform: Platform | None = None
     urls: tuple[str, ...] = ()
+    annotations: dict[str, str] = attrs.field(factory=dict, hash=False)
 
 
 @attrs.frozen
@@ -64,7 +65,11 @@ def _make_converter() -> cattrs.Converter:
     converter.register_structure_hook(
         Descriptor,
         cattrs.gen.make_dict_structure_fn(
-            Descriptor, converter, media_type=cattrs.gen.override(rename="mediaType")
+            Descriptor, converter, media_type=cattrs.gen.override(rename="mediaType"),
+            # Go's registries accept `"annotations": null` (a nil map): read it as none.
+            annotations=cattrs.gen.override(
+                struct_hook=lambda value, _: {} if value is None else converter.structure(value, dict[str, str])
+            ),
         ),
     )
     return converter
@@ -97,6 +102,12 @@ class Manifest:
         return (body.config,) + tuple(
             layer for layer in body.layers if layer.media_type not in _NON_DISTRIBUTABLE
         )
+
+    def layers(self) -> tuple[Descriptor, ...]:
+        """An image's layers as listed, annotations included (a cosign signature's payloads); empty for an index."""
+        if self.is_index:
+            return ()
+        return self._structure(_ImageBody).layers
 
     def platforms(self) -> tuple[str, ...]:
         return tuple(sorted({str(child.platform) for child in self.children() if child.platform}))

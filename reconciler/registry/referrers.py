@@ -1,0 +1,197 @@
+"""Referrers of a manifest: the signatures, SBOMs and attestations that name it as their subject.
+
+Found the ways the OCI distribution spec 1.1 and cosign define: the referrers API
+(``GET /v2/<name>/referrers/<digest>``, paged by ``Link``) where a registry offers it;
+else the spec's fallback, an image index under the tag ``sha256-<hex>``; and, on
+every registry, cosign's tags ``sha256-<hex>.sig``, ``.att`` and ``.sbom`` (cosign
+writes them whether or not the registry has the API). The tags are found in one tags
+list per repository, not by asking for each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import attrs
+import cattrs
+
+from reconciler.registry import mediatypes
+from reconciler.registry.digest import Digest, InvalidDigest
+from reconciler.registry.errors import RegistryError
+from reconciler.registry.manifest import Manifest
+
+if TYPE_CHECKING:
+    from reconciler.registry.client import Registries, RegistryClient
+    from reconciler.registry.copy import Copier
+    from reconciler.registry.reference import Repository
+
+
+class FoundBy(enum.Enum):
+    """How a referrer was found, which is also how it is written where the target lacks the API."""
+
+    API = "referrers-api"
+    INDEX_TAG = "referrers-tag"
+    COSIGN_SIGNATURE = "cosign-sig"
+    COSIGN_ATTESTATION = "cosign-att"
+    COSIGN_SBOM = "cosign-sbom"
+
+    def tag(self, subject: Digest) -> str | None:
+        """The tag that holds it (cosign) or lists it (the spec's fallback), for ``subject``."""
+        base = f"{subject.algorithm}-{subject.hex}"
+        suffix = _COSIGN_SUFFIXES.get(self)
+        if suffix is not None:
+            return f"{base}.{suffix}"
+        return base if self is FoundBy.INDEX_TAG else None
+
+
+_COSIGN_SUFFIXES = {FoundBy.COSIGN_SIGNATURE: "sig", FoundBy.COSIGN_ATTESTATION: "att", FoundBy.COSIGN_SBOM: "sbom"}
+COSIGN_ARTIFACT_TYPES = {
+    FoundBy.COSIGN_SIGNATURE: "application/vnd.dev.cosign.artifact.sig.v1+json",
+    FoundBy.COSIGN_ATTESTATION: "application/vnd.dev.cosign.artifact.att.v1+json",
+    FoundBy.COSIGN_SBOM: "application/vnd.dev.cosign.artifact.sbom.v1+json",
+}
+"""Cosign's tags carry no artifact type; these are the ones cosign gives the same kinds in OCI 1.1 mode."""
+
+
+@attrs.frozen
+class Referrer:
+    subject: Digest
+    digest: Digest
+    media_type: str
+    artifact_type: str | None
+    found_by: FoundBy
+
+
+@attrs.frozen
+class _Entry:
+    media_type: str
+    digest: Digest
+    artifact_type: str | None = None
+
+
+@attrs.frozen
+class _Listing:
+    manifests: tuple[_Entry, ...] = ()
+
+
+_converter = cattrs.Converter(forbid_extra_keys=False)
+_converter.register_structure_hook(Digest, lambda value, _: Digest.parse(value))
+_converter.register_structure_hook(_Entry, cattrs.gen.make_dict_structure_fn(
+    _Entry, _converter, media_type=cattrs.gen.override(rename="mediaType"),
+    artifact_type=cattrs.gen.override(rename="artifactType"),
+))
+
+
+async def discover(
+    client: RegistryClient, path: str, subjects: Sequence[Digest], artifact_types: frozenset[str] | None = None
+) -> tuple[Referrer, ...]:
+    """Every referrer of each of ``subjects`` (an image and, for an index, its children), sorted.
+
+    ``artifact_types`` keeps only referrers of those types; None keeps all.
+    """
+    tags = set(await client.tags(path))
+    found = await asyncio.gather(*(_of_subject(client, path, subject, tags) for subject in subjects))
+    referrers = {(referrer.subject, referrer.digest): referrer for group in found for referrer in group}
+    return tuple(sorted(
+        (referrer for referrer in referrers.values()
+         if artifact_types is None or referrer.artifact_type in artifact_types),
+        key=lambda referrer: (str(referrer.subject), str(referrer.digest)),
+    ))
+
+
+async def _of_subject(client: RegistryClient, path: str, subject: Digest, tags: set[str]) -> list[Referrer]:
+    listed = await client.referrers(path, subject)
+    found_by = FoundBy.API
+    if listed is None:
+        index_tag = FoundBy.INDEX_TAG.tag(subject)
+        listed = [(await client.get_manifest(path, index_tag)).data] if index_tag in tags else []
+        found_by = FoundBy.INDEX_TAG
+    referrers = [
+        Referrer(subject, entry.digest, entry.media_type, entry.artifact_type, found_by)
+        for page in listed for entry in _entries(page, client.host, path)
+    ]
+    for kind, artifact_type in COSIGN_ARTIFACT_TYPES.items():
+        tag = kind.tag(subject)
+        if tag in tags:
+            manifest = await client.get_manifest(path, tag)
+            referrers.append(Referrer(subject, manifest.digest, manifest.media_type, artifact_type, kind))
+    return referrers
+
+
+def _entries(page: bytes, host: str, path: str) -> tuple[_Entry, ...]:
+    try:
+        return _converter.structure(json.loads(page), _Listing).manifests
+    except (ValueError, TypeError, cattrs.BaseValidationError, InvalidDigest):
+        raise RegistryError(f"{host}/{path}: a referrers listing is not an image index of descriptors") from None
+
+
+class ReferrerRefused(RegistryError):
+    """A target tag that should hold or list a referrer holds something else; it is not overwritten."""
+
+
+class ReferrerWriter:
+    """Writes pinned referrers into targets the way each supports, after their subject is there.
+
+    A registry with the referrers API indexes a manifest by its ``subject`` as it is
+    pushed by digest. Without it, cosign's referrers go under their own tags (never
+    overwriting another manifest there), and the others are added to the spec's fallback
+    index under ``sha256-<hex>``: read, extended, written back. That tag is meant to be
+    rewritten, and the protocol has no conditional write, so two writers at the same
+    instant can lose one's entry; a rerun adds it again.
+    """
+
+    def __init__(self, registries: Registries, copier: Copier) -> None:
+        self._registries = registries
+        self._copier = copier
+        self._offers_api: dict[str, asyncio.Task[bool]] = {}
+
+    async def write(self, source: Repository, target: Repository, referrer: Referrer) -> None:
+        client = self._registries.client(target)
+        tag = referrer.found_by.tag(referrer.subject)
+        if referrer.found_by in COSIGN_ARTIFACT_TYPES:
+            held = await client.resolve_digest(target.path, tag)
+            if held == referrer.digest:
+                return
+            if held is not None:
+                raise ReferrerRefused(f"{target}:{tag} holds {held}, not the locked referrer {referrer.digest}; "
+                                      "not overwritten")
+            manifest = await self._copier.copy_referenced(source, referrer.digest, target)
+            await client.put_manifest(target.path, tag, manifest)
+            return
+        if await client.resolve_digest(target.path, str(referrer.digest)) is None:
+            manifest = await self._copier.copy_referenced(source, referrer.digest, target)
+            await client.put_manifest(target.path, str(referrer.digest), manifest)
+        else:
+            manifest = await client.get_manifest(target.path, referrer.digest)
+        if not await self._api_offered(client, target, referrer.subject):
+            await _list_in_index(client, target, referrer, manifest)
+
+    async def _api_offered(self, client: RegistryClient, target: Repository, subject: Digest) -> bool:
+        """Asked once per registry and run."""
+        task = self._offers_api.get(client.host)
+        if task is None:
+            task = self._offers_api[client.host] = asyncio.ensure_future(client.referrers(target.path, subject))
+        return await asyncio.shield(task) is not None
+
+
+async def _list_in_index(client: RegistryClient, target: Repository, referrer: Referrer, manifest: Manifest) -> None:
+    tag = FoundBy.INDEX_TAG.tag(referrer.subject)
+    held = await client.resolve_digest(target.path, tag)
+    entries: list[dict] = []
+    if held is not None:
+        index = await client.get_manifest(target.path, tag)
+        if index.media_type != mediatypes.OCI_INDEX:
+            raise ReferrerRefused(f"{target}:{tag} holds a {index.media_type}, not a referrers index; not overwritten")
+        entries = list(json.loads(index.data).get("manifests") or ())
+        if any(entry.get("digest") == str(referrer.digest) for entry in entries):
+            return
+    entry = {"mediaType": manifest.media_type, "digest": str(manifest.digest), "size": len(manifest.data)}
+    if referrer.artifact_type:
+        entry["artifactType"] = referrer.artifact_type
+    data = json.dumps({"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX, "manifests": [*entries, entry]},
+                      separators=(",", ":")).encode()
+    await client.put_manifest(target.path, tag, Manifest(mediatypes.OCI_INDEX, Digest.of(data), data))

@@ -1,0 +1,153 @@
+"""registry/referrers.py: finding what refers to an image, against a real docker-registry 2.8.
+
+docker-registry has no referrers API (it answers 404), so these cover the tags: the
+spec's fallback index under ``sha256-<hex>`` and cosign's ``.sig``/``.att``/``.sbom``,
+for an image and for the children of an index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import yaml
+
+from reconciler.registry import reference
+from reconciler.registry.client import Registries
+from reconciler.registry.digest import Digest
+from reconciler.registry.referrers import COSIGN_ARTIFACT_TYPES, FoundBy, discover
+from reconciler.registry.transport import TransportOptions
+from tests.harness.artifacts import OCI_MANIFEST, push_artifact, push_referrers_index, subject_descriptor
+from tests.harness.rawhttp import RawRegistry
+from tests.harness.skopeo import skopeo_inspect_raw
+from tests.helpers_cli import run_cli, write_images
+
+SBOM = "application/spdx+json"
+PROVENANCE = "application/vnd.in-toto+json"
+
+
+def discovered(registry, repo: str, subjects: list[str], artifact_types=None):
+    async def main():
+        async with Registries(TransportOptions(), lambda name: None) as regs:
+            client = regs.client(reference.parse(f"{registry.host}/{repo}:x").repository)
+            return await discover(client, repo, [Digest.parse(s) for s in subjects], artifact_types)
+
+    return asyncio.run(main())
+
+
+def test_an_image_s_fallback_index_and_cosign_tags_are_all_found(plain_registry, push_image):
+    image = push_image("oci")
+    subject = subject_descriptor(image.manifest, image.media_type)
+    with RawRegistry(plain_registry) as raw:
+        sbom = push_artifact(raw, image.repo, subject, SBOM, b'{"spdxVersion": "SPDX-2.3"}')
+        provenance = push_artifact(raw, image.repo, subject, PROVENANCE, b'{"_type": "statement"}')
+        push_referrers_index(raw, image.repo, image.digest, [sbom, provenance])
+        signature = push_artifact(raw, image.repo, subject, "ignored", b"payload",
+                                  tag=image.digest.replace(":", "-") + ".sig")
+
+    found = discovered(plain_registry, image.repo, [image.digest])
+
+    assert {(str(r.digest), r.artifact_type, r.found_by) for r in found} == {
+        (sbom.digest, SBOM, FoundBy.INDEX_TAG),
+        (provenance.digest, PROVENANCE, FoundBy.INDEX_TAG),
+        (signature.digest, COSIGN_ARTIFACT_TYPES[FoundBy.COSIGN_SIGNATURE], FoundBy.COSIGN_SIGNATURE),
+    }
+    assert all(str(r.subject) == image.digest and r.media_type.endswith("manifest.v1+json") for r in found)
+    assert [str(r.digest) for r in found] == sorted(str(r.digest) for r in found)
+
+
+def test_referrers_of_an_index_s_children_are_found_and_a_filter_keeps_only_its_types(plain_registry, push_image):
+    index = push_image("oci-index")
+    child = index.children[0]
+    with RawRegistry(plain_registry) as raw:
+        attestation = push_artifact(raw, index.repo, {"mediaType": child.media_type, "digest": child.digest,
+                                                      "size": child.size}, "x", b"att",
+                                    tag=child.digest.replace(":", "-") + ".att")
+        sbom = push_artifact(raw, index.repo, subject_descriptor(index.manifest, index.media_type), SBOM, b"{}")
+        push_referrers_index(raw, index.repo, index.digest, [sbom])
+
+    everything = discovered(plain_registry, index.repo, [index.digest, *index.child_digests])
+    only_sboms = discovered(plain_registry, index.repo, [index.digest, *index.child_digests], frozenset({SBOM}))
+
+    assert {(str(r.subject), str(r.digest), r.found_by) for r in everything} == {
+        (child.digest, attestation.digest, FoundBy.COSIGN_ATTESTATION),
+        (index.digest, sbom.digest, FoundBy.INDEX_TAG),
+    }
+    assert [str(r.digest) for r in only_sboms] == [sbom.digest]
+
+
+def test_an_image_without_referrers_has_none(plain_registry, push_image):
+    image = push_image("docker")
+
+    assert discovered(plain_registry, image.repo, [image.digest]) == ()
+
+
+def test_cosign_tags_name_the_subject_they_belong_to():
+    digest = Digest.parse("sha256:" + "ab" * 32)
+
+    assert FoundBy.COSIGN_SBOM.tag(digest) == "sha256-" + "ab" * 32 + ".sbom"
+    assert FoundBy.INDEX_TAG.tag(digest) == "sha256-" + "ab" * 32
+    assert FoundBy.API.tag(digest) is None
+
+
+# -- locked and copied -----------------------------------------------------------------
+
+
+def _signed_source(registry, push_image):
+    """An image with a cosign-style signature tag and an SBOM listed in the fallback index."""
+    image = push_image("oci")
+    subject = subject_descriptor(image.manifest, image.media_type)
+    with RawRegistry(registry) as raw:
+        sbom = push_artifact(raw, image.repo, subject, SBOM, b'{"spdxVersion": "SPDX-2.3"}')
+        push_referrers_index(raw, image.repo, image.digest, [sbom])
+        signature = push_artifact(raw, image.repo, subject, "ignored", b"payload",
+                                  tag=image.digest.replace(":", "-") + ".sig")
+    return image, sbom, signature
+
+
+def test_lock_pins_referrers_and_apply_writes_them_as_the_target_supports(
+    tmp_path, plain_registry, second_plain_registry, push_image, unique_repo
+):
+    image, sbom, signature = _signed_source(plain_registry, push_image)
+    mirror = f"{second_plain_registry.host}/{unique_repo('mirror')}"
+    write_images(tmp_path, f"{mirror}/", [{"source": f"{plain_registry.host}/{image.repo}:v1"}])
+
+    assert run_cli(tmp_path, "lock").code == 0
+    pinned = yaml.safe_load((tmp_path / "images.lock").read_text())["images"][0]["referrers"]
+    planned = run_cli(tmp_path, "plan")
+    first = run_cli(tmp_path, "apply")
+    again = run_cli(tmp_path, "apply")
+
+    assert pinned == [
+        {"subject": image.digest, "digest": digest, "mediaType": OCI_MANIFEST, "artifactType": artifact_type,
+         "foundBy": found_by}
+        for digest, artifact_type, found_by in sorted([
+            (sbom.digest, SBOM, "referrers-tag"),
+            (signature.digest, COSIGN_ARTIFACT_TYPES[FoundBy.COSIGN_SIGNATURE], "cosign-sig"),
+        ])
+    ]
+    assert f"copy {plain_registry.host}/{image.repo}:v1@{image.digest[:19]} with 2 referrers" in planned.stdout
+    assert first.code == 0 and again.code == 0, first.stdout + first.stderr + again.stdout
+    target_repo = f"{mirror}/{plain_registry.host.replace(':', '_')}/{image.repo}"
+    tag = image.digest.replace(":", "-")
+    assert skopeo_inspect_raw(f"{target_repo}:{tag}.sig") == signature.raw
+    assert skopeo_inspect_raw(f"{target_repo}@{sbom.digest}") == sbom.raw
+    listed = json.loads(skopeo_inspect_raw(f"{target_repo}:{tag}"))["manifests"]
+    assert listed == [{"mediaType": OCI_MANIFEST, "digest": sbom.digest, "size": len(sbom.raw), "artifactType": SBOM}]
+
+
+def test_referrers_false_pins_none_and_a_filter_pins_only_its_types(
+    tmp_path, plain_registry, second_plain_registry, push_image, unique_repo
+):
+    image, sbom, _ = _signed_source(plain_registry, push_image)
+    source = f"{plain_registry.host}/{image.repo}:v1"
+    write_images(tmp_path, f"{second_plain_registry.host}/{unique_repo('mirror')}/",
+                 [{"source": source, "referrers": False},
+                  {"source": source, "tag": "sboms", "referrers": {"artifactTypes": [SBOM]}}])
+
+    assert run_cli(tmp_path, "lock").code == 0
+    locked = {entry["target"].rsplit(":", 1)[1]: entry["referrers"]
+              for entry in yaml.safe_load((tmp_path / "images.lock").read_text())["images"]}
+
+    assert locked["v1"] == []
+    assert [referrer["digest"] for referrer in locked["sboms"]] == [sbom.digest]
