@@ -8,16 +8,19 @@ import functools
 import json
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Protocol, TypeVar
 
 import attrs
 
 from reconciler import documents
 from reconciler.bounded import images_at_once, map_bounded
+from reconciler.config import DesiredImage
 from reconciler.lockfile import LockedImage, Lockfile
 from reconciler.plan import Action, Plan, PlannedImage, lock_digest, plan_image
 from reconciler.registry import reference
+from reconciler.resolve import SourceUnusable, check_signature
 from reconciler.registry.client import Registries
 from reconciler.registry.copy import Copier, CopyStats
 from reconciler.pulls import PullBudgets
@@ -186,9 +189,11 @@ async def apply_plan(
     plan: Plan,
     observer: ApplyObserver | None = None,
     interruption: Interruption | None = None,
+    signed: Mapping[str, DesiredImage] = MappingProxyType({}),
 ) -> Report:
-    """Exactly what a plan says (a saved one checked fresh first)."""
-    _, report = await _apply(registries, plan.images, _as_planned, observer, interruption)
+    """Exactly what a plan says (a saved one checked fresh first). ``signed``: by target, the
+    images whose source must still carry a valid signature right before it is copied."""
+    _, report = await _apply(registries, plan.images, _as_planned, observer, interruption, signed)
     return report
 
 
@@ -197,13 +202,13 @@ async def plan_and_apply(
     lock: Lockfile,
     observer: ApplyObserver | None = None,
     interruption: Interruption | None = None,
+    signed: Mapping[str, DesiredImage] = MappingProxyType({}),
 ) -> tuple[list[PlannedImage | None], Report]:
     """Each image is copied as soon as its target tag is found lacking it, not after every
     image was planned: over a slow network no registry sits idle meanwhile. The plan comes
     back too, image by image (None for an image a stop kept from starting)."""
-    return await _apply(
-        registries, lock.images, functools.partial(plan_image, registries, ask_source=False), observer, interruption
-    )
+    return await _apply(registries, lock.images, functools.partial(plan_image, registries, ask_source=False),
+                        observer, interruption, signed)
 
 
 async def _as_planned(image: PlannedImage) -> PlannedImage:
@@ -216,6 +221,7 @@ async def _apply(
     decide: Callable[[Pinned], Awaitable[PlannedImage]],
     observer: ApplyObserver | None,
     interruption: Interruption | None,
+    signed: Mapping[str, DesiredImage],
 ) -> tuple[list[PlannedImage | None], Report]:
     started = time.monotonic()
     copier = Copier(registries, on_bytes=observer.bytes_sent if observer else None)
@@ -231,7 +237,8 @@ async def _apply(
             else:
                 planned = await decide(image)
                 result = await _apply_image(registries, copier, writer, planned, interruption,
-                                            functools.partial(budgets.admit, index))
+                                            functools.partial(_admit, registries, budgets, index, planned,
+                                                              signed.get(planned.target)))
         except PullLimitReached as error:
             result = _result(image, Outcome.DEFERRED, error.deferral)
         except RegistryError as error:
@@ -249,13 +256,28 @@ async def _apply(
     return [planned for planned, _ in done], report
 
 
+async def _admit(
+    registries: Registries, budgets: PullBudgets, index: int, image: PlannedImage, signed: DesiredImage | None
+) -> AppliedImage | None:
+    """None when the image may be copied now: within the pull budget, and still signed if it must be."""
+    if (deferred := await budgets.admit(index)) is not None:
+        return _result(image, Outcome.DEFERRED, deferred)
+    if signed is not None:
+        source = reference.parse(image.source).repository
+        try:
+            await check_signature(registries.client(source), signed, image.digest)
+        except SourceUnusable as refusal:
+            return _result(image, Outcome.REFUSED, str(refusal))
+    return None
+
+
 def _result(image: Pinned, outcome: Outcome, message: str | None = None) -> AppliedImage:
     return AppliedImage(image.source, image.target, str(image.digest), outcome, message)
 
 
 async def _apply_image(
     registries: Registries, copier: Copier, writer: ReferrerWriter, image: PlannedImage, interruption: Interruption,
-    admit: Callable[[], Awaitable[str | None]],
+    admit: Callable[[], Awaitable[AppliedImage | None]],
 ) -> AppliedImage:
     """The image, then its locked referrers (their subject must be in the target first)."""
     result = await _copy_image(registries, copier, image, interruption, admit)
@@ -274,14 +296,14 @@ async def _apply_image(
 
 async def _copy_image(
     registries: Registries, copier: Copier, image: PlannedImage, interruption: Interruption,
-    admit: Callable[[], Awaitable[str | None]],
+    admit: Callable[[], Awaitable[AppliedImage | None]],
 ) -> AppliedImage:
     if image.action is Action.UNCHANGED:
         return _result(image, Outcome.UNCHANGED)
     if image.action is not Action.CREATE:
         return _result(image, Outcome.REFUSED if image.action is Action.CONFLICT else Outcome.FAILED, image.message)
-    if (deferred := await admit()) is not None:
-        return _result(image, Outcome.DEFERRED, deferred)
+    if (held_back := await admit()) is not None:
+        return held_back
     source = reference.parse(image.source)
     target = reference.parse(image.target)
     target_client = registries.client(target.repository)

@@ -9,10 +9,16 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import attrs
 
 from reconciler.documents import YamlDocument, yaml_converter
 from reconciler.registry import reference
+from reconciler.registry.digest import Digest
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from reconciler.registry.reference import InvalidReference, Reference
 
 _PLATFORM = re.compile(r"[a-z0-9_]+/[a-z0-9_]+(?:/[a-z0-9_]+)?")
@@ -33,6 +39,21 @@ class _ReferrersFilter:
 
 
 @attrs.frozen
+class _VerifyEntry:
+    cosign_key: str
+
+
+@attrs.frozen
+class SignaturePolicy:
+    """Sources must carry a valid cosign signature by this key before they are pinned or copied."""
+
+    key_file: Path
+    key_digest: str
+    """Of the key file's bytes: a new key is a new input, so the pins get checked again."""
+    key: EllipticCurvePublicKey = attrs.field(eq=False, repr=False)
+
+
+@attrs.frozen
 class ImageEntry:
     """One entry of ``images:`` exactly as written."""
 
@@ -42,6 +63,7 @@ class ImageEntry:
     amd64_only: bool = False
     platforms: tuple[str, ...] = ()
     referrers: ReferrersRule | None = None
+    verify: _VerifyEntry | None = None
 
 
 @attrs.frozen
@@ -49,6 +71,7 @@ class ImagesFile:
     target_repo_prefix: str
     images: tuple[ImageEntry, ...]
     referrers: ReferrersRule = ReferrersRule()
+    verify: _VerifyEntry | None = None
 
 
 @attrs.frozen
@@ -64,6 +87,7 @@ class DesiredImage:
     """Set by old files; the whole index is copied anyway, so the CLI only warns."""
     line: int
     referrers: ReferrersRule = ReferrersRule()
+    signature: SignaturePolicy | None = None
 
     @property
     def target(self) -> str:
@@ -103,8 +127,12 @@ def load(path: str | Path) -> Config:
         raise document.error(("targetRepoPrefix",), "must not be empty")
     desired: list[DesiredImage] = []
     first_with_target: dict[str, int] = {}
+    policies: dict[Path, SignaturePolicy] = {}
+    default_policy = _signature_policy(document, ("verify", "cosignKey"), images_file.verify, policies)
     for index, entry in enumerate(images_file.images):
-        image = _resolve(document, images_file.target_repo_prefix, index, entry, images_file.referrers)
+        policy = _signature_policy(document, ("images", index, "verify", "cosignKey"), entry.verify, policies)
+        image = _resolve(document, images_file.target_repo_prefix, index, entry, images_file.referrers,
+                         policy or default_policy)
         earlier = first_with_target.setdefault(image.target, index)
         if earlier != index:
             raise document.error(
@@ -116,8 +144,27 @@ def load(path: str | Path) -> Config:
     return Config(path=path, desired=tuple(sorted(desired, key=lambda image: image.target)))
 
 
+def _signature_policy(
+    document: YamlDocument, where: tuple, verify: _VerifyEntry | None, loaded: dict[Path, SignaturePolicy]
+) -> SignaturePolicy | None:
+    """The key a ``verify:`` names, relative to images.yaml, read once per file."""
+    if verify is None:
+        return None
+    from reconciler.registry import cosign  # cryptography is loaded only for files that ask for signatures
+
+    key_file = document.path.parent / verify.cosign_key
+    if key_file not in loaded:
+        try:
+            key = cosign.load_public_key(key_file)
+        except cosign.InvalidKey as error:
+            raise document.error(where, f"{verify.cosign_key}: {error}") from None
+        loaded[key_file] = SignaturePolicy(key_file, str(Digest.of(key_file.read_bytes())), key)
+    return loaded[key_file]
+
+
 def _resolve(
-    document: YamlDocument, prefix: str, index: int, entry: ImageEntry, referrers: ReferrersRule
+    document: YamlDocument, prefix: str, index: int, entry: ImageEntry, referrers: ReferrersRule,
+    signature: SignaturePolicy | None,
 ) -> DesiredImage:
     where = ("images", index)
     try:
@@ -147,6 +194,7 @@ def _resolve(
         amd64_only=entry.amd64_only,
         line=document.line_of(where) or 0,
         referrers=entry.referrers or referrers,
+        signature=signature,
     )
 
 

@@ -63,7 +63,9 @@ _converter = documents.converter()
 def _hash_inputs(desired: Iterable[DesiredImage]) -> str:
     """Hash exactly what decides the pins, so comments, key order and lines do not count."""
     inputs = sorted(
-        [image.target, image.source, list(image.platforms)] + _referrers_input(image) for image in desired
+        [image.target, image.source, list(image.platforms)] + _referrers_input(image)
+        + ([image.signature.key_digest] if image.signature else [])
+        for image in desired
     )
     return str(Digest.of(json.dumps(inputs, separators=(",", ":")).encode()))
 

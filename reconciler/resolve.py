@@ -35,6 +35,7 @@ async def resolve(registries: Registries, desired: DesiredImage) -> LockedImage:
         raise RegistryError(f"{desired.source}: not found at {source.repository}")
     needs_body = head.digest is None or head.media_type in mediatypes.INDEX_TYPES or bool(desired.platforms)
     if not needs_body:
+        await check_signature(client, desired, head.digest)
         return LockedImage(desired.source, desired.target, head.digest, head.media_type, (),
                            await _referrers(client, desired, [head.digest]))
     manifest = await client.get_manifest(path, head.digest or source.identifier)
@@ -50,10 +51,24 @@ async def resolve(registries: Registries, desired: DesiredImage) -> LockedImage:
             f"{desired.source} ({manifest.digest}) does not provide platform(s) {', '.join(missing)}; "
             f"it has {', '.join(platforms) or 'none listed'}"
         )
+    await check_signature(client, desired, manifest.digest)
     subjects = [manifest.digest, *(child.digest for child in manifest.children())] if manifest.is_index else [
         manifest.digest]
     return LockedImage(desired.source, desired.target, manifest.digest, manifest.media_type,
                        platforms if manifest.is_index else (), await _referrers(client, desired, subjects))
+
+
+async def check_signature(client: RegistryClient, desired: DesiredImage, digest: Digest) -> None:
+    """Refuse a digest without a valid cosign signature by the key images.yaml requires (if any)."""
+    if desired.signature is None:
+        return
+    from reconciler.registry import cosign  # cryptography is loaded only when signatures are required
+
+    try:
+        await cosign.require_signature(client, desired.source_ref.repository.path, digest, desired.signature.key)
+    except cosign.SignatureRefused as refusal:
+        raise SourceUnusable(f"{desired.source} ({digest}): {refusal}, by the key "
+                             f"{desired.signature.key_file.name}") from None
 
 
 async def _referrers(client: RegistryClient, desired: DesiredImage, subjects: list[Digest]) -> tuple[Referrer, ...]:

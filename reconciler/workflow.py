@@ -87,10 +87,12 @@ async def apply(
 ) -> Report:
     """Apply a saved plan after checking it is still fresh, or plan and apply image by image."""
     current = matching_lock(config, lock_path)
+    signed = {image.target: image for image in config.desired if image.signature is not None}
     if saved_plan is not None:
         await check_fresh(registries, saved_plan, current, shard)
-        return await apply_plan(registries, saved_plan, observer=observer, interruption=interruption)
-    _, report = await plan_and_apply(registries, lock_part(shard, current), observer=observer, interruption=interruption)
+        return await apply_plan(registries, saved_plan, observer=observer, interruption=interruption, signed=signed)
+    _, report = await plan_and_apply(registries, lock_part(shard, current), observer=observer,
+                                     interruption=interruption, signed=signed)
     return report
 
 

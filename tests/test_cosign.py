@@ -12,10 +12,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from reconciler.registry import reference
 from reconciler.registry.client import Registries
 from reconciler.registry.cosign import (
-    InvalidKey, InvalidSignature, SignatureRefused, check_signature, load_public_key, require_signature, signature_tag,
+    InvalidKey, InvalidSignature, SignatureRefused, check_signature, load_public_key, require_signature,
 )
 from reconciler.registry.digest import Digest
 from reconciler.registry.manifest import parse
+from reconciler.registry.referrers import FoundBy
 from reconciler.registry.transport import TransportOptions
 from tests.harness import cosign
 from tests.harness.images import OCI_CONFIG, OCI_MANIFEST
@@ -139,7 +140,7 @@ def test_signature_manifest_without_simple_signing_layer_is_refused(signed_image
 
 def test_signature_tag_follows_the_spec():
     digest = "sha256:" + "97fc222cee7991b5b061d4d4afdb5f3428fcb0c9054e1690313786befa1e4e36"
-    assert signature_tag(Digest.parse(digest)) == (
+    assert FoundBy.COSIGN_SIGNATURE.tag(Digest.parse(digest)) == (
         "sha256-97fc222cee7991b5b061d4d4afdb5f3428fcb0c9054e1690313786befa1e4e36.sig"
     )
 

@@ -17,6 +17,7 @@ from reconciler.registry.client import Registries
 from reconciler.registry.digest import Digest
 from reconciler.registry.referrers import COSIGN_ARTIFACT_TYPES, FoundBy, discover
 from reconciler.registry.transport import TransportOptions
+from tests.harness import cosign as cosign_keys
 from tests.harness.artifacts import OCI_MANIFEST, push_artifact, push_referrers_index, subject_descriptor
 from tests.harness.rawhttp import RawRegistry
 from tests.harness.skopeo import skopeo_inspect_raw
@@ -151,3 +152,60 @@ def test_referrers_false_pins_none_and_a_filter_pins_only_its_types(
 
     assert locked["v1"] == []
     assert [referrer["digest"] for referrer in locked["sboms"]] == [sbom.digest]
+
+
+# -- a signature required --------------------------------------------------------------
+
+
+def test_lock_pins_only_sources_signed_by_the_key_and_apply_checks_again(
+    tmp_path, plain_registry, second_plain_registry, push_image, unique_repo
+):
+    trusted, stranger = cosign_keys.new_key(), cosign_keys.new_key()
+    cosign_keys.write_public_key(trusted, tmp_path / "cosign.pub")
+    signed, unsigned, forged = (push_image("oci"), push_image("docker"), push_image("oci-index"))
+    with RawRegistry(plain_registry) as raw:
+        signature = cosign_keys.push_signatures(raw, signed.repo, signed.digest,
+                                                [cosign_keys.signature_by(trusted, signed.digest)])
+        cosign_keys.push_signatures(raw, forged.repo, forged.digest, [cosign_keys.signature_by(stranger, forged.digest)])
+    (tmp_path / "images.yaml").write_text(yaml.safe_dump({
+        "targetRepoPrefix": f"{second_plain_registry.host}/{unique_repo('mirror')}/",
+        "verify": {"cosignKey": "cosign.pub"},
+        "images": [{"source": f"{plain_registry.host}/{image.repo}:v1"} for image in (signed, unsigned, forged)],
+    }))
+
+    refused = run_cli(tmp_path, "lock")
+
+    assert refused.code == 1 and not (tmp_path / "images.lock").exists()
+    errors = "\n".join(refused.stderr_lines)
+    assert f"{unsigned.repo}:v1 ({unsigned.digest}): no cosign signature (no tag " in errors
+    assert f"{forged.repo}:v1 ({forged.digest}): no valid cosign signature: 1 checked, the first: signature " \
+           "does not verify with the key, by the key cosign.pub" in errors
+    assert signed.repo not in errors
+
+    (tmp_path / "images.yaml").write_text(yaml.safe_dump({
+        "targetRepoPrefix": f"{second_plain_registry.host}/{unique_repo('mirror')}/",
+        "verify": {"cosignKey": "cosign.pub"},
+        "images": [{"source": f"{plain_registry.host}/{signed.repo}:v1"}],
+    }))
+    assert run_cli(tmp_path, "lock").code == 0
+    pinned = yaml.safe_load((tmp_path / "images.lock").read_text())["images"][0]["referrers"]
+    assert [referrer["digest"] for referrer in pinned] == [signature]
+    with RawRegistry(plain_registry) as raw:  # the signature is replaced by a stranger's after the lock
+        cosign_keys.push_signatures(raw, signed.repo, signed.digest, [cosign_keys.signature_by(stranger, signed.digest)])
+
+    applied = run_cli(tmp_path, "apply")
+
+    assert applied.code == 1
+    assert "no valid cosign signature: 1 checked" in applied.stdout and "refused" in applied.stdout
+
+
+def test_an_unusable_key_is_one_line_naming_the_file_and_place(tmp_path):
+    (tmp_path / "not-a-key.pub").write_text("hello\n")
+    (tmp_path / "images.yaml").write_text(
+        "targetRepoPrefix: r.example/m/\nimages:\n- source: busybox:1\n  verify: {cosignKey: not-a-key.pub}\n")
+
+    result = run_cli(tmp_path, "lock")
+
+    assert result.code == 1
+    assert result.stderr_lines == ['error: images.yaml:4: images[1] (source "busybox:1"): '
+                                   "verify.cosignKey: not-a-key.pub: not a PEM public key"]

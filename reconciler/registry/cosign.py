@@ -28,6 +28,7 @@ from reconciler.registry.digest import Digest
 from reconciler.registry.errors import RegistryError
 from reconciler.registry.files import read_text
 from reconciler.registry.manifest import Descriptor
+from reconciler.registry.referrers import FoundBy
 
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
@@ -44,10 +45,6 @@ class InvalidSignature(ValueError):
 
 class SignatureRefused(RegistryError):
     """An image that carries no valid signature by the required key."""
-
-
-def signature_tag(digest: Digest) -> str:
-    return f"{digest.algorithm}-{digest.hex}.sig"
 
 
 def load_public_key(path: str | os.PathLike[str]) -> ec.EllipticCurvePublicKey:
@@ -98,7 +95,7 @@ async def require_signature(
 
     Raises SignatureRefused when none does; a failure to read the registry is its own RegistryError.
     """
-    tag = signature_tag(digest)
+    tag = FoundBy.COSIGN_SIGNATURE.tag(digest)
     try:
         manifest = await client.get_manifest(path, tag)
     except NotFound:
