@@ -69,8 +69,9 @@ class SourcePulls:
 
 
 def pulls_needed(image: LockedImage | PlannedImage) -> int:
-    """Manifest GETs to copy an image: its own and one per platform of an index (Docker Hub counts no more)."""
-    return 1 + len(image.platforms)
+    """Manifest GETs to copy an image: its own, one per platform of an index (Docker Hub counts
+    no more) and one per pinned referrer."""
+    return 1 + len(image.platforms) + len(image.referrers)
 
 
 @attrs.frozen

@@ -5,8 +5,7 @@ spent; a run that meets the limit half-way would fail image after image. So befo
 image's first GET from such a registry, its pulls are counted against the budget the
 registry last stated: when the whole run fits, nothing waits; when it does not, images
 are admitted in lock order while they fit (a rerun goes on from there), and the others
-are deferred without a request. An image counts one GET for its manifest and one per
-platform of an index (``plan.pulls_needed``).
+are deferred without a request. What an image counts is ``plan.pulls_needed``.
 """
 
 from __future__ import annotations

@@ -6,16 +6,19 @@ import gzip
 import http.client
 import io
 import json
+import re
 import ssl
 import tarfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import httpx
 import pytest
 
 from tests.harness import images
+from tests.harness.fault_proxy import FaultProxy
 from tests.harness.images import (DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX,
                                   OCI_MANIFEST, sha256_digest)
 from tests.harness.rawhttp import RawRegistry, get_blob, get_manifest, parse_challenge
@@ -472,3 +475,224 @@ def test_fault_proxy_pull_limit_counts_manifest_gets_like_docker_hub(plain_regis
     r = httpx.get(f"{manifests}/{pushed.tag}", headers=accept)
     assert r.status_code == 200 and _rate_limit(r) == (None, None, None)
     assert proxy.pulls_remaining is None
+
+
+# ------------------------------------------------------------- referrers API
+EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"
+SBOM = "application/vnd.example.sbom.v1"
+SIGNATURE = "application/vnd.example.signature.v1+json"
+TAGGED_CONFIG = "application/vnd.example.tagged.config.v1+json"
+LINK_NEXT = re.compile(r'<(/v2/[^>]+)>; rel="next"')
+
+
+def _push_referrer(reg: RawRegistry, repo: str, subject: dict, seed: str, *,
+                   reference: str | None = None, artifact_type: str | None = None,
+                   config_media_type: str = EMPTY_CONFIG, annotations: dict | None = None) -> dict:
+    """Push an OCI artifact manifest (the image spec's empty config, one payload
+    layer) by digest or ``reference``; return the descriptor the spec wants listed."""
+    payload = images.seeded_bytes(seed, 64)
+    manifest = {
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": config_media_type, "digest": reg.push_blob(repo, b"{}"), "size": 2},
+        "layers": [{"mediaType": "application/octet-stream", "digest": reg.push_blob(repo, payload),
+                    "size": len(payload)}],
+        "subject": subject,
+    }
+    if artifact_type is not None:
+        manifest["artifactType"] = artifact_type
+    if annotations is not None:
+        manifest["annotations"] = annotations
+    raw = images.canonical_json(manifest)
+    put = reg.put_manifest(repo, reference or sha256_digest(raw), raw, OCI_MANIFEST)
+    assert put.status_code == 201 and put.headers["docker-content-digest"] == sha256_digest(raw)
+    listed = {"mediaType": OCI_MANIFEST, "digest": sha256_digest(raw), "size": len(raw),
+              "artifactType": artifact_type or config_media_type}
+    if annotations is not None:
+        listed["annotations"] = annotations
+    return listed
+
+
+@dataclass
+class Referred:
+    """A subject image in ``repo`` with four referrers, and one that refers to ``other``."""
+
+    proxy: FaultProxy
+    repo: str
+    subject: str
+    sboms: list[dict]       # two, pushed by digest through the proxy
+    signature: dict         # pushed by digest through the proxy
+    tagged: dict            # pushed straight to the registry under a tag, no artifactType
+    other: str              # a digest nothing is stored under
+    other_referrer: dict
+
+    @property
+    def all(self) -> list[dict]:
+        return sorted([*self.sboms, self.signature, self.tagged], key=lambda d: d["digest"])
+
+    def url(self, digest: str) -> str:
+        return f"{self.proxy.url}/v2/{self.repo}/referrers/{digest}"
+
+
+@pytest.fixture
+def referred(plain_registry, fault_proxy, push_image) -> Referred:
+    pushed = push_image("oci")
+    proxy = fault_proxy(plain_registry)
+    subject = {"mediaType": pushed.media_type, "digest": pushed.digest, "size": pushed.size}
+    other = sha256_digest(b"a manifest never pushed")
+    with RawRegistry(url=proxy.url) as through_proxy, RawRegistry(plain_registry) as direct:
+        sboms = [_push_referrer(through_proxy, pushed.repo, subject, "sbom-1", artifact_type=SBOM,
+                                annotations={"org.opencontainers.image.created": "2024-05-01T00:00:00Z"}),
+                 _push_referrer(through_proxy, pushed.repo, subject, "sbom-2", artifact_type=SBOM)]
+        signature = _push_referrer(through_proxy, pushed.repo, subject, "sig", artifact_type=SIGNATURE,
+                                   annotations={"org.example.signer": "harness"})
+        tagged = _push_referrer(direct, pushed.repo, subject, "tagged", reference="tagged-referrer",
+                                config_media_type=TAGGED_CONFIG, annotations={"org.example.via": "tag"})
+        other_referrer = _push_referrer(through_proxy, pushed.repo,
+                                        {"mediaType": OCI_MANIFEST, "digest": other, "size": 10},
+                                        "other", artifact_type=SBOM)
+    proxy.clear()
+    return Referred(proxy, pushed.repo, pushed.digest, sboms, signature, tagged, other, other_referrer)
+
+
+def _index(r: httpx.Response) -> list[dict]:
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == OCI_INDEX
+    body = r.json()
+    assert (body["schemaVersion"], body["mediaType"]) == (2, OCI_INDEX)
+    return body["manifests"]
+
+
+def _all_pages(client: httpx.Client, referred: Referred, first_url: str) -> list[list[dict]]:
+    """Every page, following ``Link: <...>; rel="next"`` from ``first_url``."""
+    pages, url = [], first_url
+    while url is not None:
+        assert len(pages) < 8, "the Link chain never ends"
+        r = client.get(url)
+        pages.append(_index(r))
+        link = r.headers.get("link")
+        url = None if link is None else referred.proxy.url + LINK_NEXT.fullmatch(link)[1]
+    return pages
+
+
+def test_referrers_api_lists_the_manifests_whose_subject_is_the_digest(referred, plain_registry):
+    proxy = referred.proxy
+    proxy.referrers_api()
+    with httpx.Client(timeout=30) as c:
+        listed = c.get(referred.url(referred.subject))
+        assert _index(listed) == referred.all
+        assert "oci-filters-applied" not in listed.headers and "link" not in listed.headers
+        # a subject nothing is stored under still has its referrers; a referrer has none
+        assert _index(c.get(referred.url(referred.other))) == [referred.other_referrer]
+        assert _index(c.get(referred.url(referred.signature["digest"]))) == []
+        assert c.get(referred.url("sha256:not-hex")).status_code == 400
+
+        # computed from what the registry holds now: a deleted referrer is gone
+        gone = referred.sboms[1]
+        with RawRegistry(plain_registry) as direct:
+            assert direct.delete_manifest(referred.repo, gone["digest"]).status_code == 202
+        assert _index(c.get(referred.url(referred.subject))) == [d for d in referred.all if d != gone]
+    assert [(r.action, r.status) for r in proxy.requests] == [("referrers", 200)] * 3 + [
+        ("referrers", 400), ("referrers", 200)]
+
+
+def test_referrers_api_filters_by_artifact_type_and_pages_by_link(referred):
+    proxy = referred.proxy
+    with httpx.Client(timeout=30) as c:
+        proxy.referrers_api()
+        sboms = c.get(referred.url(referred.subject), params={"artifactType": SBOM})
+        assert _index(sboms) == sorted(referred.sboms, key=lambda d: d["digest"])
+        assert sboms.headers["oci-filters-applied"] == "artifactType"
+        signatures = c.get(referred.url(referred.subject), params={"artifactType": SIGNATURE})
+        assert _index(signatures) == [referred.signature]
+        assert _index(c.get(referred.url(referred.subject), params={"artifactType": "x/none"})) == []
+
+        proxy.referrers_api(page_size=2)
+        pages = _all_pages(c, referred, referred.url(referred.subject))
+        assert [len(p) for p in pages] == [2, 2]
+        assert [d for p in pages for d in p] == referred.all
+
+        proxy.referrers_api(page_size=1)
+        first = c.get(referred.url(referred.subject), params={"artifactType": SBOM})
+        assert first.headers["oci-filters-applied"] == "artifactType"
+        assert "artifactType=application%2Fvnd.example.sbom.v1" in first.headers["link"]
+        pages = _all_pages(c, referred, f"{referred.url(referred.subject)}?artifactType={SBOM}")
+        assert pages == [[d] for d in sorted(referred.sboms, key=lambda d: d["digest"])]
+        assert len(_all_pages(c, referred, referred.url(referred.subject))) == 4
+    assert {r.action for r in proxy.requests} == {"referrers"}
+
+
+def test_referrers_api_off_leaves_the_registry_as_it_is(referred, plain_registry):
+    proxy = referred.proxy
+    subject_referrers = f"/v2/{referred.repo}/referrers/{referred.subject}"
+    with httpx.Client(timeout=30) as c:
+        registry_404 = httpx.get(plain_registry.url + subject_referrers)
+        assert registry_404.status_code == 404
+        assert c.get(proxy.url + subject_referrers).content == registry_404.content
+        proxy.referrers_api()
+        assert _index(c.get(proxy.url + subject_referrers)) == referred.all
+        proxy.referrers_api(False)
+        assert c.get(proxy.url + subject_referrers).status_code == 404
+        proxy.referrers_api(page_size=1)
+        proxy.clear_rules()
+        assert c.get(proxy.url + subject_referrers).status_code == 404
+    assert [(r.action, r.status) for r in proxy.requests] == [
+        ("pass", 404), ("referrers", 200), ("pass", 404), ("pass", 404)]
+
+
+def test_referrers_api_passes_everything_else_through(referred, plain_registry):
+    proxy = referred.proxy
+    proxy.referrers_api()
+    tagged = referred.tagged
+    paths = [("HEAD", f"/v2/{referred.repo}/referrers/{referred.subject}"),
+             ("GET", f"/v2/{referred.repo}/referrers/{referred.subject}/extra"),
+             ("GET", f"/v2/{referred.repo}/manifests/{tagged['digest']}"),
+             ("GET", f"/v2/{referred.repo}/manifests/tagged-referrer"),
+             ("GET", f"/v2/{referred.repo}/tags/list"),
+             ("GET", f"/v2/{referred.repo}/blobs/{sha256_digest(b'{}')}"),
+             ("GET", "/v2/")]
+    accept = {"Accept": OCI_MANIFEST}
+    with httpx.Client(timeout=30) as c:
+        for method, path in paths:
+            via_proxy = c.request(method, proxy.url + path, headers=accept)
+            direct = c.request(method, plain_registry.url + path, headers=accept)
+            assert via_proxy.status_code == direct.status_code, path
+            assert via_proxy.content == direct.content, path
+            for name in ("content-type", "docker-content-digest", "content-length"):
+                assert via_proxy.headers.get(name) == direct.headers.get(name), (path, name)
+    assert [r.action for r in proxy.requests] == ["pass"] * len(paths)
+
+
+def test_referrers_api_answers_obey_fault_rules(referred):
+    proxy = referred.proxy
+    proxy.referrers_api()
+    url = referred.url(referred.subject)
+    proxy.fail("GET", "/referrers/", 503, headers={"Retry-After": "0"})
+    proxy.truncate("GET", "/referrers/", 10)
+    proxy.drop_answer("GET", "/referrers/")
+    proxy.delay("GET", "/referrers/", 0.2)
+    with httpx.Client(timeout=30) as c:
+        assert c.get(url).status_code == 503
+        with pytest.raises(httpx.RemoteProtocolError):
+            c.get(url)
+        with pytest.raises(httpx.RemoteProtocolError):
+            c.get(url)
+        assert _index(c.get(url)) == referred.all
+    assert [(r.action, r.response_bytes) for r in proxy.requests][:2] == [("respond", 0), ("truncate", 10)]
+    assert [r.action for r in proxy.requests][2:] == ["drop_answer", "referrers"]
+
+
+def test_referrers_api_behind_token_auth_relays_the_challenge(token_registry, fault_proxy, push_image):
+    pushed = push_image("oci", registry=token_registry)
+    proxy = fault_proxy(token_registry)
+    subject = {"mediaType": pushed.media_type, "digest": pushed.digest, "size": pushed.size}
+    with RawRegistry(url=proxy.url, credentials=token_registry.credentials) as reg:
+        referrer = _push_referrer(reg, pushed.repo, subject, "signed", artifact_type=SIGNATURE)
+        proxy.referrers_api()
+        path = f"/v2/{pushed.repo}/referrers/{pushed.digest}"
+        anonymous = httpx.get(proxy.url + path)
+        assert anonymous.status_code == 401
+        scheme, params = parse_challenge(anonymous.headers["www-authenticate"])
+        assert (scheme, params["scope"]) == ("bearer", f"repository:{pushed.repo}:pull")
+        assert _index(reg.request("GET", path)) == [referrer]
+    assert [(r.action, r.status) for r in proxy.requests_matching("GET", "/referrers/")] == [
+        ("referrers", 401), ("referrers", 401), ("referrers", 200)]

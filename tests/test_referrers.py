@@ -209,3 +209,48 @@ def test_an_unusable_key_is_one_line_naming_the_file_and_place(tmp_path):
     assert result.code == 1
     assert result.stderr_lines == ['error: images.yaml:4: images[1] (source "busybox:1"): '
                                    "verify.cosignKey: not-a-key.pub: not a PEM public key"]
+
+
+# -- the referrers API (the fault proxy's shim in front of docker-registry) ------------
+
+
+def test_referrers_listed_by_the_api_are_pinned_page_by_page_and_written_by_the_api_or_the_fallback(
+    tmp_path, plain_registry, second_plain_registry, push_image, unique_repo, fault_proxy
+):
+    source = fault_proxy(plain_registry)
+    source.referrers_api(page_size=1)
+    image = push_image("oci")
+    with RawRegistry(url=source.url) as raw:  # pushed by digest through the shim: no tag names them
+        artifacts = [push_artifact(raw, image.repo, subject_descriptor(image.manifest, image.media_type), kind, body)
+                     for kind, body in ((SBOM, b"{}"), (PROVENANCE, b'{"_type": "x"}'))]
+    with_api = fault_proxy(second_plain_registry)
+    with_api.referrers_api()
+    mirrors = {"api": f"{with_api.host}/{unique_repo('api')}", "fallback": f"{second_plain_registry.host}/"
+                                                                             f"{unique_repo('fallback')}"}
+    runs = {}
+    for name, mirror in mirrors.items():
+        (tmp_path / name).mkdir()
+        write_images(tmp_path / name, f"{mirror}/", [{"source": f"{source.host}/{image.repo}:v1"}])
+        assert run_cli(tmp_path / name, "lock").code == 0
+        runs[name] = yaml.safe_load((tmp_path / name / "images.lock").read_text())["images"][0], \
+            run_cli(tmp_path / name, "apply")
+
+    expected = sorted((artifact.digest, artifact.artifact_type) for artifact in artifacts)
+    for entry, applied in runs.values():
+        assert [(r["digest"], r["artifactType"], r["foundBy"]) for r in entry["referrers"]] == [
+            (digest, kind, "referrers-api") for digest, kind in expected]
+        assert applied.code == 0, applied.stdout + applied.stderr
+    assert source.count("GET", f"/referrers/{image.digest}") == 2 * 2  # two locks, two pages of one each
+    index_tag = image.digest.replace(":", "-")
+    repository = f"{source.host.replace(':', '_')}/{image.repo}"
+    with RawRegistry(second_plain_registry) as raw:
+        api_repo = f"{mirrors['api'].split('/', 1)[1]}/{repository}"
+        fallback_repo = f"{mirrors['fallback'].split('/', 1)[1]}/{repository}"
+        assert raw.head_manifest(api_repo, index_tag).status_code == 404  # the API lists them there
+        listed = raw.get_manifest(fallback_repo, index_tag).json()["manifests"]
+        for artifact in artifacts:
+            for repo in (api_repo, fallback_repo):
+                assert raw.get_manifest(repo, artifact.digest).content == artifact.raw
+    assert sorted((entry["digest"], entry["artifactType"]) for entry in listed) == expected
+    served = with_api.requests_matching("GET", f"/referrers/{image.digest}")
+    assert served, "apply asks the target whether it offers the API"

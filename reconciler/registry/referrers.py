@@ -11,6 +11,7 @@ list per repository, not by asking for each.
 from __future__ import annotations
 
 import asyncio
+import collections
 import enum
 import json
 from collections.abc import Sequence
@@ -139,15 +140,18 @@ class ReferrerWriter:
     A registry with the referrers API indexes a manifest by its ``subject`` as it is
     pushed by digest. Without it, cosign's referrers go under their own tags (never
     overwriting another manifest there), and the others are added to the spec's fallback
-    index under ``sha256-<hex>``: read, extended, written back. That tag is meant to be
-    rewritten, and the protocol has no conditional write, so two writers at the same
-    instant can lose one's entry; a rerun adds it again.
+    index under ``sha256-<hex>``: read, extended, written back, one referrer at a time.
+    That tag is meant to be rewritten, and the protocol has no conditional write, so
+    another writer at the same instant can lose one entry; a rerun adds it again.
     """
 
     def __init__(self, registries: Registries, copier: Copier) -> None:
         self._registries = registries
         self._copier = copier
         self._offers_api: dict[str, asyncio.Task[bool]] = {}
+        # One fallback index is rewritten whole: within a run, one writer at a time per index.
+        self._index_locks: collections.defaultdict[tuple[str, str, Digest], asyncio.Lock] = (
+            collections.defaultdict(asyncio.Lock))
 
     async def write(self, source: Repository, target: Repository, referrer: Referrer) -> None:
         client = self._registries.client(target)
@@ -168,7 +172,8 @@ class ReferrerWriter:
         else:
             manifest = await client.get_manifest(target.path, referrer.digest)
         if not await self._api_offered(client, target, referrer.subject):
-            await _list_in_index(client, target, referrer, manifest)
+            async with self._index_locks[client.host, target.path, referrer.subject]:
+                await _list_in_index(client, target, referrer, manifest)
 
     async def _api_offered(self, client: RegistryClient, target: Repository, subject: Digest) -> bool:
         """Asked once per registry and run."""

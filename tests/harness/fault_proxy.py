@@ -10,8 +10,8 @@ method + path regex (``re.search`` on path+query) and apply to the next
 (drop, drop_answer, truncate) ends the connection with a FIN, or with a TCP
 RST when ``reset`` is set.
 
-Two modes model a registry's own limits rather than network faults; both are
-turned off by ``clear_rules()``/``reset()``:
+Three modes change what the registry looks like rather than inject network
+faults; all are turned off by ``clear_rules()``/``reset()``:
 
 * ``overload(max_in_flight)`` sheds load: a request arriving while
   ``max_in_flight`` others are in flight (headers read, answer not yet fully
@@ -22,6 +22,15 @@ turned off by ``clear_rules()``/``reset()``:
   registry answers 200 costs a pull, and once none remain a manifest GET is
   answered 429 in place of the registry (after any delay rule, and like an
   upstream error untouched by drop_answer/truncate rules).
+* ``referrers_api(page_size=None)`` makes the registry an OCI 1.1 one: the proxy
+  itself answers ``GET /v2/<name>/referrers/<digest>[?artifactType=T]`` (and
+  nothing else), recorded as action ``referrers``, from what the registry holds
+  now: every manifest PUT through the proxy (remembered whether the mode is on
+  or not, and never forgotten) and every tagged one of the repository, those
+  whose ``subject`` is the digest, sorted by digest, ``page_size`` a page with
+  a ``Link`` to the next (``?last=<digest>``).  Sub-requests carry the client's
+  ``Authorization``; an answer other than 200 or 404 (a 401 challenge) is
+  passed back as it is.  Rules apply to these answers as to forwarded ones.
 
 Whatever the modes, the proxy counts requests in flight: ``in_flight_peak``,
 ``in_flight_samples`` (the count, newcomer included, at each arrival), ``shed``
@@ -32,6 +41,7 @@ recorded requests.
 from __future__ import annotations
 
 import http.client
+import json
 import re
 import socket
 import ssl
@@ -41,7 +51,10 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from .images import OCI_INDEX, sha256_digest
+from .rawhttp import ALL_MANIFEST_TYPES
 
 HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
@@ -49,7 +62,10 @@ HOP_BY_HOP = {
 }
 CHUNK = 64 * 1024
 _LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
-MANIFEST_PATH = re.compile(r"^/v2/.+/manifests/[^/]+$")
+MANIFEST_PATH = re.compile(r"^/v2/(?P<name>.+)/manifests/[^/]+$")
+REFERRERS_PATH = re.compile(r"^/v2/(?P<name>.+)/referrers/(?P<digest>[^/]+)$")
+DIGEST = re.compile(r"^(?:sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")  # the registered algorithms
+DIGEST_INVALID = b'{"errors":[{"code":"DIGEST_INVALID","message":"invalid digest"}]}'
 TOO_MANY_IN_FLIGHT = b'{"errors":[{"code":"TOOMANYREQUESTS","message":"too many requests in flight"}]}'
 PULL_LIMIT_REACHED = (b'{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate '
                       b'limit. You may increase the limit by authenticating and upgrading: '
@@ -154,12 +170,44 @@ class PullLimit:
 
 
 @dataclass
+class ReferrersApi:
+    page_size: int | None  # None: every descriptor in one answer
+
+
+@dataclass
+class UpstreamAnswer:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+class _Relay(Exception):
+    """An upstream answer the referrers API passes back as it is (a 401 challenge, a 500)."""
+
+    def __init__(self, answer: UpstreamAnswer) -> None:
+        super().__init__(answer.status)
+        self.answer = answer
+
+
+def _referrer_descriptor(manifest: dict, raw: bytes) -> dict:
+    """The spec's descriptor: ``artifactType`` falls back to the config's media type."""
+    descriptor = {"mediaType": manifest.get("mediaType"), "digest": sha256_digest(raw), "size": len(raw)}
+    artifact_type = manifest.get("artifactType") or manifest.get("config", {}).get("mediaType")
+    if artifact_type:
+        descriptor["artifactType"] = artifact_type
+    if manifest.get("annotations"):
+        descriptor["annotations"] = manifest["annotations"]
+    return descriptor
+
+
+@dataclass
 class RecordedRequest:
     method: str
     path: str                  # path + query as received
     headers: Headers
     action: str = "pass"       # pass | respond | drop | drop_answer | redirect | delay | truncate
                                # | shed (overload) | refuse_pull (pull limit)
+                               # | referrers (answered by the referrers API)
     rule: Rule | None = field(default=None, repr=False)
     status: int | None = None  # status sent to the client (None if dropped)
     request_bytes: int = 0     # request body bytes received
@@ -201,6 +249,8 @@ class FaultProxy:
         self._conns: set[socket.socket] = set()
         self._overload: Overload | None = None
         self._pull_limit: PullLimit | None = None
+        self._referrers_api: ReferrersApi | None = None
+        self._pushed_manifests: dict[str, set[str]] = {}  # repository -> digests
         self._in_flight = 0
         self._in_flight_peak = 0
         self._in_flight_samples: list[int] = []
@@ -281,12 +331,19 @@ class FaultProxy:
             self._pull_limit = (None if limit is None else PullLimit(
                 limit, limit if remaining is None else remaining, window, retry_after))
 
+    def referrers_api(self, enabled: bool = True, page_size: int | None = None) -> None:
+        """Answer ``GET /v2/<name>/referrers/<digest>`` as an OCI 1.1 registry,
+        ``page_size`` descriptors an answer (None: all); False turns it off."""
+        with self._lock:
+            self._referrers_api = ReferrersApi(page_size) if enabled else None
+
     def clear_rules(self) -> None:
-        """Drop every rule and turn overload and pull limit off."""
+        """Drop every rule and turn overload, pull limit and referrers API off."""
         with self._lock:
             self.rules.clear()
             self._overload = None
             self._pull_limit = None
+            self._referrers_api = None
 
     def clear(self) -> None:
         """Forget recorded requests and restart the statistics (rules and modes
@@ -398,6 +455,64 @@ class FaultProxy:
     def _pull_headers(self, limit: PullLimit, source: str) -> dict[str, str]:
         with self._lock:
             return limit.headers(source)
+
+    # ------------------------------------------------------ referrers API
+    def _referrers_query(self, rec: RecordedRequest) -> tuple[ReferrersApi, re.Match] | None:
+        """The mode and the path's name and digest, when the proxy answers ``rec`` itself."""
+        found = REFERRERS_PATH.search(rec.url_path) if rec.method == "GET" else None
+        with self._lock:
+            api = self._referrers_api
+        return None if api is None or found is None else (api, found)
+
+    def _remember_manifest(self, url_path: str, digest: str | None) -> None:
+        pushed = MANIFEST_PATH.search(url_path)
+        if pushed is None or digest is None:
+            return
+        with self._lock:
+            self._pushed_manifests.setdefault(pushed["name"], set()).add(digest)
+
+    def _connect(self) -> http.client.HTTPConnection:
+        if self.upstream_ssl is not None:
+            return http.client.HTTPSConnection(self.upstream_host, self.upstream_port,
+                                               timeout=self.timeout, context=self.upstream_ssl)
+        return http.client.HTTPConnection(self.upstream_host, self.upstream_port, timeout=self.timeout)
+
+    def _upstream_get(self, path: str, headers: dict[str, str]) -> UpstreamAnswer | None:
+        """The registry's 200 answer, None for a 404; any other is relayed."""
+        up = self._connect()
+        try:
+            up.request("GET", path, headers=headers)
+            resp = up.getresponse()
+            answer = UpstreamAnswer(resp.status, resp.getheaders(), resp.read())
+        finally:
+            up.close()
+        if answer.status == 404:
+            return None
+        if answer.status != 200:
+            raise _Relay(answer)
+        return answer
+
+    def _referrers(self, name: str, subject: str, authorization: str | None) -> list[dict]:
+        """Descriptors, by digest, of the manifests in ``name`` whose subject is
+        ``subject``: those pushed through the proxy and the tagged ones, as the
+        registry holds them now (a deleted one is gone)."""
+        headers = {"Accept": ALL_MANIFEST_TYPES}
+        if authorization is not None:
+            headers["Authorization"] = authorization
+        tags = self._upstream_get(f"/v2/{name}/tags/list", headers)  # a 404: no tag yet
+        references = set() if tags is None else set(json.loads(tags.body).get("tags") or ())
+        with self._lock:
+            references |= self._pushed_manifests.get(name, set())
+        found: dict[str, dict] = {}
+        for reference in sorted(references):
+            stored = self._upstream_get(f"/v2/{name}/manifests/{reference}", headers)
+            if stored is None:
+                continue
+            manifest = json.loads(stored.body)
+            if (manifest.get("subject") or {}).get("digest") == subject:
+                descriptor = _referrer_descriptor(manifest, stored.body)
+                found[descriptor["digest"]] = descriptor
+        return [found[digest] for digest in sorted(found)]
 
     # ----------------------------------------------------------- lifecycle
     def start(self) -> "FaultProxy":
@@ -539,7 +654,14 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 or int(self.headers.get("Content-Length") or 0) > 0)
 
     # ----------------------------------------------------------------- reply
-    def _reply(self, rec: RecordedRequest, status: int, headers: dict[str, str], body: bytes) -> None:
+    def _reply(self, rec: RecordedRequest, status: int, headers: dict[str, str], body: bytes,
+               cut: Rule | None = None) -> None:
+        """Answer ``body`` whole, or with a truncate rule ``cut`` only its first bytes, then hang up."""
+        if cut is not None:
+            self.close_connection = True
+            body_sent = body[:cut.after_bytes]
+        else:
+            body_sent = body
         self.send_response_only(status)
         names = {k.lower() for k in headers}
         for k, v in headers.items():
@@ -551,11 +673,18 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
-        if self.command != "HEAD" and body:
-            self.wfile.write(body)
+        if self.command != "HEAD" and body_sent:
+            self.wfile.write(body_sent)
         self.wfile.flush()
         rec.status = status
-        rec.response_bytes = 0 if self.command == "HEAD" else len(body)
+        rec.response_bytes = 0 if self.command == "HEAD" else len(body_sent)
+        if cut is not None:
+            self._hang_up(cut.reset)
+
+    def _upstream_failed(self, rec: RecordedRequest, error: Exception) -> None:
+        self.close_connection = True
+        self._reply(rec, 502, {"Content-Type": "text/plain"},
+                    f"fault proxy: upstream error {error!r}".encode())
 
     def _proxy(self) -> None:
         proxy = self.proxy
@@ -598,12 +727,56 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 return
             if rule.action == "delay":
                 time.sleep(rule.seconds)
+        referrers = self.proxy._referrers_query(rec)
+        if referrers is not None:
+            self._answer_referrers(rec, rule, *referrers)
+            return
         pull_limit = self.proxy._pull_limit_for(rec)
         if pull_limit is not None and self.command == "GET" and not self.proxy._take_pull(pull_limit):
             headers = self.proxy._pull_headers(pull_limit, self.client_address[0])
             self._refuse(rec, "refuse_pull", 429, headers, pull_limit.retry_after, PULL_LIMIT_REACHED)
             return
         self._forward(rec, rule, pull_limit)
+
+    def _answer_referrers(self, rec: RecordedRequest, rule: Rule | None, api: ReferrersApi,
+                          path: re.Match) -> None:
+        """One page of the referrers of the path's digest, as the OCI 1.1 spec
+        says; a drop_answer or truncate rule still applies, and is what is recorded."""
+        if rule is None or rule.action == "delay":
+            rec.action = "referrers"
+        self._drain(rec)
+        if DIGEST.search(path["digest"]) is None:
+            self._reply(rec, 400, {}, DIGEST_INVALID)
+            return
+        query = parse_qs(urlsplit(self.path).query)
+        artifact_type = query.get("artifactType", [None])[0]
+        last = query.get("last", [""])[0]
+        try:
+            descriptors = self.proxy._referrers(path["name"], path["digest"],
+                                                self.headers.get("Authorization"))
+        except _Relay as relay:
+            headers = {k: v for k, v in relay.answer.headers if k.lower() not in HOP_BY_HOP}
+            self._reply(rec, relay.answer.status, headers, relay.answer.body)
+            return
+        except (OSError, http.client.HTTPException) as e:
+            self._upstream_failed(rec, e)
+            return
+        if rule is not None and rule.action == "drop_answer":
+            self._hang_up(rule.reset)
+            return
+        headers = {"Content-Type": OCI_INDEX}
+        if artifact_type is not None:
+            descriptors = [d for d in descriptors if d.get("artifactType") == artifact_type]
+            headers["OCI-Filters-Applied"] = "artifactType"
+        descriptors = [d for d in descriptors if d["digest"] > last]
+        if api.page_size is not None and len(descriptors) > api.page_size:
+            descriptors = descriptors[:api.page_size]
+            kept = {} if artifact_type is None else {"artifactType": artifact_type}
+            next_page = urlencode({**kept, "last": descriptors[-1]["digest"]})
+            headers["Link"] = f'<{rec.url_path}?{next_page}>; rel="next"'
+        index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descriptors}
+        cut = rule if rule is not None and rule.action == "truncate" else None
+        self._reply(rec, 200, headers, json.dumps(index).encode(), cut)
 
     def _forward(self, rec: RecordedRequest, rule: Rule | None, pull_limit: PullLimit | None) -> None:
         """Pass the request on; ``pull_limit``'s headers go on the answer.  A
@@ -612,12 +785,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         proxy = self.proxy
         truncate = rule.after_bytes if rule and rule.action == "truncate" else None
         reserved = pull_limit is not None and self.command == "GET"
-        if proxy.upstream_ssl is not None:
-            up = http.client.HTTPSConnection(proxy.upstream_host, proxy.upstream_port,
-                                             timeout=proxy.timeout, context=proxy.upstream_ssl)
-        else:
-            up = http.client.HTTPConnection(proxy.upstream_host, proxy.upstream_port,
-                                            timeout=proxy.timeout)
+        up = proxy._connect()
         try:
             try:
                 up.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
@@ -642,10 +810,10 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             except _ClientGone:
                 raise
             except (OSError, http.client.HTTPException) as e:
-                self.close_connection = True
-                self._reply(rec, 502, {"Content-Type": "text/plain"},
-                            f"fault proxy: upstream error {e!r}".encode())
+                self._upstream_failed(rec, e)
                 return
+            if self.command == "PUT" and resp.status == 201:
+                proxy._remember_manifest(rec.url_path, resp.getheader("Docker-Content-Digest"))
             if reserved and resp.status != 200:
                 proxy._give_back_pull(pull_limit)
             reserved = False
