@@ -10,15 +10,18 @@ import asyncio
 import enum
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 import attrs
 
 from reconciler import documents
 from reconciler.bounded import images_at_once, map_bounded
+from reconciler.config import ReferrersRule
 from reconciler.documents import YamlDocument
 from reconciler.lockfile import LockedImage, Lockfile
-from reconciler.registry import reference
+from reconciler.registry import reference, referrers
 from reconciler.registry.client import Registries
 from reconciler.registry.digest import Digest
 from reconciler.registry.errors import RegistryError
@@ -55,6 +58,8 @@ class PlannedImage:
     """The platforms of a locked index (from the lock); empty for a single image."""
     referrers: tuple[Referrer, ...] = ()
     """The locked referrers, written after the image (those already in the target are left as they are)."""
+    new_referrers: tuple[Referrer, ...] = ()
+    """Referrers the source has now that the lock does not pin (``lock --upgrade`` pins them); not copied."""
 
 
 @attrs.frozen
@@ -118,12 +123,15 @@ def lock_digest(lock: Lockfile) -> str:
 
 
 async def make_plan(
-    registries: Registries, lock: Lockfile, ask_sources: bool = True, shard: Shard | None = None
+    registries: Registries, lock: Lockfile, ask_sources: bool = True, shard: Shard | None = None,
+    referrer_rules: Mapping[str, ReferrersRule] = MappingProxyType({}),
 ) -> Plan:
-    """With ``shard`` only its part of the lock is planned."""
+    """With ``shard`` only its part of the lock is planned. ``referrer_rules`` (by target): for
+    those, the sources are asked what refers to them now, for a note on what the lock lacks."""
     lock = lock_part(shard, lock)
+    upstream = _UpstreamReferrers(registries, referrer_rules)
     images = await map_bounded(
-        lambda locked: plan_image(registries, locked, ask_sources), lock.images,
+        lambda locked: plan_image(registries, locked, ask_sources, upstream), lock.images,
         images_at_once(registries.options.max_connections),
     )
     return Plan(lock_digest=lock_digest(lock), images=tuple(images), shard=shard, pulls=_pulls(registries, images))
@@ -145,12 +153,42 @@ def _pulls(registries: Registries, images: list[PlannedImage]) -> tuple[SourcePu
     )
 
 
-async def plan_image(registries: Registries, locked: LockedImage, ask_source: bool = True) -> PlannedImage:
+class _UpstreamReferrers:
+    """What refers to each source now; one tags list per source repository and run."""
+
+    def __init__(self, registries: Registries, rules: Mapping[str, ReferrersRule]) -> None:
+        self._registries = registries
+        self._rules = rules
+        self._tags: dict[tuple[str, str], asyncio.Task[list[str]]] = {}
+
+    async def new_since(self, locked: LockedImage) -> tuple[Referrer, ...]:
+        rule = self._rules.get(locked.target)
+        if rule is None or not rule.copied:
+            return ()
+        repository = reference.parse(locked.source).repository
+        client = self._registries.client(repository)
+        key = (client.host, repository.path)
+        if key not in self._tags:
+            self._tags[key] = asyncio.ensure_future(client.tags(repository.path))
+        subjects = sorted({locked.digest, *(referrer.subject for referrer in locked.referrers)}, key=str)
+        types = frozenset(rule.artifact_types) if rule.artifact_types is not None else None
+        found = await referrers.discover(client, repository.path, subjects, types,
+                                         tags=await asyncio.shield(self._tags[key]))
+        pinned = {referrer.digest for referrer in locked.referrers}
+        return tuple(referrer for referrer in found if referrer.digest not in pinned)
+
+
+async def plan_image(
+    registries: Registries, locked: LockedImage, ask_source: bool = True, upstream: _UpstreamReferrers | None = None
+) -> PlannedImage:
     """Without ``ask_source`` only the target is asked: apply needs no moved warnings, and
     a copy finds out by itself whether the source still has the digest. A registry's
     failure is this image's ERROR, not the plan's."""
     try:
-        return await _plan_image(registries, locked, ask_source)
+        planned = await _plan_image(registries, locked, ask_source)
+        if upstream is not None and ask_source and planned.action is not Action.ERROR:
+            planned = attrs.evolve(planned, new_referrers=await upstream.new_since(locked))
+        return planned
     except RegistryError as error:
         return PlannedImage(locked.source, locked.target, locked.digest, Action.ERROR, message=str(error),
                             platforms=locked.platforms, referrers=locked.referrers)

@@ -68,16 +68,27 @@ _REVIEW_ORDER = {action: rank for rank, action in enumerate(
 )}
 
 
+def _noted(image: PlannedImage) -> bool:
+    return bool(image.moved_to or image.new_referrers)
+
+
 def _for_review(plan: Plan) -> tuple[list[PlannedImage], list[PlannedImage]]:
     """What needs a look (refusals, creates, moved source tags) in that order, and the unchanged rest.
 
     Each part is sorted by target, so the same plan always reads the same, byte for byte.
     """
-    looks = [image for image in plan.images if image.action is not Action.UNCHANGED or image.moved_to]
-    rest = [image for image in plan.images if image.action is Action.UNCHANGED and not image.moved_to]
+    looks = [image for image in plan.images if image.action is not Action.UNCHANGED or _noted(image)]
+    rest = [image for image in plan.images if image.action is Action.UNCHANGED and not _noted(image)]
     looks.sort(key=lambda image: (_REVIEW_ORDER[image.action], image.target))
     rest.sort(key=lambda image: image.target)
     return looks, rest
+
+
+def _new_referrers_note(image: PlannedImage) -> str:
+    count = len(image.new_referrers)
+    return (f"{count} referrer{'s' if count != 1 else ''} upstream that the lock does not pin "
+            f"({', '.join(sorted({r.artifact_type or r.media_type for r in image.new_referrers}))}); "
+            "`image-syncer lock --upgrade` pins them")
 
 
 def _moved_warning(image: PlannedImage) -> str:
@@ -96,6 +107,8 @@ def plan_text(plan: Plan, verbose: bool = False) -> Text:
         text.append(f"  {_detail(image)}\n", style=style if image.action.refused else "")
         if image.moved_to:
             text.append(f"    ~ warning: {_moved_warning(image)}\n", style="yellow")
+        if image.new_referrers:
+            text.append(f"    ~ note: {_new_referrers_note(image)}\n", style="yellow")
     if rest and not verbose:
         text.append(f"  = {len(rest)} unchanged (--verbose lists them)\n", style="dim")
     if plan.images:
@@ -141,6 +154,8 @@ def _review_note(image: PlannedImage) -> str:
         notes.append(image.message or "")
     if image.moved_to:
         notes.append(f"warning: {_moved_warning(image)}")
+    if image.new_referrers:
+        notes.append(f"note: {_new_referrers_note(image)}")
     return "; ".join(notes)
 
 

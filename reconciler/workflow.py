@@ -73,7 +73,8 @@ def matching_lock(config: Config, lock_path: Path) -> Lockfile:
 
 
 async def plan(registries: Registries, config: Config, lock_path: Path, shard: Shard | None = None) -> Plan:
-    return await make_plan(registries, matching_lock(config, lock_path), shard=shard)
+    rules = {image.target: image.referrers for image in config.desired}
+    return await make_plan(registries, matching_lock(config, lock_path), shard=shard, referrer_rules=rules)
 
 
 async def apply(

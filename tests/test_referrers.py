@@ -254,3 +254,29 @@ def test_referrers_listed_by_the_api_are_pinned_page_by_page_and_written_by_the_
     assert sorted((entry["digest"], entry["artifactType"]) for entry in listed) == expected
     served = with_api.requests_matching("GET", f"/referrers/{image.digest}")
     assert served, "apply asks the target whether it offers the API"
+
+
+def test_a_referrer_that_appeared_upstream_after_the_lock_is_a_plan_note_until_lock_upgrade(
+    tmp_path, plain_registry, second_plain_registry, push_image, unique_repo, fault_proxy
+):
+    image = push_image("oci")
+    source = fault_proxy(plain_registry)
+    write_images(tmp_path, f"{second_plain_registry.host}/{unique_repo('mirror')}/",
+                 [{"source": f"{source.host}/{image.repo}:v1"}])
+    assert run_cli(tmp_path, "lock").code == 0
+    with RawRegistry(plain_registry) as raw:
+        sbom = push_artifact(raw, image.repo, subject_descriptor(image.manifest, image.media_type), SBOM, b"{}")
+        push_referrers_index(raw, image.repo, image.digest, [sbom])
+    source.clear()
+
+    noted = run_cli(tmp_path, "plan")
+    asked = sorted((r.method, r.url_path.rsplit("/", 2)[-2]) for r in source.requests)
+    assert run_cli(tmp_path, "lock", "--upgrade").code == 0
+    again = run_cli(tmp_path, "plan")
+
+    assert noted.code == 0, noted.stderr
+    assert ("~ note: 1 referrer upstream that the lock does not pin (application/spdx+json); "
+            "`image-syncer lock --upgrade` pins them") in noted.stdout
+    # the source HEAD, its tags list, one referrers API question (404: asked once per run), the index tag
+    assert asked == [("GET", "manifests"), ("GET", "referrers"), ("GET", "tags"), ("HEAD", "manifests")], asked
+    assert "note:" not in again.stdout and "with 1 referrer" in again.stdout

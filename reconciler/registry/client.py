@@ -90,6 +90,7 @@ class RegistryClient:
         self._chunk_size = options.chunk_size
         self.pull_limit: ratelimit.PullLimit | None = None
         """The pull budget the registry stated last (Docker Hub does, on manifest answers)."""
+        self._offers_referrers_api: bool | None = None
 
     async def _lookup_credentials(self) -> Credentials | None:
         """Sources may refresh a token over the network, so they run off the event loop."""
@@ -277,13 +278,20 @@ class RegistryClient:
         return tags
 
     async def referrers(self, path: str, digest: Digest) -> list[bytes] | None:
-        """The referrers API's image index pages for ``digest``; None where the registry does not offer it."""
+        """The referrers API's image index pages for ``digest``; None where the registry does not offer it.
+
+        A registry that offers it never answers 404 (the spec's rule), so one 404 settles it for the run.
+        """
+        if self._offers_referrers_api is False:
+            return None
         pages = []
         try:
             async for page in self._pages(path, f"referrers/{digest}", {}, accept=mediatypes.OCI_INDEX):
                 pages.append(page)
         except NotFound:
+            self._offers_referrers_api = False
             return None
+        self._offers_referrers_api = True
         return pages
 
     async def _pages(

@@ -14,7 +14,7 @@ import asyncio
 import collections
 import enum
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
 import attrs
@@ -88,13 +88,15 @@ _converter.register_structure_hook(_Entry, cattrs.gen.make_dict_structure_fn(
 
 
 async def discover(
-    client: RegistryClient, path: str, subjects: Sequence[Digest], artifact_types: frozenset[str] | None = None
+    client: RegistryClient, path: str, subjects: Sequence[Digest], artifact_types: frozenset[str] | None = None,
+    tags: Collection[str] | None = None,
 ) -> tuple[Referrer, ...]:
     """Every referrer of each of ``subjects`` (an image and, for an index, its children), sorted.
 
-    ``artifact_types`` keeps only referrers of those types; None keeps all.
+    ``artifact_types`` keeps only referrers of those types; None keeps all. ``tags``: the
+    repository's, when the caller listed them already.
     """
-    tags = set(await client.tags(path))
+    tags = set(await client.tags(path) if tags is None else tags)
     found = await asyncio.gather(*(_of_subject(client, path, subject, tags) for subject in subjects))
     referrers = {(referrer.subject, referrer.digest): referrer for group in found for referrer in group}
     return tuple(sorted(
@@ -148,7 +150,6 @@ class ReferrerWriter:
     def __init__(self, registries: Registries, copier: Copier) -> None:
         self._registries = registries
         self._copier = copier
-        self._offers_api: dict[str, asyncio.Task[bool]] = {}
         # One fallback index is rewritten whole: within a run, one writer at a time per index.
         self._index_locks: collections.defaultdict[tuple[str, str, Digest], asyncio.Lock] = (
             collections.defaultdict(asyncio.Lock))
@@ -171,16 +172,9 @@ class ReferrerWriter:
             await client.put_manifest(target.path, str(referrer.digest), manifest)
         else:
             manifest = await client.get_manifest(target.path, referrer.digest)
-        if not await self._api_offered(client, target, referrer.subject):
+        if await client.referrers(target.path, referrer.subject) is None:  # no API: the fallback index
             async with self._index_locks[client.host, target.path, referrer.subject]:
                 await _list_in_index(client, target, referrer, manifest)
-
-    async def _api_offered(self, client: RegistryClient, target: Repository, subject: Digest) -> bool:
-        """Asked once per registry and run."""
-        task = self._offers_api.get(client.host)
-        if task is None:
-            task = self._offers_api[client.host] = asyncio.ensure_future(client.referrers(target.path, subject))
-        return await asyncio.shield(task) is not None
 
 
 async def _list_in_index(client: RegistryClient, target: Repository, referrer: Referrer, manifest: Manifest) -> None:
