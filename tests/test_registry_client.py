@@ -73,7 +73,8 @@ def test_reference_normalization(text, expected, api_host):
 
 
 @pytest.mark.parametrize(
-    "text", ["", "Busybox", "a//b", "busybox:", "busybox:-x", "a@sha256:abc", "a@md5:" + "a" * 32, "-a/b", "a/b-"]
+    "text", ["", "Busybox", "a//b", "busybox:", "busybox:-x", "a@sha256:abc", "a@md5:" + "a" * 32, "-a/b", "a/b-",
+             "busybox:é1", "busybox:1é", "bü/x:1", "busybox:" + "a" * 129]
 )
 def test_invalid_references_are_refused(text):
     with pytest.raises(reference.InvalidReference):
