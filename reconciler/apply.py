@@ -17,6 +17,7 @@ import attrs
 from reconciler import documents
 from reconciler.bounded import images_at_once, map_bounded
 from reconciler.config import DesiredImage
+from reconciler.errors import first_and_count
 from reconciler.lockfile import LockedImage, Lockfile
 from reconciler.plan import Action, Plan, PlannedImage, lock_digest, plan_image
 from reconciler.registry import reference
@@ -172,8 +173,7 @@ async def check_fresh(registries: Registries, plan: Plan, lock: Lockfile, shard:
 
     moved = [line for line in await asyncio.gather(*(changed(image) for image in plan.images)) if line]
     if moved:
-        raise StalePlan(f"saved plan is stale: {moved[0]}" + (f" (and {len(moved) - 1} more)" if len(moved) > 1 else "")
-                        + "; run `image-syncer plan` again")
+        raise StalePlan(f"saved plan is stale: {first_and_count(moved)}; run `image-syncer plan` again")
 
 
 class ApplyObserver(Protocol):

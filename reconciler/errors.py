@@ -19,6 +19,11 @@ def shorten(text: str, limit: int = MAX_QUOTED) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def first_and_count(lines: list[str]) -> str:
+    """The first of several problems, and how many more: one line however many there are."""
+    return lines[0] + (f" (and {len(lines) - 1} more)" if len(lines) > 1 else "")
+
+
 def one_line(message: str) -> str:
     """An error message as the CLI prints it: one line, every quoted value cut short, bounded."""
     flat = " ".join(message.splitlines())

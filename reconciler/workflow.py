@@ -15,7 +15,7 @@ import attrs
 from reconciler import documents, lockfile
 from reconciler.apply import ApplyObserver, Interruption, Outcome, Report, apply_plan, check_fresh, plan_and_apply
 from reconciler.config import Config
-from reconciler.errors import InputError
+from reconciler.errors import InputError, first_and_count
 from reconciler.lockfile import Lockfile
 from reconciler.plan import Action, Plan, PlannedImage, make_plan
 from reconciler.registry import files
@@ -66,9 +66,8 @@ def matching_lock(config: Config, lock_path: Path) -> Lockfile:
     current = lockfile.load(lock_path)
     lines = lockfile.differences(config, current)
     if lines:
-        more = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""
-        first = lines[0].lstrip("+-~ ")
-        raise InputError(lock_path, f"does not match {config.path}: {first}{more}; run `image-syncer lock`")
+        described = first_and_count([line.lstrip("+-~ ") for line in lines])
+        raise InputError(lock_path, f"does not match {config.path}: {described}; run `image-syncer lock`")
     return current
 
 

@@ -358,7 +358,6 @@ def test_retries_transient_failures_and_honours_retry_after(push_image, fault_pr
             return await copy_image(regs, f"{proxy.host}/{pushed.repo}:v1",
                                     f"{second_plain_registry.host}/{target_repo}:v1")
 
-    started = asyncio.get_event_loop_policy().new_event_loop().time()
     run(main())
     assert_same_image(pushed, second_plain_registry.host, target_repo)
     statuses = [r.status for r in proxy.requests_matching("GET", "/manifests/")]
@@ -367,7 +366,6 @@ def test_retries_transient_failures_and_honours_retry_after(push_image, fault_pr
     assert len(retried) == 4
     gap = retried[0].time, next(r.time for r in proxy.requests if r.time > retried[0].time)
     assert gap[1] - gap[0] >= 0.9, "Retry-After: 1 was not honoured"
-    del started
 
 
 def test_gives_up_after_the_retry_budget(push_image, fault_proxy, plain_registry):
@@ -499,22 +497,27 @@ def test_registry_warning_header_is_shown(push_image, fault_proxy, plain_registr
     assert "registry warning: this repository is deprecated" in caplog.text
 
 
-def test_plain_http_only_for_loopback_or_named_insecure_hosts():
+def test_plain_http_only_for_loopback_or_named_insecure_hosts(plain_registry, tls_registry):
     from reconciler.registry.reference import is_loopback
     from reconciler.registry.transport import Transport
 
     assert is_loopback("localhost:5000") and is_loopback("127.3.4.5:80") and is_loopback("[::1]:5000")
     assert not is_loopback("registry.example.com") and not is_loopback("10.0.0.1:5000")
+    named = TransportOptions(insecure_registries=frozenset({"registry.example.com"}))
+    assert named.allows_plain_http("registry.example.com:5000") and named.is_insecure("registry.example.com")
+    assert not TransportOptions().allows_plain_http("registry.example.com")
 
-    async def scheme(host, insecure=frozenset()):
-        transport = Transport(host, TransportOptions(insecure_registries=insecure))
+    async def scheme(host, options=TransportOptions(ca_file=tls_registry.ca_file)):
+        transport = Transport(host, options)
         try:
             return (await transport.base_url()).split(":", 1)[0]
         finally:
             await transport.aclose()
 
-    # no network needed: a public name is never even probed for plain HTTP
+    # a public name is never even probed for plain HTTP (no network needed); loopback is probed
     assert run(scheme("registry.example.com")) == "https"
+    assert run(scheme(plain_registry.host)) == "http"
+    assert run(scheme(tls_registry.host)) == "https"
 
 
 def test_credentials_from_docker_config(push_image, htpasswd_registry, tmp_path, monkeypatch):

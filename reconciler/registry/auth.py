@@ -22,7 +22,7 @@ import httpx
 from reconciler.registry.credentials import Credentials, basic_authorization
 from reconciler.registry.errors import RegistryError
 from reconciler.registry.retry import TransientError, worth_retrying
-from reconciler.registry.transport import Transport
+from reconciler.registry.transport import Transport, with_query
 
 CredentialSource = Callable[[], Awaitable[Credentials | None]]
 
@@ -184,7 +184,7 @@ class Authenticator:
         else:
             query = [("service", challenge.service)] if challenge.service else []
             query += [("scope", scope) for scope in scopes]
-            url = challenge.realm + ("&" if "?" in challenge.realm else "?") + urlencode(query)
+            url = with_query(challenge.realm, query)
             # Fresh credentials each time: a Google access token behind them expires within the hour.
             response = await self._transport.request("GET", url, auth_header=_basic_value(credentials))
         if response.status_code in (401, 403):

@@ -12,7 +12,6 @@ import enum
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
-from urllib.parse import urlencode
 
 import attrs
 import httpx
@@ -26,7 +25,7 @@ from reconciler.registry.limiter import AdaptiveLimit, lending_slot
 from reconciler.registry.manifest import MAX_MANIFEST_BYTES, Descriptor, Manifest, parse
 from reconciler.registry.reference import Repository
 from reconciler.registry.retry import MAX_RETRY_AFTER, retry_after, retrying, worth_retrying
-from reconciler.registry.transport import Transport, TransportOptions
+from reconciler.registry.transport import Transport, TransportOptions, with_query
 
 log = logging.getLogger("reconciler.registry")
 
@@ -75,10 +74,6 @@ def _next_link(header: str | None) -> str | None:
         if "next" in parameters.replace('"', " ").replace("=", " ").split() and target.strip().startswith("<"):
             return target.strip()[1:-1]
     return None
-
-
-def _with_query(url: str, **params: str) -> str:
-    return url + ("&" if "?" in url else "?") + urlencode(params)
 
 
 class RegistryClient:
@@ -298,7 +293,7 @@ class RegistryClient:
         self, path: str, suffix: str, query: dict[str, str], accept: str = "application/json"
     ) -> AsyncIterator[bytes]:
         """A paged listing's bodies, following ``Link: <…>; rel="next"`` (the spec's pagination)."""
-        url = _with_query(await self._url(path, suffix), **query) if query else await self._url(path, suffix)
+        url = with_query(await self._url(path, suffix), query) if query else await self._url(path, suffix)
         for _ in range(_MAX_PAGES):
             response = await self._send("GET", url, _pull(path), headers={"Accept": accept})
             if response.status_code == 404:
@@ -373,7 +368,7 @@ class RegistryClient:
         url = await self._url(path, "blobs/uploads/")
         if mount_from:
             response = await self._send(
-                "POST", _with_query(url, mount=str(digest), **{"from": mount_from}), _push(path, mount_from),
+                "POST", with_query(url, {"mount": str(digest), "from": mount_from}), _push(path, mount_from),
                 headers={"Content-Length": "0"}, idempotent=True,
             )
             if response.status_code == 201:
@@ -389,7 +384,7 @@ class RegistryClient:
 
     async def _upload_whole(self, path: str, location: str, descriptor: Descriptor, stream: AsyncIterator[bytes]) -> None:
         response = await self._send(
-            "PUT", _with_query(location, digest=str(descriptor.digest)), _push(path),
+            "PUT", with_query(location, {"digest": str(descriptor.digest)}), _push(path),
             headers={"Content-Type": "application/octet-stream", "Content-Length": str(descriptor.size)},
             content=stream,
         )
@@ -424,7 +419,7 @@ class RegistryClient:
         if buffer:
             await send_chunk(bytes(buffer))
         response = await self._send(
-            "PUT", _with_query(location, digest=str(descriptor.digest)), _push(path),
+            "PUT", with_query(location, {"digest": str(descriptor.digest)}), _push(path),
             headers={"Content-Length": "0"},
         )
         await self._check_committed(response, path, descriptor.digest)

@@ -12,7 +12,8 @@ import functools
 import logging
 import os
 import ssl
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from urllib.parse import urlencode
 from typing import Any
 
 import attrs
@@ -56,6 +57,11 @@ class TransportOptions:
 
     def is_insecure(self, host: str) -> bool:
         return host in self.insecure_registries or hostname(host) in self.insecure_registries
+
+
+def with_query(url: str, params: Mapping[str, str] | Sequence[tuple[str, str]]) -> str:
+    """``url`` with ``params`` added to whatever query it has (a token realm may carry one)."""
+    return url + ("&" if "?" in url else "?") + urlencode(params)
 
 
 def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:
