@@ -62,7 +62,8 @@ TARGETS = {
     "cold_vs_floor": 1.5,
     "noop_plan_vs_skopeo_at_1000": 0.1,
     "noop_plan_target_requests_per_image": 1.0,
-    # the source's HEAD, and its repository's tags list (for the note on referrers the lock lacks)
+    # the source's HEAD and its repository's tags list (for the note on referrers the lock lacks),
+    # plus one referrers API question per source registry and run (checked as 2 + 1/N)
     "noop_plan_source_requests_per_image": 2.0,
     "peak_rss_mib": 150.0,
 }
@@ -504,8 +505,9 @@ def report(results: list[dict], rss: dict | None) -> tuple[str, dict]:
         for side in ("source", "target") if kind != "floor" else ("target",):
             row(f"requests/image {label}, {side}", [q[f"{kind}.{side}"] for q in req])
 
-    def verdict(key: str, value: float) -> dict:
-        return {"value": value, "target": TARGETS[key], "met": value <= TARGETS[key]}
+    def verdict(key: str, value: float, per_run: float = 0.0) -> dict:
+        target = TARGETS[key] + per_run
+        return {"value": value, "target": target, "met": value <= target}
 
     for r, a, b, c in zip(results, cold_sk, cold_fl, plan_sk):
         at = result_key(r)
@@ -514,7 +516,7 @@ def report(results: list[dict], rss: dict | None) -> tuple[str, dict]:
         q = r["requests_per_image"]
         for side in ("source", "target"):
             verdicts[f"noop_plan_{side}_requests_per_image@{at}"] = verdict(
-                f"noop_plan_{side}_requests_per_image", q[f"noop_plan.{side}"])
+                f"noop_plan_{side}_requests_per_image", q[f"noop_plan.{side}"], 1 / r["n"] if side == "source" else 0)
         if r["n"] >= 1000:
             verdicts[f"noop_plan_vs_skopeo@{at}"] = (verdict("noop_plan_vs_skopeo_at_1000", c)
                                                     | registry_bound(r, *SKOPEO_RATIO_TARGETS[1]))

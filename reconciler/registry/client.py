@@ -86,6 +86,7 @@ class RegistryClient:
         self.pull_limit: ratelimit.PullLimit | None = None
         """The pull budget the registry stated last (Docker Hub does, on manifest answers)."""
         self._offers_referrers_api: bool | None = None
+        self._referrers_probe = asyncio.Lock()
 
     async def _lookup_credentials(self) -> Credentials | None:
         """Sources may refresh a token over the network, so they run off the event loop."""
@@ -277,6 +278,13 @@ class RegistryClient:
 
         A registry that offers it never answers 404 (the spec's rule), so one 404 settles it for the run.
         """
+        if self._offers_referrers_api is None:
+            async with self._referrers_probe:  # the first question alone, so a 404 is met once
+                if self._offers_referrers_api is None:
+                    return await self._referrers(path, digest)
+        return await self._referrers(path, digest)
+
+    async def _referrers(self, path: str, digest: Digest) -> list[bytes] | None:
         if self._offers_referrers_api is False:
             return None
         pages = []
