@@ -566,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="round trip time the tools see to every registry, through delay lines "
                              "(repeatable; default 0: plain loopback)")
     parser.add_argument("--concurrency", type=int, default=16,
-                        help="parallel requests of the floor (image-syncer's default --max-requests is 16)")
+                        help="parallel requests of the floor (16: where image-syncer's adaptive limit starts)")
     args = parser.parse_args(argv)
     args.n = args.n or [100]
     args.rtt = args.rtt or [0.0]

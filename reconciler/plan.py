@@ -184,12 +184,18 @@ async def plan_image(
     """Without ``ask_source`` only the target is asked: apply needs no moved warnings, and
     a copy finds out by itself whether the source still has the digest. A registry's
     failure is this image's ERROR, not the plan's."""
+    asking = asyncio.ensure_future(upstream.new_since(locked)) if upstream is not None and ask_source else None
     try:
         planned = await _plan_image(registries, locked, ask_source)
-        if upstream is not None and ask_source and planned.action is not Action.ERROR:
-            planned = attrs.evolve(planned, new_referrers=await upstream.new_since(locked))
+        if asking is not None:
+            planned = attrs.evolve(planned, new_referrers=await asking)
         return planned
-    except RegistryError as error:
+    except BaseException as error:
+        if asking is not None:  # stopped, or its outcome (even a failure) collected
+            asking.cancel()
+            await asyncio.gather(asking, return_exceptions=True)
+        if not isinstance(error, RegistryError):
+            raise
         return PlannedImage(locked.source, locked.target, locked.digest, Action.ERROR, message=str(error),
                             platforms=locked.platforms, referrers=locked.referrers)
 
