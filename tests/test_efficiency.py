@@ -100,15 +100,20 @@ def mirrored(tmp_path, push_image, plain_registry, second_plain_registry, unique
 
 
 def test_no_op_plan_costs_one_head_per_image_per_registry(mirrored):
+    """Plus, on the source, its repository's tags list and one referrers API question per
+    registry: what refers to the image now, for the note on referrers the lock lacks."""
     pushed, source_proxy, target_proxy, second_run = mirrored(("oci", "docker", "oci-index"))
 
     plan = second_run(workflow.plan)
 
     assert {image.action.value for image in plan.images} == {"unchanged"}
     for proxy in (source_proxy, target_proxy):
-        calls = [(r.method, r.url_path) for r in proxy.requests]
-        assert len(calls) == len(pushed), calls  # no /v2/ ping: the first HEAD shows no auth is wanted
-        assert all(method == "HEAD" and "/manifests/" in path for method, path in calls), calls
+        heads = [path for method, path in ((r.method, r.url_path) for r in proxy.requests) if method == "HEAD"]
+        assert len(heads) == len(pushed) and all("/manifests/" in path for path in heads), heads
+    target_calls = [(r.method, r.url_path) for r in target_proxy.requests]
+    assert len(target_calls) == len(pushed), target_calls  # no /v2/ ping: the first HEAD shows no auth is wanted
+    others = sorted((r.method, r.url_path.rsplit("/", 2)[-2]) for r in source_proxy.requests if r.method != "HEAD")
+    assert others == [("GET", "referrers")] + [("GET", "tags")] * len(pushed), others
 
 
 def test_no_op_apply_asks_only_the_target(mirrored):
