@@ -1,12 +1,15 @@
-"""Which credentials each registry gets in a run, and the registry clients built from them.
+"""Where each registry's credentials come from in a run, and the registry clients built from them.
 
-The target key file and access token belong to the target registry (as in the
-original image-syncer) and to Google registries; Google's application default
-credentials are looked up only when a Google registry is really contacted.
+The whole precedence is here: the target key file, else the access token, for the
+target registry (as in the original image-syncer) and Google registries; then, for
+Google registries, Google's application default credentials; then, for every registry,
+the podman and docker auth files (``credentials.lookup``); else anonymous.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -14,13 +17,15 @@ from typing import TYPE_CHECKING
 import attrs
 
 from reconciler.registry import credentials as docker_credentials
-from reconciler.registry.client import CredentialLookup, Registries
-from reconciler.registry.credentials import Credentials
+from reconciler.registry.client import Registries
+from reconciler.registry.credentials import Credentials, CredentialSource
 from reconciler.registry.reference import is_google_registry
 from reconciler.registry.transport import TransportOptions
 
 if TYPE_CHECKING:
     from reconciler.registry.google import GoogleTokenSource
+
+log = logging.getLogger(__name__)
 
 
 @attrs.frozen
@@ -30,36 +35,49 @@ class SessionOptions:
     access_token: str | None = attrs.field(default=None, repr=False)
 
 
-class _CredentialChain:
-    """Key file or access token, else Google ADC for Google hosts, else docker config, else anonymous."""
+class CredentialSources:
+    """Each registry's credential source, chosen at its first use and kept for the run.
 
-    def __init__(self, options: SessionOptions, target_registries: frozenset[str]) -> None:
-        self._targets = target_registries
+    A Google token source is kept rather than its token, so a token near expiry is
+    still refreshed; the auth files and credential helpers are read once per registry.
+    Called from several threads (``asyncio.to_thread``).
+    """
+
+    def __init__(self, options: SessionOptions, target_registries: Iterable[str]) -> None:
+        """The key file is read here, so that a bad one fails before any network call."""
+        self._targets = frozenset(target_registries)
         self._explicit: GoogleTokenSource | None = None
         if options.target_key_file is not None:
             self._explicit = _google().GoogleTokenSource.from_key_file(options.target_key_file)
         elif options.access_token is not None:
             self._explicit = _google().GoogleTokenSource.from_access_token(options.access_token)
-        self._application_default: GoogleTokenSource | None = None
-        self._application_default_checked = False
+        self._sources: dict[str, CredentialSource] = {}
         self._lock = threading.Lock()
 
     def __call__(self, registry: str) -> Credentials | None:
-        google = is_google_registry(registry)
-        if self._explicit is not None and (registry in self._targets or google):
-            return self._explicit.credentials()
-        if google:
-            source = self._google_default()
-            if source is not None:
-                return source.credentials()
-        return docker_credentials.lookup(registry)
-
-    def _google_default(self) -> GoogleTokenSource | None:
         with self._lock:
-            if not self._application_default_checked:
-                self._application_default = _google().GoogleTokenSource.from_application_default()
-                self._application_default_checked = True
-            return self._application_default
+            source = self._sources.get(registry)
+            if source is None:
+                source = self._sources[registry] = self._choose(registry)
+        return source()
+
+    def _choose(self, registry: str) -> CredentialSource:
+        google = is_google_registry(registry)
+        token_source = None
+        if self._explicit is not None and (registry in self._targets or google):
+            token_source = self._explicit
+        elif google:
+            token_source = self._application_default
+        if token_source is not None:
+            log.debug("credentials for %s from %s", registry, token_source.source)
+            return token_source.credentials
+        found = docker_credentials.lookup(registry)
+        return lambda: found
+
+    @functools.cached_property
+    def _application_default(self) -> GoogleTokenSource | None:
+        """Looked up once per run, and only when a Google registry is contacted."""
+        return _google().GoogleTokenSource.from_application_default()
 
 
 def _google():
@@ -69,10 +87,5 @@ def _google():
     return google
 
 
-def credential_lookup(options: SessionOptions, target_registries: Iterable[str]) -> CredentialLookup:
-    """Built eagerly so that a bad key file fails before any network call."""
-    return _CredentialChain(options, frozenset(target_registries))
-
-
 def open_registries(options: SessionOptions, target_registries: Iterable[str]) -> Registries:
-    return Registries(options.transport, credential_lookup(options, target_registries))
+    return Registries(options.transport, CredentialSources(options, target_registries))

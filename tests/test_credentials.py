@@ -1,3 +1,4 @@
+import asyncio
 import base64
 import json
 import os
@@ -5,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.registry import credentials
+from reconciler.registry import credentials, reference
 from reconciler.registry.credentials import Credentials, CredentialsError, lookup
 from reconciler.registry.errors import RegistryError
+from reconciler.session import SessionOptions, open_registries
 
 SECRET = "s3cr3t-Pa55"
 
@@ -351,3 +353,37 @@ def test_helper_runs_with_the_given_environment(environ, docker_config, helper):
     environ["HELPER_USER"] = "from-environ"
     write_json(docker_config, {"credsStore": "testhelper"})
     assert lookup("quay.io", environ) == Credentials(username="from-environ", password="x")
+
+
+def test_helper_runs_once_per_registry_per_run(tmp_path, environ, docker_config, helper, monkeypatch,
+                                               push_image, token_registry):
+    """Every token scope and the 401 message need the credentials; the helper is asked once."""
+    pushed = [push_image("oci", registry=token_registry) for _ in range(3)]
+    refused = pushed[2].repo
+    token_registry.issuer.clear()
+    user, password = token_registry.credentials
+    token_registry.issuer.policy = lambda who, _pw, repository, actions: (
+        [] if repository == refused or who != user else list(actions))
+    calls = helper(answer(user, password))
+    write_json(docker_config, {"credHelpers": {token_registry.host: "testhelper"}})
+    monkeypatch.setenv("DOCKER_CONFIG", str(docker_config.parent))
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("REGISTRY_AUTH_FILE", raising=False)
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+
+    async def main():
+        async with open_registries(SessionOptions(), [token_registry.host]) as regs:
+            client = regs.client(reference.parse(pushed[0].ref).repository)
+            digests = [await client.resolve_digest(image.repo, "v1") for image in pushed[:2]]
+            with pytest.raises(RegistryError) as refusal:
+                await client.resolve_digest(refused, "v1")
+            return digests, str(refusal.value)
+
+    digests, refusal = asyncio.run(main())
+
+    assert [str(digest) for digest in digests] == [image.digest for image in pushed[:2]]
+    assert "(credentials were rejected or lack this permission)" in refusal
+    scopes = {tuple(request.requested) for request in token_registry.issuer.requests}
+    assert len(scopes) == 3
+    assert {request.username for request in token_registry.issuer.requests} == {user}
+    assert calls.read_text() == f"get {token_registry.host}\n"

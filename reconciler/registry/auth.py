@@ -13,18 +13,16 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from urllib.parse import urlencode
 
 import attrs
 import httpx
 
-from reconciler.registry.credentials import Credentials, basic_authorization
+from reconciler.registry.credentials import Credentials, CredentialSource, basic_authorization
 from reconciler.registry.errors import RegistryError
 from reconciler.registry.retry import TransientError, worth_retrying
 from reconciler.registry.transport import Transport, with_query
-
-CredentialSource = Callable[[], Awaitable[Credentials | None]]
 
 _DEFAULT_TOKEN_LIFETIME = 60.0
 _EXPIRY_MARGIN = 10.0
@@ -120,6 +118,10 @@ class Authenticator:
             if first:
                 self._learning.release()
 
+    async def credentials(self) -> Credentials | None:
+        """A source may refresh a token over the network, so it runs off the event loop."""
+        return await asyncio.to_thread(self._credentials)
+
     async def authorization(self, scopes: tuple[str, ...]) -> str | None:
         """The header for these scopes; None while the registry has asked for nothing."""
         challenge = self._challenge
@@ -148,7 +150,7 @@ class Authenticator:
 
     async def _basic_header(self) -> str | None:
         if self._basic is None:
-            self._basic = _basic_value(await self._credentials())
+            self._basic = _basic_value(await self.credentials())
         return self._basic
 
     async def _token(self, scopes: tuple[str, ...]) -> str:
@@ -166,7 +168,7 @@ class Authenticator:
         if not challenge.realm:
             raise RegistryError(f"{self._transport.host}: bearer challenge without a realm")
         self._check_realm(challenge.realm)
-        credentials = await self._credentials()
+        credentials = await self.credentials()
         if credentials is not None and credentials.identity_token:
             response = await self._transport.request(
                 "POST",

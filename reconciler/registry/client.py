@@ -18,7 +18,7 @@ import httpx
 
 from reconciler.registry import mediatypes, ratelimit
 from reconciler.registry.auth import Authenticator, repository_scope
-from reconciler.registry.credentials import Credentials, places_searched
+from reconciler.registry.credentials import CredentialLookup, CredentialSource, places_searched
 from reconciler.registry.digest import Digest, DigestMismatch, InvalidDigest
 from reconciler.registry.errors import ErrorBody, PullLimitReached, RegistryError, ResponseError
 from reconciler.registry.limiter import AdaptiveLimit, lending_slot
@@ -33,7 +33,6 @@ CHUNK_BYTES = 1024 * 1024
 # Answers to a manifest PUT that mean a blob link was unreadable for a moment (docker-registry
 # rewrites a link file in place when a blob is written again).
 _RACED_BLOB_CODES = frozenset({"MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN", "DIGEST_INVALID"})
-CredentialLookup = Callable[[str], Credentials | None]
 
 
 class NotFound(RegistryError):
@@ -77,20 +76,15 @@ def _next_link(header: str | None) -> str | None:
 
 
 class RegistryClient:
-    def __init__(self, host: str, options: TransportOptions, credentials: Callable[[], Credentials | None]) -> None:
+    def __init__(self, host: str, options: TransportOptions, credentials: CredentialSource) -> None:
         self.host = host
         self._transport = Transport(host, options)
-        self._credentials = credentials
-        self._auth = Authenticator(self._transport, self._lookup_credentials)
+        self._auth = Authenticator(self._transport, credentials)
         self._chunk_size = options.chunk_size
         self.pull_limit: ratelimit.PullLimit | None = None
         """The pull budget the registry stated last (Docker Hub does, on manifest answers)."""
         self._offers_referrers_api: bool | None = None
         self._referrers_probe = asyncio.Lock()
-
-    async def _lookup_credentials(self) -> Credentials | None:
-        """Sources may refresh a token over the network, so they run off the event loop."""
-        return await asyncio.to_thread(self._credentials)
 
     @property
     def limit(self) -> AdaptiveLimit:
@@ -152,7 +146,7 @@ class RegistryClient:
         if response.status_code == 401:
             message += (
                 " (credentials were rejected or lack this permission)"
-                if await self._lookup_credentials()
+                if await self._auth.credentials()
                 else " (authentication required, and no credentials for this registry were found: no key file or "
                 f"access token for it, nothing in {', '.join(places_searched()) or 'any docker or podman auth file'})"
             )

@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,12 @@ class Credentials:
     password: str | None = attrs.field(default=None, repr=False)
     # docker's "identitytoken": an OAuth2 refresh token to exchange at the token endpoint.
     identity_token: str | None = attrs.field(default=None, repr=False)
+
+
+CredentialSource = Callable[[], Credentials | None]
+"""One registry's credentials, asked for anew each time: a Google access token behind them may be refreshed."""
+CredentialLookup = Callable[[str], Credentials | None]
+"""A registry's name (``docker.io``, ``localhost:5000``) to its credentials."""
 
 
 def basic_authorization(username: str, password: str) -> str:

@@ -173,19 +173,6 @@ class GoogleTokenSource:
             ) from None
 
 
-def google_token_source(key_file: str | None, access_token: str | None) -> GoogleTokenSource | None:
-    """The provider for Google registries: key file, else access token, else ADC.
-
-    None means nothing is configured; the caller then falls back to docker config
-    credentials, else anonymous access.
-    """
-    if key_file is not None:
-        return GoogleTokenSource.from_key_file(key_file)
-    if access_token is not None:
-        return GoogleTokenSource.from_access_token(access_token)
-    return GoogleTokenSource.from_application_default()
-
-
 def _read_key_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The key file's JSON, checked; errors name the file and the fault, never the content."""
     try:
