@@ -1,167 +1,69 @@
-"""Benchmark images, generated deterministically and pushed with raw HTTP.
+"""Benchmark images, built by the test harness's builder (``tests/harness/images.py``) and pushed
+with raw HTTP.
 
 Independent of ``reconciler`` (the code under test): plain httpx, monolithic
 ``POST`` + ``PUT`` uploads, cross-repository mounts for the shared base layer,
 a thread pool for concurrency.
 
 Image ``i`` of profile ``oci`` is one OCI image manifest with a config and
-three layers, each a tar of one file wrapped in gzip at level 0 (stored, not
-compressed: cheap to make, and a ``tar+gzip`` media type so that neither tool
+three layers, each a tar of one file in a stored (uncompressed) gzip member
+(cheap to make, and a ``tar+gzip`` media type so that neither tool
 recompresses it; skopeo gzips plain ``tar`` layers pushed to a registry, which
 changes the digests): the base layer (4 MiB payload, the same bytes in
 every image) and two layers of 512 KiB payload unique to the image.  Profile
 ``index`` is an OCI index of two such manifests (linux/amd64, linux/arm64),
 each platform with its own shared base layer and its own two unique layers.
 Layer payloads are seeded pseudo-random bytes; sizes are payload sizes (each
-blob is about 2 KiB larger: tar header and trailer, gzip framing).
+blob is a few KiB larger: tar header and padding, gzip framing).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
-import json
-import random
-import tarfile
-import zlib
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 
-MiB = 1024 * 1024
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root, for tests.harness
+
+from tests.harness.images import (DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, MiB, OCI_INDEX, OCI_LAYER_GZIP,
+                                  OCI_MANIFEST, Blob, Image, build_index, build_manifest, layer, linux,
+                                  seeded_bytes, stream_gzip_stored, stream_tar)
+
 BASE_SIZE = 4 * MiB
 UNIQUE_SIZE = 512 * 1024
 UNIQUE_LAYERS = 2
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
-ACCEPT = (f"{OCI_INDEX}, {OCI_MANIFEST}, application/vnd.docker.distribution.manifest.list.v2+json, "
-          "application/vnd.docker.distribution.manifest.v2+json")
+ACCEPT = ", ".join((OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST))
 
-PLATFORMS = {"oci": [("linux", "amd64")], "index": [("linux", "amd64"), ("linux", "arm64")]}
+ARCHITECTURES = {"oci": ("amd64",), "index": ("amd64", "arm64")}
 SEED = 20240601
-
-
-def digest_of(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def _tar_header(name: str, size: int) -> bytes:
-    info = tarfile.TarInfo(name)
-    info.size = size
-    info.mode = 0o644
-    info.mtime = 0
-    return info.tobuf(format=tarfile.USTAR_FORMAT)
-
-
-def _tar_tail(size: int) -> bytes:
-    return b"\0" * ((-size) % 512) + b"\0" * 1024
-
-
-def _stored_gzip() -> zlib._Compress:
-    return zlib.compressobj(level=0, wbits=31)  # gzip framing, stored deflate blocks
-
-
-def tar_layer(name: str, payload: bytes) -> tuple[bytes, str]:
-    """(gzip-0 blob, diff_id) of a tar holding one file."""
-    tar = _tar_header(name, len(payload)) + payload + _tar_tail(len(payload))
-    gz = _stored_gzip()
-    return gz.compress(tar) + gz.flush(), digest_of(tar)
+TAG = "v1"
 
 
 def repo_name(i: int) -> str:
     return f"bench/img-{i:05d}"
 
 
-TAG = "v1"
+def base_layers(profile: str) -> dict[str, Blob]:
+    """Architecture -> the base layer every image of ``profile`` shares."""
+    return {arch: layer({f"base-{arch}.bin": seeded_bytes(f"bench:{SEED}-base-{arch}", BASE_SIZE)})
+            for arch in ARCHITECTURES[profile]}
 
 
-@dataclass
-class Blob:
-    digest: str
-    data: bytes
-    media_type: str
-    diff_id: str = ""
-
-    def descriptor(self) -> dict:
-        return {"mediaType": self.media_type, "digest": self.digest, "size": len(self.data)}
-
-
-@dataclass
-class Manifest:
-    data: bytes
-    media_type: str
-    platform: tuple[str, str] | None = None
-
-    @property
-    def digest(self) -> str:
-        return digest_of(self.data)
-
-
-@dataclass
-class Image:
-    repo: str
-    blobs: list[Blob] = field(default_factory=list)          # unique to this image
-    children: list[Manifest] = field(default_factory=list)   # index profile: pushed by digest
-    top: Manifest | None = None                              # pushed by tag
-
-    @property
-    def digest(self) -> str:
-        assert self.top is not None
-        return self.top.digest
-
-
-def base_layers(profile: str) -> dict[tuple[str, str], Blob]:
-    out = {}
-    for os_, arch in PLATFORMS[profile]:
-        rng = random.Random(f"{SEED}-base-{os_}-{arch}")
-        data, diff_id = tar_layer(f"base-{arch}.bin", rng.randbytes(BASE_SIZE))
-        out[(os_, arch)] = Blob(digest_of(data), data, OCI_LAYER, diff_id)
-    return out
-
-
-def _canonical(document: dict) -> bytes:
-    return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
-
-
-def make_image(profile: str, i: int, bases: dict[tuple[str, str], Blob]) -> Image:
-    image = Image(repo_name(i))
-    manifests = []
-    for os_, arch in PLATFORMS[profile]:
-        rng = random.Random(f"{SEED}-{profile}-{i}-{arch}")
-        layers = [bases[(os_, arch)]]
-        for n in range(UNIQUE_LAYERS):
-            data, diff_id = tar_layer(f"img-{i}-{n}.bin", rng.randbytes(UNIQUE_SIZE))
-            layers.append(Blob(digest_of(data), data, OCI_LAYER, diff_id))
-        config = _canonical({
-            "architecture": arch, "os": os_, "created": "2024-01-01T00:00:00Z",
-            "config": {"Labels": {"bench.image": str(i)}},
-            "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]},
-        })
-        config_blob = Blob(digest_of(config), config, OCI_CONFIG)
-        image.blobs += [config_blob, *layers[1:]]
-        manifests.append(Manifest(_canonical({
-            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-            "config": config_blob.descriptor(),
-            "layers": [layer.descriptor() for layer in layers],
-        }), OCI_MANIFEST, (os_, arch)))
-    if profile == "oci":
-        image.top = manifests[0]
-    else:
-        image.children = manifests
-        image.top = Manifest(_canonical({
-            "schemaVersion": 2, "mediaType": OCI_INDEX,
-            "manifests": [
-                {"mediaType": m.media_type, "digest": m.digest, "size": len(m.data),
-                 "platform": {"os": m.platform[0], "architecture": m.platform[1]}}
-                for m in manifests
-            ],
-        }), OCI_INDEX)
-    return image
+def make_image(profile: str, i: int, bases: dict[str, Blob]) -> Image:
+    manifests = [
+        build_manifest(
+            [bases[arch]] + [layer({f"img-{i}-{n}.bin": seeded_bytes(f"bench:{SEED}-{profile}-{i}-{arch}-{n}",
+                                                                     UNIQUE_SIZE)})
+                             for n in range(UNIQUE_LAYERS)],
+            linux(arch), {"config": {"Labels": {"bench.image": str(i)}}})
+        for arch in ARCHITECTURES[profile]
+    ]
+    return Image.single(manifests[0]) if profile == "oci" else build_index(manifests)
 
 
 # ------------------------------------------------------------------ pushing
@@ -223,9 +125,9 @@ class Pusher:
         self._check(self.client.post(f"{self.base_url}/v2/{repo}/blobs/uploads/",
                                      params={"mount": blob.digest, "from": from_repo}), 201)
 
-    def put_manifest(self, repo: str, reference: str, manifest: Manifest) -> None:
+    def put_manifest(self, repo: str, reference: str, raw: bytes, media_type: str) -> None:
         self._check(self.client.put(f"{self.base_url}/v2/{repo}/manifests/{reference}",
-                                    content=manifest.data, headers={"Content-Type": manifest.media_type}), 201)
+                                    content=raw, headers={"Content-Type": media_type}), 201)
 
     def head_manifest(self, repo: str, reference: str) -> str | None:
         response = self.client.head(f"{self.base_url}/v2/{repo}/manifests/{reference}",
@@ -236,16 +138,17 @@ class Pusher:
         return response.headers.get("Docker-Content-Digest")
 
     # ------------------------------------------------------------ images
-    def push_image(self, image: Image, bases: dict[tuple[str, str], Blob], base_repo: str) -> None:
-        if image.repo != base_repo:
-            for base in bases.values():
-                self.mount(image.repo, base, base_repo)
-        for blob in image.blobs:
-            self.upload(image.repo, blob)
-        for child in image.children:
-            self.put_manifest(image.repo, child.digest, child)
-        assert image.top is not None
-        self.put_manifest(image.repo, TAG, image.top)
+    def push_image(self, repo: str, image: Image, bases: dict[str, Blob], base_repo: str) -> None:
+        """The base layers are mounted from ``base_repo`` (where they already are), the rest uploaded."""
+        shared = {base.digest for base in bases.values()}
+        for blob in image.blobs.values():
+            if blob.digest not in shared:
+                self.upload(repo, blob)
+            elif repo != base_repo:
+                self.mount(repo, blob, base_repo)
+        for child in image.manifests if image.is_index else ():
+            self.put_manifest(repo, child.digest, child.raw, child.media_type)
+        self.put_manifest(repo, TAG, image.raw, image.media_type)
 
     def push_all(self, profile: str, count: int, images: list[Image] | None = None) -> list[str]:
         """Push ``count`` images (generated on the fly unless given); returns their digests.
@@ -261,7 +164,7 @@ class Pusher:
 
         def one(i: int) -> str:
             image = images[i] if images is not None else make_image(profile, i, bases)
-            self.push_image(image, bases, base_repo)
+            self.push_image(repo_name(i), image, bases, base_repo)
             return image.digest
 
         with ThreadPoolExecutor(self.concurrency) as pool:
@@ -273,9 +176,9 @@ def generate_all(profile: str, count: int) -> list[Image]:
     return [make_image(profile, i, bases) for i in range(count)]
 
 
-def unique_bytes(profile: str, images: list[Image]) -> int:
-    return sum(len(b.data) for b in base_layers(profile).values()) + sum(
-        len(b.data) for image in images for b in image.blobs)
+def unique_bytes(images: list[Image]) -> int:
+    """Bytes of the distinct blobs (the shared base layers count once)."""
+    return sum({digest: blob.size for image in images for digest, blob in image.blobs.items()}.values())
 
 
 # --------------------------------------------------------------- big image
@@ -284,46 +187,15 @@ def push_big_image(pusher: Pusher, repo: str, payload_size: int) -> str:
     tar_hash = hashlib.sha256()
 
     def tar() -> Iterator[bytes]:
-        rng = random.Random(f"{SEED}-big")
-        yield _tar_header("big.bin", payload_size)
-        left = payload_size
-        while left:
-            n = min(left, MiB)
-            yield rng.randbytes(n)
-            left -= n
-        yield _tar_tail(payload_size)
-
-    def chunks() -> Iterator[bytes]:
-        gz = _stored_gzip()
-        for piece in tar():
+        payload = (seeded_bytes(f"bench:{SEED}-big-{offset}", min(MiB, payload_size - offset))
+                   for offset in range(0, payload_size, MiB))
+        for piece in stream_tar("big.bin", payload_size, payload):
             tar_hash.update(piece)
-            yield gz.compress(piece)
-        yield gz.flush()
+            yield piece
 
-    digest, size = pusher.upload_stream(repo, chunks())
-    layer = {"mediaType": OCI_LAYER, "digest": digest, "size": size}
-    config = _canonical({"architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
-                         "rootfs": {"type": "layers", "diff_ids": ["sha256:" + tar_hash.hexdigest()]}})
-    config_blob = Blob(digest_of(config), config, OCI_CONFIG)
-    pusher.upload(repo, config_blob)
-    manifest = Manifest(_canonical({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                                    "config": config_blob.descriptor(), "layers": [layer]}), OCI_MANIFEST)
-    pusher.put_manifest(repo, TAG, manifest)
+    digest, size = pusher.upload_stream(repo, stream_gzip_stored(tar()))
+    big = Blob(digest, size, OCI_LAYER_GZIP, None, "sha256:" + tar_hash.hexdigest())
+    manifest = build_manifest([big], linux("amd64"), {})
+    pusher.upload(repo, manifest.config)
+    pusher.put_manifest(repo, TAG, manifest.raw, manifest.media_type)
     return manifest.digest
-
-
-def _selftest() -> None:  # pragma: no cover - quick manual check
-    import gzip
-
-    image = make_image("index", 3, base_layers("index"))
-    assert len(image.children) == 2 and image.top is not None
-    layer = image.blobs[1]
-    tar = gzip.decompress(layer.data)
-    assert digest_of(tar) == layer.diff_id
-    with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
-        assert archive.getmembers()[0].size == UNIQUE_SIZE
-
-
-if __name__ == "__main__":
-    _selftest()
-    print("ok")

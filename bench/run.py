@@ -295,7 +295,7 @@ class Bench:
                     if images is None:
                         images = _images.generate_all(profile, n)
                     cold("floor", r, repos, floor)
-                unique = _images.unique_bytes(profile, images)
+                unique = _images.unique_bytes(images)
                 images = None
 
                 # no-op: everything already there (each syncer's images.yaml names its kept cold target)

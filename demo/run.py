@@ -1,7 +1,7 @@
 """The demo behind `bash scripts/dev demo`: lock, plan, apply and plan again between two local registries.
 
-It starts two throwaway `docker-registry` processes on fixed loopback ports, an
-"upstream" (127.0.0.1:5801) seeded with deterministic images by demo/seed.py and
+It starts two throwaway `docker-registry` processes (tests/harness/registry.py) on fixed
+loopback ports, an "upstream" (127.0.0.1:5801) seeded with deterministic images by demo/seed.py and
 "our mirror" (127.0.0.1:5802), runs image-syncer against the committed
 images.yaml and images.lock, proves the result with skopeo, and always stops the
 registries and deletes their storage at the end.
@@ -22,18 +22,18 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import seed
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # for demo.seed and tests.harness
+
+from demo import seed
+from tests.harness.registry import Registry, RegistryStartError, start_registry
 
 UPSTREAM = "127.0.0.1:5801"
 MIRROR = "127.0.0.1:5802"
-ROOT = Path(__file__).resolve().parent.parent
 SYNCER = Path(sys.executable).with_name("image-syncer")
 PROOF_TARGET = f"{MIRROR}/external/{UPSTREAM.replace(':', '_')}/library/alpine:3.20"
 
@@ -54,41 +54,15 @@ def check_port_free(address: str) -> None:
                      f"(`ss -ltnp 'sport = :{port}'` shows it) and run the demo again.")
 
 
-def start_registry(name: str, address: str, workdir: Path, started: list[subprocess.Popen]) -> None:
-    """Start a registry, add it to ``started`` at once (to be stopped even if interrupted), wait for it."""
-    config = workdir / f"{name}.yml"  # JSON is YAML
-    config.write_text(json.dumps({
-        "version": 0.1,
-        "log": {"level": "error", "accesslog": {"disabled": True}},
-        "storage": {"filesystem": {"rootdirectory": str(workdir / name)}},
-        "http": {"addr": address, "secret": f"image-syncer-demo-{name}"},
-    }))
-    log = workdir / f"{name}.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}  # would reconfigure it
-    with open(log, "wb") as out:
-        process = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=out, stderr=out,
-                                   stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-    started.append(process)
-    deadline = time.monotonic() + 20
-    while process.poll() is None and time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://{address}/v2/", timeout=2) as response:
-                if response.status == 200:
-                    print(f"  {name:8} http://{address}  (docker-registry pid {process.pid})")
-                    return
-        except OSError:
-            time.sleep(0.1)
-    sys.exit(f"error: the {name} registry did not start on {address}; its log:\n{log.read_text()}")
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+def start(name: str, address: str, workdir: Path, started: list[Registry]) -> Registry:
+    """Start a registry on ``address`` with its storage under ``workdir``, and add it to ``started``."""
+    try:
+        registry = start_registry(name, parent=workdir, port=int(address.rsplit(":", 1)[1]))
+    except RegistryStartError as error:
+        sys.exit(f"error: the {name} registry did not start on {address}: {error}")
+    started.append(registry)
+    print(f"  {name:8} {registry.url}  (docker-registry pid {registry.pid})")
+    return registry
 
 
 def run(title: str, args: list[str], expect: int) -> bool:
@@ -146,13 +120,13 @@ def main() -> int:
     # Talk to the demo registries directly, even where an HTTP proxy is configured.
     os.environ["NO_PROXY"] = os.environ["no_proxy"] = ",".join(filter(None, ["127.0.0.1", os.environ.get("NO_PROXY")]))
     workdir = Path(tempfile.mkdtemp(prefix="image-syncer-demo-"))
-    registries: list[subprocess.Popen] = []
+    registries: list[Registry] = []  # an interrupted start is stopped at exit by tests.harness.registry
     try:
         header(f"Starting two empty registries (storage in {workdir}, removed at the end)")
-        start_registry("upstream", UPSTREAM, workdir, registries)
-        start_registry("mirror", MIRROR, workdir, registries)
+        upstream = start("upstream", UPSTREAM, workdir, registries)
+        start("mirror", MIRROR, workdir, registries)
         header("Seeding the upstream with deterministic images (demo/seed.py, pushed with skopeo)")
-        seed.seed(UPSTREAM)
+        seed.seed(upstream)
         if relock:
             return 0 if run("Rewriting images.lock", ["lock", "--upgrade"], 0) else 1
         failed = demo()
@@ -160,8 +134,8 @@ def main() -> int:
         print("\ninterrupted", file=sys.stderr)
         return 130
     finally:
-        for process in registries:
-            stop(process)
+        for registry in registries:
+            registry.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     if failed:
         print(f"\nDemo FAILED at step {failed}", file=sys.stderr)

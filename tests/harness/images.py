@@ -1,28 +1,29 @@
-"""Deterministic fixture images, built without the code under test.
+"""Deterministic images for the tests, the demo and the benchmark, built without the code under test.
 
 Everything here is computed from bytes we write ourselves: tar layers with
 fixed metadata, gzip members with mtime=0 and *stored* (uncompressed)
-deflate blocks so the bytes do not depend on the local zlib build, JSON
-serialised with sorted keys.  The same seed gives the same digests on every
-run and machine.  Images are pushed with ``skopeo copy --all
---preserve-digests oci:<layout>:<tag> docker://...`` and the result is
-checked against ``skopeo inspect --raw``.  Docker media types go through
-skopeo's ``dir:`` transport instead (``oci:`` only accepts OCI types).
+deflate blocks so the bytes do not depend on the local zlib build (and, as a
+``tar+gzip`` media type, no tool recompresses them), JSON serialised with
+sorted keys.  The same seed gives the same digests on every run and machine
+(the demo's committed images.lock relies on it).  The tests push with
+``skopeo copy --all --preserve-digests oci:<layout>:<tag> docker://...`` and
+check the result with ``skopeo inspect --raw``; Docker media types go through
+skopeo's ``dir:`` transport instead (``oci:`` only accepts OCI types).  The
+benchmark pushes with raw HTTP (``bench/_images.py``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import shutil
 import struct
 import tarfile
 import tempfile
 import zlib
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from .skopeo import skopeo_copy, skopeo_inspect_raw
 
@@ -37,6 +38,8 @@ DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 
 INDEX_MEDIA_TYPES = (OCI_INDEX, DOCKER_MANIFEST_LIST)
 FIXED_MTIME = 1700000000
+CREATED = "2023-11-14T22:13:20Z"  # FIXED_MTIME
+EXECUTABLE_DIRS = ("bin/", "app/")  # files under these get mode 0755, as binaries in a real image
 MiB = 1024 * 1024
 
 
@@ -44,58 +47,83 @@ def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def canonical_json(obj) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+def canonical_json(obj, indent: int | None = None) -> bytes:
+    """Sorted keys, compact; with ``indent`` a pretty form no tool would re-serialise to."""
+    return json.dumps(obj, sort_keys=True, indent=indent,
+                      separators=None if indent else (",", ":")).encode()
 
 
 # --------------------------------------------------------------------- bytes
 def seeded_bytes(seed: str, size: int) -> bytes:
-    """``size`` pseudo-random bytes, a pure function of ``seed`` (SHAKE-256)."""
-    return hashlib.shake_256(f"harness:{seed}".encode()).digest(size)
+    """``size`` pseudo-random (incompressible) bytes, a pure function of ``seed`` (SHAKE-256)."""
+    return hashlib.shake_256(seed.encode()).digest(size)
+
+
+def _tar_header(name: str, size: int | None) -> bytes:
+    """The USTAR header of a file of ``size`` bytes, or of a directory for None."""
+    info = tarfile.TarInfo(name)
+    info.mtime, info.uid, info.gid, info.uname, info.gname = FIXED_MTIME, 0, 0, "root", "root"
+    if size is None:
+        info.type, info.mode = tarfile.DIRTYPE, 0o755
+    else:
+        info.mode, info.size = 0o755 if name.startswith(EXECUTABLE_DIRS) else 0o644, size
+    return info.tobuf(tarfile.USTAR_FORMAT, tarfile.ENCODING, "surrogateescape")
+
+
+def _tar_padding(length: int) -> bytes:
+    """Zeros up to the next 512-byte block."""
+    return b"\0" * (-length % tarfile.BLOCKSIZE)
+
+
+def _tar_end(length: int) -> bytes:
+    """After ``length`` bytes of members: two zero blocks, then zeros to a whole record (as tarfile writes)."""
+    return b"\0" * (2 * tarfile.BLOCKSIZE + -(length + 2 * tarfile.BLOCKSIZE) % tarfile.RECORDSIZE)
 
 
 def make_tar(files: dict[str, bytes]) -> bytes:
-    """A USTAR archive of ``files`` (path -> content) with fixed metadata."""
-    buf = io.BytesIO()
-    dirs: set[str] = set()
-    for path in files:
-        parts = path.strip("/").split("/")[:-1]
-        for i in range(1, len(parts) + 1):
-            dirs.add("/".join(parts[:i]))
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tf:
-        entries = [(d, None) for d in dirs] + [(p.strip("/"), c) for p, c in files.items()]
-        for name, content in sorted(entries, key=lambda e: e[0]):
-            ti = tarfile.TarInfo(name)
-            ti.mtime = FIXED_MTIME
-            ti.uid = ti.gid = 0
-            ti.uname = ti.gname = "root"
-            if content is None:
-                ti.type = tarfile.DIRTYPE
-                ti.mode = 0o755
-                tf.addfile(ti)
-            else:
-                ti.mode = 0o644
-                ti.size = len(content)
-                tf.addfile(ti, io.BytesIO(content))
-    return buf.getvalue()
+    """A USTAR archive of ``files`` (path -> content) and their parent directories, with fixed metadata."""
+    dirs = {"/".join(p.split("/")[:i]) for p in files for i in range(1, p.count("/") + 1)}
+    entries = sorted([(d, None) for d in dirs] + list(files.items()))
+    members = b"".join(
+        _tar_header(name, None) if content is None
+        else _tar_header(name, len(content)) + content + _tar_padding(len(content))
+        for name, content in entries)
+    return members + _tar_end(len(members))
+
+
+def stream_tar(name: str, size: int, chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """A tar of one file of ``size`` bytes arriving in ``chunks``, never whole in memory."""
+    header = _tar_header(name, size)
+    yield header
+    yield from chunks
+    yield _tar_padding(size) + _tar_end(len(header) + size + len(_tar_padding(size)))
+
+
+_STORED_BLOCK = 0xFFFF
+
+
+def _stored_block(data: bytes | memoryview, final: bool) -> bytes:
+    return bytes([final]) + struct.pack("<HH", len(data), len(data) ^ 0xFFFF) + data
+
+
+def stream_gzip_stored(pieces: Iterable[bytes]) -> Iterator[bytes]:
+    """A gzip member (mtime=0, no name) holding ``pieces`` in stored deflate blocks of 64 KiB - 1."""
+    yield b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+    crc = size = 0
+    pending = b""  # the last block is held back until we know it is final
+    for piece in pieces:
+        crc, size = zlib.crc32(piece, crc), size + len(piece)
+        data = memoryview(pending + piece)
+        cut = max(0, len(data) - 1) // _STORED_BLOCK * _STORED_BLOCK
+        for start in range(0, cut, _STORED_BLOCK):
+            yield _stored_block(data[start:start + _STORED_BLOCK], final=False)
+        pending = bytes(data[cut:])
+    yield _stored_block(pending, final=True)
+    yield struct.pack("<II", crc, size & 0xFFFFFFFF)
 
 
 def gzip_stored(data: bytes) -> bytes:
-    """A gzip member (mtime=0, no name) holding ``data`` in stored deflate blocks."""
-    out = bytearray(b"\x1f\x8b\x08\x00" + b"\x00\x00\x00\x00" + b"\x00\xff")
-    n = len(data)
-    pos = 0
-    while True:
-        chunk = data[pos:pos + 65535]
-        pos += len(chunk)
-        final = pos >= n
-        out += bytes([1 if final else 0])
-        out += struct.pack("<HH", len(chunk), len(chunk) ^ 0xFFFF)
-        out += chunk
-        if final:
-            break
-    out += struct.pack("<II", zlib.crc32(data) & 0xFFFFFFFF, n & 0xFFFFFFFF)
-    return bytes(out)
+    return b"".join(stream_gzip_stored([data]))
 
 
 # ------------------------------------------------------------------ records
@@ -104,7 +132,7 @@ class Blob:
     digest: str
     size: int
     media_type: str
-    data: bytes = field(repr=False, compare=False)
+    data: bytes | None = field(repr=False, compare=False)  # None: streamed to a registry, never held
     diff_id: str | None = None  # for layers: sha256 of the uncompressed tar
 
     @classmethod
@@ -124,7 +152,7 @@ class Manifest:
     raw: bytes = field(repr=False)
     config: Blob
     layers: tuple[Blob, ...]
-    platform: dict | None = None
+    platform: dict
 
     @property
     def size(self) -> int:
@@ -135,21 +163,23 @@ class Manifest:
         return (self.config, *self.layers)
 
     def descriptor(self) -> dict:
-        d = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
-        if self.platform is not None:
-            d["platform"] = self.platform
-        return d
+        """As an index lists it."""
+        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size,
+                "platform": self.platform}
 
 
 @dataclass(frozen=True)
 class Image:
     """A locally built image or index; ``raw``/``digest`` are the top level."""
 
-    kind: str                       # "oci", "docker", "oci-index", "docker-list", "large"
     media_type: str
     raw: bytes = field(repr=False)
     digest: str
     manifests: tuple[Manifest, ...]  # one for an image, the children for an index
+
+    @classmethod
+    def single(cls, manifest: Manifest) -> "Image":
+        return cls(manifest.media_type, manifest.raw, manifest.digest, (manifest,))
 
     @property
     def is_index(self) -> bool:
@@ -166,11 +196,7 @@ class Image:
     @property
     def blobs(self) -> dict[str, Blob]:
         """Every config and layer blob, by digest."""
-        out: dict[str, Blob] = {}
-        for m in self.manifests:
-            for b in m.blobs:
-                out[b.digest] = b
-        return out
+        return {b.digest: b for m in self.manifests for b in m.blobs}
 
     @property
     def blob_sizes(self) -> dict[str, int]:
@@ -178,10 +204,7 @@ class Image:
 
     def manifest_bytes(self) -> dict[str, bytes]:
         """Digest -> raw bytes for the top level and every child manifest."""
-        out = {self.digest: self.raw}
-        for m in self.manifests:
-            out[m.digest] = m.raw
-        return out
+        return {self.digest: self.raw} | {m.digest: m.raw for m in self.manifests}
 
     def write_oci_layout(self, directory: str | Path, tag: str = "latest") -> Path:
         """Write an OCI image layout holding this image under ``tag``."""
@@ -189,16 +212,9 @@ class Image:
         blobs_dir = d / "blobs" / "sha256"
         blobs_dir.mkdir(parents=True, exist_ok=True)
         (d / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
-
-        def put(digest: str, data: bytes) -> None:
-            p = blobs_dir / digest.split(":", 1)[1]
-            if not p.exists():
-                p.write_bytes(data)
-
-        for digest, data in self.manifest_bytes().items():
-            put(digest, data)
-        for b in self.blobs.values():
-            put(b.digest, b.data)
+        files = self.manifest_bytes() | {b.digest: b.data for b in self.blobs.values()}
+        for digest, data in files.items():
+            (blobs_dir / digest.split(":", 1)[1]).write_bytes(data)
         index = {
             "schemaVersion": 2,
             "mediaType": OCI_INDEX,
@@ -234,156 +250,120 @@ class Image:
         return f"dir:{self.write_dir_layout(Path(directory) / 'dir')}"
 
 
-@dataclass(frozen=True)
-class ChildManifest:
-    digest: str
-    media_type: str
-    size: int
-    platform: dict | None
-    raw: bytes = field(repr=False)
-    blobs: dict[str, int] = field(repr=False)  # config + layers: digest -> size
+def _of_image(name: str) -> property:
+    return property(lambda pushed: getattr(pushed.image, name))
 
 
 @dataclass(frozen=True)
 class PushedImage:
     """What was pushed where: a plain record for assertions."""
 
-    host: str                 # "127.0.0.1:PORT"
+    host: str  # "127.0.0.1:PORT"
     repo: str
     tag: str
-    digest: str               # top-level manifest / index digest
-    media_type: str
-    manifest: bytes = field(repr=False)  # top-level raw bytes as pushed & served
-    children: tuple[ChildManifest, ...] = ()
-    blobs: dict[str, int] = field(default_factory=dict, repr=False)  # all config+layer blobs
-    image: Image | None = field(default=None, repr=False, compare=False)
+    image: Image = field(repr=False)
+
+    # the image's, for short
+    digest = _of_image("digest")
+    media_type = _of_image("media_type")
+    manifest = _of_image("raw")  # the top level's bytes, as pushed and served
+    size = _of_image("size")
+    child_digests = _of_image("child_digests")
+    blobs = _of_image("blob_sizes")  # every config and layer blob: digest -> size
 
     @property
     def ref(self) -> str:
         return f"{self.host}/{self.repo}:{self.tag}"
 
     @property
-    def digest_ref(self) -> str:
-        return f"{self.host}/{self.repo}@{self.digest}"
-
-    @property
-    def child_digests(self) -> tuple[str, ...]:
-        return tuple(c.digest for c in self.children)
-
-    @property
-    def is_index(self) -> bool:
-        return self.media_type in INDEX_MEDIA_TYPES
-
-    @property
-    def size(self) -> int:
-        return len(self.manifest)
-
-    def manifest_bytes(self) -> dict[str, bytes]:
-        out = {self.digest: self.manifest}
-        for c in self.children:
-            out[c.digest] = c.raw
-        return out
+    def children(self) -> tuple[Manifest, ...]:
+        return self.image.manifests if self.image.is_index else ()
 
 
 # ----------------------------------------------------------------- builders
-def _layer(seed: str, files: dict[str, bytes], media_type: str) -> Blob:
+def layer(files: dict[str, bytes], *, docker: bool = False) -> Blob:
+    """A gzip (stored) tar layer of ``files``."""
     tar = make_tar(files)
-    return Blob.of(gzip_stored(tar), media_type, diff_id=sha256_digest(tar))
+    return Blob.of(gzip_stored(tar), DOCKER_LAYER_GZIP if docker else OCI_LAYER_GZIP,
+                   diff_id=sha256_digest(tar))
 
 
-def _platform(os_: str, arch: str, variant: str | None) -> dict:
-    p = {"architecture": arch, "os": os_}
-    if variant:
-        p["variant"] = variant
-    return p
+def linux(arch: str, variant: str | None = None) -> dict:
+    """The platform of a manifest (in its config and its index descriptor)."""
+    return {"architecture": arch, "os": "linux"} | ({"variant": variant} if variant else {})
 
 
-def _build_manifest(seed: str, *, docker: bool, os_: str = "linux", arch: str = "amd64",
-                    variant: str | None = None, layers: int = 2,
-                    large_layer_size: int | None = None, platform_in_descriptor: bool = False
-                    ) -> Manifest:
-    layer_mt = DOCKER_LAYER_GZIP if docker else OCI_LAYER_GZIP
-    tag = f"{seed}/{os_}/{arch}{'/' + variant if variant else ''}"
-    layer_blobs: list[Blob] = []
+def build_manifest(layers: Sequence[Blob], platform: dict, config_fields: dict, *,
+                   docker: bool = False, indent: int | None = None) -> Manifest:
+    """An image manifest of ``layers`` whose config holds ``platform``, a fixed creation time,
+    the layers' diff_ids and ``config_fields``."""
+    config = platform | {"created": CREATED,
+                         "rootfs": {"type": "layers", "diff_ids": [b.diff_id for b in layers]}} | config_fields
+    config_blob = Blob.of(canonical_json(config), DOCKER_CONFIG if docker else OCI_CONFIG)
+    media_type = DOCKER_MANIFEST if docker else OCI_MANIFEST
+    raw = canonical_json({
+        "schemaVersion": 2,
+        "mediaType": media_type,
+        "config": config_blob.descriptor(),
+        "layers": [b.descriptor() for b in layers],
+    }, indent)
+    return Manifest(sha256_digest(raw), media_type, raw, config_blob, tuple(layers), platform)
+
+
+def build_index(children: Sequence[Manifest], *, docker: bool = False, indent: int | None = None) -> Image:
+    media_type = DOCKER_MANIFEST_LIST if docker else OCI_INDEX
+    raw = canonical_json({"schemaVersion": 2, "mediaType": media_type,
+                          "manifests": [c.descriptor() for c in children]}, indent)
+    return Image(media_type, raw, sha256_digest(raw), tuple(children))
+
+
+# ----------------------------------------------------- the tests' fixtures
+# Manifests are indented, so that a tool re-serialising them cannot pass for preserving them.
+_INDENT = 3
+
+
+def _fixture_manifest(seed: str, *, docker: bool, platform: dict, layers: int = 2,
+                      large_layer_size: int | None = None) -> Manifest:
+    name = "/".join(filter(None, (seed, platform["os"], platform["architecture"], platform.get("variant"))))
+    blobs = []
     if large_layer_size:
-        layer_blobs.append(_layer(seed, {"data/big.bin": seeded_bytes(tag + ":big", large_layer_size)}, layer_mt))
-    for i in range(layers):
-        layer_blobs.append(_layer(seed, {
-            f"harness/layer{i}.txt": f"layer {i} of {tag}\n".encode(),
-            f"harness/random{i}.bin": seeded_bytes(f"{tag}:{i}", 512),
-        }, layer_mt))
-    config = {
-        "architecture": arch,
-        "os": os_,
-        "created": "2023-11-14T22:13:20Z",
+        blobs.append(layer({"data/big.bin": seeded_bytes(f"harness:{name}:big", large_layer_size)}, docker=docker))
+    blobs += [layer({f"harness/layer{i}.txt": f"layer {i} of {name}\n".encode(),
+                     f"harness/random{i}.bin": seeded_bytes(f"harness:{name}:{i}", 512)}, docker=docker)
+              for i in range(layers)]
+    return build_manifest(blobs, platform, {
         "config": {"Env": ["PATH=/usr/bin:/bin", f"HARNESS_SEED={seed}"], "Cmd": ["/bin/true"],
                    "Labels": {"harness.seed": seed}},
-        "rootfs": {"type": "layers", "diff_ids": [b.diff_id for b in layer_blobs]},
-        "history": [{"created": "2023-11-14T22:13:20Z", "created_by": f"harness layer {i}"}
-                    for i in range(len(layer_blobs))],
-    }
-    if variant:
-        config["variant"] = variant
-    config_blob = Blob.of(canonical_json(config), DOCKER_CONFIG if docker else OCI_CONFIG)
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": DOCKER_MANIFEST if docker else OCI_MANIFEST,
-        "config": config_blob.descriptor(),
-        "layers": [b.descriptor() for b in layer_blobs],
-    }
-    raw = json.dumps(manifest, sort_keys=True, indent=3).encode()
-    return Manifest(
-        digest=sha256_digest(raw),
-        media_type=manifest["mediaType"],
-        raw=raw,
-        config=config_blob,
-        layers=tuple(layer_blobs),
-        platform=_platform(os_, arch, variant) if platform_in_descriptor else None,
-    )
+        "history": [{"created": CREATED, "created_by": f"harness layer {i}"} for i in range(len(blobs))],
+    }, docker=docker, indent=_INDENT)
 
 
 def build_oci_image(seed: str = "oci", *, layers: int = 2, arch: str = "amd64") -> Image:
-    m = _build_manifest(seed, docker=False, arch=arch, layers=layers)
-    return Image("oci", m.media_type, m.raw, m.digest, (m,))
+    return Image.single(_fixture_manifest(seed, docker=False, platform=linux(arch), layers=layers))
 
 
 def build_docker_image(seed: str = "docker", *, layers: int = 2, arch: str = "amd64") -> Image:
-    m = _build_manifest(seed, docker=True, arch=arch, layers=layers)
-    return Image("docker", m.media_type, m.raw, m.digest, (m,))
+    return Image.single(_fixture_manifest(seed, docker=True, platform=linux(arch), layers=layers))
 
 
 def build_large_image(seed: str = "large", *, size: int = 8 * MiB, docker: bool = False) -> Image:
     """An image whose first layer holds ``size`` bytes of seeded random data."""
-    m = _build_manifest(seed, docker=docker, layers=1, large_layer_size=size)
-    return Image("large", m.media_type, m.raw, m.digest, (m,))
+    return Image.single(_fixture_manifest(seed, docker=docker, platform=linux("amd64"), layers=1,
+                                          large_layer_size=size))
 
 
-DEFAULT_PLATFORMS: tuple[tuple[str, str, str | None], ...] = (
-    ("linux", "amd64", None),
-    ("linux", "arm64", "v8"),
-)
-
-
-def _build_index(seed: str, docker: bool, platforms: Sequence[tuple[str, str, str | None]],
-                 layers: int) -> Image:
-    children = tuple(
-        _build_manifest(seed, docker=docker, os_=o, arch=a, variant=v, layers=layers,
-                        platform_in_descriptor=True)
-        for o, a, v in platforms
-    )
-    mt = DOCKER_MANIFEST_LIST if docker else OCI_INDEX
-    index = {"schemaVersion": 2, "mediaType": mt, "manifests": [c.descriptor() for c in children]}
-    raw = json.dumps(index, sort_keys=True, indent=3).encode()
-    return Image("docker-list" if docker else "oci-index", mt, raw, sha256_digest(raw), children)
+DEFAULT_PLATFORMS = (linux("amd64"), linux("arm64", "v8"))
 
 
 def build_oci_index(seed: str = "oci-index", *, platforms=DEFAULT_PLATFORMS, layers: int = 2) -> Image:
-    return _build_index(seed, False, platforms, layers)
+    return build_index([_fixture_manifest(seed, docker=False, platform=p, layers=layers) for p in platforms],
+                       indent=_INDENT)
 
 
 def build_docker_manifest_list(seed: str = "docker-list", *, platforms=DEFAULT_PLATFORMS,
                                layers: int = 2) -> Image:
-    return _build_index(seed, True, platforms, layers)
+    return build_index([_fixture_manifest(seed, docker=True, platform=p, layers=layers) for p in platforms],
+                       docker=True, indent=_INDENT)
 
 
 BUILDERS = {
@@ -402,20 +382,6 @@ def build_image(kind: str, seed: str | None = None, **kwargs) -> Image:
 
 
 # -------------------------------------------------------------------- push
-def pushed_record(image: Image, host: str, repo: str, tag: str) -> PushedImage:
-    return PushedImage(
-        host=host, repo=repo, tag=tag, digest=image.digest, media_type=image.media_type,
-        manifest=image.raw,
-        children=tuple(
-            ChildManifest(m.digest, m.media_type, m.size, m.platform, m.raw,
-                          {b.digest: b.size for b in m.blobs})
-            for m in image.manifests
-        ) if image.is_index else (),
-        blobs=image.blob_sizes,
-        image=image,
-    )
-
-
 def push_image(image: Image, registry, repo: str, tag: str = "latest", *,
                host: str | None = None, creds: tuple[str, str] | None | bool = True,
                verify: bool = True, workdir: str | Path | None = None) -> PushedImage:
@@ -438,7 +404,7 @@ def push_image(image: Image, registry, repo: str, tag: str = "latest", *,
                     dest_tls_verify=tls, dest_creds=creds, dest_cert_dir=registry.cert_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    record = pushed_record(image, host, repo, tag)
+    record = PushedImage(host, repo, tag, image)
     if verify:
         verify_pushed(record, registry, creds=creds)
     return record

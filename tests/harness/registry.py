@@ -1,13 +1,16 @@
-"""Real CNCF distribution (``docker-registry serve``) processes for tests.
+"""Real CNCF distribution (``docker-registry serve``) processes for the tests, the demo and the benchmark.
 
-Every registry runs on 127.0.0.1 on a free port, with its storage, config and
-log file in a private temporary directory.  Nothing here mocks the registry.
+Every registry runs on 127.0.0.1 on a free port (or a given one), with its
+storage, config and log file in a private temporary directory.  Nothing here
+mocks the registry.  The benchmark turns the access log on to count requests
+and puts a delay line in front (``front``).
 """
 
 from __future__ import annotations
 
 import atexit
 import os
+import re
 import shutil
 import signal
 import socket
@@ -15,9 +18,10 @@ import ssl
 import subprocess
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 import yaml
@@ -31,12 +35,23 @@ PROXIED_NAME = "registry.proxied.test"
 
 _live: "set[Registry]" = set()
 
+_ACCESS = re.compile(rb'"(GET|HEAD|PUT|POST|PATCH|DELETE) (\S+) HTTP/[0-9.]+" (\d{3}) ')
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
 
 @atexit.register
-def _kill_leftovers() -> None:
-    """Safety net: never leave registry processes behind."""
+def _stop_leftovers() -> None:
+    """Safety net: never leave registry processes (or what stands in front of them) behind."""
     for reg in list(_live):
-        reg._kill()
+        reg.stop(remove=False)
+
+
+class Front(Protocol):
+    """A proxy in front of a registry (the benchmark's delay line), stopped with it."""
+
+    host: str
+
+    def stop(self) -> None: ...
 
 
 class RegistryStartError(RuntimeError):
@@ -76,6 +91,7 @@ class Registry:
     ``credentials`` is (username, password) for auth variants, else None.
     ``auth`` is one of "none", "htpasswd", "token".
     ``issuer`` is the :class:`TokenIssuer` for token registries.
+    ``front`` is where clients should go instead of ``host``, if anywhere.
     """
 
     name: str
@@ -94,6 +110,7 @@ class Registry:
     issuer: "TokenIssuer | None" = None
     delete_enabled: bool = True
     config: dict[str, Any] = field(default_factory=dict)
+    front: Front | None = None
     _proc: subprocess.Popen | None = field(default=None, repr=False)
     _own_workdir: bool = field(default=False, repr=False)
     _owns_issuer: bool = field(default=False, repr=False)
@@ -102,6 +119,14 @@ class Registry:
     @property
     def url(self) -> str:
         return f"{self.scheme}://{self.host}"
+
+    @property
+    def front_host(self) -> str:
+        return self.front.host if self.front else self.host
+
+    @property
+    def front_url(self) -> str:
+        return f"{self.scheme}://{self.front_host}"
 
     @property
     def tls(self) -> bool:
@@ -123,8 +148,42 @@ class Registry:
         kwargs.setdefault("timeout", 30)
         return httpx.Client(**kwargs)
 
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise RuntimeError(f"registry {self.name} is not running")
+        return self._proc.pid
+
     def log_tail(self, n: int = 40) -> str:
         return _tail(self.log_file, n)
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + sys, all threads) the registry process has used so far.
+
+        ``utime`` and ``stime`` are fields 14 and 15 of ``/proc/<pid>/stat``, in clock ticks.
+        """
+        stat = Path(f"/proc/{self.pid}/stat").read_text()
+        fields = stat.rsplit(")", 1)[1].split()  # fields[0] is field 3 (the name may hold spaces)
+        return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+    # ------------------------------------------------- access log (if on)
+    def log_offset(self) -> int:
+        try:
+            return self.log_file.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def requests_since(self, offset: int, settle: float = 0.2) -> Counter:
+        """Requests logged after ``offset``, counted by method (plus ``total``)."""
+        time.sleep(settle)  # the access log is written after the response
+        with open(self.log_file, "rb") as f:
+            f.seek(offset)
+            data = f.read()
+        counts: Counter = Counter()
+        for match in _ACCESS.finditer(data):
+            counts[match.group(1).decode()] += 1
+            counts["total"] += 1
+        return counts
 
     # ------------------------------------------------------------- lifecycle
     def start(self, timeout: float = 20.0) -> "Registry":
@@ -184,8 +243,11 @@ class Registry:
             proc.wait(timeout=5)
 
     def stop(self, remove: bool = True) -> None:
-        """Terminate (then kill) the process; remove the temp dir if we made it."""
+        """Terminate (then kill) the process and its front; remove the temp dir if we made it."""
         self._kill()
+        front, self.front = self.front, None
+        if front is not None:
+            front.stop()
         if self.issuer is not None and self._owns_issuer:
             self.issuer.stop()
         if remove and self._own_workdir:
@@ -213,6 +275,9 @@ def start_registry(
     issuer: "TokenIssuer | None" = None,
     token_service: str = "test-registry",
     workdir: Path | str | None = None,
+    parent: Path | str | None = None,
+    port: int | None = None,
+    access_log: bool = False,
     extra_config: dict[str, Any] | None = None,
     start_attempts: int = 3,
 ) -> Registry:
@@ -222,18 +287,21 @@ def start_registry(
     ``tester``/``tester-pw``) or "token" (``issuer``: a started TokenIssuer; if
     None one is started and owned by the registry).  tls: serve HTTPS with a
     trustme CA (certificate for 127.0.0.1, localhost and PROXIED_NAME).
+    workdir: use this directory (kept at stop) rather than a temporary one,
+    made in ``parent`` (removed at stop).  port: this one rather than a free one.
+    access_log: one line per request in ``log_file`` (see ``requests_since``).
     """
     if auth not in ("none", "htpasswd", "token"):
         raise ValueError(f"unknown auth {auth!r}")
     own = workdir is None
-    wd = Path(tempfile.mkdtemp(prefix=f"harness-{name}-")) if own else Path(workdir)
+    wd = Path(tempfile.mkdtemp(prefix=f"harness-{name}-", dir=parent)) if own else Path(workdir)
     wd.mkdir(parents=True, exist_ok=True)
     data_dir = wd / "data"
     data_dir.mkdir(exist_ok=True)
 
     config: dict[str, Any] = {
         "version": 0.1,
-        "log": {"level": "warn", "accesslog": {"disabled": True}, "formatter": "text"},
+        "log": {"level": "warn", "accesslog": {"disabled": not access_log}, "formatter": "text"},
         "storage": {
             "filesystem": {"rootdirectory": str(data_dir)},
             "delete": {"enabled": bool(delete_enabled)},
@@ -294,15 +362,15 @@ def start_registry(
         _deep_merge(config, extra_config)
 
     last: Exception | None = None
-    for _ in range(max(1, start_attempts)):
-        port = free_port()
-        config["http"]["addr"] = f"127.0.0.1:{port}"
+    for _ in range(1 if port else max(1, start_attempts)):
+        listen_port = port or free_port()
+        config["http"]["addr"] = f"127.0.0.1:{listen_port}"
         config_file = wd / "config.yml"
         config_file.write_text(yaml.safe_dump(config, sort_keys=False))
         reg = Registry(
             name=name,
-            host=f"127.0.0.1:{port}",
-            port=port,
+            host=f"127.0.0.1:{listen_port}",
+            port=listen_port,
             scheme="https" if tls else "http",
             workdir=wd,
             data_dir=data_dir,
