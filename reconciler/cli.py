@@ -237,37 +237,43 @@ def _run(work: Callable[[], Awaitable[T]], interruption: Interruption | None = N
 
     SIGINT and SIGTERM (how CI cancels a job) stop the work: with an ``interruption``
     the first one asks it to wind down (apply: no new image, no tag on an incomplete
-    one, then the report), a second one, or any without, cancels it at once.
+    one, then the report), a second one, or any without, cancels it at once. The loop's
+    handlers are in place before the loop runs anything: Python's own handler would raise
+    inside whatever callback was running, and asyncio hands such an exception to its
+    exception handler, so the signal would be lost.
     """
+    received: list[int] = []
+    running: list[asyncio.Task[T]] = []
+
+    def on_signal(signum: int) -> None:
+        received.append(signum)
+        if interruption is not None and len(received) == 1:
+            interruption.request(signum)
+        elif running:
+            running[0].cancel()
 
     async def guarded() -> T:
-        loop = asyncio.get_running_loop()
-        main = asyncio.current_task()
-        received: list[int] = []
-
-        def on_signal(signum: int) -> None:
-            received.append(signum)
-            if interruption is not None and len(received) == 1:
-                interruption.request(signum)
-            else:
-                main.cancel()
-
-        for signum in _STOP_SIGNALS:
-            loop.add_signal_handler(signum, on_signal, signum)
+        running.append(asyncio.current_task())
         try:
+            if received and (interruption is None or len(received) > 1):
+                raise asyncio.CancelledError  # a signal came before the work began
             return await work()
         except asyncio.CancelledError:
             if received:
                 raise Stopped(received[0]) from None
             raise
+
+    with asyncio.Runner() as runner:
+        loop = runner.get_loop()
+        loop.set_exception_handler(_log_unawaited_failure)
+        for signum in _STOP_SIGNALS:
+            loop.add_signal_handler(signum, on_signal, signum)
+        try:
+            return runner.run(guarded())
         finally:
             for signum in _STOP_SIGNALS:
                 loop.remove_signal_handler(signum)
             _stop_on_signals()  # removing the loop's handlers restored Python's defaults
-
-    with asyncio.Runner() as runner:
-        runner.get_loop().set_exception_handler(_log_unawaited_failure)
-        return runner.run(guarded())
 
 
 def _log_unawaited_failure(_: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
