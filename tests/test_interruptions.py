@@ -23,9 +23,12 @@ WRAPPER = ROOT / "tests" / "fault_injection.py"
 
 
 def start(workdir: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """The CLI as a terminal's foreground job has it: SIGINT at its default, also when this
+    suite itself runs as a background job (which inherits SIGINT ignored, and passes that on)."""
     return subprocess.Popen(
         [sys.executable, str(WRAPPER), *args], cwd=workdir, env={**cli_env(workdir), **(env or {})},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
