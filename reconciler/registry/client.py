@@ -278,6 +278,12 @@ class RegistryClient:
                     return await self._referrers(path, digest)
         return await self._referrers(path, digest)
 
+    async def offers_referrers_api(self, path: str, digest: Digest) -> bool:
+        """Asked (by listing ``digest``'s referrers) only until the registry has answered once."""
+        if self._offers_referrers_api is None:
+            await self.referrers(path, digest)
+        return bool(self._offers_referrers_api)
+
     async def _referrers(self, path: str, digest: Digest) -> list[bytes] | None:
         if self._offers_referrers_api is False:
             return None

@@ -172,7 +172,7 @@ class ReferrerWriter:
             await client.put_manifest(target.path, str(referrer.digest), manifest)
         else:
             manifest = await client.get_manifest(target.path, referrer.digest)
-        if await client.referrers(target.path, referrer.subject) is None:  # no API: the fallback index
+        if not await client.offers_referrers_api(target.path, referrer.subject):  # the fallback index, then
             async with self._index_locks[client.host, target.path, referrer.subject]:
                 await _list_in_index(client, target, referrer, manifest)
 
