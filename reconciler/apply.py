@@ -20,12 +20,13 @@ from reconciler.config import DesiredImage
 from reconciler.errors import first_and_count
 from reconciler.lockfile import LockedImage, Lockfile
 from reconciler.plan import Action, Plan, PlannedImage, lock_digest, plan_image
-from reconciler.registry import reference
 from reconciler.resolve import SourceUnusable, check_signature
 from reconciler.registry.client import Registries
 from reconciler.registry.copy import Copier, CopyStats
+from reconciler.registry.digest import Digest
 from reconciler.pulls import PullBudgets
 from reconciler.registry.errors import PullLimitReached, RegistryError, ResponseError
+from reconciler.registry.reference import Reference
 from reconciler.registry.referrers import ReferrerRefused, ReferrerWriter
 from reconciler.shard import Shard, lock_part
 
@@ -45,8 +46,8 @@ class Outcome(enum.Enum):
 
 @attrs.frozen
 class AppliedImage:
-    source: str
-    target: str
+    source: Reference
+    target: Reference
     digest: str
     outcome: Outcome
     message: str | None = None
@@ -160,13 +161,14 @@ async def check_fresh(registries: Registries, plan: Plan, lock: Lockfile, shard:
     lock = lock_part(shard, lock)
     if plan.lock_digest != lock_digest(lock):
         raise StalePlan("saved plan is stale: the lock file changed since it was made; run `image-syncer plan` again")
-    planned = sorted((image.source, image.target, image.digest) for image in plan.images)
-    if planned != sorted((image.source, image.target, image.digest) for image in lock.images):
+    def pins(images: Sequence[Pinned]) -> list[tuple[str, str, Digest]]:
+        return sorted((image.source.as_written, str(image.target), image.digest) for image in images)
+
+    if pins(plan.images) != pins(lock.images):
         raise StalePlan("saved plan does not copy exactly the pins of the lock file; refusing it")
 
     async def changed(image: PlannedImage) -> str | None:
-        target = reference.parse(image.target)
-        now = await registries.client(target.repository).resolve_digest(target.repository.path, str(target.tag))
+        now = await registries.resolve_digest(image.target)
         if now != image.target_digest:
             return f"{image.target} now holds {now or 'nothing'}"
         return None
@@ -263,9 +265,8 @@ async def _admit(
     if (deferred := await budgets.admit(index)) is not None:
         return _result(image, Outcome.DEFERRED, deferred)
     if signed is not None:
-        source = reference.parse(image.source).repository
         try:
-            await check_signature(registries.client(source), signed, image.digest)
+            await check_signature(registries.client(image.source.repository), signed, image.digest)
         except SourceUnusable as refusal:
             return _result(image, Outcome.REFUSED, str(refusal))
     return None
@@ -283,10 +284,9 @@ async def _apply_image(
     result = await _copy_image(registries, copier, image, interruption, admit)
     if result.outcome not in (Outcome.COPIED, Outcome.UNCHANGED) or not image.referrers or interruption.requested:
         return result
-    source = reference.parse(image.source).repository
-    target = reference.parse(image.target).repository
     try:
-        await asyncio.gather(*(writer.write(source, target, referrer) for referrer in image.referrers))
+        await asyncio.gather(*(writer.write(image.source.repository, image.target.repository, referrer)
+                               for referrer in image.referrers))
     except ReferrerRefused as refusal:
         return _result(image, Outcome.REFUSED, f"{result.outcome.value}, but a referrer was refused: {refusal}")
     except RegistryError as error:
@@ -304,16 +304,16 @@ async def _copy_image(
         return _result(image, Outcome.REFUSED if image.action is Action.CONFLICT else Outcome.FAILED, image.message)
     if (held_back := await admit()) is not None:
         return held_back
-    source = reference.parse(image.source)
-    target = reference.parse(image.target)
+    target = image.target
     target_client = registries.client(target.repository)
     try:
-        manifest = await interruption.run(copier.copy_referenced(source.repository, image.digest, target.repository))
+        manifest = await interruption.run(copier.copy_referenced(image.source.repository, image.digest,
+                                                                 target.repository))
     except Interrupted:
         return _result(image, Outcome.INTERRUPTED, "stopped while copying; its tag was not pushed")
     if interruption.requested:
         return _result(image, Outcome.INTERRUPTED, "copied, but stopped before its tag was pushed")
-    held = await target_client.resolve_digest(target.repository.path, str(target.tag))
+    held = await registries.resolve_digest(target)
     if held is not None and held != image.digest:
         return _result(image, Outcome.REFUSED,
                        f"target tag was set to {held} while copying; refusing to overwrite")
@@ -325,14 +325,14 @@ async def _copy_image(
             # after our re-check: the registry's refusal is what keeps it, so it is a conflict.
             if refusal.transient:
                 raise
-            held = await target_client.resolve_digest(target.repository.path, str(target.tag))
+            held = await registries.resolve_digest(target)
             if held is None:
                 raise
             if held != image.digest:
                 return _result(image, Outcome.REFUSED, f"target tag was set to {held} while copying, and "
                                                        f"the registry refused to overwrite it (HTTP {refusal.status})")
         if held is None:  # the registry did not say what it stored: ask
-            held = await target_client.resolve_digest(target.repository.path, str(target.tag))
+            held = await registries.resolve_digest(target)
         if held != image.digest:
             return _result(image, Outcome.FAILED,
                            f"after pushing, target tag holds {held or 'nothing'}, not {image.digest}")

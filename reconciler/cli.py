@@ -310,7 +310,7 @@ def _load_config(images_file: Path) -> config_file.Config:
         if image.amd64_only:
             logging.getLogger("reconciler").warning(
                 "%s:%s: amd64Only is obsolete and ignored: the whole index of %s is copied",
-                images_file, image.line, image.source,
+                images_file, image.line, image.source.as_written,
             )
     return loaded
 
@@ -320,7 +320,7 @@ def _lock_path(images_file: Path, lock_file: Path | None) -> Path:
 
 
 def _targets(loaded: config_file.Config) -> set[str]:
-    return {image.target_ref.repository.registry for image in loaded.desired}
+    return {image.target.repository.registry for image in loaded.desired}
 
 
 @app.command(epilog="Example: image-syncer lock --upgrade busybox:1.31.1")
@@ -505,7 +505,7 @@ def sync(
 
     result = _run(work, interruption)
     for image in result.images:
-        line = f"{image.source} ({image.digest or 'unresolved'}) -> {image.target}: {image.status.value}"
+        line = f"{image.source.as_written} ({image.digest or 'unresolved'}) -> {image.target}: {image.status.value}"
         if image.message:
             line += f": {image.message}"
         failed = image.status in (workflow.SyncStatus.FAILED, workflow.SyncStatus.DIFFER)

@@ -76,11 +76,10 @@ class ImagesFile:
 
 @attrs.frozen
 class DesiredImage:
-    """An entry resolved to what it means: copy ``source_ref`` to ``target_ref``."""
+    """An entry resolved to what it means: copy ``source`` to ``target``."""
 
-    source: str
-    source_ref: Reference
-    target_ref: Reference
+    source: Reference
+    target: Reference
     platforms: tuple[str, ...]
     """Platforms the source must provide, sorted; empty when none are required."""
     amd64_only: bool
@@ -88,10 +87,6 @@ class DesiredImage:
     line: int
     referrers: ReferrersRule = ReferrersRule()
     signature: SignaturePolicy | None = None
-
-    @property
-    def target(self) -> str:
-        return str(self.target_ref)
 
 
 @attrs.frozen
@@ -141,7 +136,7 @@ def load(path: str | Path) -> Config:
                 f"(line {desired[earlier].line})",
             )
         desired.append(image)
-    return Config(path=path, desired=tuple(sorted(desired, key=lambda image: image.target)))
+    return Config(path=path, desired=tuple(sorted(desired, key=lambda image: str(image.target))))
 
 
 def _signature_policy(
@@ -168,7 +163,7 @@ def _resolve(
 ) -> DesiredImage:
     where = ("images", index)
     try:
-        source_ref = reference.parse(entry.source)
+        source = reference.parse(entry.source)
     except InvalidReference as error:
         raise document.error((*where, "source"), str(error)) from None
     for position, platform in enumerate(entry.platforms):
@@ -180,16 +175,16 @@ def _resolve(
     repository, tag = _target_name_and_tag(document, index, entry)
     target_text = f"{prefix if prefix.endswith('/') else prefix + '/'}{repository}:{tag}"
     try:
-        target_ref = reference.parse(target_text, default_tag=None)
+        # Canonical, not as composed: the target is ours, and the lock and the registry agree on one name.
+        target = attrs.evolve(reference.parse(target_text, default_tag=None), written=None)
     except InvalidReference as error:
         raise document.error(
             (*where, "target" if entry.target is not None else "source"),
             f"makes an invalid target {target_text}: {error}",
         ) from None
     return DesiredImage(
-        source=entry.source,
-        source_ref=source_ref,
-        target_ref=target_ref,
+        source=source,
+        target=target,
         platforms=tuple(sorted(set(entry.platforms))),
         amd64_only=entry.amd64_only,
         line=document.line_of(where) or 0,

@@ -32,7 +32,9 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 
 from reconciler.errors import InputError
 from reconciler.registry import files
+from reconciler.registry import reference
 from reconciler.registry.digest import Digest
+from reconciler.registry.reference import Reference
 
 # libyaml when PyYAML was built with it: ten times faster on a lock of a thousand images.
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -289,11 +291,19 @@ def _structure_digest(value: object, _: object) -> Digest:
     return Digest.parse(value)
 
 
+def _structure_reference(value: object, _: object) -> Reference:
+    if not isinstance(value, str):
+        raise TypeError(f"expected an image reference, got {_kind_of(value)}")
+    return reference.parse(value)
+
+
 def converter() -> cattrs.Converter:
-    """The strict converter plus digests as ``sha256:<hex>`` strings."""
+    """The strict converter plus digests as ``sha256:<hex>`` strings and references as written."""
     strict = yaml_converter()
     strict.register_structure_hook(Digest, _structure_digest)
     strict.register_unstructure_hook(Digest, str)
+    strict.register_structure_hook(Reference, _structure_reference)
+    strict.register_unstructure_hook(Reference, lambda ref: ref.as_written)
     return strict
 
 

@@ -21,10 +21,11 @@ from reconciler.bounded import images_at_once, map_bounded
 from reconciler.config import ReferrersRule
 from reconciler.documents import YamlDocument
 from reconciler.lockfile import LockedImage, Lockfile
-from reconciler.registry import reference, referrers
+from reconciler.registry import referrers
 from reconciler.registry.client import Registries
 from reconciler.registry.digest import Digest
 from reconciler.registry.errors import RegistryError
+from reconciler.registry.reference import Reference
 from reconciler.registry.referrers import Referrer
 from reconciler.shard import Shard, lock_part
 
@@ -45,8 +46,8 @@ class Action(enum.Enum):
 
 @attrs.frozen
 class PlannedImage:
-    source: str
-    target: str
+    source: Reference
+    target: Reference
     digest: Digest
     action: Action
     target_digest: Digest | None = None
@@ -142,7 +143,7 @@ def _pulls(registries: Registries, images: list[PlannedImage]) -> tuple[SourcePu
     needed: dict[str, int] = {}
     clients = {}
     for image in images:
-        repository = reference.parse(image.source).repository
+        repository = image.source.repository
         clients[repository.api_host] = registries.client(repository)
         if image.action is Action.CREATE:
             needed[repository.api_host] = needed.get(repository.api_host, 0) + pulls_needed(image)
@@ -165,7 +166,7 @@ class _UpstreamReferrers:
         rule = self._rules.get(locked.target)
         if rule is None or not rule.copied:
             return ()
-        repository = reference.parse(locked.source).repository
+        repository = locked.source.repository
         client = self._registries.client(repository)
         key = (client.host, repository.path)
         if key not in self._tags:
@@ -202,19 +203,26 @@ async def plan_image(
 
 async def _plan_image(registries: Registries, locked: LockedImage, ask_source: bool) -> PlannedImage:
     """One HEAD on the target tag, one on the source; a second source HEAD only if its tag moved."""
-    source = reference.parse(locked.source)
-    target = reference.parse(locked.target)
-    source_client = registries.client(source.repository)
-    target_client = registries.client(target.repository)
+    source = locked.source
     follows_tag = source.digest is None
-    target_head = target_client.resolve_digest(target.repository.path, str(target.tag))
     if ask_source:
-        target_digest, source_digest = await asyncio.gather(target_head, source_client.resolve_digest(
-            source.repository.path, str(source.tag) if follows_tag else str(locked.digest)
-        ))
+        target_digest, source_digest = await asyncio.gather(
+            registries.resolve_digest(locked.target), registries.resolve_digest(source))
     else:
-        target_digest, source_digest = await target_head, None
+        target_digest, source_digest = await registries.resolve_digest(locked.target), None
     moved_to = source_digest if follows_tag and source_digest not in (None, locked.digest) else None
+    has_digest = None
+    if target_digest is None and ask_source:
+        has_digest = source_digest == locked.digest or (follows_tag and await registries.client(
+            source.repository).resolve_digest(source.repository.path, str(locked.digest)) is not None)
+    return decide(locked, target_digest, has_digest, moved_to)
+
+
+def decide(
+    locked: LockedImage, target_digest: Digest | None, source_has_digest: bool | None, moved_to: Digest | None = None
+) -> PlannedImage:
+    """The plan's rule, over what the registries answered: the target tag's digest, and whether
+    the source still has the locked digest (None when it was not asked)."""
 
     def planned(action: Action, message: str | None = None) -> PlannedImage:
         return PlannedImage(
@@ -231,13 +239,8 @@ async def _plan_image(registries: Registries, locked: LockedImage, ask_source: b
             f"target tag holds {target_digest}, not the locked {locked.digest}: refusing to overwrite "
             f"(choose another target tag for this entry in images.yaml, or remove the entry)",
         )
-    if not ask_source:
-        return planned(Action.CREATE)
-    available = source_digest == locked.digest
-    if not available and follows_tag:
-        available = await source_client.resolve_digest(source.repository.path, str(locked.digest)) is not None
-    if not available:
-        return planned(Action.SOURCE_MISSING, f"locked digest {locked.digest} is gone from {source.repository}")
+    if source_has_digest is False:
+        return planned(Action.SOURCE_MISSING, f"locked digest {locked.digest} is gone from {locked.source.repository}")
     return planned(Action.CREATE)
 
 

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 
 from reconciler.lockfile import LockedImage
 from reconciler.plan import PlannedImage, pulls_needed
-from reconciler.registry import reference
 from reconciler.registry.client import Registries
 from reconciler.registry.errors import RegistryError
 from reconciler.registry.ratelimit import PullLimit, deferral, registry_name
@@ -33,7 +32,7 @@ class PullBudgets:
         self._decided = [asyncio.get_running_loop().create_future() for _ in images]
         self._by_host: dict[str, list[int]] = {}
         for index, image in enumerate(images):
-            self._by_host.setdefault(_source_host(image), []).append(index)
+            self._by_host.setdefault(image.source.repository.api_host, []).append(index)
         self._worst_case = {
             host: sum(pulls_needed(images[i]) for i in indexes) for host, indexes in self._by_host.items()
         }
@@ -46,7 +45,7 @@ class PullBudgets:
     async def admit(self, index: int) -> str | None:
         """None when the image may pull, else why it is deferred."""
         image = self._images[index]
-        host = _source_host(image)
+        host = image.source.repository.api_host
         limit = await self._budget(host, image)
         needed = pulls_needed(image)
         if limit is None:
@@ -74,7 +73,7 @@ class PullBudgets:
         return await asyncio.shield(task)
 
     async def _ask(self, host: str, image: LockedImage | PlannedImage) -> PullLimit | None:
-        source = reference.parse(image.source)
+        source = image.source
         client = self._registries.client(source.repository)
         if client.pull_limit is None:
             try:
@@ -87,7 +86,3 @@ class PullBudgets:
                         "order while pulls are left; the others are deferred to a later run",
                         registry_name(host), limit.remaining, limit.limit, self._worst_case[host])
         return limit
-
-
-def _source_host(image: LockedImage | PlannedImage) -> str:
-    return reference.parse(image.source).repository.api_host

@@ -7,6 +7,7 @@ from rich.text import Text
 from reconciler.apply import Outcome, Report
 from reconciler.plan import Action, Plan, PlannedImage
 from reconciler.registry.ratelimit import registry_name
+from reconciler.registry.reference import Reference
 from reconciler.verify import Status, Verification
 
 _SYMBOLS = {
@@ -51,8 +52,8 @@ def _pulls_lines(plan: Plan) -> list[tuple[str, bool]]:
 
 def _detail(image: PlannedImage) -> str:
     if image.action is Action.CREATE:
-        pinned = "" if "@" in image.source else f"@{_short(image.digest)}"
-        return f"copy {image.source}{pinned}{_with_referrers(image)}"
+        pinned = "" if image.source.digest else f"@{_short(image.digest)}"
+        return f"copy {image.source.as_written}{pinned}{_with_referrers(image)}"
     if image.action is Action.UNCHANGED:
         return f"holds {_short(image.digest)}"
     return f"{image.action.value}: {image.message}"
@@ -79,8 +80,8 @@ def _for_review(plan: Plan) -> tuple[list[PlannedImage], list[PlannedImage]]:
     """
     looks = [image for image in plan.images if image.action is not Action.UNCHANGED or _noted(image)]
     rest = [image for image in plan.images if image.action is Action.UNCHANGED and not _noted(image)]
-    looks.sort(key=lambda image: (_REVIEW_ORDER[image.action], image.target))
-    rest.sort(key=lambda image: image.target)
+    looks.sort(key=lambda image: (_REVIEW_ORDER[image.action], str(image.target)))
+    rest.sort(key=lambda image: str(image.target))
     return looks, rest
 
 
@@ -92,7 +93,7 @@ def _new_referrers_note(image: PlannedImage) -> str:
 
 
 def _moved_warning(image: PlannedImage) -> str:
-    return (f"{image.source} now points to {_short(image.moved_to)}; the locked {_short(image.digest)} "
+    return (f"{image.source.as_written} now points to {_short(image.moved_to)}; the locked {_short(image.digest)} "
             f"is what applies (`image-syncer lock --upgrade` follows the tag)")
 
 
@@ -103,7 +104,7 @@ def plan_text(plan: Plan, verbose: bool = False) -> Text:
     for image in looks + (rest if verbose else []):
         symbol, style = _SYMBOLS[image.action]
         text.append(f"  {symbol} ", style=style)
-        text.append(image.target, style="bold" if image.action is not Action.UNCHANGED else "dim")
+        text.append(str(image.target), style="bold" if image.action is not Action.UNCHANGED else "dim")
         text.append(f"  {_detail(image)}\n", style=style if image.action.refused else "")
         if image.moved_to:
             text.append(f"    ~ warning: {_moved_warning(image)}\n", style="yellow")
@@ -137,7 +138,7 @@ def plan_markdown(plan: Plan) -> str:
         for image in looks:
             symbol = _SYMBOLS[image.action][0]
             lines.append(_row(symbol, image.action.value + _with_referrers(image), f"`{image.target}`",
-                              f"`{image.source}`",
+                              f"`{image.source.as_written}`",
                               f"`{_short(image.digest)}`", ", ".join(image.platforms) or "–", _review_note(image)))
         lines.append("")
     lines += _folded(f"{len(rest)} unchanged", ["Target", "Digest"],
@@ -186,14 +187,14 @@ def _transfer_summary(report: Report) -> str:
             f"{stats.blobs_present} already there; {format_size(stats.bytes_uploaded)} sent")
 
 
-def _problem_line(text: Text, symbol: str, style: str, target: str, what: str, message: str | None) -> None:
+def _problem_line(text: Text, symbol: str, style: str, target: Reference, what: str, message: str | None) -> None:
     text.append(f"  {symbol} {target}", style=style)
     text.append(f"  {what}" + (f": {message}" if message else "") + "\n")
 
 
 def _markdown_outcomes(
     title: str, counts: str, header: tuple[str, str], table: list[tuple[str, str, str, str, str]],
-    folded: str, rest: list[tuple[str, str]],
+    folded: str, rest: list[tuple[Reference, object]],
 ) -> str:
     """A heading, the counts, a table of what needs a look (``header``: its outcome and digest columns), the rest folded."""
     lines = [f"### {title}", "", counts, ""]
@@ -223,9 +224,9 @@ _REPORT_SYMBOLS = {Outcome.COPIED: "+", Outcome.UNCHANGED: "=", **{o: s for o, (
 def report_markdown(report: Report) -> str:
     """For a CI run's summary: what was copied, refused and failed, with bytes and time."""
     done = sorted((image for image in report.images if image.outcome is not Outcome.UNCHANGED),
-                  key=lambda image: (_REPORT_ORDER[image.outcome], image.target))
+                  key=lambda image: (_REPORT_ORDER[image.outcome], str(image.target)))
     unchanged = sorted((image for image in report.images if image.outcome is Outcome.UNCHANGED),
-                       key=lambda image: image.target)
+                       key=lambda image: str(image.target))
     return _markdown_outcomes(
         "image-syncer apply",
         f"**{_report_counts(report).replace(', ', ' · ')}** ({_transfer_summary(report)} in {report.seconds:.1f} s)",

@@ -17,6 +17,7 @@ from reconciler.lockfile import LockedImage
 from reconciler.registry import mediatypes, referrers
 from reconciler.registry.client import Registries, RegistryClient
 from reconciler.registry.digest import Digest
+from reconciler.registry.reference import Reference
 from reconciler.registry.referrers import Referrer
 from reconciler.registry.errors import RegistryError
 from reconciler.registry.manifest import Manifest, Platform
@@ -27,12 +28,12 @@ class SourceUnusable(RegistryError):
 
 
 async def resolve(registries: Registries, desired: DesiredImage) -> LockedImage:
-    source = desired.source_ref
+    source = desired.source
     path = source.repository.path
     client = registries.client(source.repository)
     head = await client.head_manifest(path, source.identifier)
     if head is None:
-        raise RegistryError(f"{desired.source}: not found at {source.repository}")
+        raise RegistryError(f"{source.as_written}: not found at {source.repository}")
     needs_body = head.digest is None or head.media_type in mediatypes.INDEX_TYPES or bool(desired.platforms)
     if not needs_body:
         await check_signature(client, desired, head.digest)
@@ -48,7 +49,7 @@ async def resolve(registries: Registries, desired: DesiredImage) -> LockedImage:
     missing = sorted(set(desired.platforms) - set(platforms))
     if missing:
         raise SourceUnusable(
-            f"{desired.source} ({manifest.digest}) does not provide platform(s) {', '.join(missing)}; "
+            f"{source.as_written} ({manifest.digest}) does not provide platform(s) {', '.join(missing)}; "
             f"it has {', '.join(platforms) or 'none listed'}"
         )
     await check_signature(client, desired, manifest.digest)
@@ -65,9 +66,9 @@ async def check_signature(client: RegistryClient, desired: DesiredImage, digest:
     from reconciler.registry import cosign  # cryptography is loaded only when signatures are required
 
     try:
-        await cosign.require_signature(client, desired.source_ref.repository.path, digest, desired.signature.key)
+        await cosign.require_signature(client, desired.source.repository.path, digest, desired.signature.key)
     except cosign.SignatureRefused as refusal:
-        raise SourceUnusable(f"{desired.source} ({digest}): {refusal}, by the key "
+        raise SourceUnusable(f"{desired.source.as_written} ({digest}): {refusal}, by the key "
                              f"{desired.signature.key_file.name}") from None
 
 
@@ -76,26 +77,26 @@ async def _referrers(client: RegistryClient, desired: DesiredImage, subjects: li
     if not rule.copied:
         return ()
     types = frozenset(rule.artifact_types) if rule.artifact_types is not None else None
-    return await referrers.discover(client, desired.source_ref.repository.path, subjects, types)
+    return await referrers.discover(client, desired.source.repository.path, subjects, types)
 
 
 async def _image_platform(registries: Registries, desired: DesiredImage, manifest: Manifest) -> str:
-    source = desired.source_ref
+    source = desired.source
     config_descriptor = manifest.blobs()[0]
     data = await registries.client(source.repository).read_blob(source.repository.path, config_descriptor)
     try:
         config = json.loads(data)
         return str(Platform(config["os"], config["architecture"], config.get("variant")))
     except (ValueError, KeyError, TypeError):
-        raise SourceUnusable(f"{desired.source}: image config does not name its platform") from None
+        raise SourceUnusable(f"{source.as_written}: image config does not name its platform") from None
 
 
 async def resolve_all(
     registries: Registries, desired: list[DesiredImage]
-) -> tuple[dict[str, LockedImage], dict[str, str]]:
+) -> tuple[dict[Reference, LockedImage], dict[Reference, str]]:
     """Resolve concurrently; returns pins by target and one error line per failed target."""
-    resolved: dict[str, LockedImage] = {}
-    errors: dict[str, str] = {}
+    resolved: dict[Reference, LockedImage] = {}
+    errors: dict[Reference, str] = {}
 
     async def one(image: DesiredImage) -> None:
         try:

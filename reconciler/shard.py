@@ -54,7 +54,7 @@ class Shard:
 
 def select(shard: Shard | None, images: Iterable[T]) -> tuple[T, ...]:
     """The images whose target is in ``shard``; all of them without one."""
-    return tuple(image for image in images if shard is None or shard.holds(image.target))
+    return tuple(image for image in images if shard is None or shard.holds(str(image.target)))
 
 
 def lock_part(shard: Shard | None, lock: Lockfile) -> Lockfile:

@@ -14,7 +14,7 @@ import attrs
 from reconciler import documents
 from reconciler.bounded import images_at_once, map_bounded
 from reconciler.lockfile import LockedImage, Lockfile
-from reconciler.registry import reference
+from reconciler.registry.reference import Reference
 from reconciler.registry.client import Registries
 from reconciler.registry.digest import Digest
 from reconciler.registry.errors import RegistryError
@@ -35,8 +35,8 @@ class Status(enum.Enum):
 
 @attrs.frozen
 class VerifiedImage:
-    source: str
-    target: str
+    source: Reference
+    target: Reference
     digest: Digest
     status: Status
     target_digest: Digest | None = None
@@ -79,9 +79,8 @@ async def verify_lock(
     """One HEAD per locked target tag (of ``shard`` only, when given); a registry's failure is that image's verdict."""
 
     async def verify_one(locked: LockedImage) -> VerifiedImage:
-        target = reference.parse(locked.target)
         try:
-            held = await registries.client(target.repository).resolve_digest(target.repository.path, str(target.tag))
+            held = await registries.resolve_digest(locked.target)
         except RegistryError as error:
             return VerifiedImage(locked.source, locked.target, locked.digest, Status.ERROR, message=str(error))
         return _verdict(locked, held)

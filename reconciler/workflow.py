@@ -20,6 +20,7 @@ from reconciler.lockfile import Lockfile
 from reconciler.plan import Action, Plan, PlannedImage, make_plan
 from reconciler.registry import files
 from reconciler.registry.client import Registries
+from reconciler.registry.reference import Reference
 from reconciler.resolve import resolve_all
 from reconciler.shard import Shard, lock_part
 from reconciler.verify import Verification, verify_lock
@@ -47,9 +48,9 @@ async def lock(
     existing = lockfile.load(lock_path, missing_ok=True)
     work = lockfile.pending(config, existing, upgrade_all=upgrade_all, upgrade_names=upgrade_names)
     resolved, errors = await resolve_all(registries, list(work.to_resolve))
-    dropped = tuple(image.target for image in work.dropped)
+    dropped = tuple(str(image.target) for image in work.dropped)
     if errors:
-        lines = tuple(f"{target}: {message}" for target, message in sorted(errors.items()))
+        lines = tuple(f"{target}: {message}" for target, message in sorted(errors.items(), key=lambda item: str(item[0])))
         return LockResult(existing, False, (), dropped, lines)
     new_lock = lockfile.merge(config, work.kept, resolved)
     text = lockfile.dumps(new_lock)
@@ -57,7 +58,7 @@ async def lock(
     if text != current:
         documents.write_atomic(lock_path, text)
     previous = {image.target: image for image in existing.images}
-    changed = tuple(target for target, pin in sorted(resolved.items()) if previous.get(target) != pin)
+    changed = tuple(sorted(str(target) for target, pin in resolved.items() if previous.get(target) != pin))
     return LockResult(new_lock, text != current, changed, dropped, ())
 
 
@@ -113,8 +114,8 @@ class SyncStatus(enum.Enum):
 
 @attrs.frozen
 class SyncedImage:
-    source: str
-    target: str
+    source: Reference
+    target: Reference
     digest: str | None
     status: SyncStatus
     message: str | None = None
@@ -163,7 +164,7 @@ async def sync(
         if applied is not None and applied.outcome in _NOT_DONE and status is not SyncStatus.DIFFER:
             status, message = SyncStatus.FAILED, applied.message
         images.append(SyncedImage(pinned.source, pinned.target, str(pinned.digest), status, message))
-    return SyncResult(tuple(sorted(images, key=lambda image: image.target)), report)
+    return SyncResult(tuple(sorted(images, key=lambda image: str(image.target))), report)
 
 
 _NOT_DONE = (Outcome.FAILED, Outcome.REFUSED, Outcome.DEFERRED, Outcome.INTERRUPTED)

@@ -30,7 +30,7 @@ def load_text(tmp_path: Path, text: str) -> config.Config:
 
 
 def targets_of(loaded: config.Config) -> list[str]:
-    return [image.target for image in loaded.desired]
+    return [str(image.target) for image in loaded.desired]
 
 
 def test_original_file_loads_with_the_original_targets(tmp_path):
@@ -50,11 +50,11 @@ def test_original_file_loads_with_the_original_targets(tmp_path):
 def test_resolved_entry_keeps_raw_source_and_normalized_references(tmp_path):
     alpine = load_text(tmp_path, ORIGINAL).desired[0]
 
-    assert alpine.source == "alpine@sha256:77726ef6b57ddf65bb551896826ec38bc3e53f75cdde31354fbffb4f25238ebd"
-    assert alpine.source_ref.repository == Repository("docker.io", "library/alpine")
-    assert alpine.source_ref.tag is None
-    assert str(alpine.source_ref.digest) == "sha256:77726ef6b57ddf65bb551896826ec38bc3e53f75cdde31354fbffb4f25238ebd"
-    assert alpine.target_ref == Reference(Repository("eu.gcr.io", "kyma-project/external/alpine"), "3.20.0")
+    assert alpine.source.as_written == "alpine@sha256:77726ef6b57ddf65bb551896826ec38bc3e53f75cdde31354fbffb4f25238ebd"
+    assert alpine.source.repository == Repository("docker.io", "library/alpine")
+    assert alpine.source.tag is None
+    assert str(alpine.source.digest) == "sha256:77726ef6b57ddf65bb551896826ec38bc3e53f75cdde31354fbffb4f25238ebd"
+    assert alpine.target == Reference(Repository("eu.gcr.io", "kyma-project/external/alpine"), "3.20.0")
     assert alpine.platforms == ()
 
 

@@ -23,7 +23,7 @@ from reconciler.registry.digest import Digest, DigestMismatch, InvalidDigest
 from reconciler.registry.errors import ErrorBody, PullLimitReached, RegistryError, ResponseError
 from reconciler.registry.limiter import AdaptiveLimit, lending_slot
 from reconciler.registry.manifest import MAX_MANIFEST_BYTES, Descriptor, Manifest, parse
-from reconciler.registry.reference import Repository
+from reconciler.registry.reference import Reference, Repository
 from reconciler.registry.retry import MAX_RETRY_AFTER, retry_after, retrying, worth_retrying
 from reconciler.registry.transport import Transport, TransportOptions, with_query
 
@@ -495,6 +495,10 @@ class Registries:
             client = RegistryClient(host, self._options, lambda: self._credentials(registry))
             self._clients[host] = client
         return client
+
+    async def resolve_digest(self, ref: Reference) -> Digest | None:
+        """What ``ref`` names now, or None: where every plan, check and verdict starts."""
+        return await self.client(ref.repository).resolve_digest(ref.repository.path, ref.identifier)
 
     async def aclose(self) -> None:
         await asyncio.gather(*(client.aclose() for client in self._clients.values()))

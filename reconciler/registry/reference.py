@@ -83,6 +83,13 @@ class Reference:
     repository: Repository
     tag: str | None = None
     digest: Digest | None = None
+    written: str | None = attrs.field(default=None, eq=False, order=False, repr=False, kw_only=True)
+    """The text it was parsed from. Equal references may be written differently (``busybox``,
+    ``docker.io/library/busybox:latest``); files made for people keep the author's spelling."""
+
+    @property
+    def as_written(self) -> str:
+        return self.written or str(self)
 
     @property
     def identifier(self) -> str:
@@ -163,4 +170,4 @@ def parse(text: str, default_tag: str | None = "latest") -> Reference:
     tag = written.tag
     if tag is None and digest is None:
         tag = default_tag
-    return Reference(repository=repository, tag=tag, digest=digest)
+    return Reference(repository=repository, tag=tag, digest=digest, written=text)

@@ -1,0 +1,82 @@
+"""What people read, over plain values: the plan for review and the report of a run."""
+
+from __future__ import annotations
+
+import re
+
+import attrs
+
+from reconciler import plan, render
+from reconciler.apply import AppliedImage, Outcome, Report
+from reconciler.lockfile import LockedImage
+from reconciler.plan import Plan
+from reconciler.registry import reference
+from reconciler.registry.copy import CopyStats
+from reconciler.registry.digest import Digest
+from reconciler.registry.mediatypes import OCI_MANIFEST
+
+LOCKED = Digest.of(b"locked")
+OTHER = Digest.of(b"other")
+
+
+def locked(target: str, source: str = "busybox:1.36") -> LockedImage:
+    return LockedImage(reference.parse(source), reference.parse(f"r.example/mirror/{target}"), LOCKED, OCI_MANIFEST, ())
+
+
+PLAN = Plan(lock_digest="sha256:" + "0" * 64, images=(
+    plan.decide(locked("b:1"), LOCKED, None),
+    plan.decide(locked("z:1"), None, True, moved_to=OTHER),
+    plan.decide(locked("c:1"), OTHER, None),
+    plan.decide(locked("a:1"), LOCKED, None),
+    plan.decide(locked("y:1", f"quay.io/x/y@{LOCKED}"), None, True),
+))
+
+
+def test_plan_text_puts_refusals_first_then_creates_and_folds_the_unchanged():
+    lines = render.plan_text(PLAN).plain.splitlines()
+
+    assert [line.split()[:2] for line in lines if line.startswith("  ") and not line.startswith("    ")] == [
+        ["!", "r.example/mirror/c:1"], ["+", "r.example/mirror/y:1"], ["+", "r.example/mirror/z:1"],
+        ["=", "2"],
+    ]
+    assert lines[-1] == "Plan: 2 to create, 2 unchanged, 1 refused. 1 source tag(s) moved."
+
+
+def test_plan_text_names_the_source_as_written_and_pins_only_what_a_tag_names():
+    text = render.plan_text(PLAN).plain
+
+    assert f"copy busybox:1.36@{str(LOCKED)[:19]}" in text
+    assert f"copy quay.io/x/y@{LOCKED}\n" in text
+    assert f"    ~ warning: busybox:1.36 now points to {str(OTHER)[:19]}" in text
+    assert "docker.io/library/busybox" not in text
+
+
+def test_verbose_lists_the_unchanged_in_target_order():
+    lines = render.plan_text(PLAN, verbose=True).plain.splitlines()
+
+    assert [line.split()[1] for line in lines if line.startswith("  = ")] == [
+        "r.example/mirror/a:1", "r.example/mirror/b:1"]
+
+
+def test_plan_markdown_is_the_same_bytes_whatever_the_order_of_the_images():
+    shuffled = attrs.evolve(PLAN, images=tuple(reversed(PLAN.images)))
+
+    assert render.plan_markdown(shuffled) == render.plan_markdown(PLAN)
+    assert render.plan_markdown(PLAN).startswith(render.PLAN_MARKER + "\n### image-syncer plan\n")
+    assert "<details><summary>2 unchanged</summary>" in render.plan_markdown(PLAN)
+
+
+def test_report_markdown_lists_problems_before_copies_and_folds_the_unchanged():
+    def applied(target: str, outcome: Outcome, message: str | None = None) -> AppliedImage:
+        image = locked(target)
+        return AppliedImage(image.source, image.target, str(LOCKED), outcome, message)
+
+    report = Report(images=(applied("a:1", Outcome.COPIED), applied("b:1", Outcome.UNCHANGED),
+                            applied("c:1", Outcome.FAILED, "HTTP 500")),
+                    stats=CopyStats(), seconds=1.5)
+    markdown = render.report_markdown(report)
+
+    rows = [line for line in markdown.splitlines() if "`r.example/mirror/" in line]
+    assert [re.search(r"`r\.example/mirror/(\w+:1)`", row)[1] for row in rows] == ["c:1", "a:1", "b:1"]
+    assert "HTTP 500" in rows[0]
+    assert "<details><summary>1 unchanged</summary>" in markdown
