@@ -26,6 +26,7 @@ from reconciler.registry.copy import Copier, CopyStats
 from reconciler.registry.digest import Digest
 from reconciler.pulls import PullBudgets
 from reconciler.registry.errors import PullLimitReached, RegistryError, ResponseError
+from reconciler.registry.platforms import SubsetChanged
 from reconciler.registry.reference import Reference
 from reconciler.registry.referrers import ReferrerRefused, ReferrerWriter
 from reconciler.shard import Shard, lock_part
@@ -273,7 +274,7 @@ async def _admit(
 
 
 def _result(image: Pinned, outcome: Outcome, message: str | None = None) -> AppliedImage:
-    return AppliedImage(image.source, image.target, str(image.digest), outcome, message)
+    return AppliedImage(image.source, image.target, str(image.pushed_digest), outcome, message)
 
 
 async def _apply_image(
@@ -308,13 +309,15 @@ async def _copy_image(
     target_client = registries.client(target.repository)
     try:
         manifest = await interruption.run(copier.copy_referenced(image.source.repository, image.digest,
-                                                                 target.repository))
+                                                                 target.repository, image.subset))
     except Interrupted:
         return _result(image, Outcome.INTERRUPTED, "stopped while copying; its tag was not pushed")
+    except SubsetChanged as refusal:
+        return _result(image, Outcome.REFUSED, str(refusal))
     if interruption.requested:
         return _result(image, Outcome.INTERRUPTED, "copied, but stopped before its tag was pushed")
     held = await registries.resolve_digest(target)
-    if held is not None and held != image.digest:
+    if held is not None and held != image.pushed_digest:
         return _result(image, Outcome.REFUSED,
                        f"target tag was set to {held} while copying; refusing to overwrite")
     if held is None:
@@ -328,12 +331,12 @@ async def _copy_image(
             held = await registries.resolve_digest(target)
             if held is None:
                 raise
-            if held != image.digest:
+            if held != image.pushed_digest:
                 return _result(image, Outcome.REFUSED, f"target tag was set to {held} while copying, and "
                                                        f"the registry refused to overwrite it (HTTP {refusal.status})")
         if held is None:  # the registry did not say what it stored: ask
             held = await registries.resolve_digest(target)
-        if held != image.digest:
+        if held != image.pushed_digest:
             return _result(image, Outcome.FAILED,
-                           f"after pushing, target tag holds {held or 'nothing'}, not {image.digest}")
+                           f"after pushing, target tag holds {held or 'nothing'}, not {image.pushed_digest}")
     return _result(image, Outcome.COPIED)

@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import attrs
 
+from reconciler import tagrules
 from reconciler.documents import YamlDocument, yaml_converter
 from reconciler.registry import reference
 from reconciler.registry.digest import Digest
+from reconciler.registry.reference import InvalidReference, Reference
+from reconciler.tagrules import TagRule, describe
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
-from reconciler.registry.reference import InvalidReference, Reference
 
 _PLATFORM = re.compile(r"[a-z0-9_]+/[a-z0-9_]+(?:/[a-z0-9_]+)?")
 
@@ -54,14 +55,29 @@ class SignaturePolicy:
 
 
 @attrs.frozen
+class _PlatformsEntry:
+    """``platforms:`` as written: a list the source must provide (the whole index is copied),
+    or ``{only: [...]}``, the platforms the mirror holds (a subset of the index)."""
+
+    required: tuple[str, ...] = ()
+    only: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class _OnlyPlatforms:
+    only: tuple[str, ...]
+
+
+@attrs.frozen
 class ImageEntry:
     """One entry of ``images:`` exactly as written."""
 
     source: str
     tag: str | None = None
+    tags: TagRule | None = None
     target: str | None = None
     amd64_only: bool = False
-    platforms: tuple[str, ...] = ()
+    platforms: _PlatformsEntry = _PlatformsEntry()
     referrers: ReferrersRule | None = None
     verify: _VerifyEntry | None = None
 
@@ -87,6 +103,50 @@ class DesiredImage:
     line: int
     referrers: ReferrersRule = ReferrersRule()
     signature: SignaturePolicy | None = None
+    only_platforms: tuple[str, ...] = ()
+    """The mirror holds these platforms only (sorted): a subset of the source index, pinned too."""
+    rule: str | None = None
+    """The tag rule that selected this image (described), for images a rule brought."""
+
+
+class _Selected(Protocol):
+    source: Reference
+    target: Reference
+    rule: str | None
+
+
+@attrs.frozen
+class DesiredTags:
+    """An entry with a tag rule: ``lock`` lists the source repository's tags and pins each one
+    the rule selects as a DesiredImage of its own (``image``)."""
+
+    source: Reference
+    """The repository, as written."""
+    target: Reference
+    """The target repository."""
+    rule: TagRule
+    template: DesiredImage
+    """Everything else an entry decides (platforms, referrers, signature, line)."""
+
+    @property
+    def described(self) -> str:
+        return describe(self.rule)
+
+    @property
+    def names(self) -> set[str]:
+        """What ``lock --upgrade NAME`` may call it: the source or the target repository, as written."""
+        return {self.source.as_written, str(self.target.repository)}
+
+    def image(self, tag: str) -> DesiredImage:
+        return attrs.evolve(
+            self.template, source=reference.parse(f"{reference.split(self.source.as_written).name}:{tag}"),
+            target=attrs.evolve(self.target, tag=tag), rule=self.described,
+        )
+
+    def brought(self, image: DesiredImage | _Selected) -> bool:
+        """Whether this rule selected ``image`` (when it was locked)."""
+        return (image.rule == self.described and image.target.repository == self.target.repository
+                and reference.split(image.source.as_written).name == reference.split(self.source.as_written).name)
 
 
 @attrs.frozen
@@ -94,6 +154,8 @@ class Config:
     path: Path
     desired: tuple[DesiredImage, ...]
     """Sorted by target, so everything derived from it is in a stable order."""
+    tag_rules: tuple[DesiredTags, ...] = ()
+    """In file order; what they select is known only once the source's tags are listed."""
 
 
 _converter = yaml_converter()
@@ -114,6 +176,19 @@ def _structure_referrers(value: object, _: object) -> ReferrersRule:
 _converter.register_structure_hook(ReferrersRule, _structure_referrers)
 
 
+def _structure_platforms(value: object, _: object) -> _PlatformsEntry:
+    """A list of platforms required, or ``{only: [...]}``."""
+    if isinstance(value, dict):
+        only = _converter.structure(value, _OnlyPlatforms).only
+        if not only:
+            raise ValueError("only must name at least one platform (or write the list form to copy the whole index)")
+        return _PlatformsEntry(only=only)
+    return _PlatformsEntry(required=_converter.structure(value, tuple[str, ...]))
+
+
+_converter.register_structure_hook(_PlatformsEntry, _structure_platforms)
+
+
 def load(path: str | Path) -> Config:
     path = Path(path)
     document = YamlDocument.read(path, entry_key="source", if_missing="file not found")
@@ -121,22 +196,46 @@ def load(path: str | Path) -> Config:
     if not images_file.target_repo_prefix:
         raise document.error(("targetRepoPrefix",), "must not be empty")
     desired: list[DesiredImage] = []
-    first_with_target: dict[str, int] = {}
+    tag_rules: list[DesiredTags] = []
+    first_with_target: dict[Reference, int] = {}
     policies: dict[Path, SignaturePolicy] = {}
     default_policy = _signature_policy(document, ("verify", "cosignKey"), images_file.verify, policies)
     for index, entry in enumerate(images_file.images):
         policy = _signature_policy(document, ("images", index, "verify", "cosignKey"), entry.verify, policies)
         image = _resolve(document, images_file.target_repo_prefix, index, entry, images_file.referrers,
                          policy or default_policy)
+        if entry.tags is not None:
+            tag_rules.append(_tag_rule(document, index, entry, image))
+            continue
         earlier = first_with_target.setdefault(image.target, index)
         if earlier != index:
             raise document.error(
                 ("images", index),
                 f"target {image.target} is also the target of images[{earlier + 1}] "
-                f"(line {desired[earlier].line})",
+                f"(line {document.line_of(('images', earlier))})",
             )
         desired.append(image)
-    return Config(path=path, desired=tuple(sorted(desired, key=lambda image: str(image.target))))
+    return Config(path=path, desired=tuple(sorted(desired, key=lambda image: str(image.target))),
+                  tag_rules=tuple(tag_rules))
+
+
+def _tag_rule(document: YamlDocument, index: int, entry: ImageEntry, template: DesiredImage) -> DesiredTags:
+    where = ("images", index)
+    rule = entry.tags
+    try:
+        tagrules.validate(rule)
+    except ValueError as error:
+        raise document.error((*where, "tags"), str(error)) from None
+    written = reference.split(entry.source)
+    if written.tag is not None or written.digest is not None:
+        raise document.error((*where, "source"), "a tag rule chooses the tags: write the source without a tag")
+    if entry.tag is not None:
+        raise document.error((*where, "tag"), 'names one tag and "tags" a rule: keep one')
+    if entry.target is not None and reference.split(entry.target).tag is not None:
+        raise document.error((*where, "target"), 'has a tag, and "tags" chooses them: write the target without one')
+    # Tags only the rule chooses: these name repositories.
+    return DesiredTags(source=attrs.evolve(template.source, tag=None), target=attrs.evolve(template.target, tag=None),
+                       rule=rule, template=template)
 
 
 def _signature_policy(
@@ -166,10 +265,11 @@ def _resolve(
         source = reference.parse(entry.source)
     except InvalidReference as error:
         raise document.error((*where, "source"), str(error)) from None
-    for position, platform in enumerate(entry.platforms):
+    platforms = entry.platforms.only or entry.platforms.required
+    for position, platform in enumerate(platforms):
         if not _PLATFORM.fullmatch(platform):
             raise document.error(
-                (*where, "platforms", position),
+                (*where, "platforms", *(("only",) if entry.platforms.only else ()), position),
                 f'"{platform}" is not a platform: write os/arch or os/arch/variant, lowercase',
             )
     repository, tag = _target_name_and_tag(document, index, entry)
@@ -185,7 +285,8 @@ def _resolve(
     return DesiredImage(
         source=source,
         target=target,
-        platforms=tuple(sorted(set(entry.platforms))),
+        platforms=tuple(sorted(set(entry.platforms.required))),
+        only_platforms=tuple(sorted(set(entry.platforms.only))),
         amd64_only=entry.amd64_only,
         line=document.line_of(where) or 0,
         referrers=entry.referrers or referrers,

@@ -95,8 +95,13 @@ def _structure_list_as_tuple(type_: Any, converter: cattrs.Converter) -> Callabl
     return structure_list
 
 
+OMITTED_WHEN_DEFAULT = {"omit_if_default": True}
+"""Field metadata for a key that files written before it existed do not have, and need not get."""
+
+
 def _camel_case_keys(cls: type) -> dict[str, Any]:
-    return {field.name: override(rename=camel_case(field.name)) for field in attrs.fields(cls)}
+    return {field.name: override(rename=camel_case(field.name), omit_if_default=field.metadata.get("omit_if_default"))
+            for field in attrs.fields(cls)}
 
 
 def _structure_mapping(cls: type, converter: cattrs.Converter) -> Callable[[Any, Any], Any]:

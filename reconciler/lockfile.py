@@ -8,18 +8,19 @@ Nothing here touches the network: the resolver hands in what it found.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import attrs
 import yaml
 
 from reconciler import documents
-from reconciler.config import Config, DesiredImage, ReferrersRule
+from reconciler.config import Config, DesiredImage, DesiredTags, ReferrersRule
 from reconciler.documents import YamlDocument
 from reconciler.errors import InputError
 from reconciler.registry import mediatypes
 from reconciler.registry.digest import Digest
+from reconciler.registry.platforms import PlatformSubset
 from reconciler.registry.reference import Reference
 from reconciler.registry.referrers import Referrer
 
@@ -38,6 +39,14 @@ class LockedImage:
     """The platforms an index holds, sorted; empty for a single image."""
     referrers: tuple[Referrer, ...] = ()
     """What referred to the digest (or, for an index, its children) when locked, as images.yaml chose."""
+    subset: PlatformSubset | None = attrs.field(default=None, metadata=documents.OMITTED_WHEN_DEFAULT)
+    rule: str | None = attrs.field(default=None, metadata=documents.OMITTED_WHEN_DEFAULT)
+    """The tag rule that selected it (described), for an image a rule brought."""
+
+    @property
+    def pushed_digest(self) -> Digest:
+        """What the target tag holds once applied: the subset's index, else the source's digest itself."""
+        return self.subset.digest if self.subset else self.digest
 
 
 @attrs.frozen(kw_only=True)
@@ -62,14 +71,18 @@ class LockPlan:
 _converter = documents.converter()
 
 
-def _hash_inputs(desired: Iterable[DesiredImage]) -> str:
-    """Hash exactly what decides the pins, so comments, key order and lines do not count."""
-    inputs = sorted(
-        [str(image.target), image.source.as_written, list(image.platforms)] + _referrers_input(image)
-        + ([image.signature.key_digest] if image.signature else [])
-        for image in desired
-    )
+def _hash_inputs(desired: Iterable[DesiredImage], tag_rules: Iterable[DesiredTags] = ()) -> str:
+    """Hash exactly what decides the pins, so comments, key order and lines do not count.
+    A key added later counts only when set, so existing locks keep matching."""
+    inputs = sorted([_image_input(image) for image in desired]
+                    + [_image_input(rule.template) + ["tags", rule.described] for rule in tag_rules])
     return str(Digest.of(json.dumps(inputs, separators=(",", ":")).encode()))
+
+
+def _image_input(image: DesiredImage) -> list:
+    return ([str(image.target), image.source.as_written, list(image.platforms)] + _referrers_input(image)
+            + ([image.signature.key_digest] if image.signature else [])
+            + (["only", *image.only_platforms] if image.only_platforms else []))
 
 
 def _referrers_input(image: DesiredImage) -> list:
@@ -81,7 +94,19 @@ def _referrers_input(image: DesiredImage) -> list:
 
 
 def inputs_hash(config: Config) -> str:
-    return _hash_inputs(config.desired)
+    return _hash_inputs(config.desired, config.tag_rules)
+
+
+def selected_by_lock(config: Config, lock: Lockfile) -> tuple[DesiredImage, ...]:
+    """The images the tag rules selected, as the lock pinned them: what plan and apply act on
+    without listing any tags."""
+    return tuple(rule.image(str(image.source.tag)) for rule in config.tag_rules
+                 for image in lock.images if rule.brought(image))
+
+
+def every_desired(config: Config, lock: Lockfile) -> tuple[DesiredImage, ...]:
+    """images.yaml's entries with the tag rules' images as locked, sorted by target."""
+    return tuple(sorted(config.desired + selected_by_lock(config, lock), key=lambda image: str(image.target)))
 
 
 def dumps(lock: Lockfile) -> str:
@@ -122,6 +147,10 @@ def _stale_reason(desired: DesiredImage, locked: LockedImage) -> str | None:
     """Why a pin no longer fits its entry, or None when it still does."""
     if locked.source.as_written != desired.source.as_written:
         return f"source changed: {locked.source.as_written} -> {desired.source.as_written}"
+    if desired.only_platforms != (locked.subset.platforms if locked.subset else ()):
+        return f"platforms to keep changed: {', '.join(desired.only_platforms) or 'all'}"
+    if desired.rule != locked.rule:
+        return f"tag rule changed: {locked.rule or 'none'} -> {desired.rule or 'none'}"
     # A single image's platform is not recorded, so only an index can be checked here.
     missing = [platform for platform in desired.platforms if locked.platforms and platform not in locked.platforms]
     if missing:
@@ -130,42 +159,54 @@ def _stale_reason(desired: DesiredImage, locked: LockedImage) -> str | None:
 
 
 def pending(
-    config: Config, lock: Lockfile, *, upgrade_all: bool = False, upgrade_names: Collection[str] = ()
+    config: Config, lock: Lockfile, selected: Sequence[DesiredImage] = (), *, upgrade_all: bool = False,
+    upgrade_names: Collection[str] = (),
 ) -> LockPlan:
     """Split the work of ``lock``: resolve new, changed and upgraded entries, keep the other pins.
 
-    ``upgrade_names`` are sources or targets as written; one that matches no entry
-    is an InputError, since a typo would otherwise silently upgrade nothing.
+    ``selected``: the images the tag rules select now. ``upgrade_names`` are sources or
+    targets as written (a tag rule's source or target repository names all it selects); one
+    that matches no entry is an InputError, since a typo would otherwise silently upgrade nothing.
     """
     wanted = set(upgrade_names)
-    spellings = {image.target: {image.source.as_written, str(image.target)} for image in config.desired}
-    unknown = wanted - set().union(*spellings.values())
+    unknown = wanted - set().union(*(rule.names for rule in config.tag_rules),
+                                   *(_names(image) for image in config.desired))
     if unknown:
         names = ", ".join(f'"{name}"' for name in sorted(unknown))
         raise InputError(config.path, f"no entry has this source or target: {names}", entry="upgrade")
+    upgraded_rules = {rule.described for rule in config.tag_rules if upgrade_all or rule.names & wanted}
     locked_by_target = {image.target: image for image in lock.images}
     to_resolve, kept = [], []
-    for desired in config.desired:
+    desired_images = (*config.desired, *selected)
+    for desired in desired_images:
         locked = locked_by_target.get(desired.target)
         if (
             locked is None
             or upgrade_all
-            or spellings[desired.target] & wanted
+            or _names(desired) & wanted
+            or desired.rule in upgraded_rules
             or _stale_reason(desired, locked)
         ):
             to_resolve.append(desired)
         else:
             kept.append(locked)
-    desired_targets = {image.target for image in config.desired}
+    desired_targets = {image.target for image in desired_images}
     dropped = tuple(image for image in lock.images if image.target not in desired_targets)
     return LockPlan(to_resolve=tuple(to_resolve), kept=tuple(kept), dropped=dropped)
 
 
-def merge(config: Config, kept: Iterable[LockedImage], resolved: Mapping[Reference, LockedImage]) -> Lockfile:
+def _names(image: DesiredImage) -> set[str]:
+    return {image.source.as_written, str(image.target)}
+
+
+def merge(
+    config: Config, kept: Iterable[LockedImage], resolved: Mapping[Reference, LockedImage],
+    selected: Sequence[DesiredImage] = (),
+) -> Lockfile:
     """The new lock: for each desired image the fresh pin in ``resolved`` (keyed by target), else the kept one."""
     kept_by_target = {image.target: image for image in kept}
     images = []
-    for desired in config.desired:
+    for desired in sorted((*config.desired, *selected), key=lambda image: str(image.target)):
         pin = resolved.get(desired.target) or kept_by_target.get(desired.target)
         if pin is None:
             raise ValueError(f"no pin for {desired.target}: it was neither kept nor resolved")
@@ -175,9 +216,10 @@ def merge(config: Config, kept: Iterable[LockedImage], resolved: Mapping[Referen
 
 def differences(config: Config, lock: Lockfile) -> list[str]:
     """Why ``lock`` does not match images.yaml, one line per image; empty when it matches."""
-    desired_by_target = {image.target: image for image in config.desired}
+    desired_by_target = {image.target: image for image in every_desired(config, lock)}
     locked_by_target = {image.target: image for image in lock.images}
-    lines = []
+    lines = [f"+ {rule.source.as_written} (tag rule {rule.described} not locked)"
+             for rule in config.tag_rules if not any(rule.brought(image) for image in lock.images)]
     for target in sorted(desired_by_target.keys() | locked_by_target.keys(), key=str):
         desired, locked = desired_by_target.get(target), locked_by_target.get(target)
         if locked is None:

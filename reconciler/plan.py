@@ -25,6 +25,7 @@ from reconciler.registry import referrers
 from reconciler.registry.client import Registries
 from reconciler.registry.digest import Digest
 from reconciler.registry.errors import RegistryError
+from reconciler.registry.platforms import PlatformSubset
 from reconciler.registry.reference import Reference
 from reconciler.registry.referrers import Referrer
 from reconciler.shard import Shard, lock_part
@@ -61,6 +62,13 @@ class PlannedImage:
     """The locked referrers, written after the image (those already in the target are left as they are)."""
     new_referrers: tuple[Referrer, ...] = ()
     """Referrers the source has now that the lock does not pin (``lock --upgrade`` pins them); not copied."""
+    subset: PlatformSubset | None = None
+    rule: str | None = None
+    """The tag rule that brought the image, for the review."""
+
+    @property
+    def pushed_digest(self) -> Digest:
+        return self.subset.digest if self.subset else self.digest
 
 
 @attrs.frozen
@@ -75,9 +83,9 @@ class SourcePulls:
 
 
 def pulls_needed(image: LockedImage | PlannedImage) -> int:
-    """Manifest GETs to copy an image: its own, one per platform of an index (Docker Hub counts
-    no more) and one per pinned referrer."""
-    return 1 + len(image.platforms) + len(image.referrers)
+    """Manifest GETs to copy an image: its own, one per platform of an index copied (Docker Hub
+    counts no more) and one per pinned referrer."""
+    return 1 + len(image.subset.platforms if image.subset else image.platforms) + len(image.referrers)
 
 
 @attrs.frozen
@@ -197,8 +205,7 @@ async def plan_image(
             await asyncio.gather(asking, return_exceptions=True)
         if not isinstance(error, RegistryError):
             raise
-        return PlannedImage(locked.source, locked.target, locked.digest, Action.ERROR, message=str(error),
-                            platforms=locked.platforms, referrers=locked.referrers)
+        return _planned(locked, Action.ERROR, message=str(error))
 
 
 async def _plan_image(registries: Registries, locked: LockedImage, ask_source: bool) -> PlannedImage:
@@ -225,23 +232,24 @@ def decide(
     the source still has the locked digest (None when it was not asked)."""
 
     def planned(action: Action, message: str | None = None) -> PlannedImage:
-        return PlannedImage(
-            locked.source, locked.target, locked.digest, action,
-            target_digest=target_digest, moved_to=moved_to, message=message, platforms=locked.platforms,
-            referrers=locked.referrers,
-        )
+        return _planned(locked, action, target_digest=target_digest, moved_to=moved_to, message=message)
 
-    if target_digest == locked.digest:
+    if target_digest == locked.pushed_digest:
         return planned(Action.UNCHANGED)
     if target_digest is not None:
         return planned(
             Action.CONFLICT,
-            f"target tag holds {target_digest}, not the locked {locked.digest}: refusing to overwrite "
+            f"target tag holds {target_digest}, not the locked {locked.pushed_digest}: refusing to overwrite "
             f"(choose another target tag for this entry in images.yaml, or remove the entry)",
         )
     if source_has_digest is False:
         return planned(Action.SOURCE_MISSING, f"locked digest {locked.digest} is gone from {locked.source.repository}")
     return planned(Action.CREATE)
+
+
+def _planned(locked: LockedImage, action: Action, **decided: object) -> PlannedImage:
+    return PlannedImage(locked.source, locked.target, locked.digest, action, platforms=locked.platforms,
+                        referrers=locked.referrers, subset=locked.subset, rule=locked.rule, **decided)
 
 
 @attrs.frozen(kw_only=True)

@@ -53,9 +53,10 @@ def _pulls_lines(plan: Plan) -> list[tuple[str, bool]]:
 def _detail(image: PlannedImage) -> str:
     if image.action is Action.CREATE:
         pinned = "" if image.source.digest else f"@{_short(image.digest)}"
-        return f"copy {image.source.as_written}{pinned}{_with_referrers(image)}"
+        only = f" ({', '.join(image.subset.platforms)} only)" if image.subset else ""
+        return f"copy {image.source.as_written}{pinned}{only}{_with_referrers(image)}"
     if image.action is Action.UNCHANGED:
-        return f"holds {_short(image.digest)}"
+        return f"holds {_short(image.pushed_digest)}"
     return f"{image.action.value}: {image.message}"
 
 
@@ -139,22 +140,26 @@ def plan_markdown(plan: Plan) -> str:
             symbol = _SYMBOLS[image.action][0]
             lines.append(_row(symbol, image.action.value + _with_referrers(image), f"`{image.target}`",
                               f"`{image.source.as_written}`",
-                              f"`{_short(image.digest)}`", ", ".join(image.platforms) or "–", _review_note(image)))
+                              f"`{_short(image.pushed_digest)}`",
+                              ", ".join(image.subset.platforms if image.subset else image.platforms) or "–",
+                              _review_note(image)))
         lines.append("")
     lines += _folded(f"{len(rest)} unchanged", ["Target", "Digest"],
-                     [(f"`{image.target}`", f"`{_short(image.digest)}`") for image in rest])
+                     [(f"`{image.target}`", f"`{_short(image.pushed_digest)}`") for image in rest])
     return _document(lines)
 
 
 def _review_note(image: PlannedImage) -> str:
     notes = []
     if image.action is Action.CONFLICT:
-        notes.append(f"the target holds `{_short(image.target_digest)}`, the lock wants `{_short(image.digest)}`: "
+        notes.append(f"the target holds `{_short(image.target_digest)}`, the lock wants `{_short(image.pushed_digest)}`: "
                      "choose another target tag for this entry, or remove it")
     elif image.action.refused:
         notes.append(image.message or "")
     if image.moved_to:
         notes.append(f"warning: {_moved_warning(image)}")
+    if image.rule and image.action is Action.CREATE:
+        notes.append(f"tag rule {image.rule}")
     if image.new_referrers:
         notes.append(f"note: {_new_referrers_note(image)}")
     return "; ".join(notes)

@@ -10,17 +10,23 @@ asks for platforms.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
+import attrs
+
+from reconciler import tagrules
 from reconciler.bounded import images_at_once, map_bounded
-from reconciler.config import DesiredImage
-from reconciler.lockfile import LockedImage
+from reconciler.config import Config, DesiredImage, DesiredTags
+from reconciler.lockfile import LockedImage, Lockfile
 from reconciler.registry import mediatypes, referrers
 from reconciler.registry.client import Registries, RegistryClient
 from reconciler.registry.digest import Digest
-from reconciler.registry.reference import Reference
-from reconciler.registry.referrers import Referrer
 from reconciler.registry.errors import RegistryError
 from reconciler.registry.manifest import Manifest, Platform
+from reconciler.registry.platforms import PlatformSubset, PlatformSubsetRefused
+from reconciler.registry.platforms import subset as platform_subset
+from reconciler.registry.reference import Reference
+from reconciler.registry.referrers import Referrer
 
 
 class SourceUnusable(RegistryError):
@@ -38,7 +44,7 @@ async def resolve(registries: Registries, desired: DesiredImage) -> LockedImage:
     if not needs_body:
         await check_signature(client, desired, head.digest)
         return LockedImage(desired.source, desired.target, head.digest, head.media_type, (),
-                           await _referrers(client, desired, [head.digest]))
+                           await _referrers(client, desired, [head.digest]), rule=desired.rule)
     manifest = await client.get_manifest(path, head.digest or source.identifier)
     if manifest.is_index:
         platforms = manifest.platforms()
@@ -53,10 +59,22 @@ async def resolve(registries: Registries, desired: DesiredImage) -> LockedImage:
             f"it has {', '.join(platforms) or 'none listed'}"
         )
     await check_signature(client, desired, manifest.digest)
-    subjects = [manifest.digest, *(child.digest for child in manifest.children())] if manifest.is_index else [
-        manifest.digest]
+    subset = None
+    if desired.only_platforms:
+        try:
+            kept = platform_subset(manifest, desired.only_platforms)
+        except PlatformSubsetRefused as refusal:
+            raise SourceUnusable(f"{source.as_written}: {refusal}") from None
+        subset = PlatformSubset(desired.only_platforms, kept.digest)
+        # The subset is a new artifact: the source index's own referrers (its signatures) do not cover it.
+        subjects = [child.digest for child in kept.children()]
+    elif manifest.is_index:
+        subjects = [manifest.digest, *(child.digest for child in manifest.children())]
+    else:
+        subjects = [manifest.digest]
     return LockedImage(desired.source, desired.target, manifest.digest, manifest.media_type,
-                       platforms if manifest.is_index else (), await _referrers(client, desired, subjects))
+                       platforms if manifest.is_index else (), await _referrers(client, desired, subjects),
+                       subset=subset, rule=desired.rule)
 
 
 async def check_signature(client: RegistryClient, desired: DesiredImage, digest: Digest) -> None:
@@ -106,3 +124,55 @@ async def resolve_all(
 
     await map_bounded(one, desired, images_at_once(registries.options.max_connections))
     return resolved, errors
+
+
+@attrs.frozen
+class Unselected:
+    """A tag rule that selected nothing to pin, or an image it may not have; and why."""
+
+    source: Reference
+    target: Reference
+    message: str
+
+
+async def select_tags(
+    registries: Registries, config: Config, lock: Lockfile, upgraded: Callable[[DesiredTags], bool]
+) -> tuple[list[DesiredImage], list[Unselected]]:
+    """The images the tag rules select: listed afresh for a rule that is new or ``upgraded``,
+    else as the lock pinned them."""
+    selected: list[DesiredImage] = []
+    errors: list[Unselected] = []
+
+    async def one(rule: DesiredTags) -> None:
+        pinned = [image for image in lock.images if rule.brought(image)]
+        if pinned and not upgraded(rule):
+            selected.extend(rule.image(str(image.source.tag)) for image in pinned)
+            return
+        source = rule.source.repository
+        try:
+            tags = await registries.client(source).tags(source.path)
+        except RegistryError as error:
+            errors.append(Unselected(rule.source, rule.target, str(error)))
+            return
+        chosen = tagrules.select(rule.rule, tags)
+        if not chosen:
+            errors.append(Unselected(rule.source, rule.target,
+                                     f"tag rule {rule.described} selects none of its {len(tags)} tags"))
+        selected.extend(rule.image(tag) for tag in chosen)
+
+    await map_bounded(one, config.tag_rules, images_at_once(registries.options.max_connections))
+    errors += _shared_targets(config, selected)
+    return sorted(selected, key=lambda image: str(image.target)), errors
+
+
+def _shared_targets(config: Config, selected: list[DesiredImage]) -> list[Unselected]:
+    """A tag rule may not select a target that another entry names: nothing would say which wins."""
+    owners: dict[Reference, DesiredImage] = {image.target: image for image in config.desired}
+    refused = []
+    for image in selected:
+        other = owners.setdefault(image.target, image)
+        if other is not image:
+            refused.append(Unselected(image.source, image.target,
+                                      f"target {image.target} is selected by the tag rule on line {image.line} and "
+                                      f"named by the entry on line {other.line}; narrow the rule or remove one"))
+    return refused

@@ -82,7 +82,7 @@ async def verify_lock(
         try:
             held = await registries.resolve_digest(locked.target)
         except RegistryError as error:
-            return VerifiedImage(locked.source, locked.target, locked.digest, Status.ERROR, message=str(error))
+            return VerifiedImage(locked.source, locked.target, locked.pushed_digest, Status.ERROR, message=str(error))
         return _verdict(locked, held)
 
     images = await map_bounded(verify_one, lock_part(shard, lock).images, images_at_once(registries.options.max_connections))
@@ -93,9 +93,9 @@ def _verdict(locked: LockedImage, held: Digest | None) -> VerifiedImage:
     status, message = Status.INTACT, None
     if held is None:
         status, message = Status.DELETED, "target tag holds nothing"
-    elif held != locked.digest:
-        status, message = Status.CHANGED, f"target tag holds {held}, not the locked {locked.digest}"
-    return VerifiedImage(locked.source, locked.target, locked.digest, status, held, message)
+    elif held != locked.pushed_digest:
+        status, message = Status.CHANGED, f"target tag holds {held}, not the locked {locked.pushed_digest}"
+    return VerifiedImage(locked.source, locked.target, locked.pushed_digest, status, held, message)
 
 
 @attrs.frozen(kw_only=True)

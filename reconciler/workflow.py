@@ -21,7 +21,7 @@ from reconciler.plan import Action, Plan, PlannedImage, make_plan
 from reconciler.registry import files
 from reconciler.registry.client import Registries
 from reconciler.registry.reference import Reference
-from reconciler.resolve import resolve_all
+from reconciler.resolve import resolve_all, select_tags
 from reconciler.shard import Shard, lock_part
 from reconciler.verify import Verification, verify_lock
 
@@ -46,13 +46,17 @@ async def lock(
 ) -> LockResult:
     """Resolve new, changed or upgraded entries, keep the other pins, write only on success."""
     existing = lockfile.load(lock_path, missing_ok=True)
-    work = lockfile.pending(config, existing, upgrade_all=upgrade_all, upgrade_names=upgrade_names)
+    wanted = set(upgrade_names)
+    selected, rule_errors = await select_tags(registries, config, existing,
+                                              lambda rule: upgrade_all or bool(rule.names & wanted))
+    work = lockfile.pending(config, existing, selected, upgrade_all=upgrade_all, upgrade_names=upgrade_names)
     resolved, errors = await resolve_all(registries, list(work.to_resolve))
     dropped = tuple(str(image.target) for image in work.dropped)
-    if errors:
-        lines = tuple(f"{target}: {message}" for target, message in sorted(errors.items(), key=lambda item: str(item[0])))
+    if errors or rule_errors:
+        lines = tuple(f"{refused.source.as_written}: {refused.message}" for refused in rule_errors) + tuple(
+            f"{target}: {message}" for target, message in sorted(errors.items(), key=lambda item: str(item[0])))
         return LockResult(existing, False, (), dropped, lines)
-    new_lock = lockfile.merge(config, work.kept, resolved)
+    new_lock = lockfile.merge(config, work.kept, resolved, selected)
     text = lockfile.dumps(new_lock)
     current = files.read_text(lock_path) if lock_path.exists() else None
     if text != current:
@@ -73,8 +77,9 @@ def matching_lock(config: Config, lock_path: Path) -> Lockfile:
 
 
 async def plan(registries: Registries, config: Config, lock_path: Path, shard: Shard | None = None) -> Plan:
-    rules = {image.target: image.referrers for image in config.desired}
-    return await make_plan(registries, matching_lock(config, lock_path), shard=shard, referrer_rules=rules)
+    current = matching_lock(config, lock_path)
+    rules = {image.target: image.referrers for image in lockfile.every_desired(config, current)}
+    return await make_plan(registries, current, shard=shard, referrer_rules=rules)
 
 
 async def apply(
@@ -88,7 +93,7 @@ async def apply(
 ) -> Report:
     """Apply a saved plan after checking it is still fresh, or plan and apply image by image."""
     current = matching_lock(config, lock_path)
-    signed = {image.target: image for image in config.desired if image.signature is not None}
+    signed = {image.target: image for image in lockfile.every_desired(config, current) if image.signature is not None}
     if saved_plan is not None:
         await check_fresh(registries, saved_plan, current, shard)
         return await apply_plan(registries, saved_plan, observer=observer, interruption=interruption, signed=signed)
@@ -145,9 +150,12 @@ async def sync(
     It is plan and apply over a lock that lives only in memory, so it refuses to
     overwrite exactly as apply does.
     """
-    resolved, errors = await resolve_all(registries, list(config.desired))
+    selected, rule_errors = await select_tags(registries, config, Lockfile(inputs_hash="", images=()),
+                                              lambda rule: True)
+    desired = sorted((*config.desired, *selected), key=lambda image: str(image.target))
+    resolved, errors = await resolve_all(registries, desired)
     pins = Lockfile(inputs_hash=lockfile.inputs_hash(config), images=tuple(
-        resolved[image.target] for image in config.desired if image.target in resolved
+        resolved[image.target] for image in desired if image.target in resolved
     ))
     report = None
     if dry_run:
@@ -156,8 +164,9 @@ async def sync(
         planned, report = await plan_and_apply(registries, pins, observer=observer, interruption=interruption)
     images = [
         SyncedImage(image.source, image.target, None, SyncStatus.FAILED, errors[image.target])
-        for image in config.desired if image.target in errors
-    ]
+        for image in desired if image.target in errors
+    ] + [SyncedImage(refused.source, refused.target, None, SyncStatus.FAILED, refused.message)
+         for refused in rule_errors]
     for index, pinned in enumerate(pins.images):
         applied = report.images[index] if report else None
         status, message = _sync_status(planned[index], dry_run) if planned[index] else (SyncStatus.FAILED, None)

@@ -17,6 +17,7 @@ from reconciler.registry.client import BlobTransfer, Registries, RegistryClient
 from reconciler.registry.digest import Digest
 from reconciler.registry.errors import RegistryError
 from reconciler.registry.manifest import Descriptor, Manifest
+from reconciler.registry.platforms import PlatformSubset
 from reconciler.registry.reference import Repository
 from reconciler.registry.retry import retrying
 
@@ -79,8 +80,12 @@ class Copier:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def copy_referenced(self, source: Repository, digest: Digest, target: Repository) -> Manifest:
+    async def copy_referenced(
+        self, source: Repository, digest: Digest, target: Repository, subset: PlatformSubset | None = None
+    ) -> Manifest:
         """Put into ``target`` everything ``source@digest`` references; return that manifest.
+        With ``subset``, the manifest returned is that subset of the index, rebuilt and
+        refused unless it has the expected digest, and only what it references is copied.
 
         The manifest itself is left to the caller, who checks right before pushing it
         under its tag that nobody claimed the tag meanwhile: one PUT then stores and tags it.
@@ -88,6 +93,8 @@ class Copier:
         source_client = self._registries.client(source)
         target_client = self._registries.client(target)
         manifest = await source_client.get_manifest(source.path, digest)
+        if subset is not None:
+            manifest = subset.rebuild(manifest)
         await self._copy_references(source_client, source.path, target_client, target.path, manifest)
         return manifest
 
