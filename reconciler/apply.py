@@ -192,7 +192,7 @@ async def apply_plan(
     plan: Plan,
     observer: ApplyObserver | None = None,
     interruption: Interruption | None = None,
-    signed: Mapping[str, DesiredImage] = MappingProxyType({}),
+    signed: Mapping[Reference, DesiredImage] = MappingProxyType({}),
 ) -> Report:
     """Exactly what a plan says (a saved one checked fresh first). ``signed``: by target, the
     images whose source must still carry a valid signature right before it is copied."""
@@ -205,7 +205,7 @@ async def plan_and_apply(
     lock: Lockfile,
     observer: ApplyObserver | None = None,
     interruption: Interruption | None = None,
-    signed: Mapping[str, DesiredImage] = MappingProxyType({}),
+    signed: Mapping[Reference, DesiredImage] = MappingProxyType({}),
 ) -> tuple[list[PlannedImage | None], Report]:
     """Each image is copied as soon as its target tag is found lacking it, not after every
     image was planned: over a slow network no registry sits idle meanwhile. The plan comes
@@ -224,7 +224,7 @@ async def _apply(
     decide: Callable[[Pinned], Awaitable[PlannedImage]],
     observer: ApplyObserver | None,
     interruption: Interruption | None,
-    signed: Mapping[str, DesiredImage],
+    signed: Mapping[Reference, DesiredImage],
 ) -> tuple[list[PlannedImage | None], Report]:
     started = time.monotonic()
     copier = Copier(registries, on_bytes=observer.bytes_sent if observer else None)

@@ -133,7 +133,7 @@ def lock_digest(lock: Lockfile) -> str:
 
 async def make_plan(
     registries: Registries, lock: Lockfile, ask_sources: bool = True, shard: Shard | None = None,
-    referrer_rules: Mapping[str, ReferrersRule] = MappingProxyType({}),
+    referrer_rules: Mapping[Reference, ReferrersRule] = MappingProxyType({}),
 ) -> Plan:
     """With ``shard`` only its part of the lock is planned. ``referrer_rules`` (by target): for
     those, the sources are asked what refers to them now, for a note on what the lock lacks."""
@@ -165,7 +165,7 @@ def _pulls(registries: Registries, images: list[PlannedImage]) -> tuple[SourcePu
 class _UpstreamReferrers:
     """What refers to each source now; one tags list per source repository and run."""
 
-    def __init__(self, registries: Registries, rules: Mapping[str, ReferrersRule]) -> None:
+    def __init__(self, registries: Registries, rules: Mapping[Reference, ReferrersRule]) -> None:
         self._registries = registries
         self._rules = rules
         self._tags: dict[tuple[str, str], asyncio.Task[list[str]]] = {}
@@ -174,12 +174,16 @@ class _UpstreamReferrers:
         rule = self._rules.get(locked.target)
         if rule is None or not rule.copied:
             return ()
+        # A subset is a new index: what refers to the source index does not travel with it.
+        own = () if locked.subset else (locked.digest,)
+        subjects = sorted({*own, *(referrer.subject for referrer in locked.referrers)}, key=str)
+        if not subjects:
+            return ()
         repository = locked.source.repository
         client = self._registries.client(repository)
         key = (client.host, repository.path)
         if key not in self._tags:
             self._tags[key] = asyncio.ensure_future(client.tags(repository.path))
-        subjects = sorted({locked.digest, *(referrer.subject for referrer in locked.referrers)}, key=str)
         types = frozenset(rule.artifact_types) if rule.artifact_types is not None else None
         found = await referrers.discover(client, repository.path, subjects, types,
                                          tags=await asyncio.shield(self._tags[key]))

@@ -176,3 +176,16 @@ def test_a_rebuilt_subset_that_is_not_the_pinned_one_is_refused(subset_locked, s
     target_repo = pin["target"].split("/", 1)[1].rsplit(":", 1)[0]
     with RawRegistry(second_plain_registry) as raw:
         assert raw.head_manifest(target_repo, pin["target"].rsplit(":", 1)[1]).status_code == 404
+
+
+def test_the_original_command_line_applies_a_tag_rule_too(tagged, paged, second_plain_registry, unique_repo,
+                                                            tmp_path):
+    mirror = f"{second_plain_registry.host}/{unique_repo('mirror')}/"
+    write_images(tmp_path, mirror, [rule_entry(paged, {"semver": "~1.22", "variant": "alpine"})])
+
+    result = ok(run_cli(tmp_path, "sync", "-i", "images.yaml", "-d", "false"))
+
+    target = f"{mirror}{paged.host.replace(':', '_')}/choosing/app:1.22.5-alpine"
+    assert f"-> {target}: target does not exist – copying" in result.stdout
+    assert skopeo_inspect_raw(target) == tagged.manifest
+    assert not (tmp_path / "images.lock").exists()

@@ -2,13 +2,16 @@ import os
 import textwrap
 from pathlib import Path
 
+import attrs
 import pytest
+import yaml
 
 from reconciler import config, documents, lockfile
 from reconciler.errors import InputError
 from reconciler.lockfile import LockedImage, Lockfile
 from reconciler.registry import reference
 from reconciler.registry.digest import Digest
+from reconciler.registry.platforms import PlatformSubset
 from reconciler.registry.mediatypes import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 from reconciler.registry.referrers import COSIGN_ARTIFACT_TYPES, FoundBy, Referrer
 
@@ -395,3 +398,80 @@ def test_differences_explain_a_platforms_change_the_pins_still_satisfy(tmp_path)
     ]
     relocked = lockfile.merge(fewer_platforms, lock.images, {})
     assert lockfile.differences(fewer_platforms, relocked) == []
+
+
+# --- tag rules and platform subsets ---------------------------------------------------------
+
+RULED = """\
+targetRepoPrefix: p.example/mirror/
+images:
+- source: busybox:1.31.1
+- source: golang
+  tags: {semver: ">=1.22 <1.24", latest: 2}
+- source: nginx:1.27
+  platforms: {only: [linux/arm64, linux/amd64]}
+"""
+
+
+def ruled_lock(images: config.Config, tags: tuple[str, ...] = ("1.23.3", "1.23.4")) -> Lockfile:
+    """What lock writes when the rule selects ``tags`` (the resolver faked as above)."""
+    [rule] = images.tag_rules
+    selected = [rule.image(tag) for tag in tags]
+    work = lockfile.pending(images, Lockfile(inputs_hash="", images=()), selected)
+    resolved = {image.target: attrs.evolve(
+        fake_resolve(image), rule=image.rule,
+        subset=PlatformSubset(image.only_platforms, DIGEST_C) if image.only_platforms else None,
+    ) for image in work.to_resolve}
+    return lockfile.merge(images, work.kept, resolved, selected)
+
+
+def test_a_tag_rule_is_pinned_one_entry_per_tag_with_the_rule_beside_each(tmp_path):
+    images = load_config(tmp_path, RULED)
+    written = yaml.safe_load(lockfile.dumps(ruled_lock(images)))["images"]
+
+    ruled = [image for image in written if "rule" in image]
+    assert [(image["source"], image["target"]) for image in ruled] == [
+        ("golang:1.23.3", "p.example/mirror/golang:1.23.3"), ("golang:1.23.4", "p.example/mirror/golang:1.23.4")]
+    assert {image["rule"] for image in ruled} == {'{semver: ">=1.22 <1.24", latest: 2}'}
+    assert lockfile.differences(images, ruled_lock(images)) == []
+    assert [str(image.target) for image in lockfile.selected_by_lock(images, ruled_lock(images))] == [
+        "p.example/mirror/golang:1.23.3", "p.example/mirror/golang:1.23.4"]
+
+
+def test_a_changed_rule_no_longer_matches_its_pins(tmp_path):
+    lock = ruled_lock(load_config(tmp_path, RULED))
+    changed = load_config(tmp_path, RULED.replace("latest: 2", "latest: 3"), "changed.yaml")
+
+    assert lockfile.differences(changed, lock) == [
+        '+ golang (tag rule {semver: ">=1.22 <1.24", latest: 3} not locked)',
+        "- p.example/mirror/golang:1.23.3 (no longer in images.yaml)",
+        "- p.example/mirror/golang:1.23.4 (no longer in images.yaml)",
+    ]
+
+
+def test_upgrading_a_rule_by_its_source_resolves_what_it_selects_now_and_drops_the_rest(tmp_path):
+    images = load_config(tmp_path, RULED)
+    [rule] = images.tag_rules
+    now = [rule.image(tag) for tag in ("1.23.4", "1.23.5")]
+
+    work = lockfile.pending(images, ruled_lock(images), now, upgrade_names=["golang"])
+
+    assert [str(image.target) for image in work.to_resolve] == [
+        "p.example/mirror/golang:1.23.4", "p.example/mirror/golang:1.23.5"]
+    assert [str(image.target) for image in work.dropped] == ["p.example/mirror/golang:1.23.3"]
+    assert {str(image.target) for image in work.kept} == {
+        "p.example/mirror/busybox:1.31.1", "p.example/mirror/nginx:1.27"}
+
+
+def test_the_platforms_kept_are_an_input_of_the_pin(tmp_path):
+    images = load_config(tmp_path, RULED)
+    lock = ruled_lock(images)
+    whole = attrs.evolve(lock, images=tuple(attrs.evolve(image, subset=None) for image in lock.images))
+
+    assert [image.subset for image in lock.images if image.subset] == [
+        PlatformSubset(("linux/amd64", "linux/arm64"), DIGEST_C)]
+    assert lockfile.differences(images, lock) == []
+    assert lockfile.differences(images, whole) == [
+        "~ p.example/mirror/nginx:1.27 (platforms to keep changed: linux/amd64, linux/arm64)"]
+    assert lockfile.inputs_hash(images) != lockfile.inputs_hash(
+        load_config(tmp_path, RULED.replace("[linux/arm64, linux/amd64]", "[linux/amd64]"), "fewer.yaml"))
