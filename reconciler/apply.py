@@ -182,6 +182,8 @@ async def check_fresh(registries: Registries, plan: Plan, lock: Lockfile, shard:
 class ApplyObserver(Protocol):
     """Progress for the user while apply runs; the report comes at the end."""
 
+    def started(self, total: int) -> None: ...
+
     def image_done(self, image: AppliedImage) -> None: ...
 
     def bytes_sent(self, count: int) -> None: ...
@@ -252,6 +254,8 @@ async def _apply(
             observer.image_done(result)
         return planned, result
 
+    if observer:
+        observer.started(len(images))
     async with copier:
         done = await map_bounded(apply_one, range(len(images)), images_at_once(registries.options.max_connections))
     report = Report(images=tuple(result for _, result in done), stats=copier.stats,

@@ -41,7 +41,7 @@ from reconciler.registry.proxy import ProxySettings
 from reconciler.registry.retry import RetryPolicy
 from reconciler.registry.transport import TransportOptions, tls_trust
 from reconciler.session import SessionOptions, open_registries
-from reconciler.shard import Shard, select
+from reconciler.shard import Shard
 
 T = TypeVar("T")
 INTERRUPTED = 130
@@ -320,7 +320,7 @@ def _lock_path(images_file: Path, lock_file: Path | None) -> Path:
 
 
 def _targets(loaded: config_file.Config) -> set[str]:
-    return {image.target.repository.registry for image in loaded.desired}
+    return {entry.target.repository.registry for entry in (*loaded.desired, *loaded.tag_rules)}
 
 
 @app.command(epilog="Example: image-syncer lock --upgrade busybox:1.31.1")
@@ -428,7 +428,7 @@ def apply(
 
     async def work() -> Report:
         async with open_registries(session, _targets(loaded)) as registries:
-            with apply_progress(stderr, len(select(shard, loaded.desired))) as observer:
+            with apply_progress(stderr) as observer:
                 report = await workflow.apply(
                     registries, loaded, _lock_path(images_file, lock_file), saved, observer=observer,
                     interruption=interruption, shard=shard,
@@ -500,7 +500,7 @@ def sync(
 
     async def work() -> workflow.SyncResult:
         async with open_registries(session, _targets(loaded)) as registries:
-            with apply_progress(stderr, len(loaded.desired)) as observer:
+            with apply_progress(stderr) as observer:
                 return await workflow.sync(registries, loaded, dry, observer=observer, interruption=interruption)
 
     result = _run(work, interruption)

@@ -19,6 +19,9 @@ class _Lines:
     def __init__(self, console: Console) -> None:
         self._console = console
 
+    def started(self, total: int) -> None:
+        pass
+
     def image_done(self, image: AppliedImage) -> None:
         if image.outcome is not Outcome.UNCHANGED:
             detail = f": {image.message}" if image.message else ""
@@ -31,12 +34,15 @@ class _Lines:
 class _Live(_Lines):
     """A terminal: images done of total, bytes sent and the rate, updated in place."""
 
-    def __init__(self, progress: Progress, total: int) -> None:
+    def __init__(self, progress: Progress) -> None:
         super().__init__(progress.console)
         self._progress = progress
-        self._task = progress.add_task("apply", total=total, sent="")
+        self._task = progress.add_task("apply", total=None, sent="")
         self._sent = 0
         self._started = time.monotonic()
+
+    def started(self, total: int) -> None:
+        self._progress.update(self._task, total=total)
 
     def image_done(self, image: AppliedImage) -> None:
         super().image_done(image)
@@ -49,7 +55,7 @@ class _Live(_Lines):
 
 
 @contextlib.contextmanager
-def apply_progress(console: Console, total: int) -> Iterator[ApplyObserver]:
+def apply_progress(console: Console) -> Iterator[ApplyObserver]:
     if not console.is_terminal:
         yield _Lines(console)
         return
@@ -61,4 +67,4 @@ def apply_progress(console: Console, total: int) -> Iterator[ApplyObserver]:
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=console, transient=True) as progress:
-        yield _Live(progress, total)
+        yield _Live(progress)
