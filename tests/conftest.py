@@ -10,9 +10,11 @@ import itertools
 import re
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:
@@ -20,6 +22,7 @@ if str(_ROOT) not in sys.path:
 
 from tests.harness import images as _images  # noqa: E402
 from tests.harness.fault_proxy import FaultProxy  # noqa: E402
+from tests.harness.oauth import FakeTokenEndpoint, serve_token_endpoint, write_service_account_key  # noqa: E402
 from tests.harness.registry import Registry, start_registry  # noqa: E402
 from tests.harness.token_issuer import TokenIssuer  # noqa: E402
 
@@ -84,11 +87,6 @@ def token_registry(_token_registry_session) -> Registry:
     reg.issuer.reset()
 
 
-@pytest.fixture
-def token_issuer(token_registry) -> TokenIssuer:
-    return token_registry.issuer
-
-
 @pytest.fixture(scope="session")
 def tls_registry(registry_factory) -> Registry:
     """HTTPS (trustme CA: ``.ca_file``, ``.cert_dir`` with ca.crt), no auth."""
@@ -142,32 +140,6 @@ def unique_repo(request):
 
 
 # ------------------------------------------------------------------ images
-@pytest.fixture(scope="session")
-def oci_image() -> _images.Image:
-    return _images.build_oci_image()
-
-
-@pytest.fixture(scope="session")
-def docker_image() -> _images.Image:
-    return _images.build_docker_image()
-
-
-@pytest.fixture(scope="session")
-def oci_index() -> _images.Image:
-    return _images.build_oci_index()
-
-
-@pytest.fixture(scope="session")
-def docker_manifest_list() -> _images.Image:
-    return _images.build_docker_manifest_list()
-
-
-@pytest.fixture(scope="session")
-def large_image() -> _images.Image:
-    """OCI image with an 8 MiB seeded-random layer."""
-    return _images.build_large_image()
-
-
 @pytest.fixture
 def push_image(unique_repo, plain_registry):
     """``push_image(image_or_kind, registry=plain_registry, repo=None, tag="v1",
@@ -193,3 +165,27 @@ def seeded_images(plain_registry) -> dict[str, _images.PushedImage]:
         kind: _images.push_image(_images.build_image(kind), plain_registry, f"seeded/{kind}", "v1")
         for kind in _images.BUILDERS
     }
+
+
+# ---------------------------------------------------------------- Google credentials
+@pytest.fixture(scope="module")
+def trusted_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture
+def endpoint(trusted_key: rsa.RSAPrivateKey) -> Iterator[FakeTokenEndpoint]:
+    with serve_token_endpoint(FakeTokenEndpoint(public_key=trusted_key.public_key())) as running:
+        yield running
+
+
+@pytest.fixture
+def key_file(tmp_path: Path, trusted_key: rsa.RSAPrivateKey, endpoint: FakeTokenEndpoint) -> Path:
+    return write_service_account_key(tmp_path / "sa.json", trusted_key, endpoint.url)
+
+
+@pytest.fixture
+def no_application_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No GOOGLE_APPLICATION_CREDENTIALS and an empty gcloud config directory."""
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))

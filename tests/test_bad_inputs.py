@@ -196,6 +196,18 @@ CASES = [
     case("yaml-images-not-a-list", "plan", setups=(images("images: busybox\n"),), says="images.yaml:2: images"),
     case("yaml-invalid-reference", "sync", "-i", "images.yaml",
          setups=(images("images:\n- source: Bad_Name:1\n"),), says="images.yaml:3: images[1]"),
+    case("tags-invalid-range", "lock", setups=(images('images:\n- source: golang\n  tags: {semver: ">=1.22 <<1.24"}\n'),),
+         says='images.yaml:4: images[1] (source "golang"): tags: invalid semver range'),
+    case("tags-invalid-regex", "plan", setups=(images('images:\n- source: golang\n  tags: {regex: "(["}\n'),),
+         says='images.yaml:4: images[1] (source "golang"): tags: invalid regex pattern'),
+    case("tags-latest-zero", "lock", setups=(images('images:\n- source: golang\n  tags: {semver: ">=1", latest: 0}\n'),),
+         says='images.yaml:4: images[1] (source "golang"): tags: latest must be 1 or more'),
+    case("tags-and-tag", "apply", setups=(images('images:\n- source: golang\n  tag: "1"\n  tags: {semver: ">=1"}\n'),),
+         says='images.yaml:4: images[1] (source "golang"): tag: names one tag and "tags" a rule: keep one'),
+    case("tags-with-a-tagged-source", "lock", setups=(images('images:\n- source: golang:1\n  tags: {regex: "^1"}\n'),),
+         says='images.yaml:3: images[1] (source "golang:1"): source: a tag rule chooses the tags'),
+    case("platforms-only-empty", "verify", setups=(images("images:\n- source: a:1\n  platforms: {only: []}\n"),),
+         says='images.yaml:4: images[1] (source "a:1"): platforms: only must name at least one platform'),
 
     # --- paths that cannot be read or written ------------------------------------------------------------------------
     case("images-missing", "lock", "-i", "absent.yaml", says="absent.yaml: file not found"),

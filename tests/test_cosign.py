@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
@@ -10,15 +9,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from reconciler.registry import reference
-from reconciler.registry.client import Registries
 from reconciler.registry.cosign import (
     InvalidKey, InvalidSignature, SignatureRefused, check_signature, load_public_key, require_signature,
 )
 from reconciler.registry.digest import Digest
 from reconciler.registry.manifest import parse
 from reconciler.registry.referrers import FoundBy
-from reconciler.registry.transport import TransportOptions
 from tests.harness import cosign
+from tests.helpers_clients import registries, run
 from tests.harness.images import OCI_CONFIG, OCI_MANIFEST
 from tests.harness.rawhttp import RawRegistry
 
@@ -58,11 +56,11 @@ def signed_image(push_image, plain_registry):
 
 def verify(image, key) -> Digest:
     async def main() -> Digest:
-        async with Registries(TransportOptions(), lambda registry: None) as regs:
+        async with registries() as regs:
             repository = reference.parse(image.ref).repository
             return await require_signature(regs.client(repository), repository.path, Digest.parse(image.digest), key)
 
-    return asyncio.run(main())
+    return run(main())
 
 
 def refusal(image, key) -> str:

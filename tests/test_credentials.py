@@ -1,4 +1,3 @@
-import asyncio
 import base64
 import json
 import os
@@ -7,9 +6,12 @@ from pathlib import Path
 import pytest
 
 from reconciler.registry import credentials, reference
+from reconciler.registry.client import Registries
 from reconciler.registry.credentials import Credentials, CredentialsError, lookup
 from reconciler.registry.errors import RegistryError
+from reconciler.registry.transport import TransportOptions
 from reconciler.session import SessionOptions, open_registries
+from tests.helpers_clients import FAST_RETRY, run
 
 SECRET = "s3cr3t-Pa55"
 
@@ -379,7 +381,7 @@ def test_helper_runs_once_per_registry_per_run(tmp_path, environ, docker_config,
                 await client.resolve_digest(refused, "v1")
             return digests, str(refusal.value)
 
-    digests, refusal = asyncio.run(main())
+    digests, refusal = run(main())
 
     assert [str(digest) for digest in digests] == [image.digest for image in pushed[:2]]
     assert "(credentials were rejected or lack this permission)" in refusal
@@ -387,3 +389,20 @@ def test_helper_runs_once_per_registry_per_run(tmp_path, environ, docker_config,
     assert len(scopes) == 3
     assert {request.username for request in token_registry.issuer.requests} == {user}
     assert calls.read_text() == f"get {token_registry.host}\n"
+
+
+def test_credentials_from_docker_config(push_image, htpasswd_registry, tmp_path, monkeypatch):
+    pushed = push_image("oci", registry=htpasswd_registry)
+    user, password = htpasswd_registry.credentials
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"auths": {htpasswd_registry.host: {"auth": base64.b64encode(f"{user}:{password}".encode()).decode()}}}
+    ))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    monkeypatch.delenv("REGISTRY_AUTH_FILE", raising=False)
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+
+    async def main():
+        async with Registries(TransportOptions(retry=FAST_RETRY), lookup) as regs:
+            return await regs.client(reference.parse(pushed.ref).repository).resolve_digest(pushed.repo, "v1")
+
+    assert str(run(main())) == pushed.digest

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import tracemalloc
 from pathlib import Path
 
@@ -12,8 +11,8 @@ from reconciler import config, workflow
 from reconciler.registry import reference
 from reconciler.registry.client import Registries
 from reconciler.registry.copy import Copier
-from reconciler.registry.transport import TransportOptions
 from tests.harness import images as harness_images
+from tests.helpers_clients import registries, run
 from tests.harness.skopeo import skopeo_inspect_raw
 
 MiB = 1024 * 1024
@@ -43,10 +42,10 @@ def test_shared_blobs_are_fetched_and_uploaded_once_then_mounted(
     )
 
     async def main():
-        async with Registries(TransportOptions(), lambda registry: None) as regs:
+        async with registries() as regs:
             return await lock_and_apply(regs, loaded, tmp_path / "images.lock")
 
-    report = asyncio.run(main())
+    report = run(main())
 
     assert report.ok
     blobs = pushed[0].blobs
@@ -62,7 +61,7 @@ def test_shared_blobs_are_fetched_and_uploaded_once_then_mounted(
     assert target_proxy.count("HEAD", "/manifests/v1$") == 2 * len(pushed)
     assert target_proxy.count("PUT", "/manifests/v1$") == len(pushed)
     for desired in loaded.desired:
-        target = desired.target.replace(target_proxy.host, second_plain_registry.host)
+        target = str(desired.target).replace(target_proxy.host, second_plain_registry.host)
         assert skopeo_inspect_raw(target) == image.raw
 
 
@@ -80,19 +79,19 @@ def mirrored(tmp_path, push_image, plain_registry, second_plain_registry, unique
         lock_path = tmp_path / "images.lock"
 
         async def first_run():
-            async with Registries(TransportOptions(), lambda registry: None) as regs:
+            async with registries() as regs:
                 await lock_and_apply(regs, loaded, lock_path)
 
-        asyncio.run(first_run())
+        run(first_run())
         source_proxy.clear()
         target_proxy.clear()
 
         def second_run(work):
-            async def run():
-                async with Registries(TransportOptions(), lambda registry: None) as regs:
+            async def main():
+                async with registries() as regs:
                     return await work(regs, loaded, lock_path)
 
-            return asyncio.run(run())
+            return run(main())
 
         return pushed, source_proxy, target_proxy, second_run
 
@@ -133,7 +132,7 @@ def test_memory_does_not_grow_with_layer_size(push_image, second_plain_registry,
     target = reference.parse(f"{second_plain_registry.host}/{unique_repo()}:v1")
 
     async def copy():
-        async with Registries(TransportOptions(), lambda registry: None) as regs:
+        async with registries() as regs:
             digest = await regs.client(source.repository).resolve_digest(source.repository.path, "v1")
             async with Copier(regs) as copier:
                 await copier.copy_referenced(source.repository, digest, target.repository)
@@ -141,7 +140,7 @@ def test_memory_does_not_grow_with_layer_size(push_image, second_plain_registry,
 
     tracemalloc.start()
     try:
-        stats = asyncio.run(copy())
+        stats = run(copy())
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

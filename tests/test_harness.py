@@ -261,10 +261,9 @@ def test_fault_proxy_injects_503_then_passes(plain_registry, fault_proxy, seeded
     assert proxy.requests[0].headers["accept"] == OCI_MANIFEST
 
 
-def test_fault_proxy_streams_large_uploads_and_keeps_locations(plain_registry, fault_proxy,
-                                                             large_image, unique_repo):
+def test_fault_proxy_streams_large_uploads_and_keeps_locations(plain_registry, fault_proxy, push_image):
     proxy = fault_proxy(plain_registry)
-    pushed = images.push_image(large_image, plain_registry, unique_repo(), "v1", host=proxy.host)
+    pushed = push_image("large", host=proxy.host)
     assert pushed.host == proxy.host
     assert skopeo_inspect_raw(pushed.ref) == pushed.manifest
     assert proxy.count("PUT", r"/manifests/v1$") == 1

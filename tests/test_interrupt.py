@@ -13,8 +13,7 @@ import yaml
 
 from reconciler import config, workflow
 from reconciler.apply import Interruption, Outcome, apply_plan
-from reconciler.registry.client import Registries
-from reconciler.registry.transport import TransportOptions
+from tests.helpers_clients import registries, run
 from tests.harness.rawhttp import RawRegistry
 from tests.harness.skopeo import SkopeoError, skopeo_inspect_raw
 from tests.helpers_cli import cli_env, run_cli, write_images
@@ -33,22 +32,22 @@ def test_a_stop_abandons_copies_before_their_tags_and_starts_nothing_new(
     lock_path = tmp_path / "images.lock"
 
     async def interrupted_then_again():
-        async with Registries(TransportOptions(), lambda registry: None) as regs:
+        async with registries() as regs:
             assert not (await workflow.lock(regs, loaded, lock_path)).errors
             plan = await workflow.plan(regs, loaded, lock_path)
             interruption = Interruption()
             asyncio.get_running_loop().call_later(0.5, interruption.request, signal.SIGTERM)
-        async with Registries(TransportOptions(max_connections=1), lambda registry: None) as regs:  # one image at a time
+        async with registries(max_connections=1) as regs:  # one image at a time
             stopped = await apply_plan(regs, plan, interruption=interruption)
         with RawRegistry(second_plain_registry) as raw:
-            tagged = [raw.head_manifest(image.target.split("/", 1)[1].rsplit(":", 1)[0], "v1").status_code
+            tagged = [raw.head_manifest(str(image.target).split("/", 1)[1].rsplit(":", 1)[0], "v1").status_code
                       for image in plan.images]
         source.clear_rules()
-        async with Registries(TransportOptions(), lambda registry: None) as regs:
+        async with registries() as regs:
             again = await workflow.apply(regs, loaded, lock_path)
         return interruption, stopped, tagged, again
 
-    interruption, stopped, tagged, again = asyncio.run(interrupted_then_again())
+    interruption, stopped, tagged, again = run(interrupted_then_again())
 
     assert interruption.signal is signal.SIGTERM
     assert [(image.outcome, image.message) for image in stopped.images] == [

@@ -17,6 +17,7 @@ from reconciler.registry import reference
 from reconciler.registry.client import Registries
 from reconciler.registry.limiter import INITIAL, AdaptiveLimit, lending_slot
 from reconciler.registry.transport import TransportOptions
+from tests.helpers_clients import run
 from tests.harness.rawhttp import RawRegistry
 from tests.helpers_cli import write_images
 
@@ -50,7 +51,7 @@ def test_slow_start_doubles_the_limit_per_round_of_answers():
             seen.append(int(limit.limit))
         return seen
 
-    assert asyncio.run(main()) == [2 * INITIAL, 4 * INITIAL, 64]  # the ceiling caps it
+    assert run(main()) == [2 * INITIAL, 4 * INITIAL, 64]  # the ceiling caps it
 
 
 def test_an_idle_limit_does_not_grow():
@@ -62,7 +63,7 @@ def test_an_idle_limit_does_not_grow():
             slot.release()
         return limit.limit
 
-    assert asyncio.run(main()) == INITIAL
+    assert run(main()) == INITIAL
 
 
 def test_overload_halves_the_limit_once_per_round_then_it_grows_by_one_per_round():
@@ -87,7 +88,7 @@ def test_overload_halves_the_limit_once_per_round_then_it_grows_by_one_per_round
         lost.release()
         return cut_once, limit.cuts, after, limit.limit
 
-    cut_once, cuts, after, last = asyncio.run(main())
+    cut_once, cuts, after, last = run(main())
     assert cut_once == INITIAL / 2 and cuts == 2
     assert [round(value) for value in after] == [INITIAL // 2 + 1, INITIAL // 2 + 2, INITIAL // 2 + 3]
     assert last == after[-1] / 2
@@ -106,7 +107,7 @@ def test_answers_slowing_down_count_as_overload_after_a_round():
             cuts.append(limit.cuts)
         return cuts
 
-    cuts = asyncio.run(main())
+    cuts = run(main())
     # The second slow answer tips the average: a cut to 8; the next is judged after 8 more answers.
     assert cuts[20:] == [0] + [1] * 9 + [2]
 
@@ -123,7 +124,7 @@ def test_a_waiting_request_gets_the_slot_a_cancelled_one_leaves():
         slot = await asyncio.wait_for(waiting, 1)
         return limit.in_flight, slot
 
-    in_flight, _ = asyncio.run(main())
+    in_flight, _ = run(main())
     assert in_flight == 1
 
 
@@ -143,7 +144,7 @@ def test_an_upload_streaming_from_a_held_answer_waits_only_for_the_ceiling():
         (await blocked).release()
         return waited, limit.peak
 
-    waited, peak = asyncio.run(main())
+    waited, peak = run(main())
     assert waited and peak == 2
 
 
@@ -176,7 +177,7 @@ def _lock_through(proxy, tmp_path, options: TransportOptions):
             limit = regs.client(reference.parse(f"{proxy.host}/limiter/many:t0").repository).limit
             return result, limit.peak, limit.cuts
 
-    return asyncio.run(main())
+    return run(main())
 
 
 def test_concurrency_grows_past_its_start_and_never_passes_the_ceiling(

@@ -7,18 +7,16 @@ for an image and for the children of an index.
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import yaml
 
 from reconciler.registry import reference
-from reconciler.registry.client import Registries
 from reconciler.registry.digest import Digest
 from reconciler.registry.referrers import COSIGN_ARTIFACT_TYPES, FoundBy, discover
-from reconciler.registry.transport import TransportOptions
 from tests.harness import cosign as cosign_keys
 from tests.harness.artifacts import OCI_MANIFEST, push_artifact, push_referrers_index, subject_descriptor
+from tests.helpers_clients import registries, run
 from tests.harness.rawhttp import RawRegistry
 from tests.harness.skopeo import skopeo_inspect_raw
 from tests.helpers_cli import run_cli, write_images
@@ -29,11 +27,11 @@ PROVENANCE = "application/vnd.in-toto+json"
 
 def discovered(registry, repo: str, subjects: list[str], artifact_types=None):
     async def main():
-        async with Registries(TransportOptions(), lambda name: None) as regs:
+        async with registries() as regs:
             client = regs.client(reference.parse(f"{registry.host}/{repo}:x").repository)
             return await discover(client, repo, [Digest.parse(s) for s in subjects], artifact_types)
 
-    return asyncio.run(main())
+    return run(main())
 
 
 def test_an_image_s_fallback_index_and_cosign_tags_are_all_found(plain_registry, push_image):

@@ -1,4 +1,5 @@
-"""The transport at the edges of HTTP: raw-socket servers that write exact bytes.
+"""The transport (reconciler/registry/transport.py): first the edges of HTTP, with raw-socket servers that
+write exact bytes, then scheme, TLS, redirects and warnings against real docker-registry processes.
 
 Each numbered case of issue 9 (a stale answer on an idle connection, a body sent
 twice, retries of what cannot be cured, credentials to a plain-HTTP token realm, a
@@ -18,21 +19,21 @@ from collections.abc import AsyncIterator
 import pytest
 import trustme
 
+from reconciler.registry import reference
 from reconciler.registry.client import RegistryClient
 from reconciler.registry.credentials import Credentials
 from reconciler.registry.errors import RegistryError
 from reconciler.registry.proxy import ProxySettings
 from reconciler.registry.retry import RetryPolicy, TransientError
+from reconciler.registry.reference import is_loopback
 from reconciler.registry.transport import Transport, TransportOptions
+from tests.helpers_clients import FAST_RETRY, assert_same_image, mirror, registries, run
 from tests.harness.forward_proxy import ForwardProxy
 from tests.harness.rawserver import Connection, RawServer, keep_answering
 from tests.harness.registry import PROXIED_NAME
 
-FAST = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.02)
-
-
 def transport(server: RawServer, **options) -> Transport:
-    options.setdefault("retry", FAST)
+    options.setdefault("retry", FAST_RETRY)
     return Transport(server.host, TransportOptions(**options))
 
 
@@ -94,7 +95,7 @@ def proxied_tls(tls_ca, tmp_path):
         host = f"{PROXIED_NAME}:{server.port}"
         proxy = ForwardProxy({host: server.host}).start()
         started.append(proxy)
-        options = TransportOptions(retry=FAST, ca_file=str(ca_file) if trusted else None,
+        options = TransportOptions(retry=FAST_RETRY, ca_file=str(ca_file) if trusted else None,
                                    proxies=ProxySettings.from_environment({"HTTPS_PROXY": proxy.url}))
         return Proxied(host, proxy, options)
 
@@ -139,7 +140,7 @@ def test_an_idle_connection_the_server_closed_with_a_408_is_not_used_for_a_strea
             )
             return response, server
 
-    response, server = asyncio.run(main())
+    response, server = run(main())
     assert (response.status_code, response.content) == (201, b"layer bytes")
     assert [(r.method, r.connection) for r in server.requests] == [("GET", 1), ("PUT", 2)]
 
@@ -164,7 +165,7 @@ def test_a_request_body_whose_answer_was_lost_is_not_sent_again(method):
                                      idempotent=False)
             return server
 
-    server = asyncio.run(main())
+    server = run(main())
     assert [r.method for r in server.requests] == ["GET", method]
 
 
@@ -179,7 +180,7 @@ def test_an_untrusted_certificate_is_one_line_and_never_retried(proxied_tls):
             proxied = proxy_to(server, trusted=False)
             return await failure_of(proxied.host, proxied.options), proxied.proxy
 
-    error, proxy = asyncio.run(main())
+    error, proxy = run(main())
     assert not error.transient
     assert str(error).startswith(f"{PROXIED_NAME}:") and "TLS certificate not trusted" in str(error)
     assert "pass --ca-file" in str(error)
@@ -198,7 +199,7 @@ def test_plain_http_where_tls_was_expected_names_insecure_registry(proxied_tls):
             proxied = proxy_to(server)
             return await failure_of(proxied.host, proxied.options), proxied.host, proxied.proxy
 
-    error, host, proxy = asyncio.run(main())
+    error, host, proxy = run(main())
     assert not error.transient
     assert "TLS handshake failed" in str(error) and f"--insecure-registry {host}" in str(error)
     assert len(proxy.connections) == 1
@@ -206,7 +207,7 @@ def test_plain_http_where_tls_was_expected_names_insecure_registry(proxied_tls):
 
 def test_an_unknown_host_name_is_one_line_and_never_retried(caplog):
     with caplog.at_level(logging.DEBUG, logger="reconciler.registry"):
-        error = asyncio.run(failure_of("registry.invalid", TransportOptions(retry=FAST)))
+        error = run(failure_of("registry.invalid", TransportOptions(retry=FAST_RETRY)))
     assert not error.transient
     assert str(error).startswith("registry.invalid: host name not found")
     assert "try 2 of" not in caplog.text
@@ -226,7 +227,7 @@ def test_a_client_error_is_not_retried_but_a_retry_status_is_with_retry_after():
             second = await client.request("GET", url(server))
             return first, second, server
 
-    first, second, server = asyncio.run(main())
+    first, second, server = run(main())
     assert (first.status_code, second.status_code) == (200, 400)
     assert len(server.requests) == 4
 
@@ -241,9 +242,9 @@ def test_a_retry_status_that_outlasts_the_budget_is_returned_with_its_body():
             response = await client.request("HEAD", url(server, "/v2/r/manifests/v1"))
             return response, server
 
-    response, server = asyncio.run(main())
+    response, server = run(main())
     assert response.status_code == 503
-    assert len(server.requests) == FAST.attempts
+    assert len(server.requests) == FAST_RETRY.attempts
 
 
 # -- 4. credentials never go to a plain-HTTP token realm -----------------------------------------
@@ -271,7 +272,7 @@ def test_credentials_are_not_sent_to_a_plain_http_realm_of_a_tls_registry(proxie
                     await client.aclose()
                 return raised.value, token_service, realm
 
-    error, token_service, realm = asyncio.run(main())
+    error, token_service, realm = run(main())
     assert f"refusing token service {realm}: not https" in str(error)
     assert "s3cret" not in str(error)
     assert token_service.connections == 0
@@ -297,7 +298,7 @@ def test_a_303_turns_the_request_into_a_get_without_body_headers():
             )
             return response, server
 
-    response, server = asyncio.run(main())
+    response, server = run(main())
     assert response.content == b"there"
     get = server.requests[1]
     assert (get.method, get.target) == ("GET", "/v2/elsewhere")
@@ -327,7 +328,7 @@ def test_a_connect_that_times_out_closes_the_proxy_socket(proxied_tls):
                     break
                 await asyncio.sleep(0.1)
 
-    asyncio.run(main())
+    run(main())
     assert seen == [True]
 
 
@@ -342,7 +343,7 @@ def test_one_connection_carries_a_thousand_requests():
                 assert response.status_code == 200
             return server
 
-    server = asyncio.run(main())
+    server = run(main())
     assert (server.connections, len(server.requests)) == (1, 1000)
 
 
@@ -353,8 +354,8 @@ def test_a_buffered_answer_cut_short_is_fetched_again_then_reported():
                 await client.request("GET", url(server, "/v2/r/manifests/v1"))
             return server
 
-    server = asyncio.run(main())
-    assert len(server.requests) == FAST.attempts
+    server = run(main())
+    assert len(server.requests) == FAST_RETRY.attempts
 
 
 def test_a_streamed_answer_cut_short_fails_as_a_transient_registry_error():
@@ -368,7 +369,7 @@ def test_a_streamed_answer_cut_short_fails_as_a_transient_registry_error():
             await response.aclose()
             return received
 
-    assert asyncio.run(main()) == 70000
+    assert run(main()) == 70000
 
 
 def test_a_registry_that_never_answers_times_out_within_the_budget():
@@ -382,7 +383,7 @@ def test_a_registry_that_never_answers_times_out_within_the_budget():
                 await client.request("GET", url(server))
             return server
 
-    server = asyncio.run(main())
+    server = run(main())
     assert len(server.requests) == 2
 
 
@@ -402,7 +403,7 @@ def test_an_upload_the_registry_stops_taking_is_abandoned_after_the_timeout():
                 await client.request("PUT", url(server, "/v2/r/blobs/uploads/x"), content=endless_layer(),
                                      headers={"Content-Length": str(1 << 40)})
 
-    asyncio.run(main())
+    run(main())
 
 
 def test_chunked_answers_are_read_whole_and_the_connection_reused():
@@ -419,7 +420,7 @@ def test_chunked_answers_are_read_whole_and_the_connection_reused():
             bodies = [(await client.request("GET", url(server))).content for _ in range(2)]
             return bodies, server
 
-    bodies, server = asyncio.run(main())
+    bodies, server = run(main())
     assert bodies == [b"manifest bytes"] * 2
     assert server.connections == 1
 
@@ -461,7 +462,7 @@ def test_cancelling_a_streamed_answer_closes_its_socket_and_frees_its_slot():
                 await asyncio.sleep(0.1)
             return small
 
-    assert asyncio.run(main()).content == b"small"
+    assert run(main()).content == b"small"
     assert closed == [True]
 
 
@@ -478,7 +479,88 @@ def test_a_connect_tunnel_through_the_forward_proxy_is_reused(proxied_tls):
                 await client.aclose()
             return bodies, server, proxied.proxy, proxied.host
 
-    bodies, server, proxy, host = asyncio.run(main())
+    bodies, server, proxy, host = run(main())
     assert bodies == [b"ok"] * 3
     assert [(c.method, c.target) for c in proxy.connections] == [("CONNECT", host)]
     assert server.connections == 1
+
+
+# -- scheme, TLS, redirects and warnings with real registries ---------------------------------------
+
+
+def test_tls_registry_needs_its_ca(push_image, tls_registry, unique_repo):
+    pushed = push_image("oci", registry=tls_registry)
+    source = reference.parse(pushed.ref)
+
+    async def head(ca_file):
+        async with registries(ca_file=ca_file) as regs:
+            return await regs.client(source.repository).resolve_digest(source.repository.path, "v1")
+
+    assert str(run(head(str(tls_registry.ca_file)))) == pushed.digest
+    with pytest.raises(RegistryError, match="certificate"):
+        run(head(None))
+
+
+def test_insecure_registry_skips_tls_verification(push_image, tls_registry):
+    pushed = push_image("oci", registry=tls_registry)
+    repository = reference.parse(pushed.ref).repository
+
+    async def head(insecure):
+        async with registries(insecure_registries=insecure) as regs:
+            return await regs.client(repository).resolve_digest(pushed.repo, "v1")
+
+    assert str(run(head(frozenset({tls_registry.host})))) == pushed.digest
+    with pytest.raises(RegistryError, match="certificate"):
+        run(head(frozenset({"other.example:5000"})))
+
+
+def test_plain_http_only_for_loopback_or_named_insecure_hosts(plain_registry, tls_registry):
+    assert is_loopback("localhost:5000") and is_loopback("127.3.4.5:80") and is_loopback("[::1]:5000")
+    assert not is_loopback("registry.example.com") and not is_loopback("10.0.0.1:5000")
+    named = TransportOptions(insecure_registries=frozenset({"registry.example.com"}))
+    assert named.allows_plain_http("registry.example.com:5000") and named.is_insecure("registry.example.com")
+    assert not TransportOptions().allows_plain_http("registry.example.com")
+
+    async def scheme(host, options=TransportOptions(ca_file=tls_registry.ca_file)):
+        transport = Transport(host, options)
+        try:
+            return (await transport.base_url()).split(":", 1)[0]
+        finally:
+            await transport.aclose()
+
+    # a public name is never even probed for plain HTTP (no network needed); loopback is probed
+    assert run(scheme("registry.example.com")) == "https"
+    assert run(scheme(plain_registry.host)) == "http"
+    assert run(scheme(tls_registry.host)) == "https"
+
+
+def test_redirect_to_another_host_drops_authorization(push_image, fault_proxy, htpasswd_registry,
+                                                      second_plain_registry, unique_repo):
+    pushed = push_image("large", registry=htpasswd_registry)
+    push_image("large", registry=second_plain_registry, repo=pushed.repo)
+    storage = fault_proxy(second_plain_registry, host="127.0.0.2")
+    front = fault_proxy(htpasswd_registry)
+    front.redirect("GET", "/blobs/sha256:", storage.url, times=None)
+    target_repo = unique_repo()
+
+    mirror(f"{front.host}/{pushed.repo}:v1", f"{second_plain_registry.host}/{target_repo}:v1",
+           {front.host: htpasswd_registry.credentials})
+    assert_same_image(pushed, second_plain_registry.host, target_repo)
+    redirected = storage.requests_matching("GET", "/blobs/")
+    assert len(redirected) == len(pushed.blobs)
+    assert all("Authorization" not in r.headers for r in redirected)
+    assert all("Authorization" in r.headers for r in front.requests_matching("GET", "/blobs/"))
+
+
+def test_registry_warning_header_is_shown(push_image, fault_proxy, plain_registry, caplog):
+    pushed = push_image("oci")
+    proxy = fault_proxy(plain_registry)
+    proxy.fail("HEAD", "/manifests/", status=404, headers={"Warning": '299 - "this repository is deprecated"'})
+
+    async def main():
+        async with registries() as regs:
+            return await regs.client(reference.parse(f"{proxy.host}/{pushed.repo}").repository).resolve_digest(pushed.repo, "v1")
+
+    with caplog.at_level(logging.WARNING, logger="reconciler.registry"):
+        assert run(main()) is None
+    assert "registry warning: this repository is deprecated" in caplog.text

@@ -55,6 +55,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from .images import OCI_INDEX, sha256_digest
 from .rawhttp import ALL_MANIFEST_TYPES
+from .threaded import ThreadedServer
 
 HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
@@ -219,7 +220,7 @@ class RecordedRequest:
         return self.path.split("?", 1)[0]
 
 
-class FaultProxy:
+class FaultProxy(ThreadedServer):
     """``FaultProxy(upstream_url, host="127.0.0.1").start()``.
 
     ``upstream_url``: "http(s)://127.0.0.1:PORT" (a Registry's ``url``);
@@ -243,9 +244,8 @@ class FaultProxy:
         self.timeout = timeout
         self.rules: list[Rule] = []
         self.requests: list[RecordedRequest] = []
+        self.thread_name = f"fault-proxy-{name}"
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self._conns: set[socket.socket] = set()
         self._overload: Overload | None = None
         self._pull_limit: PullLimit | None = None
@@ -256,21 +256,6 @@ class FaultProxy:
         self._in_flight_samples: list[int] = []
         self._shed = 0
         self._pulls_refused = 0
-
-    # ------------------------------------------------------------ addresses
-    @property
-    def port(self) -> int:
-        assert self._server is not None, "proxy not started"
-        return self._server.server_address[1]
-
-    @property
-    def host(self) -> str:
-        """"HOST:PORT" — what to use as the registry host."""
-        return f"{self.bind_host}:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}"
 
     # ---------------------------------------------------------------- rules
     def add_rule(self, rule: Rule) -> Rule:
@@ -515,7 +500,7 @@ class FaultProxy:
         return [found[digest] for digest in sorted(found)]
 
     # ----------------------------------------------------------- lifecycle
-    def start(self) -> "FaultProxy":
+    def _bind(self) -> ThreadingHTTPServer:
         proxy = self
 
         class Handler(_ProxyHandler):
@@ -543,18 +528,10 @@ class FaultProxy:
                 else:
                     super().shutdown_request(request)
 
-        self._server = Server((self.bind_host, self.bind_port), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.1},
-                                        name=f"fault-proxy-{self.name}", daemon=True)
-        self._thread.start()
-        return self
+        return Server((self.bind_host, self.bind_port), Handler)
 
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
+    def _after_shutdown(self) -> None:
+        """Handlers blocked on a client's socket end when it shuts down."""
         with self._lock:
             conns = list(self._conns)
             self._conns.clear()
@@ -563,16 +540,6 @@ class FaultProxy:
                 c.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> "FaultProxy":
-        return self.start() if self._server is None else self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 class _ClientGone(Exception):

@@ -15,6 +15,8 @@ import socketserver
 import threading
 from dataclasses import dataclass
 
+from .threaded import ThreadedServer
+
 
 @dataclass(frozen=True)
 class ProxiedConnection:
@@ -23,7 +25,9 @@ class ProxiedConnection:
     authorization: str | None
 
 
-class ForwardProxy:
+class ForwardProxy(ThreadedServer):
+    thread_name = "forward-proxy"
+
     def __init__(self, hosts: dict[str, str], credentials: tuple[str, str] | None = None) -> None:
         self.hosts = hosts
         self.expected_authorization = (
@@ -32,27 +36,17 @@ class ForwardProxy:
         )
         self.connections: list[ProxiedConnection] = []
         self.refused = 0
+
+    def _bind(self) -> socketserver.ThreadingTCPServer:
         proxy = self
 
         class Handler(socketserver.BaseRequestHandler):
             def handle(self) -> None:
                 proxy._handle(self.request)
 
-        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler, bind_and_activate=True)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def start(self) -> ForwardProxy:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        return server
 
     def _handle(self, client: socket.socket) -> None:
         head = b""

@@ -24,6 +24,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from .threaded import ThreadedServer
+
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 CLIENT_EMAIL = "mirror@test-project.iam.gserviceaccount.com"
@@ -112,20 +114,24 @@ class _TokenServer(ThreadingHTTPServer):
     endpoint: FakeTokenEndpoint
 
 
+class _TokenService(ThreadedServer):
+    thread_name = "oauth-token-endpoint"
+
+    def __init__(self, endpoint: FakeTokenEndpoint) -> None:
+        self.endpoint = endpoint
+
+    def _bind(self) -> _TokenServer:
+        server = _TokenServer(("127.0.0.1", 0), _TokenHandler)
+        server.endpoint = self.endpoint
+        return server
+
+
 @contextlib.contextmanager
 def serve_token_endpoint(endpoint: FakeTokenEndpoint) -> Iterator[FakeTokenEndpoint]:
     """Run ``endpoint`` on a free loopback port while the ``with`` block lasts."""
-    server = _TokenServer(("127.0.0.1", 0), _TokenHandler)
-    server.endpoint = endpoint
-    endpoint.url = f"http://127.0.0.1:{server.server_address[1]}/token"
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
+    with _TokenService(endpoint) as service:
+        endpoint.url = f"{service.url}/token"
         yield endpoint
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 def private_key_pem(key: rsa.RSAPrivateKey) -> str:

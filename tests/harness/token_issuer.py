@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
+from .threaded import ThreadedServer
+
 # (username | None, password | None, repository, requested_actions) -> granted
 Policy = Callable[[str | None, str | None, str, list[str]], Iterable[str]]
 
@@ -81,7 +83,7 @@ class TokenRequest:
         return {a["name"]: list(a["actions"]) for a in self.access if a["type"] == "repository"}
 
 
-class TokenIssuer:
+class TokenIssuer(ThreadedServer):
     """Threaded token server on 127.0.0.1.
 
     ``users``: name -> password (default ``{"tester": "tester-pw"}``).
@@ -89,6 +91,8 @@ class TokenIssuer:
     manager) or assign ``issuer.policy``; ``reset()`` restores defaults.
     ``requests``: list of :class:`TokenRequest` (thread-safe appends).
     """
+
+    thread_name = "token-issuer"
 
     def __init__(self, users: dict[str, str] | None = None, *, service: str = "test-registry",
                  issuer_name: str = "harness-token-issuer", policy: Policy | None = None,
@@ -100,14 +104,12 @@ class TokenIssuer:
         self.policy: Policy = policy or default_policy
         self.expires_in = expires_in
         self._default_expires_in = expires_in
-        self.host = host
+        self.bind_host = host
         self.requests: list[TokenRequest] = []
         # OAuth2 refresh tokens (docker's "identitytoken") -> the user they stand for.
         self.refresh_tokens: dict[str, str] = {}
         self._lock = threading.Lock()
         self._fail: list[tuple[int, dict, bytes]] = []
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         now = _dt.datetime.now(_dt.timezone.utc)
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)])
@@ -127,15 +129,6 @@ class TokenIssuer:
     @property
     def default_credentials(self) -> tuple[str, str]:
         return next(iter(self._default_users.items()))
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None, "issuer not started"
-        return self._server.server_address[1]
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     @property
     def realm(self) -> str:
@@ -220,35 +213,13 @@ class TokenIssuer:
         return [{"type": t, "name": n, "actions": a} for (t, n), a in access.items()]
 
     # ------------------------------------------------------------ lifecycle
-    def start(self) -> "TokenIssuer":
-        issuer = self
-
+    def _bind(self) -> ThreadingHTTPServer:
         class Handler(_IssuerHandler):
-            pass
+            issuer = self
 
-        Handler.issuer = issuer
-        self._server = ThreadingHTTPServer((self.host, 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.1},
-                                        name="token-issuer", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> "TokenIssuer":
-        return self.start() if self._server is None else self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        server = ThreadingHTTPServer((self.bind_host, 0), Handler)
+        server.daemon_threads = True
+        return server
 
 
 class _PolicySwap:

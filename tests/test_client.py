@@ -1,0 +1,107 @@
+"""The registry API client (reconciler/registry/client.py) against real docker-registry processes: manifests
+are checked against their digest, type and size, missing ones are NotFound, tags are listed."""
+
+from __future__ import annotations
+
+import pytest
+
+from reconciler.registry import reference
+from reconciler.registry.client import NotFound
+from reconciler.registry.digest import Digest, DigestMismatch
+from reconciler.registry.errors import RegistryError
+from tests.helpers_clients import assert_same_image, mirror, registries, run
+from tests.harness.rawhttp import RawRegistry
+
+
+def test_manifest_with_wrong_bytes_is_refused(push_image, fault_proxy, plain_registry, unique_repo):
+    pushed = push_image("oci-index")
+    proxy = fault_proxy(plain_registry)
+    child = pushed.children[0]
+    proxy.fail("GET", f"/manifests/{child.digest}$", status=200, body=pushed.children[1].raw,
+               headers={"Content-Type": child.media_type}, times=None)
+
+    async def main():
+        async with registries() as regs:
+            client = regs.client(reference.parse(f"{proxy.host}/{pushed.repo}").repository)
+            await client.get_manifest(pushed.repo, Digest.parse(child.digest))
+
+    with pytest.raises(DigestMismatch, match=child.digest):
+        run(main())
+
+
+def test_manifest_content_type_must_match_body(push_image, fault_proxy, plain_registry):
+    pushed = push_image("oci")
+    proxy = fault_proxy(plain_registry)
+    proxy.fail("GET", "/manifests/", status=200, body=pushed.manifest, times=None,
+               headers={"Content-Type": "application/vnd.docker.distribution.manifest.v2+json"})
+
+    async def main():
+        async with registries() as regs:
+            client = regs.client(reference.parse(f"{proxy.host}/{pushed.repo}").repository)
+            await client.get_manifest(pushed.repo, Digest.parse(pushed.digest))
+
+    with pytest.raises(RegistryError, match="served as application/vnd.docker.distribution.manifest.v2"):
+        run(main())
+
+
+def test_oversized_manifest_is_refused_before_reading(push_image, fault_proxy, plain_registry):
+    pushed = push_image("oci")
+    proxy = fault_proxy(plain_registry)
+    proxy.fail("GET", "/manifests/", status=200, body=b" " * (4 * 1024 * 1024 + 1), times=None,
+               headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+
+    async def main():
+        async with registries() as regs:
+            client = regs.client(reference.parse(f"{proxy.host}/{pushed.repo}").repository)
+            await client.get_manifest(pushed.repo, "v1")
+
+    with pytest.raises(RegistryError, match="over the 4 MiB limit"):
+        run(main())
+
+
+def test_a_manifest_cut_short_is_fetched_again(push_image, fault_proxy, plain_registry,
+                                                second_plain_registry, unique_repo):
+    pushed = push_image("oci-index")
+    proxy = fault_proxy(plain_registry)
+    proxy.truncate("GET", "/manifests/", after_bytes=20, times=2)
+    target_repo = unique_repo()
+
+    mirror(f"{proxy.host}/{pushed.repo}:v1", f"{second_plain_registry.host}/{target_repo}:v1")
+    assert_same_image(pushed, second_plain_registry.host, target_repo)
+    assert [r.action for r in proxy.requests_matching("GET", "/manifests/")][:2] == ["truncate", "truncate"]
+
+
+def test_unknown_tag_is_not_found(push_image):
+    pushed = push_image("oci")
+    repository = reference.parse(pushed.ref).repository
+
+    async def main():
+        async with registries() as regs:
+            client = regs.client(repository)
+            assert await client.resolve_digest(pushed.repo, "nope") is None
+            await client.get_manifest(pushed.repo, "nope")
+
+    with pytest.raises(NotFound, match="manifest nope not found"):
+        run(main())
+
+
+def test_tags_are_listed_and_a_missing_repository_has_none(push_image, plain_registry, fault_proxy):
+    """docker-registry 2.8 answers a tags list in one page whatever ``n`` asks (paging through
+    ``Link`` is covered by the referrers listing, in test_referrers.py)."""
+    image = push_image("oci")
+    with RawRegistry(plain_registry) as raw:
+        for tag in ("a", "b", "c", "d"):
+            assert raw.put_manifest(image.repo, tag, image.manifest, image.media_type).status_code == 201
+    proxy = fault_proxy(plain_registry)
+
+    async def main():
+        async with registries() as regs:
+            client = regs.client(reference.parse(f"{proxy.host}/{image.repo}:v1").repository)
+            return await client.tags(image.repo, page_size=2), await client.tags("no/such/repository")
+
+    tags, none = run(main())
+
+    assert sorted(tags) == ["a", "b", "c", "d", "v1"] and len(tags) == 5
+    assert proxy.count("GET", "/tags/list") == 2
+    assert proxy.requests_matching("GET", "/tags/list")[0].path.endswith("/tags/list?n=2")
+    assert none == []
