@@ -55,6 +55,16 @@ def build_images() -> dict[str, Image]:
     alpine_name = "library/alpine:3.20"
     images[alpine_name] = build_index([_manifest(alpine_name, alpine("amd64")),
                                        _manifest(alpine_name, alpine("arm64"), "arm64", "v8")])
+    # A repository with many tags, for a tag rule: lock picks the versions it selects.
+    for tag in ("1.22.5", "1.23.3", "1.23.4", "1.23.4-alpine", "1.24rc1", "latest"):
+        name = f"library/golang:{tag}"
+        images[name] = Image.single(_manifest(name, [{"usr/local/go/VERSION": tag.encode(),
+                                                      "usr/local/go/bin/go": filler(f"go-{tag}", 64 * KiB)}]))
+    # Three platforms upstream, two of them wanted: lock pins the source index and the subset.
+    nginx_name = "library/nginx:1.27"
+    images[nginx_name] = build_index([
+        _manifest(nginx_name, [{"usr/sbin/nginx": filler(f"nginx-1.27-{arch}", 96 * KiB)}], arch, variant)
+        for arch, variant in (("amd64", None), ("arm", "v7"), ("arm64", "v8"))])
     return images
 
 
