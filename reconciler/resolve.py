@@ -2,9 +2,10 @@
 
 One HEAD per source when the registry sends ``Docker-Content-Digest``, and its tags list
 for the referrers (cosign's tags, the spec's fallback index; the referrers API where
-offered) unless images.yaml turns them off; an index
-is read to record its platforms, and a single image's config only when the entry
-asks for platforms.
+offered) unless images.yaml turns them off; an index is read to record its platforms
+(and to build a platform subset), and a single image's config only when the entry asks
+for platforms. A tag rule's tags list is read only when the lock has no pins of it yet,
+or an upgrade asks for it.
 """
 
 from __future__ import annotations
