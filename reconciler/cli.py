@@ -45,7 +45,10 @@ from reconciler.shard import Shard
 
 T = TypeVar("T")
 INTERRUPTED = 130
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Read when the CLI is loaded, before it handles any: a signal ignored when the program
+# starts (a background job's SIGINT, nohup) stays ignored, as POSIX asks of programs.
+_STOP_SIGNALS = tuple(signum for signum in (signal.SIGINT, signal.SIGTERM)
+                      if signal.getsignal(signum) is not signal.SIG_IGN)
 
 app = typer.Typer(
     name="image-syncer",

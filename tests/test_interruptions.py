@@ -22,13 +22,15 @@ from tests.helpers_cli import ROOT, cli_env, run_cli, write_images
 WRAPPER = ROOT / "tests" / "fault_injection.py"
 
 
-def start(workdir: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+def start(workdir: Path, *args: str, env: dict[str, str] | None = None,
+          sigint: signal.Handlers = signal.SIG_DFL) -> subprocess.Popen:
     """The CLI as a terminal's foreground job has it: SIGINT at its default, also when this
-    suite itself runs as a background job (which inherits SIGINT ignored, and passes that on)."""
+    suite itself runs as a background job (which inherits SIGINT ignored, and passes that on);
+    ``sigint=SIG_IGN`` starts it as a background job."""
     return subprocess.Popen(
         [sys.executable, str(WRAPPER), *args], cwd=workdir, env={**cli_env(workdir), **(env or {})},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, sigint),
     )
 
 
@@ -83,6 +85,22 @@ def test_ctrl_c_at_any_point_of_a_run_is_one_word_and_130(tmp_path, silent_regis
 
         assert (code, stdout, stderr) == (130, "", "interrupted\n"), f"SIGINT after {delay:.2f} s"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["images.yaml", "started"]
+
+
+def test_a_background_job_keeps_ignoring_ctrl_c_and_still_stops_on_sigterm(tmp_path, silent_registry):
+    """POSIX: a signal ignored when a program starts (``cmd &``, nohup) stays ignored."""
+    write_images(tmp_path, f"{silent_registry}/mirror/", [{"source": f"{silent_registry}/app:1"}])
+    started = tmp_path / "started"
+    process = start(tmp_path, "lock", env={"STARTED": str(started)}, sigint=signal.SIG_IGN)
+    wait_for(started, process)
+    for _ in range(3):  # at start-up, while reading images.yaml, while waiting on the registry
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.4)
+    assert process.poll() is None, "SIGINT stopped a run that started with it ignored"
+
+    process.send_signal(signal.SIGTERM)
+
+    assert finish(process) == (143, "", "interrupted (SIGTERM)\n")
 
 
 # ---------------------------------------------------------------------------------------------------- kill -9
