@@ -18,7 +18,7 @@ from reconciler import documents
 from reconciler.config import Config, DesiredImage, DesiredTags, ReferrersRule
 from reconciler.documents import YamlDocument
 from reconciler.errors import InputError
-from reconciler.registry import mediatypes
+from reconciler.registry import mediatypes, platforms
 from reconciler.registry.digest import Digest
 from reconciler.registry.platforms import PlatformSubset
 from reconciler.registry.reference import Reference
@@ -152,7 +152,7 @@ def _stale_reason(desired: DesiredImage, locked: LockedImage) -> str | None:
     if desired.rule != locked.rule:
         return f"tag rule changed: {locked.rule or 'none'} -> {desired.rule or 'none'}"
     # A single image's platform is not recorded, so only an index can be checked here.
-    missing = [platform for platform in desired.platforms if locked.platforms and platform not in locked.platforms]
+    missing = platforms.missing(desired.platforms, locked.platforms) if locked.platforms else []
     if missing:
         return f"platforms not in the locked index: {', '.join(missing)}"
     return None

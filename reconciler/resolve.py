@@ -25,6 +25,7 @@ from reconciler.registry.digest import Digest
 from reconciler.registry.errors import RegistryError
 from reconciler.registry.manifest import Manifest, Platform
 from reconciler.registry.platforms import PlatformSubset, PlatformSubsetRefused
+from reconciler.registry.platforms import missing as platforms_missing
 from reconciler.registry.platforms import subset as platform_subset
 from reconciler.registry.reference import Reference
 from reconciler.registry.referrers import Referrer
@@ -53,7 +54,7 @@ async def resolve(registries: Registries, desired: DesiredImage) -> LockedImage:
         platforms = (await _image_platform(registries, desired, manifest),)
     else:
         platforms = ()
-    missing = sorted(set(desired.platforms) - set(platforms))
+    missing = platforms_missing(desired.platforms, platforms)
     if missing:
         raise SourceUnusable(
             f"{source.as_written} ({manifest.digest}) does not provide platform(s) {', '.join(missing)}; "

@@ -475,3 +475,13 @@ def test_the_platforms_kept_are_an_input_of_the_pin(tmp_path):
         "~ p.example/mirror/nginx:1.27 (platforms to keep changed: linux/amd64, linux/arm64)"]
     assert lockfile.inputs_hash(images) != lockfile.inputs_hash(
         load_config(tmp_path, RULED.replace("[linux/arm64, linux/amd64]", "[linux/amd64]"), "fewer.yaml"))
+
+
+def test_a_required_platform_without_a_variant_is_satisfied_by_any_variant(tmp_path):
+    images = load_config(tmp_path, IMAGES.replace("[linux/arm64, linux/amd64]", "[linux/arm64]"))
+    lock = lock_from_scratch(images)
+    arm64_v8 = attrs.evolve(lock, images=tuple(
+        attrs.evolve(image, platforms=("linux/amd64", "linux/arm64/v8")) if image.platforms else image
+        for image in lock.images))
+
+    assert lockfile.differences(images, arm64_v8) == []

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from reconciler.registry import mediatypes, reference
+from reconciler.registry import mediatypes, platforms, reference
 from reconciler.registry.client import Registries
 from reconciler.registry.digest import Digest
 from reconciler.registry.errors import RegistryError
@@ -208,3 +208,11 @@ def test_subset_pushed_to_a_real_registry_reads_back_byte_for_byte(push_image, p
     assert Digest.of(served) == two.digest
     amd64, _, s390x = pushed.children
     assert [entry["digest"] for entry in json.loads(served)["manifests"]] == [amd64.digest, s390x.digest]
+
+
+def test_a_platform_without_a_variant_is_any_variant_of_it_for_required_platforms_too():
+    available = ["linux/amd64", "linux/arm/v7", "linux/arm64/v8"]
+
+    assert platforms.missing(["linux/arm64", "linux/arm", "linux/amd64"], available) == []
+    assert platforms.missing(["linux/arm/v6", "linux/arm64/v8", "linux/s390x"], available) == [
+        "linux/arm/v6", "linux/s390x"]

@@ -84,12 +84,22 @@ def _is_attestation(child: Descriptor) -> bool:
 
 
 def _matches(wanted: Platform, child: Descriptor) -> bool:
-    found = child.platform
+    return _fits(wanted, child.platform)
+
+
+def _fits(wanted: Platform, found: Platform | None) -> bool:
+    """``os/arch`` is any variant of it (``linux/arm64`` is ``linux/arm64/v8``); a variant only itself."""
     return (
         found is not None
         and (found.os, found.architecture) == (wanted.os, wanted.architecture)
         and wanted.variant in (None, found.variant)
     )
+
+
+def missing(wanted: Sequence[str], available: Sequence[str]) -> list[str]:
+    """The platforms of ``wanted`` that none of ``available`` is, matched as ``subset`` matches them."""
+    have = [_parse_platform(platform) for platform in available]
+    return [platform for platform in wanted if not any(_fits(_parse_platform(platform), found) for found in have)]
 
 
 class SubsetChanged(PlatformSubsetRefused):
