@@ -10,6 +10,9 @@ import sys
 
 def main() -> None:
     try:
+        from reconciler.errors import note_signals
+
+        note_signals()  # before the CLI's imports, which take most of the start-up
         from reconciler import cli
 
         status = cli.main()

@@ -15,7 +15,6 @@ import importlib.metadata
 import inspect
 import logging
 import os
-import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -33,7 +32,7 @@ from reconciler import plan as plan_module
 from reconciler import verify as verify_module
 from reconciler import apply as apply_module
 from reconciler.apply import Interruption, Report
-from reconciler.errors import InputError, Stopped, one_line
+from reconciler.errors import InputError, Stopped, handled_signals, note_signals, one_line, stop_if_signalled
 from reconciler.progress import apply_progress
 from reconciler.registry import credentials
 from reconciler.registry.errors import RegistryError
@@ -45,10 +44,6 @@ from reconciler.shard import Shard
 
 T = TypeVar("T")
 INTERRUPTED = 130
-# Read when the CLI is loaded, before it handles any: a signal ignored when the program
-# starts (a background job's SIGINT, nohup) stays ignored, as POSIX asks of programs.
-_STOP_SIGNALS = tuple(signum for signum in (signal.SIGINT, signal.SIGTERM)
-                      if signal.getsignal(signum) is not signal.SIG_IGN)
 
 app = typer.Typer(
     name="image-syncer",
@@ -225,16 +220,6 @@ def registry_command(command: Callable[..., None]) -> Callable[..., None]:
     return with_session
 
 
-def _stop_on_signal(signum: int, _frame: object) -> None:
-    raise Stopped(signum)
-
-
-def _stop_on_signals() -> None:
-    """Outside the event loop (start-up, reading files, printing), a signal ends the command at once."""
-    for signum in _STOP_SIGNALS:
-        signal.signal(signum, _stop_on_signal)
-
-
 def _run(work: Callable[[], Awaitable[T]], interruption: Interruption | None = None) -> T:
     """Run a coroutine; what asyncio reports of tasks nobody awaited goes to the debug log, never the user.
 
@@ -243,7 +228,8 @@ def _run(work: Callable[[], Awaitable[T]], interruption: Interruption | None = N
     one, then the report), a second one, or any without, cancels it at once. The loop's
     handlers are in place before the loop runs anything: Python's own handler would raise
     inside whatever callback was running, and asyncio hands such an exception to its
-    exception handler, so the signal would be lost.
+    exception handler, so the signal would be lost. Outside the loop a signal is noted
+    (``errors.note_signals``) and stops the command here, or once the command is done.
     """
     received: list[int] = []
     running: list[asyncio.Task[T]] = []
@@ -258,6 +244,7 @@ def _run(work: Callable[[], Awaitable[T]], interruption: Interruption | None = N
     async def guarded() -> T:
         running.append(asyncio.current_task())
         try:
+            stop_if_signalled()  # noted before the loop's handlers were in place
             if received and (interruption is None or len(received) > 1):
                 raise asyncio.CancelledError  # a signal came before the work began
             return await work()
@@ -266,17 +253,19 @@ def _run(work: Callable[[], Awaitable[T]], interruption: Interruption | None = N
                 raise Stopped(received[0]) from None
             raise
 
+    stop_if_signalled()
+    handled = handled_signals()
     with asyncio.Runner() as runner:
         loop = runner.get_loop()
         loop.set_exception_handler(_log_unawaited_failure)
-        for signum in _STOP_SIGNALS:
+        for signum in handled:
             loop.add_signal_handler(signum, on_signal, signum)
         try:
             return runner.run(guarded())
         finally:
-            for signum in _STOP_SIGNALS:
+            for signum in handled:
                 loop.remove_signal_handler(signum)
-            _stop_on_signals()  # removing the loop's handlers restored Python's defaults
+            note_signals()  # removing the loop's handlers restored Python's defaults
 
 
 def _log_unawaited_failure(_: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -562,8 +551,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command line and return its exit status (see the module's docstring)."""
     args = _seed_compatible(list(sys.argv[1:] if argv is None else argv))
     try:
-        _stop_on_signals()
+        note_signals()
+        stop_if_signalled()
         status = app(args=args, prog_name="image-syncer", standalone_mode=False)
+        stop_if_signalled()
     except NoArgsIsHelpError as error:
         error.show()
         return error.exit_code

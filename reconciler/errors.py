@@ -77,3 +77,31 @@ def stop_in(error: BaseException) -> Stopped | None:
             return Stopped(signal.SIGINT)
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+_noted_signals: list[int] = []
+
+
+def handled_signals() -> list[int]:
+    """SIGINT and SIGTERM, but not one ignored when the program started (a background job's
+    SIGINT, nohup): POSIX asks that it stays ignored."""
+    return [signum for signum in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(signum) is not signal.SIG_IGN]
+
+
+def note_signals() -> None:
+    """Outside the event loop a signal is only noted, and acted on at the next safe point
+    (``stop_if_signalled``): raised from its handler, it could land in a weakref callback or
+    a ``__del__`` (every import's module lock has one), where Python prints it and drops it."""
+    for signum in handled_signals():
+        signal.signal(signum, _note)
+
+
+def _note(signum: int, _frame: object) -> None:
+    _noted_signals.append(signum)
+
+
+def stop_if_signalled() -> None:
+    """Raise Stopped for the first signal noted, if any."""
+    if _noted_signals:
+        raise Stopped(_noted_signals[0])
+
