@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from reconciler.registry.digest import Digest
+from tests.harness import cosign as cosign_keys
 from tests.harness import images as harness_images
 from tests.harness.rawhttp import RawRegistry
 from tests.harness.skopeo import skopeo_inspect_raw
@@ -189,3 +190,27 @@ def test_the_original_command_line_applies_a_tag_rule_too(tagged, paged, second_
     assert f"-> {target}: target does not exist – copying" in result.stdout
     assert skopeo_inspect_raw(target) == tagged.manifest
     assert not (tmp_path / "images.lock").exists()
+
+
+def test_a_subset_carries_its_kept_children_s_signatures_and_applies_from_a_saved_plan(
+    subset_locked, plain_registry, second_plain_registry, tmp_path
+):
+    index, _ = subset_locked
+    key = cosign_keys.new_key()
+    amd64, arm_v7, arm64 = index.child_digests
+    with RawRegistry(plain_registry) as raw:
+        for digest in (index.digest, amd64, arm_v7):
+            cosign_keys.push_signatures(raw, index.repo, digest, [cosign_keys.signature_by(key, digest)])
+    ok(run_cli(tmp_path, "lock", "--upgrade"))
+    [pin] = locked(tmp_path)
+    assert [(referrer["subject"], referrer["foundBy"]) for referrer in pin["referrers"]] == [(amd64, "cosign-sig")]
+
+    ok(run_cli(tmp_path, "plan", "--out", "plan.json"), 0)
+    ok(run_cli(tmp_path, "apply", "plan.json"))
+
+    target_repo = pin["target"].split("/", 1)[1].rsplit(":", 1)[0]
+    with RawRegistry(second_plain_registry) as raw:
+        tags = raw.tags(target_repo)
+    assert sorted(tags) == sorted([pin["target"].rsplit(":", 1)[1], cosign_keys.signature_tag(amd64)])
+    assert str(Digest.of(skopeo_inspect_raw(pin["target"]))) == pin["subset"]["digest"]
+    ok(run_cli(tmp_path, "verify"))
