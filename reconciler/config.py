@@ -17,7 +17,7 @@ from reconciler.documents import YamlDocument, yaml_converter
 from reconciler.registry import reference
 from reconciler.registry.digest import Digest
 from reconciler.registry.reference import InvalidReference, Reference
-from reconciler.tagrules import TagRule, describe
+from reconciler.tagrules import TagRule
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
@@ -130,7 +130,7 @@ class DesiredTags:
 
     @property
     def described(self) -> str:
-        return describe(self.rule)
+        return tagrules.describe(self.rule)
 
     @property
     def names(self) -> set[str]:
@@ -138,15 +138,13 @@ class DesiredTags:
         return {self.source.as_written, str(self.target.repository)}
 
     def image(self, tag: str) -> DesiredImage:
-        return attrs.evolve(
-            self.template, source=reference.parse(f"{reference.split(self.source.as_written).name}:{tag}"),
-            target=attrs.evolve(self.target, tag=tag), rule=self.described,
-        )
+        return attrs.evolve(self.template, source=reference.parse(f"{self.source.as_written}:{tag}"),
+                            target=attrs.evolve(self.target, tag=tag), rule=self.described)
 
-    def brought(self, image: DesiredImage | _Selected) -> bool:
+    def brought(self, image: _Selected) -> bool:
         """Whether this rule selected ``image`` (when it was locked)."""
         return (image.rule == self.described and image.target.repository == self.target.repository
-                and reference.split(image.source.as_written).name == reference.split(self.source.as_written).name)
+                and reference.split(image.source.as_written).name == self.source.as_written)
 
 
 @attrs.frozen

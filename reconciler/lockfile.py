@@ -97,11 +97,13 @@ def inputs_hash(config: Config) -> str:
     return _hash_inputs(config.desired, config.tag_rules)
 
 
+def selected_by(rule: DesiredTags, lock: Lockfile) -> tuple[DesiredImage, ...]:
+    """The images ``rule`` selected, as the lock pinned them: known without listing any tags."""
+    return tuple(rule.image(str(image.source.tag)) for image in lock.images if rule.brought(image))
+
+
 def selected_by_lock(config: Config, lock: Lockfile) -> tuple[DesiredImage, ...]:
-    """The images the tag rules selected, as the lock pinned them: what plan and apply act on
-    without listing any tags."""
-    return tuple(rule.image(str(image.source.tag)) for rule in config.tag_rules
-                 for image in lock.images if rule.brought(image))
+    return tuple(image for rule in config.tag_rules for image in selected_by(rule, lock))
 
 
 def every_desired(config: Config, lock: Lockfile) -> tuple[DesiredImage, ...]:
@@ -219,7 +221,7 @@ def differences(config: Config, lock: Lockfile) -> list[str]:
     desired_by_target = {image.target: image for image in every_desired(config, lock)}
     locked_by_target = {image.target: image for image in lock.images}
     lines = [f"+ {rule.source.as_written} (tag rule {rule.described} not locked)"
-             for rule in config.tag_rules if not any(rule.brought(image) for image in lock.images)]
+             for rule in config.tag_rules if not selected_by(rule, lock)]
     for target in sorted(desired_by_target.keys() | locked_by_target.keys(), key=str):
         desired, locked = desired_by_target.get(target), locked_by_target.get(target)
         if locked is None:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import attrs
 
-from reconciler import tagrules
+from reconciler import lockfile, tagrules
 from reconciler.bounded import images_at_once, map_bounded
 from reconciler.config import Config, DesiredImage, DesiredTags
 from reconciler.lockfile import LockedImage, Lockfile
@@ -146,9 +146,9 @@ async def select_tags(
     errors: list[Unselected] = []
 
     async def one(rule: DesiredTags) -> None:
-        pinned = [image for image in lock.images if rule.brought(image)]
+        pinned = lockfile.selected_by(rule, lock)
         if pinned and not upgraded(rule):
-            selected.extend(rule.image(str(image.source.tag)) for image in pinned)
+            selected.extend(pinned)
             return
         source = rule.source.repository
         try:
