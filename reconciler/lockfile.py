@@ -176,7 +176,7 @@ def pending(
     if unknown:
         names = ", ".join(f'"{name}"' for name in sorted(unknown))
         raise InputError(config.path, f"no entry has this source or target: {names}", entry="upgrade")
-    upgraded_rules = {rule.described for rule in config.tag_rules if upgrade_all or rule.names & wanted}
+    upgraded_rules = {rule.described for rule in config.tag_rules if upgrades(rule, upgrade_all, wanted)}
     locked_by_target = {image.target: image for image in lock.images}
     to_resolve, kept = [], []
     desired_images = (*config.desired, *selected)
@@ -195,6 +195,11 @@ def pending(
     desired_targets = {image.target for image in desired_images}
     dropped = tuple(image for image in lock.images if image.target not in desired_targets)
     return LockPlan(to_resolve=tuple(to_resolve), kept=tuple(kept), dropped=dropped)
+
+
+def upgrades(rule: DesiredTags, upgrade_all: bool, upgrade_names: Collection[str]) -> bool:
+    """Whether ``lock --upgrade`` (all, or naming the rule) lists the rule's tags again."""
+    return upgrade_all or not rule.names.isdisjoint(upgrade_names)
 
 
 def _names(image: DesiredImage) -> set[str]:

@@ -48,10 +48,7 @@ class PullBudgets:
         host = image.source.repository.api_host
         limit = await self._budget(host, image)
         needed = pulls_needed(image)
-        if limit is None:
-            self._decide(index, needed)
-            return None
-        if self._worst_case[host] <= limit.remaining:
+        if limit is None or self._worst_case[host] <= limit.remaining:
             self._decide(index, needed)
             return None
         used = sum(await asyncio.gather(*(self._decided[i] for i in self._by_host[host] if i < index)))

@@ -46,9 +46,8 @@ async def lock(
 ) -> LockResult:
     """Resolve new, changed or upgraded entries, keep the other pins, write only on success."""
     existing = lockfile.load(lock_path, missing_ok=True)
-    wanted = set(upgrade_names)
     selected, rule_errors = await select_tags(registries, config, existing,
-                                              lambda rule: upgrade_all or bool(rule.names & wanted))
+                                              lambda rule: lockfile.upgrades(rule, upgrade_all, upgrade_names))
     work = lockfile.pending(config, existing, selected, upgrade_all=upgrade_all, upgrade_names=upgrade_names)
     resolved, errors = await resolve_all(registries, list(work.to_resolve))
     dropped = tuple(str(image.target) for image in work.dropped)

@@ -84,8 +84,7 @@ def test_a_rule_pins_exactly_the_tags_it_selects(rule, expected, tagged, paged, 
         f"{second_plain_registry.host}/mirror/{paged.host.replace(':', '_')}/choosing/app:{tag}" for tag in expected}
     assert len({pin["rule"] for pin in pins}) == 1 and all(pin["rule"].startswith("{") for pin in pins)
     lists = paged.requests_matching("GET", r"/tags/list")
-    assert [request.url_path for request in lists].count("/v2/choosing/app/tags/list") >= 2  # two pages
-    assert len(TAGS) + 1 > PAGE
+    assert [request.url_path for request in lists].count("/v2/choosing/app/tags/list") >= 2  # 30 tags, pages of 20
 
 
 def test_upgrade_adds_what_now_matches_and_drops_what_fell_out_while_the_target_keeps_it(
