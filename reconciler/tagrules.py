@@ -19,15 +19,17 @@ then optionally a pre-release, then optionally a variant:
 - a variant is any other ``-suffix``: ``1.22.5-alpine``, ``1.22-bookworm``,
   ``1.22.5-alpine3.20``; both may come together, pre-release first: ``1.0.0-rc1-alpine``.
 
-Any other tag (``latest``, ``stable``, ``bookworm``, ``1.2.3.4``, ``1.x``) is not a version,
-and a semver rule never selects it. Pre-release words are lowercase: ``1.0.0-RC1``
-has the variant ``RC1``.
+A number is ASCII digits ``0``-``9``, at most 18 of them (``NUMBER_DIGITS``, as many as always
+fit in 64 bits; a timestamp such as ``20260101123045`` has 14). Any other tag
+(``latest``, ``stable``, ``bookworm``, ``1.2.3.4``, ``1.x``, ``٩٩.٠.٠`` in Arabic-Indic
+digits, ``1.0.`` and 19 digits) is not a version, and a semver rule never selects it.
+Pre-release words are lowercase: ``1.0.0-RC1`` has the variant ``RC1``.
 
 Semver rules. ``semver:`` is a range: comparators ``>=``, ``>``, ``<=``, ``<`` and ``=``
-(or a bare version, which means exactly that version) with one to three numbers, padded
-with zeros as tags are (``>1.22`` is above 1.22.0, so 1.22.1 is in; ``<1.24`` stops before
-1.24.0). Comparators separated by spaces must all hold; ``||`` separates alternatives, one
-of which must hold: ``>=1.21 <1.22 || >=1.23``. ``~1.22`` is ``>=1.22.0 <1.23.0``
+(or a bare version, which means exactly that version) with one to three numbers, written
+and padded with zeros as tags are (``>1.22`` is above 1.22.0, so 1.22.1 is in; ``<1.24``
+stops before 1.24.0). Comparators separated by spaces must all hold; ``||`` separates
+alternatives, one of which must hold: ``>=1.21 <1.22 || >=1.23``. ``~1.22`` is ``>=1.22.0 <1.23.0``
 (``~1`` is ``>=1.0.0 <2.0.0``); ``^1.22`` is ``>=1.22.0 <2.0.0``, and below 1.0.0 the first
 non-zero number given may not change, as in npm: ``^0.3`` is ``>=0.3.0 <0.4.0``.
 A rule selects plain versions only; with ``variant: alpine`` it selects only the tags whose
@@ -43,8 +45,8 @@ Both kinds. ``exclude:`` drops every tag one of its regexes finds (``re.search``
 Semver rules order versions as SemVer 2.0 does (``1.0.0-rc.1 < 1.0.0-rc.2 < 1.0.0``;
 pre-release words alphabetically, their numbers as numbers), tags of equal versions
 (``1.22``, ``1.22.0``, ``v1.22.0``) by the tag itself; regex rules order tags naturally: runs
-of digits compare as numbers (``v1.15.10`` above ``v1.15.9``). The result depends on the set
-of tags only, never on the order the registry lists them in.
+of ASCII digits compare as numbers, however long (``v1.15.10`` above ``v1.15.9``). The result
+depends on the set of tags only, never on the order the registry lists them in.
 """
 
 from __future__ import annotations
@@ -58,16 +60,20 @@ from collections.abc import Callable, Iterable
 import attrs
 import semver
 
+NUMBER_DIGITS = 18
+"""Digits of one number in a version; a longer run (or any digit but ASCII's) makes a tag no version."""
+_NUMBER = f"[0-9]{{1,{NUMBER_DIGITS}}}"
 _TAG_VERSION = re.compile(
-    r"""v?(?P<major>\d+)(?:\.(?P<minor>\d+))?(?:\.(?P<patch>\d+))?
-    (?:[-.]?(?P<prerelease>alpha|beta|rc|preview|pre|dev)(?P<prerelease_numbers>\d*(?:\.\d+)*))?
+    rf"""v?(?P<major>{_NUMBER})(?:\.(?P<minor>{_NUMBER}))?(?:\.(?P<patch>{_NUMBER}))?
+    (?:[-.]?(?P<prerelease>alpha|beta|rc|preview|pre|dev)(?P<prerelease_numbers>(?:{_NUMBER})?(?:\.{_NUMBER})*))?
     (?:-(?P<variant>[A-Za-z0-9_.-]+))?""",
     re.VERBOSE,
 )
+_PRERELEASE_NUMBER = re.compile(_NUMBER)
 _VARIANT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-_COMPARATOR = re.compile(r"(?P<operator>>=|<=|>|<|=|~|\^)?v?(?P<numbers>\d+(?:\.\d+){0,2})")
+_COMPARATOR = re.compile(rf"(?P<operator>>=|<=|>|<|=|~|\^)?v?(?P<numbers>{_NUMBER}(?:\.{_NUMBER}){{0,2}})")
 _SPACE_AFTER_OPERATOR = re.compile(r"(>=|<=|>|<|=|~|\^)\s+")
-_DIGIT_RUNS = re.compile(r"(\d+)")
+_DIGIT_RUNS = re.compile(r"([0-9]+)")
 _OPERATORS = {
     ">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "=": operator.eq, None: operator.eq,
 }
@@ -104,7 +110,7 @@ class TagVersion:
         if match is None:
             return None
         word = match["prerelease"]
-        prerelease = ".".join([word, *re.findall(r"\d+", match["prerelease_numbers"])]) if word else None
+        prerelease = ".".join([word, *_PRERELEASE_NUMBER.findall(match["prerelease_numbers"])]) if word else None
         return cls(
             semver.Version(int(match["major"]), int(match["minor"] or 0), int(match["patch"] or 0), prerelease),
             match["variant"],
@@ -204,9 +210,18 @@ class _CompiledRule:
         )
 
 
-def _natural_key(tag: str) -> tuple[str | int, ...]:
-    """Digit runs as numbers: they fall at odd positions of the split, so like is compared with like."""
-    return tuple(int(piece) if position % 2 else piece for position, piece in enumerate(_DIGIT_RUNS.split(tag)))
+def _natural_key(tag: str) -> tuple[str | tuple[int, str], ...]:
+    """Digit runs as numbers: they fall at odd positions of the split, so like is compared with like.
+
+    A run is never converted to an int: a registry may list a tag of any length.
+    """
+    return tuple(_run_value(piece) if position % 2 else piece for position, piece in enumerate(_DIGIT_RUNS.split(tag)))
+
+
+def _run_value(digits: str) -> tuple[int, str]:
+    """A number's order without converting it: fewer significant digits first, then digit by digit."""
+    significant = digits.lstrip("0")
+    return (len(significant), significant)
 
 
 def validate(rule: TagRule) -> None:

@@ -1,15 +1,25 @@
-"""Tag rules over a golang-like tag list: exactly what each rule selects, and its order."""
+"""Tag rules over a golang-like tag list: exactly what each rule selects, and its order;
+and end to end, a rule over a registry's hostile tag list pinned by the real ``lock``."""
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
 import yaml
 
-from reconciler.tagrules import TagRule, TagVersion, describe, select, validate
+from reconciler.tagrules import NUMBER_DIGITS, TagRule, TagVersion, describe, select, validate
+from tests.harness.rawhttp import RawRegistry
+from tests.helpers_cli import run_cli, write_images
 
 COSIGN_SIGNATURE_TAG = "sha256-" + "ab" * 32 + ".sig"
+ARABIC_INDIC_99 = "\u0669\u0669.\u0660.\u0660"  # ٩٩.٠.٠: digits to str.isdigit, not to a version
+ENDLESS_PATCH = "1.0." + "0" * 10_240  # past Python's 4,300-digit limit on int()
+OTHER_DIGITS_AND_LONG_NUMBERS = (
+    ARABIC_INDIC_99, "v1.\u0662\u0664.0", "\uff11.22.5", ENDLESS_PATCH, "1." + "9" * (NUMBER_DIGITS + 1),
+    "1.22rc" + "1" * (NUMBER_DIGITS + 1), "1.0.0-rc." + "1" * 5_000,
+)
 
 TAGS = (
     "0.9.1", "0.10.0", "0.10.3",
@@ -105,6 +115,8 @@ def test_selection_ignores_listing_order_and_repeats(rule, expected):
         ("1.0.0-rc1-alpine", "1.0.0-rc.1", "alpine"),
         ("1.0-devel", "1.0.0", "devel"),
         ("1.0.0-RC1", "1.0.0", "RC1"),
+        ("1." + "9" * NUMBER_DIGITS, "1." + "9" * NUMBER_DIGITS + ".0", None),
+        ("1.0.0-rc." + "9" * NUMBER_DIGITS, "1.0.0-rc." + "9" * NUMBER_DIGITS, None),
     ],
 )
 def test_tag_as_version(tag, version, variant):
@@ -113,9 +125,31 @@ def test_tag_as_version(tag, version, variant):
 
 
 @pytest.mark.parametrize("tag", ["latest", "stable", "bookworm", "1.2.3.4", "1.x", "v", "1.", "1.22.", "V1.2",
-                                 "1..2", "1.2-", COSIGN_SIGNATURE_TAG, "1" * 60 + "rc" + "1" * 60 + "!"])
+                                 "1..2", "1.2-", COSIGN_SIGNATURE_TAG, "1" * 60 + "rc" + "1" * 60 + "!",
+                                 *OTHER_DIGITS_AND_LONG_NUMBERS[:-1]])
 def test_not_a_version(tag):
     assert TagVersion.parse(tag) is None
+
+
+def test_a_pre_release_number_too_long_is_no_pre_release_but_a_variant():
+    """``rc.`` and 5,000 digits is any other ``-suffix``: only a rule naming that variant could select it."""
+    parsed = TagVersion.parse(OTHER_DIGITS_AND_LONG_NUMBERS[-1])
+    assert (str(parsed.version), parsed.variant) == ("1.0.0", "rc." + "1" * 5_000)
+
+
+SEMVER_SELECTIONS = [(rule, expected) for rule, expected in SELECTIONS if rule.semver is not None]
+
+
+@pytest.mark.parametrize(("rule", "expected"), SEMVER_SELECTIONS, ids=[repr(rule) for rule, _ in SEMVER_SELECTIONS])
+def test_a_semver_rule_never_selects_other_digits_or_numbers_too_long(rule, expected):
+    assert select(rule, TAGS + OTHER_DIGITS_AND_LONG_NUMBERS) == expected
+
+
+def test_a_regex_rule_orders_digit_runs_of_any_length_as_numbers():
+    huge = "v1" + "0" * 10_000
+    tags = ["v9", "v10", "v010", "v" + "9" * 9_999, huge, huge[:-1] + "1", "v0", "v"]
+    assert select(TagRule(regex="^v"), tags) == (huge[:-1] + "1", huge, "v" + "9" * 9_999, "v010", "v10", "v9",
+                                                   "v0", "v")
 
 
 def test_versions_order_as_semver_precedence():
@@ -152,6 +186,11 @@ def test_versions_order_as_semver_precedence():
         (TagRule(semver=">=1.22 ||"),
          "invalid semver range '>=1.22 ||': it needs a comparator such as >=1.22 on each side of ||"),
         (TagRule(semver=""), "invalid semver range '': it needs a comparator such as >=1.22 on each side of ||"),
+        (TagRule(semver=f">={ARABIC_INDIC_99}"),
+         f"invalid semver range '>={ARABIC_INDIC_99}': '>={ARABIC_INDIC_99}' is not a comparator"
+         " such as >=1.22, <1.24, =1.22.5, ~1.22 or ^1.22"),
+        (TagRule(semver="^1." + "0" * 10_240), "invalid semver range '^1." + "0" * 10_240 + "': '^1." + "0" * 10_240
+         + "' is not a comparator such as >=1.22, <1.24, =1.22.5, ~1.22 or ^1.22"),
     ],
 )
 def test_malformed_rules_are_refused_in_one_line(rule, message):
@@ -175,3 +214,27 @@ def test_description_reads_back_as_the_rule(rule, description):
     assert describe(rule) == description
     assert TagRule(**{key: tuple(value) if key == "exclude" else value
                       for key, value in yaml.safe_load(description).items()}) == rule
+
+
+def test_lock_pins_the_ascii_versions_of_a_tag_list_with_other_digits_and_endless_numbers(
+    push_image, plain_registry, second_plain_registry, fault_proxy, unique_repo, tmp_path
+):
+    """The registry lists ٩٩.٠.٠ and 1.0. with 10,240 zeros beside real releases: neither is a version."""
+    pushed = push_image("oci", tag="1.0.0")
+    with RawRegistry(plain_registry) as raw:
+        for tag in ("1.2.0", "2.0.0"):
+            assert raw.put_manifest(pushed.repo, tag, pushed.manifest, pushed.media_type).status_code == 201
+    source = fault_proxy(plain_registry)
+    listing = {"name": pushed.repo, "tags": ["1.0.0", "1.2.0", "2.0.0", "latest", *OTHER_DIGITS_AND_LONG_NUMBERS]}
+    source.fail("GET", "/tags/list", 200, times=None, body=json.dumps(listing),
+                headers={"Content-Type": "application/json"})
+    write_images(tmp_path, f"{second_plain_registry.host}/{unique_repo('mirror')}/",
+                 [{"source": f"{source.host}/{pushed.repo}", "tags": {"semver": ">=1", "latest": 2}}])
+
+    locked = run_cli(tmp_path, "lock")
+
+    assert locked.code == 0, str(locked)
+    assert "Traceback" not in locked.stderr
+    pins = yaml.safe_load((tmp_path / "images.lock").read_text())["images"]
+    assert [pin["source"] for pin in pins] == [f"{source.host}/{pushed.repo}:{tag}" for tag in ("1.2.0", "2.0.0")]
+    assert {pin["digest"] for pin in pins} == {pushed.digest}
