@@ -18,7 +18,7 @@ from reconciler import documents
 from reconciler.config import Config, DesiredImage, DesiredTags, ReferrersRule
 from reconciler.documents import YamlDocument
 from reconciler.errors import InputError
-from reconciler.registry import mediatypes, platforms
+from reconciler.registry import limits, mediatypes, platforms
 from reconciler.registry.digest import Digest
 from reconciler.registry.platforms import PlatformSubset
 from reconciler.registry.reference import Reference
@@ -113,6 +113,17 @@ def every_desired(config: Config, lock: Lockfile) -> tuple[DesiredImage, ...]:
 
 def dumps(lock: Lockfile) -> str:
     return HEADER + yaml.dump(_converter.unstructure(lock), Dumper=documents.SafeDumper, sort_keys=False)
+
+
+def dumps_readable(lock: Lockfile, path: Path) -> str:
+    """``dumps``, refused when the text is larger than ``load`` reads (``limits.FILE_BYTES``):
+    a lock that every command refuses would have to be deleted by hand."""
+    text = dumps(lock)
+    size = len(text.encode("utf-8"))
+    if size > limits.FILE_BYTES:
+        raise InputError(path, f"would be {size:,} bytes, over the {limits.size(limits.FILE_BYTES)} limit for "
+                               "reading it; left unchanged")
+    return text
 
 
 def load(path: str | Path, *, missing_ok: bool = False) -> Lockfile:

@@ -56,7 +56,7 @@ async def lock(
             f"{target}: {message}" for target, message in sorted(errors.items(), key=lambda item: str(item[0])))
         return LockResult(existing, False, (), dropped, lines)
     new_lock = lockfile.merge(config, work.kept, resolved, selected)
-    text = lockfile.dumps(new_lock)
+    text = lockfile.dumps_readable(new_lock, lock_path)
     current = files.read_text(lock_path) if lock_path.exists() else None
     if text != current:
         documents.write_atomic(lock_path, text)

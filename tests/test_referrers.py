@@ -275,6 +275,8 @@ def test_a_referrer_that_appeared_upstream_after_the_lock_is_a_plan_note_until_l
     assert noted.code == 0, noted.stderr
     assert ("~ note: 1 referrer upstream that the lock does not pin (application/spdx+json); "
             "`image-syncer lock --upgrade` pins them") in noted.stdout
-    # the source HEAD, its tags list, one referrers API question (404: asked once per run), the index tag
-    assert asked == [("GET", "manifests"), ("GET", "referrers"), ("GET", "tags"), ("HEAD", "manifests")], asked
+    # the source HEAD, its tags list, one referrers API question (404: asked once per run), the index tag,
+    # and the referrer it lists (whose own subject must be the image)
+    assert asked == [("GET", "manifests"), ("GET", "manifests"), ("GET", "referrers"), ("GET", "tags"),
+                     ("HEAD", "manifests")], asked
     assert "note:" not in again.stdout and "with 1 referrer" in again.stdout

@@ -23,6 +23,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from reconciler.registry import limits
 from reconciler.registry.client import NotFound, RegistryClient
 from reconciler.registry.digest import Digest
 from reconciler.registry.errors import RegistryError
@@ -186,6 +187,8 @@ def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _signed_digest(payload: bytes) -> Digest:
     not_simple_signing = InvalidSignature("payload is not a cosign simple signing payload")
     try:
+        if limits.nesting_depth(payload) > limits.JSON_DEPTH:  # json.loads would recurse into it
+            raise not_simple_signing
         members = json.loads(payload, object_pairs_hook=_unique_members)
         if not isinstance(members, dict):
             raise not_simple_signing

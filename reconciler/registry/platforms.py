@@ -32,6 +32,7 @@ from collections.abc import Sequence
 
 import attrs
 
+from reconciler.registry import limits
 from reconciler.registry.digest import Digest
 from reconciler.registry.errors import RegistryError
 from reconciler.registry.manifest import Descriptor, Manifest, Platform
@@ -63,7 +64,7 @@ def subset(index: Manifest, platforms: Sequence[str]) -> Manifest:
             f"index {index.digest} has no {', '.join(missing)}; it has {', '.join(available) or 'no platforms listed'}"
         )
     kept = {str(child.digest) for child in images if any(_matches(platform, child) for platform in wanted)}
-    body = json.loads(index.data)
+    body = limits.parse_json(index.data)
     body["manifests"] = [
         entry for entry, child in zip(body["manifests"], children, strict=True)
         if str(child.digest) in kept or (_is_attestation(child) and child.annotations.get(_REFERENCE_DIGEST) in kept)

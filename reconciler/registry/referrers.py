@@ -6,6 +6,10 @@ else the spec's fallback, an image index under the tag ``sha256-<hex>``; and, on
 every registry, cosign's tags ``sha256-<hex>.sig``, ``.att`` and ``.sbom`` (cosign
 writes them whether or not the registry has the API). The tags are found in one tags
 list per repository, not by asking for each.
+
+A listing is the registry's claim, not the referrer's: one found through the API or the
+fallback index counts only when its own manifest names the listed digest as ``subject``
+(one small GET each). Cosign's legacy manifests carry no ``subject``; their tag names it.
 """
 
 from __future__ import annotations
@@ -14,13 +18,16 @@ import asyncio
 import collections
 import enum
 import json
+import logging
 from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
 import attrs
 import cattrs
 
-from reconciler.registry import mediatypes
+from reconciler.bounded import map_bounded
+from reconciler.registry import limits, mediatypes
+from reconciler.registry.client import NotFound
 from reconciler.registry.digest import Digest, InvalidDigest
 from reconciler.registry.errors import RegistryError
 from reconciler.registry.manifest import Manifest
@@ -29,6 +36,8 @@ if TYPE_CHECKING:
     from reconciler.registry.client import Registries, RegistryClient
     from reconciler.registry.copy import Copier
     from reconciler.registry.reference import Repository
+
+log = logging.getLogger("reconciler.registry")
 
 
 class FoundBy(enum.Enum):
@@ -97,37 +106,69 @@ async def discover(
     repository's, when the caller listed them already.
     """
     tags = set(await client.tags(path) if tags is None else tags)
-    found = await asyncio.gather(*(_of_subject(client, path, subject, tags) for subject in subjects))
+    found = await asyncio.gather(*(_of_subject(client, path, subject, tags, artifact_types) for subject in subjects))
     referrers = {(referrer.subject, referrer.digest): referrer for group in found for referrer in group}
-    return tuple(sorted(
-        (referrer for referrer in referrers.values()
-         if artifact_types is None or referrer.artifact_type in artifact_types),
-        key=lambda referrer: (str(referrer.subject), str(referrer.digest)),
-    ))
+    return tuple(sorted(referrers.values(), key=lambda referrer: (str(referrer.subject), str(referrer.digest))))
 
 
-async def _of_subject(client: RegistryClient, path: str, subject: Digest, tags: set[str]) -> list[Referrer]:
+async def _of_subject(
+    client: RegistryClient, path: str, subject: Digest, tags: set[str], artifact_types: frozenset[str] | None
+) -> list[Referrer]:
+    """Counted against the cap before any is fetched, and only those of the types kept."""
     listed = await client.referrers(path, subject)
     found_by = FoundBy.API
     if listed is None:
         index_tag = FoundBy.INDEX_TAG.tag(subject)
         listed = [(await client.get_manifest(path, index_tag)).data] if index_tag in tags else []
         found_by = FoundBy.INDEX_TAG
-    referrers = [
-        Referrer(subject, entry.digest, entry.media_type, entry.artifact_type, found_by)
-        for page in listed for entry in _entries(page, client.host, path)
-    ]
-    for kind, artifact_type in COSIGN_ARTIFACT_TYPES.items():
-        tag = kind.tag(subject)
-        if tag in tags:
-            manifest = await client.get_manifest(path, tag)
-            referrers.append(Referrer(subject, manifest.digest, manifest.media_type, artifact_type, kind))
+    entries = {entry.digest: entry for page in listed for entry in _entries(page, client.host, path)
+               if artifact_types is None or entry.artifact_type in artifact_types}
+    cosign_kinds = [kind for kind, artifact_type in COSIGN_ARTIFACT_TYPES.items()
+                    if kind.tag(subject) in tags and (artifact_types is None or artifact_type in artifact_types)]
+    if len(entries) + len(cosign_kinds) > limits.REFERRERS_PER_SUBJECT:
+        raise RegistryError(f"{client.host}/{path}: {subject} has {len(entries) + len(cosign_kinds)} referrers, "
+                            f"more than the limit of {limits.REFERRERS_PER_SUBJECT}; not pinned")
+
+    async def claimed(entry: _Entry) -> Referrer | None:
+        if not await _names_subject(client, path, entry.digest, subject):
+            return None
+        return Referrer(subject, entry.digest, entry.media_type, entry.artifact_type, found_by)
+
+    referrers = [referrer for referrer in await map_bounded(claimed, entries.values(), client.limit.ceiling)
+                 if referrer is not None]
+    for kind in cosign_kinds:
+        manifest = await client.get_manifest(path, kind.tag(subject))
+        referrers.append(Referrer(subject, manifest.digest, manifest.media_type, COSIGN_ARTIFACT_TYPES[kind], kind))
     return referrers
+
+
+async def _names_subject(client: RegistryClient, path: str, digest: Digest, subject: Digest) -> bool:
+    """Whether the manifest listed as a referrer of ``subject`` says so itself; a warning when not."""
+    try:
+        manifest = await client.get_manifest(path, digest)
+    except NotFound:
+        log.warning("%s/%s: %s is listed as a referrer of %s but not found; not pinned",
+                    client.host, path, digest, subject)
+        return False
+    named = subject_of(manifest)
+    if named != subject:
+        log.warning("%s/%s: %s is listed as a referrer of %s but its subject is %s; not pinned",
+                    client.host, path, digest, subject, named or "none")
+    return named == subject
+
+
+def subject_of(manifest: Manifest) -> Digest | None:
+    """The digest a manifest's ``subject`` names; None when it names none (or no valid digest)."""
+    try:
+        subject = limits.parse_json(manifest.data).get("subject")
+        return Digest.parse(subject["digest"]) if isinstance(subject, dict) else None
+    except (ValueError, AttributeError, KeyError, TypeError, InvalidDigest):
+        return None
 
 
 def _entries(page: bytes, host: str, path: str) -> tuple[_Entry, ...]:
     try:
-        return _converter.structure(json.loads(page), _Listing).manifests
+        return _converter.structure(limits.parse_json(page), _Listing).manifests
     except (ValueError, TypeError, cattrs.BaseValidationError, InvalidDigest):
         raise RegistryError(f"{host}/{path}: a referrers listing is not an image index of descriptors") from None
 
@@ -179,15 +220,19 @@ class ReferrerWriter:
 
 async def _list_in_index(client: RegistryClient, target: Repository, referrer: Referrer, manifest: Manifest) -> None:
     tag = FoundBy.INDEX_TAG.tag(referrer.subject)
+    named = subject_of(manifest)
+    if named != referrer.subject:  # a fallback index is a claim about its subject: never a false one
+        raise ReferrerRefused(f"{referrer.digest}'s subject is {named or 'none'}, not {referrer.subject}; "
+                              f"not listed in {target}:{tag}")
     held = await client.resolve_digest(target.path, tag)
     entries: list[dict] = []
     if held is not None:
         index = await client.get_manifest(target.path, tag)
         if index.media_type != mediatypes.OCI_INDEX:
             raise ReferrerRefused(f"{target}:{tag} holds a {index.media_type}, not a referrers index; not overwritten")
-        entries = list(json.loads(index.data).get("manifests") or ())
-        if any(entry.get("digest") == str(referrer.digest) for entry in entries):
+        if any(entry.digest == referrer.digest for entry in _entries(index.data, client.host, target.path)):
             return
+        entries = list(limits.parse_json(index.data).get("manifests") or ())
     entry = {"mediaType": manifest.media_type, "digest": str(manifest.digest), "size": len(manifest.data)}
     if referrer.artifact_type:
         entry["artifactType"] = referrer.artifact_type
