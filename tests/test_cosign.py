@@ -180,9 +180,11 @@ def test_mangled_signature_is_refused(key_a, public_key_a, mangle, why):
         cosign.payload("sha256:abc"),
         b"[]",
         b"not json",
+        b"[" * 10_000 + b"]" * 10_000,
+        cosign.payload(str(DIGEST)).replace(b"null", b'{"a":' * 10_000 + b"1" + b"}" * 10_000),
     ],
     ids=["atomic-type", "capitalized-member", "unknown-critical-member", "repeated-member", "bad-digest",
-         "array", "not-json"],
+         "array", "not-json", "nested-10000-deep", "optional-nested-10000-deep"],
 )
 def test_validly_signed_payload_that_is_not_simple_signing_is_refused(key_a, public_key_a, payload):
     with pytest.raises(InvalidSignature, match="^payload is not a cosign simple signing payload$"):

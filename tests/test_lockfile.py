@@ -9,7 +9,7 @@ import yaml
 from reconciler import config, documents, lockfile
 from reconciler.errors import InputError
 from reconciler.lockfile import LockedImage, Lockfile
-from reconciler.registry import reference
+from reconciler.registry import limits, reference
 from reconciler.registry.digest import Digest
 from reconciler.registry.platforms import PlatformSubset
 from reconciler.registry.mediatypes import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
@@ -485,3 +485,44 @@ def test_a_required_platform_without_a_variant_is_satisfied_by_any_variant(tmp_p
         for image in lock.images))
 
     assert lockfile.differences(images, arm64_v8) == []
+
+
+# --- the lock stays readable (issue 20) --------------------------------------------------------
+
+
+def at_the_referrer_cap(number: int) -> LockedImage:
+    """An index whose digest has as many referrers as lock pins for one digest, found by the API."""
+    digest = Digest.of(b"index %d" % number)
+    return attrs.evolve(
+        locked(f"registry.example/team/app:{number}", digest, ("linux/amd64", "linux/arm64")),
+        referrers=tuple(Referrer(digest, Digest.of(b"referrer %d %d" % (number, one)), OCI_MANIFEST,
+                                 "application/vnd.in-toto+json", FoundBy.API)
+                        for one in range(limits.REFERRERS_PER_SUBJECT)),
+    )
+
+
+def test_a_lock_with_an_image_at_the_referrer_cap_is_written_and_read_back(tmp_path):
+    lock = Lockfile(inputs_hash=str(DIGEST_A), images=(at_the_referrer_cap(1),))
+    path = tmp_path / "images.lock"
+
+    documents.write_atomic(path, lockfile.dumps_readable(lock, path))
+
+    assert lockfile.load(path) == lock
+    assert len(lock.images[0].referrers) == limits.REFERRERS_PER_SUBJECT
+
+
+def test_a_lock_larger_than_its_reader_takes_is_refused_and_the_reader_would_refuse_it_too(tmp_path):
+    one_image = len(lockfile.dumps(Lockfile(inputs_hash=str(DIGEST_A), images=(at_the_referrer_cap(0),))))
+    images = tuple(at_the_referrer_cap(number) for number in range(limits.FILE_BYTES // one_image + 1))
+    lock = Lockfile(inputs_hash=str(DIGEST_A), images=images)
+    path = tmp_path / "images.lock"
+
+    with pytest.raises(InputError) as refused:
+        lockfile.dumps_readable(lock, path)
+    text = lockfile.dumps(lock)  # what lock used to write
+    path.write_text(text)
+
+    size = len(text.encode())
+    assert str(refused.value) == f"{path}: would be {size:,} bytes, over the 10 MiB limit for reading it; left unchanged"
+    with pytest.raises(InputError, match="cannot read: larger than the limit of 10 MiB"):
+        lockfile.load(path)

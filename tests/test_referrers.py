@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 
-from reconciler.registry import reference
+from reconciler.registry import limits, reference
 from reconciler.registry.digest import Digest
 from reconciler.registry.referrers import COSIGN_ARTIFACT_TYPES, FoundBy, discover
 from tests.harness import cosign as cosign_keys
-from tests.harness.artifacts import OCI_MANIFEST, push_artifact, push_referrers_index, subject_descriptor
+from tests.harness.artifacts import (
+    OCI_INDEX, OCI_MANIFEST, Artifact, push_artifact, push_referrers_index, subject_descriptor,
+)
 from tests.helpers_clients import registries, run
 from tests.harness.rawhttp import RawRegistry
 from tests.harness.skopeo import skopeo_inspect_raw
@@ -280,3 +283,110 @@ def test_a_referrer_that_appeared_upstream_after_the_lock_is_a_plan_note_until_l
     assert asked == [("GET", "manifests"), ("GET", "manifests"), ("GET", "referrers"), ("GET", "tags"),
                      ("HEAD", "manifests")], asked
     assert "note:" not in again.stdout and "with 1 referrer" in again.stdout
+
+
+# -- a hostile or broken source (issue 20) ---------------------------------------------
+
+
+def _listing(*descriptors: dict) -> bytes:
+    return json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": list(descriptors)}).encode()
+
+
+def _api_lists(proxy, repo: str, subject: str, descriptors: list[dict], page_size: int = 200) -> None:
+    """The proxy's referrers API answers ``descriptors`` for ``subject``, a page of ``page_size`` at a time."""
+    pages = [descriptors[start:start + page_size] for start in range(0, len(descriptors), page_size)]
+    proxy.referrers_api()
+    for number, page in enumerate(pages):
+        headers = {"Content-Type": OCI_INDEX}
+        if number + 1 < len(pages):
+            headers["Link"] = f'</v2/{repo}/referrers/{subject}?page={number + 1}>; rel="next"'
+        query = rf"\?page={number}" if number else ""
+        proxy.fail("GET", f"/referrers/{subject}{query}$", 200, headers=headers, body=_listing(*page), times=None)
+
+
+def _deep(levels: int) -> bytes:
+    return b"[" * levels + b"]" * levels
+
+
+def _one_image_and_another(push_image):
+    """Image 1.0 and, in the same repository, image 1.1."""
+    image = push_image("oci", tag="1.0")
+    return image, push_image("docker", repo=image.repo, tag="1.1")
+
+
+@pytest.mark.parametrize("listed_by", ["referrers-api", "referrers-tag"])
+def test_a_referrer_listed_under_another_subject_is_not_pinned_nor_written_and_one_warning_names_both(
+    tmp_path, plain_registry, second_plain_registry, push_image, unique_repo, fault_proxy, listed_by
+):
+    source = fault_proxy(plain_registry)
+    image, other = _one_image_and_another(push_image)
+    with RawRegistry(plain_registry) as raw:
+        own = push_artifact(raw, image.repo, subject_descriptor(image.manifest, image.media_type), SBOM, b"{}")
+        stranger = push_artifact(raw, image.repo, subject_descriptor(other.manifest, other.media_type), SBOM,
+                                 b'{"spdxVersion": "SPDX-2.3"}')
+        if listed_by == "referrers-tag":
+            push_referrers_index(raw, image.repo, image.digest, [own, stranger])
+    if listed_by == "referrers-api":  # the registry's API lists, under 1.0, a referrer of 1.1
+        _api_lists(source, image.repo, image.digest, [own.descriptor(), stranger.descriptor()])
+    mirror = f"{second_plain_registry.host}/{unique_repo('mirror')}"
+    write_images(tmp_path, f"{mirror}/", [{"source": f"{source.host}/{image.repo}:1.0"}])
+
+    locked = run_cli(tmp_path, "lock")
+    applied = run_cli(tmp_path, "apply")
+
+    assert locked.code == 0, locked.stderr
+    pinned = yaml.safe_load((tmp_path / "images.lock").read_text())["images"][0]["referrers"]
+    assert [(r["subject"], r["digest"], r["foundBy"]) for r in pinned] == [(image.digest, own.digest, listed_by)]
+    assert [line for line in locked.stderr_lines if line.startswith("WARNING")] == [
+        f"WARNING: {source.host}/{image.repo}: {stranger.digest} is listed as a referrer of {image.digest} "
+        f"but its subject is {other.digest}; not pinned"]
+    assert applied.code == 0, applied.stdout + applied.stderr
+    target_repo = f"{mirror.split('/', 1)[1]}/{source.host.replace(':', '_')}/{image.repo}"
+    with RawRegistry(second_plain_registry) as raw:
+        listed = raw.get_manifest(target_repo, image.digest.replace(":", "-")).json()["manifests"]
+        assert raw.head_manifest(target_repo, stranger.digest).status_code == 404
+    assert [entry["digest"] for entry in listed] == [own.digest]
+
+
+def test_apply_never_lists_a_pinned_referrer_in_the_fallback_index_of_another_subject(
+    tmp_path, plain_registry, second_plain_registry, push_image, unique_repo
+):
+    image, other = _one_image_and_another(push_image)
+    with RawRegistry(plain_registry) as raw:
+        stranger = push_artifact(raw, image.repo, subject_descriptor(other.manifest, other.media_type), SBOM, b"{}")
+    mirror = f"{second_plain_registry.host}/{unique_repo('mirror')}"
+    write_images(tmp_path, f"{mirror}/", [{"source": f"{plain_registry.host}/{image.repo}:1.0"}])
+    assert run_cli(tmp_path, "lock").code == 0
+    lock = yaml.safe_load((tmp_path / "images.lock").read_text())  # as a lock made before subjects were checked
+    lock["images"][0]["referrers"] = [{"subject": image.digest, "digest": stranger.digest, "mediaType": OCI_MANIFEST,
+                                       "artifactType": SBOM, "foundBy": "referrers-tag"}]
+    (tmp_path / "images.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
+
+    applied = run_cli(tmp_path, "apply")
+
+    assert applied.code == 1
+    assert (f"a referrer was refused: {stranger.digest}'s subject is {other.digest}, not {image.digest}; "
+            f"not listed in ") in applied.stdout, applied.stdout
+    target_repo = f"{mirror.split('/', 1)[1]}/{plain_registry.host.replace(':', '_')}/{image.repo}"
+    with RawRegistry(second_plain_registry) as raw:
+        assert raw.head_manifest(target_repo, image.digest.replace(":", "-")).status_code == 404
+
+
+def test_more_referrers_than_the_cap_refuse_the_image_before_any_is_fetched(
+    tmp_path, plain_registry, second_plain_registry, push_image, unique_repo, fault_proxy
+):
+    image = push_image("oci")
+    listed = [Artifact(f"sha256:{number:064x}", b"{}", SBOM) for number in range(limits.REFERRERS_PER_SUBJECT + 1)]
+    source = fault_proxy(plain_registry)
+    _api_lists(source, image.repo, image.digest, [artifact.descriptor() for artifact in listed])
+    mirror = f"{second_plain_registry.host}/{unique_repo('mirror')}"
+    write_images(tmp_path, f"{mirror}/", [{"source": f"{source.host}/{image.repo}:v1"}])
+
+    refused = run_cli(tmp_path, "lock")
+
+    assert refused.code == 1 and not (tmp_path / "images.lock").exists()
+    assert refused.error_lines == [
+        f"error: {mirror}/{source.host.replace(':', '_')}/{image.repo}:v1: {source.host}/{image.repo}: "
+        f"{image.digest} has 1001 referrers, more than the limit of 1000; not pinned"], refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert source.count("GET", "/manifests/sha256:0{40}") == 0  # counted from the listing alone
