@@ -1,7 +1,9 @@
 """pulls.py and the pull limit: a run copies what Docker Hub's budget covers, in lock order, and defers the rest.
 
 The source sits behind the fault proxy's pull limit mode: Docker Hub's ratelimit headers on
-manifest answers, a pull spent per manifest GET, 429 TOOMANYREQUESTS once none is left.
+manifest answers, a pull spent per manifest GET, 429 TOOMANYREQUESTS once none is left. Hostile
+numbers in those headers and in Retry-After (``¹²``, ``inf``, ``1e30``) are as if absent: they
+cost the image they come with one line, never the run.
 """
 
 from __future__ import annotations
@@ -90,16 +92,58 @@ def test_a_spent_budget_is_not_waited_for_the_image_is_deferred_with_when_to_ret
         assert source.count("GET", f"/{pushed[name].repo}/manifests/") == 1  # no retry, no sleeping
 
 
-def test_a_retry_after_beyond_a_minute_fails_the_image_at_once_saying_when(tmp_path, three_locked):
+@pytest.mark.parametrize(("retry_after", "spelt"), [
+    ("5400", "1h30m"), ("180000", "2d02h"), ("9" * 18, "more than a year"),
+    ("Fri, 31 Dec 9999 23:59:59 GMT", "more than a year"),
+])
+def test_a_retry_after_beyond_a_minute_fails_the_image_at_once_saying_when(tmp_path, three_locked, retry_after,
+                                                                          spelt):
     pushed, source, targets = three_locked
-    source.fail("GET", f"/{pushed['a'].repo}/blobs/", 503, times=None, headers={"Retry-After": "5400"})
+    source.fail("GET", f"/{pushed['a'].repo}/blobs/", 503, times=None, headers={"Retry-After": retry_after})
 
     applied = run_cli(tmp_path, "apply")
 
     assert applied.code == 1
     failed = report_line(applied, targets["a"])
     assert failed.startswith(f"x {targets['a']}  failed: reading the source: ")
-    assert failed.endswith("failed with HTTP 503: Service Unavailable (the registry asks to retry in 1h30m; "
+    assert failed.endswith(f"failed with HTTP 503: Service Unavailable (the registry asks to retry in {spelt}; "
                            "not waiting that long)")
     assert source.count("GET", f"/{pushed['a'].repo}/blobs/") == len(pushed["a"].blobs)  # each once
     assert "2 copied" in applied.stdout
+
+
+@pytest.mark.parametrize("retry_after", ["inf", "1e30"])
+def test_a_retry_after_that_is_no_number_is_absent_the_image_is_retried_then_fails_alone(tmp_path, three_locked,
+                                                                                        retry_after):
+    pushed, source, targets = three_locked
+    source.fail("GET", f"/{pushed['a'].repo}/blobs/", 503, times=None, headers={"Retry-After": retry_after})
+
+    applied = run_cli(tmp_path, "apply", "--retries", "1")
+
+    assert applied.code == 1, str(applied)
+    assert "Traceback" not in applied.stderr and "internal error" not in applied.stdout + applied.stderr
+    failed = report_line(applied, targets["a"])
+    assert failed.startswith(f"x {targets['a']}  failed: reading the source: ")
+    assert failed.endswith("failed with HTTP 503: Service Unavailable")  # no wait to tell of
+    assert "2 copied, 0 unchanged, 0 refused, 1 failed" in applied.stdout
+
+
+def test_a_ratelimit_count_in_superscripts_is_no_budget_the_image_fails_alone(tmp_path, three_locked):
+    """``¹²`` are digits to str.isdigit, not a count: the 429 is a plain one, retried, and no pull limit."""
+    pushed, source, targets = three_locked
+    source.fail(None, f"/{pushed['a'].repo}/manifests/", 429, times=None, body=TOOMANYREQUESTS, headers={
+        "ratelimit-limit": "100;w=21600", "ratelimit-remaining": "\u00b9\u00b2;w=21600",
+        "Content-Type": "application/json"})
+
+    planned = run_cli(tmp_path, "plan", "--retries", "1")
+    applied = run_cli(tmp_path, "apply", "--retries", "1")
+
+    for result in (planned, applied):
+        assert result.code == 1, str(result)
+        assert "Traceback" not in result.stderr and "internal error" not in result.stdout + result.stderr, str(result)
+        assert "HTTP 429" in report_line(result, targets["a"])
+    assert "pulls left" not in planned.stdout + applied.stderr
+    assert report_line(applied, targets["a"]).startswith(f"x {targets['a']}  failed: ")
+    assert "2 copied, 0 unchanged, 0 refused, 1 failed" in applied.stdout
+    for name in ("b", "c"):
+        assert skopeo_inspect_raw(targets[name]) == pushed[name].manifest

@@ -3,6 +3,8 @@
 Docker Hub sends ``ratelimit-limit: 100;w=21600`` and ``ratelimit-remaining: 76;w=21600``
 on manifest answers, HEAD included (a HEAD costs nothing; a manifest GET is a pull). Once
 the budget is spent it answers 429 TOOMANYREQUESTS until pulls age out of the window.
+A number that is not ASCII digits (``¹²``), or longer than ``limits.HEADER_NUMBER_DIGITS``,
+makes its header absent.
 """
 
 from __future__ import annotations
@@ -10,7 +12,11 @@ from __future__ import annotations
 import attrs
 import httpx
 
+from reconciler.registry.limits import header_number
+
 DOCKER_HUB_HOSTS = frozenset({"registry-1.docker.io", "docker.io", "index.docker.io"})
+YEAR = 365 * 24 * 3600
+"""The longest wait ``duration`` spells out; a longer one is ``more than a year``."""
 
 
 @attrs.frozen
@@ -53,9 +59,14 @@ def deferral(host: str, limit: PullLimit, left: int, retry_after: float | None =
 
 
 def duration(seconds: float) -> str:
-    """``2h13m``, ``45m``, ``30s``: a wait as people read it."""
-    minutes, secs = divmod(int(seconds + 0.5), 60)
+    """``3d04h``, ``2h13m``, ``45m``, ``30s``: a wait as people read it, ``more than a year`` past one."""
+    if not seconds < YEAR:  # inf and nan too: neither converts to a whole number
+        return "more than a year"
+    minutes, secs = divmod(int(max(seconds, 0) + 0.5), 60)
     hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}d{hours:02d}h" if hours else f"{days}d"
     if hours:
         return f"{hours}h{minutes:02d}m" if minutes else f"{hours}h"
     if minutes:
@@ -64,13 +75,14 @@ def duration(seconds: float) -> str:
 
 
 def _count(value: str | None) -> tuple[int, int | None] | None:
-    """``76;w=21600`` as (76, 21600); ``76`` as (76, None)."""
+    """``76;w=21600`` as (76, 21600); ``76`` as (76, None); None when the count is no number."""
     if not value:
         return None
     count, _, parameters = value.partition(";")
     window = None
     for parameter in parameters.split(";"):
         name, _, number = parameter.strip().partition("=")
-        if name == "w" and number.isdigit():
-            window = int(number)
-    return (int(count), window) if count.strip().isdigit() else None
+        if name == "w":
+            window = header_number(number)
+    number = header_number(count)
+    return None if number is None else (number, window)

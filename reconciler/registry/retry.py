@@ -21,6 +21,7 @@ import attrs
 import httpx
 
 from reconciler.registry.errors import RegistryError
+from reconciler.registry.limits import header_number
 from reconciler.registry.ratelimit import spent
 
 log = logging.getLogger("reconciler.registry")
@@ -92,14 +93,17 @@ def worth_retrying(response: httpx.Response) -> bool:
 
 
 def retry_after(response: httpx.Response) -> float | None:
-    """Retry-After in seconds, from either of its forms (seconds or an HTTP date)."""
+    """Retry-After in seconds, from either of its forms (RFC 9110): ASCII digits or an HTTP date.
+
+    Anything else (``inf``, ``nan``, ``1e30``, ``-5``, more digits than ``header_number``
+    reads) is as if the header were absent; a valid but distant wait is returned as it is,
+    for the caller to refuse above ``MAX_RETRY_AFTER``.
+    """
     value = response.headers.get("Retry-After")
     if not value:
         return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
+    if (seconds := header_number(value)) is not None:
+        return float(seconds)
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
