@@ -84,5 +84,5 @@ def _count(value: str | None) -> tuple[int, int | None] | None:
         name, _, number = parameter.strip().partition("=")
         if name == "w":
             window = header_number(number)
-    number = header_number(count)
-    return None if number is None else (number, window)
+    counted = header_number(count)
+    return None if counted is None else (counted, window)
