@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import re
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -19,6 +20,7 @@ from urllib.parse import urlencode
 import attrs
 import httpx
 
+from reconciler.registry import limits
 from reconciler.registry.credentials import Credentials, CredentialSource, basic_authorization
 from reconciler.registry.errors import RegistryError
 from reconciler.registry.retry import TransientError, worth_retrying
@@ -182,13 +184,16 @@ class Authenticator:
                     "client_id": "image-syncer",
                 }).encode(),
                 idempotent=True,  # a second token is as good as the first
+                limit=limits.TOKEN_BYTES,
             )
         else:
             query = [("service", challenge.service)] if challenge.service else []
             query += [("scope", scope) for scope in scopes]
             url = with_query(challenge.realm, query)
             # Fresh credentials each time: a Google access token behind them expires within the hour.
-            response = await self._transport.request("GET", url, auth_header=_basic_value(credentials))
+            response = await self._transport.request(
+                "GET", url, auth_header=_basic_value(credentials), credentials_for=url, limit=limits.TOKEN_BYTES,
+            )
         if response.status_code in (401, 403):
             who = "the given credentials" if credentials else "anonymous access"
             raise RegistryError(
@@ -202,15 +207,17 @@ class Authenticator:
                 f"answered HTTP {response.status_code}"
             )
         try:
-            body = response.json()
+            body = limits.parse_json(response.content)
             value = body.get("token") or body.get("access_token")
             lifetime = float(body.get("expires_in") or _DEFAULT_TOKEN_LIFETIME)
-        except (ValueError, AttributeError, TypeError):
+        except (ValueError, AttributeError, TypeError, OverflowError):
             value = None
-        if not value:
+        if not value or not isinstance(value, str):
             raise RegistryError(
                 f"{self._transport.host}: token service {_without_query(challenge.realm)} gave no token"
             )
+        if not math.isfinite(lifetime):  # "inf" or "nan": the token's word on its lifetime is no word
+            lifetime = _DEFAULT_TOKEN_LIFETIME
         return _Token(value=value, expires_at=time.monotonic() + max(lifetime - _EXPIRY_MARGIN, 1.0))
 
 

@@ -9,23 +9,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import json
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 
 import attrs
 import httpx
 
-from reconciler.registry import mediatypes, ratelimit
+from reconciler.registry import limits, mediatypes, ratelimit
 from reconciler.registry.auth import Authenticator, repository_scope
 from reconciler.registry.credentials import CredentialLookup, CredentialSource, places_searched
 from reconciler.registry.digest import Digest, DigestMismatch, InvalidDigest
 from reconciler.registry.errors import ErrorBody, PullLimitReached, RegistryError, ResponseError
 from reconciler.registry.limiter import AdaptiveLimit, lending_slot
-from reconciler.registry.manifest import MAX_MANIFEST_BYTES, Descriptor, Manifest, parse
+from reconciler.registry.manifest import Descriptor, Manifest, parse
+from reconciler.registry.origin import follow, origin, same_origin
 from reconciler.registry.reference import Reference, Repository
 from reconciler.registry.retry import MAX_RETRY_AFTER, retry_after, retrying, worth_retrying
-from reconciler.registry.transport import Transport, TransportOptions, with_query
+from reconciler.registry.transport import Transport, TransportOptions, read_body, with_query
 
 log = logging.getLogger("reconciler.registry")
 
@@ -63,9 +64,6 @@ def _push(path: str, mount_from: str | None = None) -> tuple[str, ...]:
     return scopes
 
 
-_MAX_PAGES = 1000
-
-
 def _next_link(header: str | None) -> str | None:
     """The target of ``<url>; rel="next"`` in a Link header."""
     for link in (header or "").split(","):
@@ -73,6 +71,45 @@ def _next_link(header: str | None) -> str | None:
         if "next" in parameters.replace('"', " ").replace("=", " ").split() and target.strip().startswith("<"):
             return target.strip()[1:-1]
     return None
+
+
+# A JSON string (group 1: followed by a colon, so a key) or a bracket: enough to count a page's tags unparsed.
+_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"(\s*:)?|[\[\]{}]')
+
+
+def _page_tags(page: bytes, room: int, where: str) -> list[str]:
+    """A tags/list page's tags; more than ``room`` are refused before any becomes a string."""
+    over = RegistryError(f"{where}: tags/list lists more than the limit of {limits.TAGS_PER_REPOSITORY} tags; refused")
+    if page.count(b'"') // 2 > room and _listed_strings(page) > room:
+        raise over
+    try:
+        tags = [str(tag) for tag in limits.parse_json(page).get("tags") or ()]
+    except (ValueError, AttributeError, TypeError):
+        raise RegistryError(f"{where}: tags/list answered no list of tags") from None
+    if len(tags) > room:
+        raise over
+    return tags
+
+
+def _listed_strings(page: bytes) -> int:
+    """How many strings the top-level ``tags`` array holds, counted without making them (a page may list
+    a million tags, and some registries add a map of manifests as large)."""
+    depth, key, count = 0, b"", 0
+    in_tags = False
+    for token in _TOKEN.finditer(page):
+        first = page[token.start()]
+        if first in b"[{":
+            depth += 1
+            in_tags = depth == 2 and first == ord("[") and key == b'"tags"'
+        elif first in b"]}":
+            depth -= 1
+            in_tags = False
+        elif token.group(1) is not None:
+            if depth == 1:
+                key = token.group()[: -len(token.group(1))]
+        elif in_tags:
+            count += 1
+    return count
 
 
 class RegistryClient:
@@ -109,12 +146,14 @@ class RegistryClient:
         content: bytes | AsyncIterator[bytes] | None = None,
         stream: bool = False,
         idempotent: bool | None = None,
+        limit: int | None = None,
     ) -> httpx.Response:
+        """``limit``: the cap on a successful answer's body, for the bodies we use (``Transport.request``)."""
         async with self._auth.first_exchange():
             authorization = await self._auth.authorization(scopes)
             response = await self._transport.request(
                 method, url, headers=headers, content=content, stream=stream, auth_header=authorization,
-                idempotent=idempotent,
+                idempotent=idempotent, limit=limit,
             )
             if response.status_code == 401 and not isinstance(content, AsyncIterator):
                 await response.aclose()
@@ -122,7 +161,7 @@ class RegistryClient:
                 if authorization is not None:
                     response = await self._transport.request(
                         method, url, headers=headers, content=content, stream=stream, auth_header=authorization,
-                        idempotent=idempotent,
+                        idempotent=idempotent, limit=limit,
                     )
         if (limit := ratelimit.PullLimit.from_headers(response.headers)) is not None:
             self.pull_limit = limit
@@ -131,16 +170,16 @@ class RegistryClient:
     async def _fail(
         self, response: httpx.Response, path: str, what: str, transient_codes: frozenset[str] = frozenset()
     ) -> RegistryError:
-        """Read the spec's error body (even from a stream) into one message.
+        """Read the spec's error body (even from a stream, within its cap) into one message.
 
         A retry status is transient, and so is an error code in ``transient_codes``.
         """
         try:
-            body = await response.aread()
-        except (httpx.StreamError, RegistryError):
+            if not response.is_closed:
+                await read_body(response, None, f"{self.host}/{path}: {what}")
+            body = response.content
+        except (httpx.StreamError, httpx.TransportError, RegistryError):
             body = b""
-        finally:
-            await response.aclose()
         error_body = ErrorBody.parse(body, response.reason_phrase)
         message = error_body.message
         if response.status_code == 401:
@@ -202,25 +241,13 @@ class RegistryClient:
         what = f"manifests/{identifier}"
         response = await self._send(
             "GET", await self._url(path, what), _pull(path),
-            headers={"Accept": mediatypes.ACCEPT}, stream=True,
+            headers={"Accept": mediatypes.ACCEPT}, limit=limits.MANIFEST_BYTES,
         )
-        try:
-            if response.status_code == 404:
-                await response.aclose()
-                raise NotFound(f"{self.host}/{path}: manifest {identifier} not found")
-            if response.status_code != 200:
-                raise await self._fail(response, path, what)
-            length = response.headers.get("Content-Length")
-            if length and length.isdigit() and int(length) > MAX_MANIFEST_BYTES:
-                raise RegistryError(f"{self.host}/{path}: manifest {identifier} is {length} bytes, over the 4 MiB limit")
-            data = bytearray()
-            async for chunk in response.aiter_bytes():
-                data.extend(chunk)
-                if len(data) > MAX_MANIFEST_BYTES:
-                    raise RegistryError(f"{self.host}/{path}: manifest {identifier} is over the 4 MiB limit")
-        finally:
-            await response.aclose()
-        data = bytes(data)
+        if response.status_code == 404:
+            raise NotFound(f"{self.host}/{path}: manifest {identifier} not found")
+        if response.status_code != 200:
+            raise await self._fail(response, path, what)
+        data = response.content
         announced = _parse_header_digest(response.headers.get("Docker-Content-Digest"), self.host, path)
         expected = identifier if isinstance(identifier, Digest) else announced
         digest = expected or Digest.of(data)
@@ -255,14 +282,15 @@ class RegistryClient:
     # -- listings -------------------------------------------------------------------
 
     async def tags(self, path: str, page_size: int = 1000) -> list[str]:
-        """Every tag of the repository (none if it does not exist), ``page_size`` per request."""
+        """Every tag of the repository (none if it does not exist), ``page_size`` per request.
+
+        More than ``limits.TAGS_PER_REPOSITORY`` over all pages are refused, each page
+        counted before its tags are made into strings.
+        """
         tags: list[str] = []
         try:
-            async for page in self._pages(path, "tags/list", {"n": str(page_size)}):
-                try:
-                    tags += [str(tag) for tag in json.loads(page).get("tags") or ()]
-                except (ValueError, AttributeError, TypeError):
-                    raise RegistryError(f"{self.host}/{path}: tags/list answered no list of tags") from None
+            async for page in self._pages(path, "tags/list", {"n": str(page_size)}, limit=limits.TAGS_PAGE_BYTES):
+                tags += _page_tags(page, limits.TAGS_PER_REPOSITORY - len(tags), f"{self.host}/{path}")
         except NotFound:
             return []
         return tags
@@ -289,7 +317,8 @@ class RegistryClient:
             return None
         pages = []
         try:
-            async for page in self._pages(path, f"referrers/{digest}", {}, accept=mediatypes.OCI_INDEX):
+            async for page in self._pages(path, f"referrers/{digest}", {}, limits.REFERRERS_PAGE_BYTES,
+                                          accept=mediatypes.OCI_INDEX):
                 pages.append(page)
         except NotFound:
             self._offers_referrers_api = False
@@ -298,12 +327,16 @@ class RegistryClient:
         return pages
 
     async def _pages(
-        self, path: str, suffix: str, query: dict[str, str], accept: str = "application/json"
+        self, path: str, suffix: str, query: dict[str, str], limit: int, accept: str = "application/json"
     ) -> AsyncIterator[bytes]:
-        """A paged listing's bodies, following ``Link: <…>; rel="next"`` (the spec's pagination)."""
+        """A paged listing's bodies, each within ``limit``, following ``Link: <…>; rel="next"`` (the spec's pagination).
+
+        The spec's Link is relative to the registry: one that leaves its origin is refused, not followed.
+        """
         url = with_query(await self._url(path, suffix), query) if query else await self._url(path, suffix)
-        for _ in range(_MAX_PAGES):
-            response = await self._send("GET", url, _pull(path), headers={"Accept": accept})
+        registry = httpx.URL(await self._transport.base_url())
+        for _ in range(limits.PAGES):
+            response = await self._send("GET", url, _pull(path), headers={"Accept": accept}, limit=limit)
             if response.status_code == 404:
                 raise NotFound(f"{self.host}/{path}: {suffix} not found")
             if response.status_code != 200:
@@ -312,8 +345,13 @@ class RegistryClient:
             following = _next_link(response.headers.get("Link"))
             if following is None:
                 return
-            url = str(response.request.url.join(following))
-        raise RegistryError(f"{self.host}/{path}: {suffix}: more than {_MAX_PAGES} pages")
+            where = f"{self.host}/{path}: {suffix}: the next page's Link"
+            next_page = follow(httpx.URL(url), following, where)
+            if not same_origin(next_page, registry):
+                raise RegistryError(f"{where} leaves the registry for {origin(next_page)}; "
+                                    "not followed, the listing is refused")
+            url = str(next_page)
+        raise RegistryError(f"{self.host}/{path}: {suffix}: more than {limits.PAGES} pages")
 
     # -- blobs ----------------------------------------------------------------------
 
@@ -331,7 +369,7 @@ class RegistryClient:
         finally:
             await response.aclose()
 
-    async def read_blob(self, path: str, descriptor: Descriptor, limit: int = MAX_MANIFEST_BYTES) -> bytes:
+    async def read_blob(self, path: str, descriptor: Descriptor, limit: int = limits.MANIFEST_BYTES) -> bytes:
         """A small blob (an image config) read whole and verified; fetched again if cut short."""
         if descriptor.size > limit:
             raise RegistryError(f"{self.host}/{path}: blob {descriptor.digest} is over {limit} bytes")

@@ -174,7 +174,11 @@ class _ResponseBody(httpx.AsyncByteStream):
             raise
 
     async def aclose(self) -> None:
-        self._response.release()
+        """A body read to its end frees the connection for reuse; one left unread closes it, never drained."""
+        if self._response.content.is_eof():
+            self._response.release()
+        else:
+            self._response.close()
 
 
 def translate(error: BaseException) -> BaseException:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import attrs
 
+from reconciler.registry.limits import parse_json
 from reconciler.registry.ratelimit import PullLimit, deferral
 
 
@@ -53,10 +52,19 @@ class ErrorBody:
     def parse(cls, body: bytes, reason: str) -> ErrorBody:
         try:
             errors = [(str(error.get("code", "UNKNOWN")), str(error.get("message", "")))
-                      for error in json.loads(body)["errors"]]
+                      for error in parse_json(body)["errors"]]
         except (ValueError, KeyError, TypeError, AttributeError):
             errors = []
         if not errors:
-            return cls(frozenset(), reason or "no error details")
+            return cls(frozenset(), _one_line(reason) or "no error details")
         return cls(frozenset(code for code, _ in errors),
-                   "; ".join(f"{code}: {message}".rstrip(": ") for code, message in errors))
+                   _one_line("; ".join(f"{code}: {message}".rstrip(": ") for code, message in errors)))
+
+
+_MESSAGE_CHARACTERS = 500
+
+
+def _one_line(text: str) -> str:
+    """A registry's message as one line of sane length: it may hold newlines, or 64 KiB of anything."""
+    text = " ".join(text.split())
+    return text if len(text) <= _MESSAGE_CHARACTERS else text[:_MESSAGE_CHARACTERS] + "…"

@@ -5,7 +5,9 @@ from __future__ import annotations
 import errno
 import os
 
-MAX_BYTES = 10 * 1024 * 1024
+from reconciler.registry import limits
+
+MAX_BYTES = limits.FILE_BYTES
 """None of these files comes near this; /dev/zero or a misnamed disk image must not fill the memory."""
 
 
@@ -18,5 +20,5 @@ def read_text(path: str | os.PathLike[str]) -> str:
     with open(path, "rb") as file:
         data = file.read(MAX_BYTES + 1)
     if len(data) > MAX_BYTES:
-        raise OSError(errno.EFBIG, f"larger than the limit of {MAX_BYTES // (1024 * 1024)} MiB", os.fspath(path))
+        raise OSError(errno.EFBIG, f"larger than the limit of {limits.size(MAX_BYTES)}", os.fspath(path))
     return data.decode("utf-8")

@@ -6,16 +6,14 @@ re-serialized: it is parsed only to walk to its children and blobs.
 
 from __future__ import annotations
 
-import json
-
 import attrs
 import cattrs
 
 from reconciler.registry import mediatypes
 from reconciler.registry.digest import Digest, InvalidDigest
 from reconciler.registry.errors import RegistryError
+from reconciler.registry.limits import parse_json
 
-MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 _NON_DISTRIBUTABLE = frozenset({
     "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
     "application/vnd.oci.image.layer.nondistributable.v1.tar",
@@ -114,7 +112,7 @@ class Manifest:
 
     def _structure(self, body_type: type) -> _ImageBody | _IndexBody:
         try:
-            return _converter.structure(json.loads(self.data), body_type)
+            return _converter.structure(parse_json(self.data), body_type)
         except (ValueError, cattrs.BaseValidationError, InvalidDigest) as error:
             raise InvalidManifest(f"manifest {self.digest} is malformed: {_first_line(error)}") from None
 
@@ -122,9 +120,9 @@ class Manifest:
 def parse(data: bytes, content_type: str | None, digest: Digest) -> Manifest:
     """Check that the body's ``mediaType`` agrees with the registry's ``Content-Type``."""
     try:
-        body = json.loads(data)
-    except ValueError:
-        raise InvalidManifest(f"manifest {digest} is not JSON") from None
+        body = parse_json(data)
+    except ValueError as error:
+        raise InvalidManifest(f"manifest {digest} is not JSON: {_first_line(error)}") from None
     if not isinstance(body, dict):
         raise InvalidManifest(f"manifest {digest} is not a JSON object")
     declared = body.get("mediaType")

@@ -8,6 +8,7 @@ it, and retries the requests it can replay (``retry.py`` has the policy).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -19,10 +20,11 @@ from typing import Any
 import attrs
 import httpx
 
-from reconciler.registry import files
+from reconciler.registry import files, limits
 from reconciler.registry.engine import AiohttpTransport, NameNotResolved, ProxyAuthenticationRequired, TLSFailure
 from reconciler.registry.errors import RegistryError
 from reconciler.registry.limiter import AdaptiveLimit, Slot
+from reconciler.registry.origin import follow, same_origin
 from reconciler.registry.proxy import DIRECT, ProxySettings
 from reconciler.registry.reference import hostname, is_loopback
 from reconciler.registry.retry import (
@@ -31,7 +33,6 @@ from reconciler.registry.retry import (
 
 log = logging.getLogger("reconciler.registry")
 
-MAX_REDIRECTS = 5
 _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT"})
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
@@ -62,10 +63,6 @@ class TransportOptions:
 def with_query(url: str, params: Mapping[str, str] | Sequence[tuple[str, str]]) -> str:
     """``url`` with ``params`` added to whatever query it has (a token realm may carry one)."""
     return url + ("&" if "?" in url else "?") + urlencode(params)
-
-
-def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:
-    return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
 
 
 @functools.cache
@@ -184,24 +181,32 @@ class Transport:
         content: bytes | AsyncIterator[bytes] | None = None,
         stream: bool = False,
         auth_header: Any = None,
+        credentials_for: str | None = None,
         idempotent: bool | None = None,
+        limit: int | None = None,
     ) -> httpx.Response:
         """Send; retry what can be replayed; follow redirects without leaking credentials.
 
-        ``auth_header`` is the Authorization value for this host; it is never sent to
-        another origin a redirect points at. ``idempotent`` (by default: GET, HEAD and
-        PUT) says the request may be sent again after its answer was lost. A streamed
-        body cannot be, so its failures are raised for the caller, who restarts the
-        whole operation. A retry status that outlasts the budget is returned, body
-        read, for the caller to report. With ``stream=True`` the caller must close the
-        response; it holds one of the host's slots until then.
+        ``auth_header`` is the Authorization value for the origin of ``credentials_for``
+        (this registry's unless said: a token realm says itself); it is never sent to
+        another origin, whether a redirect or the caller's URL points there.
+        ``idempotent`` (by default: GET, HEAD and PUT) says the request may be sent
+        again after its answer was lost. A streamed body cannot be, so its failures
+        are raised for the caller, who restarts the whole operation. A retry status
+        that outlasts the budget is returned, body read, for the caller to report.
+        Unless ``stream=True``, the body is read within bounds (``read_body``): a
+        successful answer's up to ``limit``, past which it is refused, any other only
+        for its message. With ``stream=True`` the caller must close the response; it
+        holds one of the host's slots until then.
         """
         if idempotent is None:
             idempotent = method in _IDEMPOTENT_METHODS
         replayable = idempotent and not isinstance(content, AsyncIterator)
+        given_for = httpx.URL(credentials_for or await self.base_url()) if auth_header else None
 
         async def attempt() -> httpx.Response:
-            return await self._attempt(method, url, headers, content, stream, auth_header, retry_statuses=replayable)
+            return await self._attempt(method, url, headers, content, stream, auth_header, given_for, limit,
+                                       retry_statuses=replayable)
 
         if not replayable:
             return await attempt()
@@ -218,25 +223,28 @@ class Transport:
         content: bytes | AsyncIterator[bytes] | None,
         stream: bool,
         auth_header: str | None,
+        given_for: httpx.URL | None,
+        limit: int | None,
         retry_statuses: bool,
     ) -> httpx.Response:
         slot = await self.limit.acquire()
         release_on_close = False
+        where = f"{self.host}: {method} {_path(url)}"
         try:
-            response = await self._send_following_redirects(method, url, headers, content, auth_header, slot)
+            response = await self._send_following_redirects(method, url, headers, content, auth_header, given_for, slot)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("%s %s%s -> %s", method, self.host, _path(url), response.status_code)
             self._show_warnings(response)
             if retry_statuses and worth_retrying(response):
-                await _read(response)
-                raise _RetryableAnswer(f"{self.host}: {method} {_path(url)}: HTTP {response.status_code}", response)
+                await read_body(response, None, where)
+                raise _RetryableAnswer(f"{where}: HTTP {response.status_code}", response)
             if stream:
                 response.stream = _ReleasingStream(
                     response.stream, slot.release, functools.partial(self._failure, method=method, url=url)
                 )
                 release_on_close = True
             else:
-                await _read(response)
+                await read_body(response, limit, where)
             return response
         except httpx.TransportError as error:
             failure = self._failure(error, method, url)
@@ -273,18 +281,19 @@ class Transport:
         headers: Mapping[str, str] | None,
         content: bytes | AsyncIterator[bytes] | None,
         auth_header: str | None,
+        given_for: httpx.URL | None,
         slot: Slot,
     ) -> httpx.Response:
         """The final answer, body unread. A streamed body is spent once sent, so it never follows a redirect.
 
         The host's own answer (the first) is what ``slot`` learns from; where a redirect leads is another host.
+        ``auth_header`` goes only to the origin of ``given_for`` (``origin.py``).
         """
-        origin = httpx.URL(url)
-        current = origin
+        current = httpx.URL(url)
         request_headers = {**self._default_headers, **(headers or {})}
-        for hop in range(MAX_REDIRECTS + 1):
+        for hop in range(limits.REDIRECTS + 1):
             sent_headers = dict(request_headers)
-            if auth_header and _same_origin(current, origin):
+            if auth_header and given_for and same_origin(current, given_for):
                 sent_headers["Authorization"] = auth_header
             response = await self._send(method, current, sent_headers, content)
             if hop == 0:
@@ -296,14 +305,14 @@ class Transport:
             ):
                 return response
             await response.aclose()
-            current = current.join(response.headers["Location"])
+            current = follow(current, response.headers["Location"], f"{self.host}: {method} {_path(url)}: redirect")
             if response.status_code == 303:  # "see other": a GET of that, without our body
                 method, content = "GET", None
                 request_headers = {
                     name: value for name, value in request_headers.items()
                     if name.lower() not in ("content-length", "content-type")
                 }
-        raise RegistryError(f"{self.host}: {method} {_path(url)}: more than {MAX_REDIRECTS} redirects")
+        raise RegistryError(f"{self.host}: {method} {_path(url)}: more than {limits.REDIRECTS} redirects")
 
     async def _send(
         self, method: str, url: httpx.URL, headers: dict[str, str], content: bytes | AsyncIterator[bytes] | None
@@ -323,9 +332,31 @@ class Transport:
                 log.warning("%s: registry warning: %s", self.host, text)
 
 
-async def _read(response: httpx.Response) -> None:
+async def read_body(response: httpx.Response, limit: int | None, where: str) -> None:
+    """Read the body into ``response.content`` within bounds, then close the response.
+
+    A successful answer whose body the caller uses (``limit`` given) is refused past
+    ``limit``, before reading when Content-Length says so. Any other body is read only
+    for its message: up to ``limits.ERROR_BODY_BYTES``, the rest left unsent (the
+    connection is closed, not drained). The bytes are taken as sent, never decoded (we
+    ask for no Content-Encoding), so nothing grows past the cap after it is counted.
+    """
+    used = limit is not None and response.is_success
+    cap = limit if used else limits.ERROR_BODY_BYTES
     try:
-        await response.aread()
+        length = limits.header_number(response.headers.get("Content-Length"))
+        if used and length is not None and length > cap:
+            raise RegistryError(f"{where}: the answer is {length} bytes, over the {limits.size(cap)} limit")
+        body = bytearray()
+        async with contextlib.aclosing(response.aiter_raw()) as chunks:
+            async for chunk in chunks:
+                body += chunk
+                if len(body) > cap:
+                    if used:
+                        raise RegistryError(f"{where}: the answer is over the {limits.size(cap)} limit")
+                    del body[cap:]
+                    break
+        response._content = bytes(body)  # what aread() would have set, had it read this far
     finally:
         await response.aclose()
 
