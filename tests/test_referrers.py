@@ -14,10 +14,11 @@ import yaml
 
 from reconciler.registry import limits, reference
 from reconciler.registry.digest import Digest
+from reconciler.registry.errors import RegistryError
 from reconciler.registry.referrers import COSIGN_ARTIFACT_TYPES, FoundBy, discover
 from tests.harness import cosign as cosign_keys
 from tests.harness.artifacts import (
-    OCI_INDEX, OCI_MANIFEST, Artifact, push_artifact, push_referrers_index, subject_descriptor,
+    EMPTY_CONFIG, OCI_INDEX, OCI_MANIFEST, Artifact, push_artifact, push_referrers_index, subject_descriptor,
 )
 from tests.helpers_clients import registries, run
 from tests.harness.rawhttp import RawRegistry
@@ -390,3 +391,107 @@ def test_more_referrers_than_the_cap_refuse_the_image_before_any_is_fetched(
         f"{image.digest} has 1001 referrers, more than the limit of 1000; not pinned"], refused.stderr
     assert "Traceback" not in refused.stderr
     assert source.count("GET", "/manifests/sha256:0{40}") == 0  # counted from the listing alone
+
+
+def test_as_many_referrers_as_the_cap_are_pinned_and_one_more_refuses(plain_registry, push_image, monkeypatch):
+    monkeypatch.setattr(limits, "REFERRERS_PER_SUBJECT", 2)
+    image, sbom, signature = _signed_source(plain_registry, push_image)
+
+    pinned = discovered(plain_registry, image.repo, [image.digest])
+    with RawRegistry(plain_registry) as raw:
+        provenance = push_artifact(raw, image.repo, subject_descriptor(image.manifest, image.media_type),
+                                   PROVENANCE, b"{}")
+        push_referrers_index(raw, image.repo, image.digest, [sbom, provenance])
+    with pytest.raises(RegistryError, match=f"^{plain_registry.host}/{image.repo}: {image.digest} has 3 referrers, "
+                                            "more than the limit of 2; not pinned$"):
+        discovered(plain_registry, image.repo, [image.digest])
+
+    assert {str(referrer.digest) for referrer in pinned} == {sbom.digest, signature.digest}
+
+
+def test_a_listing_nested_10000_deep_fails_the_image_in_one_line(
+    tmp_path, plain_registry, second_plain_registry, push_image, unique_repo, fault_proxy
+):
+    image = push_image("oci")
+    source = fault_proxy(plain_registry)
+    source.referrers_api()
+    source.fail("GET", f"/referrers/{image.digest}$", 200, headers={"Content-Type": OCI_INDEX},
+                body=b'{"schemaVersion":2,"manifests":' + _deep(10_000) + b"}", times=None)
+    write_images(tmp_path, f"{second_plain_registry.host}/{unique_repo('mirror')}/",
+                 [{"source": f"{source.host}/{image.repo}:v1"}])
+
+    refused = run_cli(tmp_path, "lock")
+
+    assert refused.code == 1 and not (tmp_path / "images.lock").exists()
+    assert len(refused.error_lines) == 1 and "Traceback" not in refused.stderr, refused.stderr
+    assert refused.error_lines[0].endswith(
+        f": {source.host}/{image.repo}: a referrers listing is not an image index of descriptors")
+
+
+@pytest.mark.parametrize("nested", ["sig-manifest", "signed-payload"])
+def test_a_signature_nested_10000_deep_is_one_line_naming_its_image_with_verify_or_without(
+    tmp_path, plain_registry, second_plain_registry, push_image, unique_repo, nested
+):
+    key = cosign_keys.new_key()
+    cosign_keys.write_public_key(key, tmp_path / "cosign.pub")
+    deep, bystander = push_image("oci"), push_image("docker")
+    with RawRegistry(plain_registry) as raw:
+        cosign_keys.push_signatures(raw, bystander.repo, bystander.digest,
+                                    [cosign_keys.signature_by(key, bystander.digest)])
+        if nested == "signed-payload":
+            payload = cosign_keys.payload(deep.digest).replace(b"null", b'{"a":' * 10_000 + b"1" + b"}" * 10_000)
+            cosign_keys.push_signatures(raw, deep.repo, deep.digest,
+                                        [cosign_keys.Signature(payload, cosign_keys.sign(key, payload))])
+        else:  # docker-registry keeps a member it does not know, however deep
+            manifest = (b'{"schemaVersion":2,"mediaType":"%s","config":{"mediaType":"%s","digest":"%s","size":2},'
+                        b'"layers":[],"x":%s}' % (OCI_MANIFEST.encode(), EMPTY_CONFIG.encode(),
+                                                  raw.push_blob(deep.repo, b"{}").encode(), _deep(9_000)))
+            answer = raw.put_manifest(deep.repo, cosign_keys.signature_tag(deep.digest), manifest, OCI_MANIFEST)
+            assert answer.status_code == 201, answer.text
+    runs = {}
+    for verify in (True, False):  # without verify, referrer discovery reads the .sig manifest
+        images = {"targetRepoPrefix": f"{second_plain_registry.host}/{unique_repo('mirror')}/",
+                  "images": [{"source": f"{plain_registry.host}/{image.repo}:v1"} for image in (deep, bystander)]}
+        (tmp_path / "images.yaml").write_text(yaml.safe_dump(
+            {**images, "verify": {"cosignKey": "cosign.pub"}} if verify else images))
+        runs[verify] = run_cli(tmp_path, "lock"), (tmp_path / "images.lock").exists()
+
+    (verified, written_verified), (unverified, written_unverified) = runs[True], runs[False]
+    assert verified.code == 1 and not written_verified, verified.stderr
+    for result in (verified, unverified) if nested == "sig-manifest" else (verified,):
+        assert len(result.error_lines) == 1 and "Traceback" not in result.stderr, result.stderr
+        assert f"{deep.repo}:v1" in result.error_lines[0] and "internal error" not in result.error_lines[0]
+    if nested == "signed-payload":
+        assert verified.error_lines[0].endswith(f"{deep.repo}:v1 ({deep.digest}): no valid cosign signature: "
+                                                "1 checked, the first: payload is not a cosign simple signing "
+                                                "payload, by the key cosign.pub")
+        assert unverified.code == 0 and written_unverified, unverified.stderr
+    else:
+        assert unverified.code == 1 and not written_unverified, unverified.stderr
+
+
+def test_lock_refuses_to_write_a_lock_larger_than_its_reader_takes_and_leaves_the_old_one(
+    tmp_path, plain_registry, second_plain_registry, push_image, unique_repo
+):
+    long_type = "application/vnd.example." + "x" * (limits.MANIFEST_BYTES - 200 * 1024)  # listed, never checked
+    images = [push_image("oci") for _ in range(3)]  # three listings near the manifest cap outgrow the file cap
+    mirror = f"{second_plain_registry.host}/{unique_repo('mirror')}/"
+    entries = [{"source": f"{plain_registry.host}/{image.repo}:v1"} for image in images]
+    write_images(tmp_path, mirror, entries)
+    with RawRegistry(plain_registry) as raw:  # what lock pinned before the listings grew
+        assert run_cli(tmp_path, "lock").code == 0
+        for image in images:
+            sbom = push_artifact(raw, image.repo, subject_descriptor(image.manifest, image.media_type), SBOM, b"{}")
+            push_referrers_index(raw, image.repo, image.digest, [Artifact(sbom.digest, sbom.raw, long_type)])
+    before = (tmp_path / "images.lock").read_bytes()
+
+    refused = run_cli(tmp_path, "lock", "--upgrade")  # the listings are read again
+
+    assert refused.code == 1, refused.stderr
+    assert len(refused.error_lines) == 1, refused.stderr
+    size = int(refused.error_lines[0].split("would be ", 1)[1].split(" bytes")[0].replace(",", ""))
+    assert size > limits.FILE_BYTES > len(before)
+    assert refused.error_lines == [f"error: images.lock: would be {size:,} bytes, over the 10 MiB limit for "
+                                   "reading it; left unchanged"]
+    assert (tmp_path / "images.lock").read_bytes() == before
+    assert run_cli(tmp_path, "lock", "--check").code == 0
