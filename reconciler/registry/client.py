@@ -357,7 +357,7 @@ class RegistryClient:
 
     @contextlib.asynccontextmanager
     async def open_blob(self, path: str, descriptor: Descriptor) -> AsyncIterator[AsyncIterator[bytes]]:
-        """Stream a blob's bytes; the last chunk is held back until the digest checks out."""
+        """Stream a blob's bytes as sent (never decoded); the last chunk is held back until the digest checks out."""
         what = f"blobs/{descriptor.digest}"
         response = await self._send("GET", await self._url(path, what), _pull(path), stream=True)
         try:
@@ -365,7 +365,7 @@ class RegistryClient:
                 raise NotFound(f"{self.host}/{path}: blob {descriptor.digest} not found")
             if response.status_code != 200:
                 raise await self._fail(response, path, what)
-            yield _verified(response.aiter_bytes(CHUNK_BYTES), descriptor, f"{self.host}/{path}: blob")
+            yield _verified(response.aiter_raw(CHUNK_BYTES), descriptor, f"{self.host}/{path}: blob")
         finally:
             await response.aclose()
 
