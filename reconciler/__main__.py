@@ -19,7 +19,7 @@ def main() -> None:
     except KeyboardInterrupt:
         status = _interrupted(signal.SIGINT)
     except BaseException as error:
-        from reconciler.errors import shorten, stop_in
+        from reconciler.errors import internal_error, stop_in
 
         stop = stop_in(error)
         if stop is not None:  # a SIGINT or SIGTERM, maybe wrapped by an import it interrupted
@@ -31,8 +31,7 @@ def main() -> None:
 
             if "--debug" in sys.argv[1:]:
                 traceback.print_exc()
-            message = shorten(" ".join(f"{type(error).__name__}: {error}".split()))
-            print(f"error: internal error: {message} (run with --debug for the traceback)", file=sys.stderr)
+            print(f"error: {internal_error(error)}", file=sys.stderr)
             status = 1
     sys.exit(status)
 

@@ -8,16 +8,16 @@ import functools
 import json
 import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from types import MappingProxyType
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import attrs
 
 from reconciler import documents
-from reconciler.bounded import images_at_once, map_bounded
+from reconciler.bounded import bugs_fail_this_image, images_at_once, map_bounded
 from reconciler.config import DesiredImage
-from reconciler.errors import first_and_count
+from reconciler.errors import Interrupted, first_and_count
 from reconciler.lockfile import LockedImage, Lockfile
 from reconciler.plan import Action, Plan, PlannedImage, lock_digest, plan_image
 from reconciler.resolve import SourceUnusable, check_signature
@@ -26,6 +26,7 @@ from reconciler.registry.copy import Copier, CopyStats
 from reconciler.registry.digest import Digest
 from reconciler.pulls import PullBudgets
 from reconciler.registry.errors import PullLimitReached, RegistryError, ResponseError
+from reconciler.registry.manifest import Manifest
 from reconciler.registry.platforms import SubsetChanged
 from reconciler.registry.reference import Reference
 from reconciler.registry.referrers import ReferrerRefused, ReferrerWriter
@@ -105,16 +106,13 @@ def to_json(report: Report) -> str:
     return json.dumps(_converter.unstructure(document), indent=2) + "\n"
 
 
-class Interrupted(Exception):
-    """The work was abandoned because a stop was requested."""
-
-
 class Interruption:
     """A stop asked for by a signal (CI cancelling a job, Ctrl-C).
 
-    After it no image starts, and copies in flight are abandoned before their tag; a tag
-    push already under way finishes (it is one or two requests), so every tag is either
-    the locked content or untouched, and the report says which images were not done.
+    After it no image starts, and whatever an image is reading or copying is abandoned at
+    once, before its tag; only a tag push already sent is given time to finish (the
+    request timeout), so every tag is either the locked content or untouched, and the
+    report says which images were not done.
     """
 
     def __init__(self) -> None:
@@ -130,19 +128,26 @@ class Interruption:
     def requested(self) -> bool:
         return self._requested.is_set()
 
-    async def run(self, work: Awaitable[T]) -> T:
-        """``work``'s result, or Interrupted (with ``work`` cancelled) if a stop comes first."""
+    async def run(self, work: Coroutine[Any, Any, T], stopped: str, grace: float = 0.0) -> T:
+        """``work``'s result. Once a stop is requested, ``work`` is not begun, or is given
+        ``grace`` seconds more (a tag push already sent, so that the report can say whether
+        the tag was pushed) and then abandoned: Interrupted(``stopped``)."""
+        if self.requested:
+            work.close()
+            raise Interrupted(stopped)
         task = asyncio.ensure_future(work)
         stop = asyncio.ensure_future(self._requested.wait())
         try:
             await asyncio.wait((task, stop), return_when=asyncio.FIRST_COMPLETED)
+            if not task.done() and grace:
+                await asyncio.wait((task,), timeout=grace)
         finally:
             stop.cancel()
             if not task.done():
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
         if task.cancelled():
-            raise Interrupted
+            raise Interrupted(stopped)
         return task.result()
 
 
@@ -223,7 +228,7 @@ async def _as_planned(image: PlannedImage) -> PlannedImage:
 async def _apply(
     registries: Registries,
     images: Sequence[Pinned],
-    decide: Callable[[Pinned], Awaitable[PlannedImage]],
+    decide: Callable[[Pinned], Coroutine[Any, Any, PlannedImage]],
     observer: ApplyObserver | None,
     interruption: Interruption | None,
     signed: Mapping[Reference, DesiredImage],
@@ -237,13 +242,13 @@ async def _apply(
     async def apply_one(index: int) -> tuple[PlannedImage | None, AppliedImage]:
         image, planned = images[index], None
         try:
-            if interruption.requested:
-                result = _result(image, Outcome.INTERRUPTED, "not started")
-            else:
-                planned = await decide(image)
+            with bugs_fail_this_image():
+                planned = await interruption.run(decide(image), "not started")
                 result = await _apply_image(registries, copier, writer, planned, interruption,
                                             functools.partial(_admit, registries, budgets, index, planned,
                                                               signed.get(planned.target)))
+        except Interrupted as stop:
+            result = _result(image, Outcome.INTERRUPTED, str(stop))
         except PullLimitReached as error:
             result = _result(image, Outcome.DEFERRED, error.deferral)
         except RegistryError as error:
@@ -283,15 +288,15 @@ def _result(image: Pinned, outcome: Outcome, message: str | None = None) -> Appl
 
 async def _apply_image(
     registries: Registries, copier: Copier, writer: ReferrerWriter, image: PlannedImage, interruption: Interruption,
-    admit: Callable[[], Awaitable[AppliedImage | None]],
+    admit: Callable[[], Coroutine[Any, Any, AppliedImage | None]],
 ) -> AppliedImage:
     """The image, then its locked referrers (their subject must be in the target first)."""
     result = await _copy_image(registries, copier, image, interruption, admit)
-    if result.outcome not in (Outcome.COPIED, Outcome.UNCHANGED) or not image.referrers or interruption.requested:
+    if result.outcome not in (Outcome.COPIED, Outcome.UNCHANGED) or not image.referrers:
         return result
     try:
-        await asyncio.gather(*(writer.write(image.source.repository, image.target.repository, referrer)
-                               for referrer in image.referrers))
+        await interruption.run(_write_referrers(writer, image),
+                               f"{result.outcome.value}, but stopped before its referrers were written")
     except ReferrerRefused as refusal:
         return _result(image, Outcome.REFUSED, f"{result.outcome.value}, but a referrer was refused: {refusal}")
     except RegistryError as error:
@@ -299,48 +304,60 @@ async def _apply_image(
     return result
 
 
+async def _write_referrers(writer: ReferrerWriter, image: PlannedImage) -> None:
+    await asyncio.gather(*(writer.write(image.source.repository, image.target.repository, referrer)
+                           for referrer in image.referrers))
+
+
 async def _copy_image(
     registries: Registries, copier: Copier, image: PlannedImage, interruption: Interruption,
-    admit: Callable[[], Awaitable[AppliedImage | None]],
+    admit: Callable[[], Coroutine[Any, Any, AppliedImage | None]],
 ) -> AppliedImage:
     if image.action is Action.UNCHANGED:
         return _result(image, Outcome.UNCHANGED)
     if image.action is not Action.CREATE:
         return _result(image, Outcome.REFUSED if image.action is Action.CONFLICT else Outcome.FAILED, image.message)
-    if (held_back := await admit()) is not None:
+    if (held_back := await interruption.run(admit(), "not started")) is not None:
         return held_back
     target = image.target
-    target_client = registries.client(target.repository)
     try:
-        manifest = await interruption.run(copier.copy_referenced(image.source.repository, image.digest,
-                                                                 target.repository, image.subset))
-    except Interrupted:
-        return _result(image, Outcome.INTERRUPTED, "stopped while copying; its tag was not pushed")
+        manifest = await interruption.run(
+            copier.copy_referenced(image.source.repository, image.digest, target.repository, image.subset),
+            "stopped while copying; its tag was not pushed")
     except SubsetChanged as refusal:
         return _result(image, Outcome.REFUSED, str(refusal))
-    if interruption.requested:
-        return _result(image, Outcome.INTERRUPTED, "copied, but stopped before its tag was pushed")
-    held = await registries.resolve_digest(target)
+    held = await interruption.run(registries.resolve_digest(target), "copied, but stopped before its tag was pushed")
     if held is not None and held != image.pushed_digest:
         return _result(image, Outcome.REFUSED,
                        f"target tag was set to {held} while copying; refusing to overwrite")
     if held is None:
-        try:
-            held = await target_client.put_manifest(target.repository.path, str(target.tag), manifest)
-        except ResponseError as refusal:
-            # An immutable tag (Artifact Registry, ECR, Harbor, Quay) that another writer set
-            # after our re-check: the registry's refusal is what keeps it, so it is a conflict.
-            if refusal.transient:
-                raise
-            held = await registries.resolve_digest(target)
-            if held is None:
-                raise
-            if held != image.pushed_digest:
-                return _result(image, Outcome.REFUSED, f"target tag was set to {held} while copying, and "
-                                                       f"the registry refused to overwrite it (HTTP {refusal.status})")
-        if held is None:  # the registry did not say what it stored: ask
-            held = await registries.resolve_digest(target)
+        return await interruption.run(
+            _push_tag(registries, image, manifest),
+            "copied, but stopped while its tag was pushed: the tag holds this image or what it held before",
+            grace=registries.options.timeout)
+    return _result(image, Outcome.COPIED)
+
+
+async def _push_tag(registries: Registries, image: PlannedImage, manifest: Manifest) -> AppliedImage:
+    """The manifest under the target tag, and proof that the tag holds it."""
+    target = image.target
+    try:
+        held = await registries.client(target.repository).put_manifest(target.repository.path, str(target.tag),
+                                                                      manifest)
+    except ResponseError as refusal:
+        # An immutable tag (Artifact Registry, ECR, Harbor, Quay) that another writer set
+        # after our re-check: the registry's refusal is what keeps it, so it is a conflict.
+        if refusal.transient:
+            raise
+        held = await registries.resolve_digest(target)
+        if held is None:
+            raise
         if held != image.pushed_digest:
-            return _result(image, Outcome.FAILED,
-                           f"after pushing, target tag holds {held or 'nothing'}, not {image.pushed_digest}")
+            return _result(image, Outcome.REFUSED, f"target tag was set to {held} while copying, and "
+                                                   f"the registry refused to overwrite it (HTTP {refusal.status})")
+    if held is None:  # the registry did not say what it stored: ask
+        held = await registries.resolve_digest(target)
+    if held != image.pushed_digest:
+        return _result(image, Outcome.FAILED,
+                       f"after pushing, target tag holds {held or 'nothing'}, not {image.pushed_digest}")
     return _result(image, Outcome.COPIED)

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import TypeVar
+
+from reconciler.errors import InputError, Interrupted, internal_error
+from reconciler.registry.errors import RegistryError
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
+
+log = logging.getLogger(__name__)
 
 
 def images_at_once(requests_per_registry: int) -> int:
@@ -27,3 +34,21 @@ async def map_bounded(
             return await work(item)
 
     return await asyncio.gather(*(one(item) for item in items))
+
+
+class InternalError(RegistryError):
+    """A bug met in one image's work: it fails that image as a registry's failure would."""
+
+
+@contextlib.contextmanager
+def bugs_fail_this_image() -> Iterator[None]:
+    """Around one image's work: a bug costs that image (an InternalError, one line, the
+    traceback in the debug log), not the run. Signals and cancellation are no bug, and
+    neither is a stop (Interrupted) or a registry's or an input's error: they pass as they are."""
+    try:
+        yield
+    except (RegistryError, InputError, Interrupted):
+        raise
+    except Exception as error:
+        log.debug("an image's work failed on a bug", exc_info=error)
+        raise InternalError(internal_error(error)) from error

@@ -32,7 +32,8 @@ from reconciler import plan as plan_module
 from reconciler import verify as verify_module
 from reconciler import apply as apply_module
 from reconciler.apply import Interruption, Report
-from reconciler.errors import InputError, Stopped, handled_signals, note_signals, one_line, stop_if_signalled
+from reconciler.errors import (InputError, Interrupted, Stopped, handled_signals, note_signals, one_line,
+                               stop_if_signalled)
 from reconciler.progress import apply_progress
 from reconciler.registry import credentials
 from reconciler.registry.errors import RegistryError
@@ -224,8 +225,10 @@ def _run(work: Callable[[], Awaitable[T]], interruption: Interruption | None = N
     """Run a coroutine; what asyncio reports of tasks nobody awaited goes to the debug log, never the user.
 
     SIGINT and SIGTERM (how CI cancels a job) stop the work: with an ``interruption``
-    the first one asks it to wind down (apply: no new image, no tag on an incomplete
-    one, then the report), a second one, or any without, cancels it at once. The loop's
+    the first one asks it to wind down (apply: every read abandoned at once, no new image,
+    no tag on an incomplete one, only a tag push already sent seen through, then the
+    report; Interrupted when it stopped before there was one), a second one, or any
+    without, cancels it at once. The loop's
     handlers are in place before the loop runs anything: Python's own handler would raise
     inside whatever callback was running, and asyncio hands such an exception to its
     exception handler, so the signal would be lost. Outside the loop a signal is noted
@@ -248,7 +251,7 @@ def _run(work: Callable[[], Awaitable[T]], interruption: Interruption | None = N
             if received and (interruption is None or len(received) > 1):
                 raise asyncio.CancelledError  # a signal came before the work began
             return await work()
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, Interrupted):
             if received:
                 raise Stopped(received[0]) from None
             raise

@@ -54,6 +54,16 @@ class InputError(Exception):
         self.problem = problem
 
 
+def internal_error(error: Exception) -> str:
+    """A bug as one line: its type and message, cut short; the traceback is for ``--debug``."""
+    described = shorten(" ".join(f"{type(error).__name__}: {error}".split()))
+    return f"internal error: {described} (run with --debug for the traceback)"
+
+
+class Interrupted(Exception):
+    """Work abandoned because a stop was requested; the message says how far it got."""
+
+
 class Stopped(BaseException):
     """A SIGINT or SIGTERM ended the command; the exit status is 128 + the signal's number.
 

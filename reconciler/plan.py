@@ -17,7 +17,7 @@ from types import MappingProxyType
 import attrs
 
 from reconciler import documents
-from reconciler.bounded import images_at_once, map_bounded
+from reconciler.bounded import bugs_fail_this_image, images_at_once, map_bounded
 from reconciler.config import ReferrersRule
 from reconciler.documents import YamlDocument
 from reconciler.lockfile import LockedImage, Lockfile
@@ -28,6 +28,7 @@ from reconciler.registry.errors import RegistryError
 from reconciler.registry.platforms import PlatformSubset
 from reconciler.registry.reference import Reference
 from reconciler.registry.referrers import Referrer
+from reconciler.resolve import TagListings
 from reconciler.shard import Shard, lock_part
 
 PLAN_VERSION = 1
@@ -168,7 +169,7 @@ class _UpstreamReferrers:
     def __init__(self, registries: Registries, rules: Mapping[Reference, ReferrersRule]) -> None:
         self._registries = registries
         self._rules = rules
-        self._tags: dict[tuple[str, str], asyncio.Task[list[str]]] = {}
+        self._listings = TagListings(registries)
 
     async def new_since(self, locked: LockedImage) -> tuple[Referrer, ...]:
         rule = self._rules.get(locked.target)
@@ -180,13 +181,9 @@ class _UpstreamReferrers:
         if not subjects:
             return ()
         repository = locked.source.repository
-        client = self._registries.client(repository)
-        key = (client.host, repository.path)
-        if key not in self._tags:
-            self._tags[key] = asyncio.ensure_future(client.tags(repository.path))
         types = frozenset(rule.artifact_types) if rule.artifact_types is not None else None
-        found = await referrers.discover(client, repository.path, subjects, types,
-                                         tags=await asyncio.shield(self._tags[key]))
+        found = await referrers.discover(self._registries.client(repository), repository.path, subjects, types,
+                                         tags=await self._listings.tags(repository))
         pinned = {referrer.digest for referrer in locked.referrers}
         return tuple(referrer for referrer in found if referrer.digest not in pinned)
 
@@ -199,9 +196,10 @@ async def plan_image(
     failure is this image's ERROR, not the plan's."""
     asking = asyncio.ensure_future(upstream.new_since(locked)) if upstream is not None and ask_source else None
     try:
-        planned = await _plan_image(registries, locked, ask_source)
-        if asking is not None:
-            planned = attrs.evolve(planned, new_referrers=await asking)
+        with bugs_fail_this_image():
+            planned = await _plan_image(registries, locked, ask_source)
+            if asking is not None:
+                planned = attrs.evolve(planned, new_referrers=await asking)
         return planned
     except BaseException as error:
         if asking is not None:  # stopped, or its outcome (even a failure) collected

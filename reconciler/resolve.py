@@ -5,18 +5,20 @@ for the referrers (cosign's tags, the spec's fallback index; the referrers API w
 offered) unless images.yaml turns them off; an index is read to record its platforms
 (and to build a platform subset), and a single image's config only when the entry asks
 for platforms. A tag rule's tags list is read only when the lock has no pins of it yet,
-or an upgrade asks for it.
+or an upgrade asks for it. A repository's tags are listed once per run (TagListings),
+whether for a rule or for the referrers of any number of its images.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 
 import attrs
 
 from reconciler import lockfile, tagrules
-from reconciler.bounded import images_at_once, map_bounded
+from reconciler.bounded import bugs_fail_this_image, images_at_once, map_bounded
 from reconciler.config import Config, DesiredImage, DesiredTags
 from reconciler.lockfile import LockedImage, Lockfile
 from reconciler.registry import mediatypes, referrers
@@ -27,7 +29,7 @@ from reconciler.registry.manifest import Manifest, Platform
 from reconciler.registry.platforms import PlatformSubset, PlatformSubsetRefused
 from reconciler.registry.platforms import missing as platforms_missing
 from reconciler.registry.platforms import subset as platform_subset
-from reconciler.registry.reference import Reference
+from reconciler.registry.reference import Reference, Repository
 from reconciler.registry.referrers import Referrer
 
 
@@ -35,7 +37,24 @@ class SourceUnusable(RegistryError):
     """The source exists but cannot be pinned as asked (e.g. a platform is missing)."""
 
 
-async def resolve(registries: Registries, desired: DesiredImage) -> LockedImage:
+class TagListings:
+    """Each repository's tags, listed once per run for whoever asks: a tags list can be
+    hundreds of pages, and a rule's selection and every image's referrers read the same one."""
+
+    def __init__(self, registries: Registries) -> None:
+        self._registries = registries
+        self._listed: dict[tuple[str, str], asyncio.Task[list[str]]] = {}
+
+    async def tags(self, repository: Repository) -> list[str]:
+        client = self._registries.client(repository)
+        key = (client.host, repository.path)
+        if key not in self._listed:
+            self._listed[key] = asyncio.ensure_future(client.tags(repository.path))
+        # Shielded: one asker stopped (its image failed) does not stop the listing the others wait for.
+        return await asyncio.shield(self._listed[key])
+
+
+async def resolve(registries: Registries, listings: TagListings, desired: DesiredImage) -> LockedImage:
     source = desired.source
     path = source.repository.path
     client = registries.client(source.repository)
@@ -46,7 +65,7 @@ async def resolve(registries: Registries, desired: DesiredImage) -> LockedImage:
     if not needs_body:
         await check_signature(client, desired, head.digest)
         return LockedImage(desired.source, desired.target, head.digest, head.media_type, (),
-                           await _referrers(client, desired, [head.digest]), rule=desired.rule)
+                           await _referrers(client, listings, desired, [head.digest]), rule=desired.rule)
     manifest = await client.get_manifest(path, head.digest or source.identifier)
     if manifest.is_index:
         platforms = manifest.platforms()
@@ -75,7 +94,7 @@ async def resolve(registries: Registries, desired: DesiredImage) -> LockedImage:
     else:
         subjects = [manifest.digest]
     return LockedImage(desired.source, desired.target, manifest.digest, manifest.media_type,
-                       platforms if manifest.is_index else (), await _referrers(client, desired, subjects),
+                       platforms if manifest.is_index else (), await _referrers(client, listings, desired, subjects),
                        subset=subset, rule=desired.rule)
 
 
@@ -92,12 +111,15 @@ async def check_signature(client: RegistryClient, desired: DesiredImage, digest:
                              f"{desired.signature.key_file.name}") from None
 
 
-async def _referrers(client: RegistryClient, desired: DesiredImage, subjects: list[Digest]) -> tuple[Referrer, ...]:
+async def _referrers(
+    client: RegistryClient, listings: TagListings, desired: DesiredImage, subjects: list[Digest]
+) -> tuple[Referrer, ...]:
     rule = desired.referrers
     if not rule.copied:
         return ()
     types = frozenset(rule.artifact_types) if rule.artifact_types is not None else None
-    return await referrers.discover(client, desired.source.repository.path, subjects, types)
+    repository = desired.source.repository
+    return await referrers.discover(client, repository.path, subjects, types, tags=await listings.tags(repository))
 
 
 async def _image_platform(registries: Registries, desired: DesiredImage, manifest: Manifest) -> str:
@@ -112,7 +134,7 @@ async def _image_platform(registries: Registries, desired: DesiredImage, manifes
 
 
 async def resolve_all(
-    registries: Registries, desired: list[DesiredImage]
+    registries: Registries, listings: TagListings, desired: list[DesiredImage]
 ) -> tuple[dict[Reference, LockedImage], dict[Reference, str]]:
     """Resolve concurrently; returns pins by target and one error line per failed target."""
     resolved: dict[Reference, LockedImage] = {}
@@ -120,7 +142,8 @@ async def resolve_all(
 
     async def one(image: DesiredImage) -> None:
         try:
-            resolved[image.target] = await resolve(registries, image)
+            with bugs_fail_this_image():
+                resolved[image.target] = await resolve(registries, listings, image)
         except RegistryError as error:
             errors[image.target] = str(error)
 
@@ -138,7 +161,8 @@ class Unselected:
 
 
 async def select_tags(
-    registries: Registries, config: Config, lock: Lockfile, upgraded: Callable[[DesiredTags], bool]
+    registries: Registries, listings: TagListings, config: Config, lock: Lockfile,
+    upgraded: Callable[[DesiredTags], bool],
 ) -> tuple[list[DesiredImage], list[Unselected]]:
     """The images the tag rules select: listed afresh for a rule that is new or ``upgraded``,
     else as the lock pinned them."""
@@ -150,13 +174,13 @@ async def select_tags(
         if pinned and not upgraded(rule):
             selected.extend(pinned)
             return
-        source = rule.source.repository
         try:
-            tags = await registries.client(source).tags(source.path)
+            with bugs_fail_this_image():
+                tags = await listings.tags(rule.source.repository)
+                chosen = tagrules.select(rule.rule, tags)
         except RegistryError as error:
             errors.append(Unselected(rule.source, rule.target, str(error)))
             return
-        chosen = tagrules.select(rule.rule, tags)
         if not chosen:
             errors.append(Unselected(rule.source, rule.target,
                                      f"tag rule {rule.described} selects none of its {len(tags)} tags"))

@@ -21,7 +21,7 @@ from reconciler.plan import Action, Plan, PlannedImage, make_plan
 from reconciler.registry import files
 from reconciler.registry.client import Registries
 from reconciler.registry.reference import Reference
-from reconciler.resolve import resolve_all, select_tags
+from reconciler.resolve import TagListings, resolve_all, select_tags
 from reconciler.shard import Shard, lock_part
 from reconciler.verify import Verification, verify_lock
 
@@ -46,10 +46,11 @@ async def lock(
 ) -> LockResult:
     """Resolve new, changed or upgraded entries, keep the other pins, write only on success."""
     existing = lockfile.load(lock_path, missing_ok=True)
-    selected, rule_errors = await select_tags(registries, config, existing,
+    listings = TagListings(registries)
+    selected, rule_errors = await select_tags(registries, listings, config, existing,
                                               lambda rule: lockfile.upgrades(rule, upgrade_all, upgrade_names))
     work = lockfile.pending(config, existing, selected, upgrade_all=upgrade_all, upgrade_names=upgrade_names)
-    resolved, errors = await resolve_all(registries, list(work.to_resolve))
+    resolved, errors = await resolve_all(registries, listings, list(work.to_resolve))
     dropped = tuple(str(image.target) for image in work.dropped)
     if errors or rule_errors:
         lines = tuple(f"{refused.source.as_written}: {refused.message}" for refused in rule_errors) + tuple(
@@ -93,8 +94,9 @@ async def apply(
     """Apply a saved plan after checking it is still fresh, or plan and apply image by image."""
     current = matching_lock(config, lock_path)
     signed = {image.target: image for image in lockfile.every_desired(config, current) if image.signature is not None}
+    interruption = interruption or Interruption()
     if saved_plan is not None:
-        await check_fresh(registries, saved_plan, current, shard)
+        await interruption.run(check_fresh(registries, saved_plan, current, shard), "stopped before copying")
         return await apply_plan(registries, saved_plan, observer=observer, interruption=interruption, signed=signed)
     _, report = await plan_and_apply(registries, lock_part(shard, current), observer=observer,
                                      interruption=interruption, signed=signed)
@@ -149,10 +151,13 @@ async def sync(
     It is plan and apply over a lock that lives only in memory, so it refuses to
     overwrite exactly as apply does.
     """
-    selected, rule_errors = await select_tags(registries, config, Lockfile(inputs_hash="", images=()),
-                                              lambda rule: True)
+    interruption = interruption or Interruption()
+    listings = TagListings(registries)
+    selected, rule_errors = await interruption.run(
+        select_tags(registries, listings, config, Lockfile(inputs_hash="", images=()), lambda rule: True),
+        "stopped before copying")
     desired = sorted((*config.desired, *selected), key=lambda image: str(image.target))
-    resolved, errors = await resolve_all(registries, desired)
+    resolved, errors = await interruption.run(resolve_all(registries, listings, desired), "stopped before copying")
     pins = Lockfile(inputs_hash=lockfile.inputs_hash(config), images=tuple(
         resolved[image.target] for image in desired if image.target in resolved
     ))

@@ -6,11 +6,15 @@ Test-only; set in the environment:
   (a Ctrl-C, or a bug, at that point of the start-up);
 - ``KILL_AT=function:before|after``: the process SIGKILLs itself around that call of ``os``
   (``fsync``, ``replace``), to stop a write at an exact step;
+- ``BUG_AT=module:Class.function`` and ``BUG_FOR=text``: that function raises a ValueError
+  whenever its arguments mention ``text`` (a bug met by one image of a run, say its repository);
 - ``STARTED=path``: this file is created once the wrapper hands over to the CLI.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import importlib.abc
 import os
 import pathlib
@@ -45,11 +49,30 @@ def kill_around(name: str, when: str) -> None:
     setattr(os, name, killing)
 
 
+def bug_at(where: str, mentioned: str) -> None:
+    module_name, qualified = where.split(":")
+    owner = importlib.import_module(module_name)
+    *path, name = qualified.split(".")
+    for part in path:
+        owner = getattr(owner, part)
+    original = getattr(owner, name)
+
+    @functools.wraps(original)
+    def buggy(*args, **kwargs):
+        if mentioned in repr((args, kwargs)):
+            raise ValueError(f"injected in {qualified} for {mentioned}")
+        return original(*args, **kwargs)
+
+    setattr(owner, name, buggy)
+
+
 if __name__ == "__main__":
     if os.environ.get("RAISE_AT"):
         sys.meta_path.insert(0, RaiseOnImport(os.environ["RAISE_AT"], ERRORS[os.environ["RAISE"]]))
     if os.environ.get("KILL_AT"):
         kill_around(*os.environ["KILL_AT"].split(":"))
+    if os.environ.get("BUG_AT"):
+        bug_at(os.environ["BUG_AT"], os.environ["BUG_FOR"])
     if os.environ.get("STARTED"):
         pathlib.Path(os.environ["STARTED"]).touch()
     sys.path[0] = str(pathlib.Path(__file__).resolve().parent.parent)

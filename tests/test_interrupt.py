@@ -98,3 +98,69 @@ def skopeo_tag_absent(target: str) -> bool:
     except SkopeoError as error:
         return "manifest unknown" in error.stderr or "not found" in error.stderr.lower()
     return False
+
+
+STALL = 10.0
+"""How long each registry holds a manifest HEAD: a stop must not wait for it."""
+
+
+@pytest.mark.parametrize("command", [("apply",), ("plan",), ("verify",), ("lock", "--upgrade"),
+                                     ("sync", "-i", "images.yaml", "--dry-run=false")])
+def test_ctrl_c_abandons_stalled_reads_at_once(
+    command, tmp_path, push_image, plain_registry, second_plain_registry, unique_repo, fault_proxy
+):
+    """Nothing is being written while the registries' HEADs stall, so nothing is waited for:
+    the run has ended before any stalled HEAD was answered."""
+    pushed = [push_image(kind) for kind in ("oci", "docker")]
+    source, target = fault_proxy(plain_registry), fault_proxy(second_plain_registry)
+    write_images(tmp_path, f"{target.host}/{unique_repo('mirror')}/",
+                 [{"source": f"{source.host}/{image.repo}:v1"} for image in pushed])
+    assert run_cli(tmp_path, "lock").code == 0
+    for proxy in (source, target):
+        proxy.clear()
+        proxy.delay("HEAD", "/manifests/", seconds=STALL, times=None)
+
+    def stalled():
+        return [*source.requests_matching("HEAD", "/manifests/"), *target.requests_matching("HEAD", "/manifests/")]
+
+    process = subprocess.Popen([sys.executable, "-m", "reconciler", *command], cwd=tmp_path, env=cli_env(tmp_path),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not stalled() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    asked = stalled()
+
+    assert process.returncode == 130, stdout + stderr
+    assert asked and all(request.status is None for request in asked), "the run waited for a stalled HEAD"
+    assert "Traceback" not in stderr
+    assert stderr.splitlines()[-1] == "interrupted"
+    if command == ("apply",):
+        assert stdout.splitlines()[-1].startswith(
+            f"Apply: 0 copied, 0 unchanged, 0 refused, 0 failed, {len(pushed)} interrupted")
+
+
+def test_ctrl_c_waits_for_a_tag_push_already_sent(
+    tmp_path, push_image, plain_registry, second_plain_registry, unique_repo, fault_proxy
+):
+    """The one write a stop waits for: so that the report says truly that the tag was pushed."""
+    pushed = push_image("oci")
+    target = fault_proxy(second_plain_registry)
+    write_images(tmp_path, f"{target.host}/{unique_repo('mirror')}/",
+                 [{"source": f"{plain_registry.host}/{pushed.repo}:v1"}])
+    assert run_cli(tmp_path, "lock").code == 0
+    target.delay("PUT", "/manifests/v1$", seconds=3.0)
+
+    process = subprocess.Popen([sys.executable, "-m", "reconciler", "apply"], cwd=tmp_path, env=cli_env(tmp_path),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not target.requests_matching("PUT", "/manifests/v1$") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+
+    assert process.returncode == 130, stdout + stderr
+    assert [request.status for request in target.requests_matching("PUT", "/manifests/v1$")] == [201]
+    assert stdout.splitlines()[-1].startswith("Apply: 1 copied, 0 unchanged, 0 refused, 0 failed (")
+    assert stderr.splitlines()[-1] == "interrupted"

@@ -84,3 +84,93 @@ def test_a_blob_transfer_failing_after_its_image_gave_up_prints_no_traceback(
     assert result.code == 1, str(result)
     assert "Traceback" not in result.stderr and "never retrieved" not in result.stderr, str(result)
     assert refused_upload.hits == 1, str(result)
+
+
+# --------------------------------------------------------------------- a bug costs one image, not the run
+
+def run_with_a_bug_for(tmp_path, where: str, mentioned: str, *args: str) -> subprocess.CompletedProcess:
+    """The CLI with a ValueError raised by ``where`` whenever its arguments mention ``mentioned``."""
+    return subprocess.run(
+        [sys.executable, str(WRAPPER), *args], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={**cli_env(tmp_path), "BUG_AT": where, "BUG_FOR": mentioned},
+    )
+
+
+@pytest.fixture
+def two_images(tmp_path, plain_registry, second_plain_registry, unique_repo, fault_proxy, push_image):
+    """A bad image and a bystander, both pushed; both registries behind a counting proxy."""
+    bad, bystander = (push_image(build_image(kind, seed=unique_repo())) for kind in ("oci", "oci-index"))
+    source, target = fault_proxy(plain_registry), fault_proxy(second_plain_registry)
+    write_images(tmp_path, f"{target.host}/{unique_repo('mirror')}/",
+                 [{"source": f"{source.host}/{image.repo}:v1"} for image in (bad, bystander)])
+    return bad, bystander, source, target
+
+
+def internal_error_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if "internal error: ValueError: injected" in line]
+
+
+def test_a_bug_resolving_one_image_fails_that_image_and_writes_no_lock(tmp_path, two_images):
+    bad, bystander, source, _ = two_images
+
+    result = run_with_a_bug_for(tmp_path, "reconciler.registry.client:RegistryClient.head_manifest", bad.repo,
+                                "lock", "--debug")
+
+    assert result.returncode == 1, result.stderr
+    [line] = internal_error_lines(result.stderr)
+    assert line.startswith("error: ") and f"/{bad.repo}:v1: internal error: ValueError: injected" in line
+    assert source.count("GET", f"/{bystander.repo}/tags/list") == 1  # its referrers: resolved to the end
+    assert "Traceback" in result.stderr  # --debug logs it
+    assert result.stderr.splitlines()[-1] == "images.lock left unchanged."
+    assert not (tmp_path / "images.lock").exists()
+
+
+def test_a_bug_in_a_tag_rule_fails_that_rule_only(tmp_path, plain_registry, second_plain_registry, unique_repo,
+                                                  push_image):
+    ruled = push_image(build_image("oci", seed=unique_repo()), tag="9.8.7")
+    bystander = push_image(build_image("docker", seed=unique_repo()))
+    write_images(tmp_path, f"{second_plain_registry.host}/{unique_repo('mirror')}/", [
+        {"source": f"{plain_registry.host}/{ruled.repo}", "tags": {"semver": ">=1"}},
+        {"source": f"{plain_registry.host}/{bystander.repo}:v1"},
+    ])
+
+    result = run_with_a_bug_for(tmp_path, "reconciler.tagrules:select", "9.8.7", "lock")
+
+    assert result.returncode == 1, result.stderr
+    assert internal_error_lines(result.stderr) == [
+        f"error: {plain_registry.host}/{ruled.repo}: internal error: ValueError: injected in select for 9.8.7 "
+        "(run with --debug for the traceback)"]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "images.lock").exists()
+
+
+def test_a_bug_copying_one_image_fails_that_image_and_the_bystander_is_copied(tmp_path, two_images):
+    bad, bystander, _, target = two_images
+    assert run_cli(tmp_path, "lock").code == 0
+
+    result = run_with_a_bug_for(tmp_path, "reconciler.registry.copy:Copier.copy_referenced", bad.repo, "apply")
+
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    [line] = internal_error_lines(result.stdout)
+    assert f"/{bad.repo}:v1" in line and "failed" in line
+    assert result.stdout.splitlines()[-1].startswith("Apply: 1 copied, 0 unchanged, 0 refused, 1 failed")
+    assert target.count("PUT", f"/{bystander.repo}/manifests/v1$") == 1
+    assert target.count("PUT", f"/{bad.repo}/manifests/") == 0
+
+
+@pytest.mark.parametrize(("command", "verdict"), [("plan", "error"), ("verify", "error")])
+def test_a_bug_asking_one_target_fails_that_image_only(command, verdict, tmp_path, two_images):
+    bad, bystander, _, target = two_images
+    assert run_cli(tmp_path, "lock").code == 0
+    assert run_cli(tmp_path, "apply").code == 0
+    target.clear()
+
+    result = run_with_a_bug_for(tmp_path, "reconciler.registry.client:RegistryClient.resolve_digest",
+                                f"{bad.repo}', 'v1'", command)
+
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    [line] = internal_error_lines(result.stdout)
+    assert f"/{bad.repo}:v1" in line and verdict in line
+    assert target.count("HEAD", f"/{bystander.repo}/manifests/v1$") == 1  # the bystander was asked too
