@@ -163,8 +163,8 @@ class RegistryClient:
                         method, url, headers=headers, content=content, stream=stream, auth_header=authorization,
                         idempotent=idempotent, limit=limit,
                     )
-        if (limit := ratelimit.PullLimit.from_headers(response.headers)) is not None:
-            self.pull_limit = limit
+        if (stated := ratelimit.PullLimit.from_headers(response.headers)) is not None:
+            self.pull_limit = stated
         return response
 
     async def _fail(
@@ -420,13 +420,17 @@ class RegistryClient:
             if response.status_code == 201:
                 return None
             if response.status_code == 202 and "Location" in response.headers:
-                return str(response.request.url.join(response.headers["Location"]))
+                return self._session_url(response, path)
             log.debug("%s/%s: mount of %s from %s answered HTTP %s; uploading instead",
                       self.host, path, digest, mount_from, response.status_code)
         response = await self._send("POST", url, _push(path), headers={"Content-Length": "0"}, idempotent=True)
         if response.status_code != 202 or "Location" not in response.headers:
             raise await self._fail(response, path, "blobs/uploads/")
-        return str(response.request.url.join(response.headers["Location"]))
+        return self._session_url(response, path)
+
+    def _session_url(self, response: httpx.Response, path: str) -> str:
+        """Where an upload goes on: its ``Location``. On another origin it gets no credentials (``origin.py``)."""
+        return str(follow(response.request.url, response.headers["Location"], f"{self.host}/{path}: upload Location"))
 
     async def _upload_whole(self, path: str, location: str, descriptor: Descriptor, stream: AsyncIterator[bytes]) -> None:
         response = await self._send(
@@ -454,7 +458,7 @@ class RegistryClient:
             )
             if response.status_code != 202 or "Location" not in response.headers:
                 raise await self._fail(response, path, "blobs/uploads/ (chunk)")
-            location = str(response.request.url.join(response.headers["Location"]))
+            location = self._session_url(response, path)
             offset += len(data)
 
         async for chunk in stream:
