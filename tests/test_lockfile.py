@@ -523,6 +523,7 @@ def test_a_lock_larger_than_its_reader_takes_is_refused_and_the_reader_would_ref
     path.write_text(text)
 
     size = len(text.encode())
-    assert str(refused.value) == f"{path}: would be {size:,} bytes, over the 10 MiB limit for reading it; left unchanged"
+    assert str(refused.value) == (f"{path}: would be {size:,} bytes, over the 10 MiB limit for reading it; "
+                                  "left unchanged")
     with pytest.raises(InputError, match="cannot read: larger than the limit of 10 MiB"):
         lockfile.load(path)
