@@ -114,7 +114,7 @@ async def discover(
 async def _of_subject(
     client: RegistryClient, path: str, subject: Digest, tags: set[str], artifact_types: frozenset[str] | None
 ) -> list[Referrer]:
-    """Counted against the cap before any is fetched, and only those of the types kept."""
+    """The referrers of one digest of the types kept, counted against the cap before any is fetched."""
     listed = await client.referrers(path, subject)
     found_by = FoundBy.API
     if listed is None:
@@ -150,14 +150,14 @@ async def _names_subject(client: RegistryClient, path: str, digest: Digest, subj
         log.warning("%s/%s: %s is listed as a referrer of %s but not found; not pinned",
                     client.host, path, digest, subject)
         return False
-    named = subject_of(manifest)
+    named = _subject_of(manifest)
     if named != subject:
         log.warning("%s/%s: %s is listed as a referrer of %s but its subject is %s; not pinned",
                     client.host, path, digest, subject, named or "none")
     return named == subject
 
 
-def subject_of(manifest: Manifest) -> Digest | None:
+def _subject_of(manifest: Manifest) -> Digest | None:
     """The digest a manifest's ``subject`` names; None when it names none (or no valid digest)."""
     try:
         subject = limits.parse_json(manifest.data).get("subject")
@@ -220,7 +220,7 @@ class ReferrerWriter:
 
 async def _list_in_index(client: RegistryClient, target: Repository, referrer: Referrer, manifest: Manifest) -> None:
     tag = FoundBy.INDEX_TAG.tag(referrer.subject)
-    named = subject_of(manifest)
+    named = _subject_of(manifest)
     if named != referrer.subject:  # a fallback index is a claim about its subject: never a false one
         raise ReferrerRefused(f"{referrer.digest}'s subject is {named or 'none'}, not {referrer.subject}; "
                               f"not listed in {target}:{tag}")
