@@ -338,7 +338,7 @@ def lock(
         lines = lockfile.differences(loaded, lockfile.load(lock_path))
         _to_step_summary(render.lock_check_markdown(str(lock_path), str(images_file), lines))
         if lines:
-            stderr.print(f"{lock_path} does not match {images_file}:", markup=False)
+            _print_error(f"{lock_path} does not match {images_file}: run `image-syncer lock` and commit the result")
             for line in lines:
                 stderr.print(f"  {line}", markup=False)
             raise typer.Exit(1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tracemalloc
 from pathlib import Path
 
@@ -147,3 +148,36 @@ def test_memory_does_not_grow_with_layer_size(push_image, second_plain_registry,
 
     assert stats.bytes_uploaded > 48 * MiB
     assert peak < 12 * MiB, f"peak Python allocations {peak / MiB:.1f} MiB while streaming a 48 MiB layer"
+
+
+def test_a_rules_tags_list_is_read_once_per_repository(
+    tmp_path, push_image, plain_registry, second_plain_registry, unique_repo, fault_proxy
+):
+    """A rule's selection and the referrers of each tag it selects read one listing: a tags
+    list of 200 pages costs 200 requests, not 200 more per selected tag."""
+    repo, pages = unique_repo(), 200
+    releases = ["1.0.0", "1.1.0", "1.2.0"]
+    for tag in releases:
+        push_image(harness_images.build_image("oci", seed=tag), repo=repo, tag=tag)
+    source = fault_proxy(plain_registry)
+    for page in range(pages):
+        query = r"n=1000" if page == 0 else rf"n=1000&last=p{page}"
+        following = {} if page == pages - 1 else {
+            "Link": f'</v2/{repo}/tags/list?n=1000&last=p{page + 1}>; rel="next"'}
+        tags = [f"p{page}", *(releases if page == pages - 1 else ())]
+        source.fail("GET", rf"/{repo}/tags/list\?{query}$", 200, times=None, headers=following,
+                    body=json.dumps({"name": repo, "tags": tags}))
+    (tmp_path / "images.yaml").write_text(
+        f'targetRepoPrefix: "{second_plain_registry.host}/{unique_repo()}/"\n'
+        f'images:\n- source: "{source.host}/{repo}"\n  tags: {{semver: ">=1"}}\n')
+    loaded = config.load(tmp_path / "images.yaml")
+
+    async def lock():
+        async with registries() as regs:
+            return await workflow.lock(regs, loaded, tmp_path / "images.lock")
+
+    result = run(lock())
+
+    assert not result.errors, result.errors
+    assert sorted(str(image.source.tag) for image in result.lock.images) == releases
+    assert source.count("GET", "/tags/list") == pages

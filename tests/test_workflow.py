@@ -506,7 +506,8 @@ def test_lock_check_lists_an_added_entry_and_writes_nothing(tmp_path, push_image
     write_images(tmp_path, mirror.prefix, [{"source": source(a)}, {"source": source(b)}])
 
     checked = ok(run_cli(tmp_path, "lock", "--check"), 1)
-    assert "images.lock does not match images.yaml:" in checked.stderr_lines
+    assert checked.stderr_lines[0] == ("error: images.lock does not match images.yaml: "
+                                       "run `image-syncer lock` and commit the result")
     assert f"  + {mirror.target(b)} (not locked)" in checked.stderr_lines
     assert (tmp_path / "images.lock").read_bytes() == before
 
