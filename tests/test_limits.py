@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import sys
 
 import pytest
 
@@ -17,6 +18,7 @@ from reconciler.registry import limits, mediatypes, reference
 from reconciler.registry.digest import Digest
 from reconciler.registry.errors import ErrorBody, RegistryError, ResponseError
 from reconciler.registry.manifest import InvalidManifest, Manifest, parse
+from tests.helpers_cli import cli_env, write_images
 from tests.helpers_clients import FAST_RETRY, registries, run
 from tests.harness.rawserver import Connection, RawServer
 from tests.test_origin import refused_tls
@@ -274,3 +276,29 @@ def test_header_numbers_and_deep_json_in_limits_alone():
         limits.parse_json(b"9" * 5000)
     assert limits.size(limits.ERROR_BODY_BYTES) == "64 KiB" and limits.size(limits.TAGS_PAGE_BYTES) == "8 MiB"
 
+
+
+# The child's peak, reported by a small launcher between us and it: a process's ru_maxrss starts from the
+# resident size of the process it was forked from, and this one (pytest) is large.
+_LAUNCHER = ("import os, subprocess, sys; child = subprocess.Popen(sys.argv[1:]); "
+             "_, status, usage = os.wait4(child.pid, 0); print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)")
+
+
+def test_lock_against_an_endless_tags_page_stays_within_the_memory_bound(tmp_path):
+    endless = Endless("/tags/list")
+
+    async def main():
+        async with RawServer(endless) as server:
+            write_images(tmp_path, "127.0.0.1:1/mirror", [{"source": f"{server.host}/app", "tags": {"semver": ">=1.0"}}])
+            launcher = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", _LAUNCHER, sys.executable, "-m", "reconciler", "lock",
+                cwd=tmp_path, env=cli_env(tmp_path), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            async with asyncio.timeout(60):
+                stdout, stderr = await launcher.communicate()
+        return server, stdout.decode().split(), stderr.decode()
+
+    server, (code, peak_kib), stderr = run(main())
+    print(f"exit {code}, peak RSS {int(peak_kib) // 1024} MiB, sent {endless.sent} bytes\n{stderr}")
+    assert code == "1" and f"{server.host}: GET /v2/app/tags/list: the answer is over the 8 MiB limit" in stderr
+    assert "Traceback" not in stderr
+    assert int(peak_kib) * 1024 <= limits.PEAK_RSS_BYTES
