@@ -1,8 +1,10 @@
-"""HTTP to one registry: scheme and TLS choice, retries, safe redirects, registry warnings.
+"""HTTP to one registry: scheme and TLS choice, retries, safe redirects, bounded answers, registry warnings.
 
 Authentication sits one layer up (``auth.py``); this module moves requests, turns
 every network failure into a RegistryError that says whether another try might cure
-it, and retries the requests it can replay (``retry.py`` has the policy).
+it, and retries the requests it can replay (``retry.py`` has the policy). Every
+answer that is not a streamed blob is read by ``read_body``, within its cap
+(``limits.py``); credentials go only to their own origin (``origin.py``).
 """
 
 from __future__ import annotations
@@ -337,7 +339,7 @@ async def read_body(response: httpx.Response, limit: int | None, where: str) -> 
 
     A successful answer whose body the caller uses (``limit`` given) is refused past
     ``limit``, before reading when Content-Length says so. Any other body is read only
-    for its message: up to ``limits.ERROR_BODY_BYTES``, the rest left unsent (the
+    for its message: up to ``limits.ERROR_BODY_BYTES``, the rest left unread (the
     connection is closed, not drained). The bytes are taken as sent, never decoded (we
     ask for no Content-Encoding), so nothing grows past the cap after it is counted.
     """
