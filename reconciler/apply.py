@@ -295,8 +295,9 @@ async def _apply_image(
     if result.outcome not in (Outcome.COPIED, Outcome.UNCHANGED) or not image.referrers:
         return result
     try:
-        await interruption.run(_write_referrers(writer, image),
-                               f"{result.outcome.value}, but stopped before its referrers were written")
+        with bugs_fail_this_image():  # the image is there: its line says so, whatever failed after
+            await interruption.run(_write_referrers(writer, image),
+                                   f"{result.outcome.value}, but stopped before its referrers were written")
     except ReferrerRefused as refusal:
         return _result(image, Outcome.REFUSED, f"{result.outcome.value}, but a referrer was refused: {refusal}")
     except RegistryError as error:

@@ -7,7 +7,9 @@ import sys
 
 import pytest
 
+from tests.harness.artifacts import push_artifact, subject_descriptor
 from tests.harness.images import build_image
+from tests.harness.rawhttp import RawRegistry
 from tests.helpers_cli import ROOT, cli_env, run_cli, write_images
 
 WRAPPER = ROOT / "tests" / "fault_injection.py"
@@ -174,3 +176,39 @@ def test_a_bug_asking_one_target_fails_that_image_only(command, verdict, tmp_pat
     [line] = internal_error_lines(result.stdout)
     assert f"/{bad.repo}:v1" in line and verdict in line
     assert target.count("HEAD", f"/{bystander.repo}/manifests/v1$") == 1  # the bystander was asked too
+
+
+def test_a_bug_writing_one_image_s_referrers_says_the_image_was_copied(
+    tmp_path, plain_registry, second_plain_registry, unique_repo, fault_proxy, push_image
+):
+    signed, bystander = (push_image(build_image(kind, seed=unique_repo())) for kind in ("oci", "docker"))
+    with RawRegistry(plain_registry) as raw:
+        push_artifact(raw, signed.repo, subject_descriptor(signed.manifest, signed.media_type), "ignored", b"payload",
+                      tag=signed.digest.replace(":", "-") + ".sig")
+    target = fault_proxy(second_plain_registry)
+    write_images(tmp_path, f"{target.host}/{unique_repo('mirror')}/",
+                 [{"source": f"{plain_registry.host}/{image.repo}:v1"} for image in (signed, bystander)])
+    assert run_cli(tmp_path, "lock").code == 0
+
+    result = run_with_a_bug_for(tmp_path, "reconciler.registry.referrers:ReferrerWriter.write", signed.repo, "apply")
+
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    [line] = internal_error_lines(result.stdout)
+    assert f"/{signed.repo}:v1" in line and "copied, but its referrers failed: internal error: ValueError" in line
+    assert result.stdout.splitlines()[-1].startswith("Apply: 1 copied, 0 unchanged, 0 refused, 1 failed")
+    assert target.count("PUT", f"/{signed.repo}/manifests/v1$") == 1
+    assert target.count("PUT", f"/{bystander.repo}/manifests/v1$") == 1
+
+
+def test_a_bug_in_sync_fails_that_image_and_the_bystander_is_copied(tmp_path, two_images):
+    bad, bystander, _, target = two_images
+
+    result = run_with_a_bug_for(tmp_path, "reconciler.registry.client:RegistryClient.head_manifest", bad.repo,
+                                "sync", "-i", "images.yaml", "--dry-run=false")
+
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    [line] = internal_error_lines(result.stdout)
+    assert f"/{bad.repo}:v1 (unresolved) -> " in line and ": failed: internal error: ValueError: injected" in line
+    assert target.count("PUT", f"/{bystander.repo}/manifests/v1$") == 1
