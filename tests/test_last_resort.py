@@ -202,4 +202,3 @@ def test_a_bug_writing_one_image_s_referrers_says_the_image_was_copied(
     assert result.stdout.splitlines()[-1].startswith("Apply: 1 copied, 0 unchanged, 0 refused, 1 failed")
     assert target.count("PUT", f"/{signed.repo}/manifests/v1$") == 1
     assert target.count("PUT", f"/{bystander.repo}/manifests/v1$") == 1
-
