@@ -302,3 +302,32 @@ def test_lock_against_an_endless_tags_page_stays_within_the_memory_bound(tmp_pat
     assert code == "1" and f"{server.host}: GET /v2/app/tags/list: the answer is over the 8 MiB limit" in stderr
     assert "Traceback" not in stderr
     assert int(peak_kib) * 1024 <= limits.PEAK_RSS_BYTES
+
+
+def test_a_token_answer_cut_short_is_fetched_again():
+    token_answers = []
+
+    async def script(connection: Connection) -> None:
+        if await refused_tls(connection):
+            return
+        while (request := await connection.read_request()) is not None:
+            if request.target.startswith("/token"):
+                token_answers.append(request)
+                answer = b'{"token": "t"}'
+                if len(token_answers) == 1:
+                    await connection.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(answer) + answer[:5])
+                    return
+                await connection.answer(200, answer)
+            elif request.headers.get("authorization") != "Bearer t":
+                realm = f"http://127.0.0.1:{connection.server.port}/token"
+                await connection.answer(401, b"", {"WWW-Authenticate": f'Bearer realm="{realm}"'})
+            else:
+                await connection.answer(200, tags_page(["1.0"]))
+
+    async def main():
+        async with RawServer(script) as server:
+            async with registries() as regs:
+                return await regs.client(reference.parse(f"{server.host}/app").repository).tags("app")
+
+    assert run(main()) == ["1.0"]
+    assert len(token_answers) == 2
