@@ -228,11 +228,11 @@ def _run(work: Callable[[], Awaitable[T]], interruption: Interruption | None = N
     the first one asks it to wind down (apply: every read abandoned at once, no new image,
     no tag on an incomplete one, only a tag push already sent seen through, then the
     report; Interrupted when it stopped before there was one), a second one, or any
-    without, cancels it at once. The loop's
-    handlers are in place before the loop runs anything: Python's own handler would raise
-    inside whatever callback was running, and asyncio hands such an exception to its
-    exception handler, so the signal would be lost. Outside the loop a signal is noted
-    (``errors.note_signals``) and stops the command here, or once the command is done.
+    without, cancels it at once. The loop's handlers are in place before the loop runs
+    anything: Python's own handler would raise inside whatever callback was running, and
+    asyncio hands such an exception to its exception handler, so the signal would be
+    lost. Outside the loop a signal is noted (``errors.note_signals``) and stops the
+    command here, or once the command is done.
     """
     received: list[int] = []
     running: list[asyncio.Task[T]] = []
