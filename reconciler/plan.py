@@ -182,10 +182,9 @@ class _UpstreamReferrers:
             return ()
         repository = locked.source.repository
         types = frozenset(rule.artifact_types) if rule.artifact_types is not None else None
-        found = await referrers.discover(self._registries.client(repository), repository.path, subjects, types,
-                                         tags=await self._listings.tags(repository))
-        pinned = {referrer.digest for referrer in locked.referrers}
-        return tuple(referrer for referrer in found if referrer.digest not in pinned)
+        return await referrers.discover(self._registries.client(repository), repository.path, subjects, types,
+                                        tags=await self._listings.tags(repository),
+                                        pinned={referrer.digest for referrer in locked.referrers})
 
 
 async def plan_image(

@@ -274,7 +274,9 @@ def test_a_referrer_that_appeared_upstream_after_the_lock_is_a_plan_note_until_l
     noted = run_cli(tmp_path, "plan")
     asked = sorted((r.method, r.url_path.rsplit("/", 2)[-2]) for r in source.requests)
     assert run_cli(tmp_path, "lock", "--upgrade").code == 0
+    source.clear()
     again = run_cli(tmp_path, "plan")
+    asked_again = sorted((r.method, r.url_path.rsplit("/", 2)[-2]) for r in source.requests)
 
     assert noted.code == 0, noted.stderr
     assert ("~ note: 1 referrer upstream that the lock does not pin (application/spdx+json); "
@@ -283,6 +285,9 @@ def test_a_referrer_that_appeared_upstream_after_the_lock_is_a_plan_note_until_l
     # and the referrer it lists (whose own subject must be the image)
     assert asked == [("GET", "manifests"), ("GET", "manifests"), ("GET", "referrers"), ("GET", "tags"),
                      ("HEAD", "manifests")], asked
+    # pinned now, so checked already: the referrer itself is not fetched again (on Docker Hub a GET is a pull)
+    assert asked_again == [("GET", "manifests"), ("GET", "referrers"), ("GET", "tags"), ("HEAD", "manifests")], \
+        asked_again
     assert "note:" not in again.stdout and "with 1 referrer" in again.stdout
 
 

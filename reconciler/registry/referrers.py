@@ -98,21 +98,24 @@ _converter.register_structure_hook(_Entry, cattrs.gen.make_dict_structure_fn(
 
 async def discover(
     client: RegistryClient, path: str, subjects: Sequence[Digest], artifact_types: frozenset[str] | None = None,
-    tags: Collection[str] | None = None,
+    tags: Collection[str] | None = None, pinned: Collection[Digest] = (),
 ) -> tuple[Referrer, ...]:
     """Every referrer of each of ``subjects`` (an image and, for an index, its children), sorted.
 
     ``artifact_types`` keeps only referrers of those types; None keeps all. ``tags``: the
-    repository's, when the caller listed them already.
+    repository's, when the caller listed them already. ``pinned``: referrers the lock holds,
+    checked when they were pinned; they are left out, and a listed one costs no GET.
     """
     tags = set(await client.tags(path) if tags is None else tags)
-    found = await asyncio.gather(*(_of_subject(client, path, subject, tags, artifact_types) for subject in subjects))
+    found = await asyncio.gather(*(_of_subject(client, path, subject, tags, artifact_types, frozenset(pinned))
+                                   for subject in subjects))
     referrers = {(referrer.subject, referrer.digest): referrer for group in found for referrer in group}
     return tuple(sorted(referrers.values(), key=lambda referrer: (str(referrer.subject), str(referrer.digest))))
 
 
 async def _of_subject(
-    client: RegistryClient, path: str, subject: Digest, tags: set[str], artifact_types: frozenset[str] | None
+    client: RegistryClient, path: str, subject: Digest, tags: set[str], artifact_types: frozenset[str] | None,
+    pinned: frozenset[Digest],
 ) -> list[Referrer]:
     """The referrers of one digest of the types kept, counted against the cap before any is fetched."""
     listed = await client.referrers(path, subject)
@@ -134,11 +137,14 @@ async def _of_subject(
             return None
         return Referrer(subject, entry.digest, entry.media_type, entry.artifact_type, found_by)
 
-    referrers = [referrer for referrer in await map_bounded(claimed, entries.values(), client.limit.ceiling)
+    unpinned = [entry for entry in entries.values() if entry.digest not in pinned]
+    referrers = [referrer for referrer in await map_bounded(claimed, unpinned, client.limit.ceiling)
                  if referrer is not None]
     for kind in cosign_kinds:
         manifest = await client.get_manifest(path, kind.tag(subject))
-        referrers.append(Referrer(subject, manifest.digest, manifest.media_type, COSIGN_ARTIFACT_TYPES[kind], kind))
+        if manifest.digest not in pinned:
+            referrers.append(Referrer(subject, manifest.digest, manifest.media_type, COSIGN_ARTIFACT_TYPES[kind],
+                                      kind))
     return referrers
 
 
