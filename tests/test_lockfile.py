@@ -14,6 +14,10 @@ from reconciler.registry.digest import Digest
 from reconciler.registry.platforms import PlatformSubset
 from reconciler.registry.mediatypes import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 from reconciler.registry.referrers import COSIGN_ARTIFACT_TYPES, FoundBy, Referrer
+from tests.harness.artifacts import subject_descriptor
+from tests.harness.images import canonical_json
+from tests.harness.rawhttp import RawRegistry
+from tests.helpers_cli import run_cli, write_images
 
 DIGEST_A = Digest.parse("sha256:" + "a" * 64)
 DIGEST_B = Digest.parse("sha256:" + "b" * 64)
@@ -527,3 +531,32 @@ def test_a_lock_larger_than_its_reader_takes_is_refused_and_the_reader_would_ref
                                   "left unchanged")
     with pytest.raises(InputError, match="cannot read: larger than the limit of 10 MiB"):
         lockfile.load(path)
+
+
+def test_lock_refuses_to_write_a_lock_larger_than_its_reader_takes_and_leaves_the_old_one(
+    tmp_path, plain_registry, push_image, unique_repo
+):
+    """What a source says reaches the lock within the caps of its answers, yet many answers can add up:
+    three indexes near the manifest cap, each naming a platform of almost 4 MiB."""
+    images = [push_image("oci") for _ in range(3)]
+    write_images(tmp_path, f"{plain_registry.host}/{unique_repo('mirror')}/",
+                 [{"source": f"{plain_registry.host}/{image.repo}:v1"} for image in images])
+    assert run_cli(tmp_path, "lock").code == 0
+    before = (tmp_path / "images.lock").read_bytes()
+    with RawRegistry(plain_registry) as raw:  # v1 now names an index of itself on a platform with a long name
+        for image in images:
+            child = {**subject_descriptor(image.manifest, image.media_type),
+                     "platform": {"os": "linux" + "x" * (limits.MANIFEST_BYTES - 300 * 1024), "architecture": "amd64"}}
+            index = canonical_json({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [child]})
+            assert raw.put_manifest(image.repo, "v1", index, OCI_INDEX).status_code == 201
+
+    refused = run_cli(tmp_path, "lock", "--upgrade")
+
+    assert refused.code == 1, refused.stderr
+    assert len(refused.error_lines) == 1, refused.stderr
+    size = int(refused.error_lines[0].split("would be ", 1)[1].split(" bytes")[0].replace(",", ""))
+    assert size > limits.FILE_BYTES > len(before)
+    assert refused.error_lines == [f"error: images.lock: would be {size:,} bytes, over the 10 MiB limit for "
+                                   "reading it; left unchanged"]
+    assert (tmp_path / "images.lock").read_bytes() == before
+    assert run_cli(tmp_path, "lock", "--check").code == 0

@@ -475,28 +475,26 @@ def test_a_signature_nested_10000_deep_is_one_line_naming_its_image_with_verify_
         assert unverified.code == 1 and not written_unverified, unverified.stderr
 
 
-def test_lock_refuses_to_write_a_lock_larger_than_its_reader_takes_and_leaves_the_old_one(
-    tmp_path, plain_registry, second_plain_registry, push_image, unique_repo
+def test_a_referrer_listed_with_a_type_that_is_no_media_type_is_not_pinned_nor_fetched(
+    tmp_path, plain_registry, push_image, unique_repo, fault_proxy
 ):
-    long_type = "application/vnd.example." + "x" * (limits.MANIFEST_BYTES - 200 * 1024)  # listed, never checked
-    images = [push_image("oci") for _ in range(3)]  # three listings near the manifest cap outgrow the file cap
-    mirror = f"{second_plain_registry.host}/{unique_repo('mirror')}/"
-    entries = [{"source": f"{plain_registry.host}/{image.repo}:v1"} for image in images]
-    write_images(tmp_path, mirror, entries)
-    with RawRegistry(plain_registry) as raw:  # what lock pinned before the listings grew
-        assert run_cli(tmp_path, "lock").code == 0
-        for image in images:
-            sbom = push_artifact(raw, image.repo, subject_descriptor(image.manifest, image.media_type), SBOM, b"{}")
-            push_referrers_index(raw, image.repo, image.digest, [Artifact(sbom.digest, sbom.raw, long_type)])
-    before = (tmp_path / "images.lock").read_bytes()
+    """The lock keeps what a listing says of a type; a 1 MiB "type" would bloat it, so it is not taken."""
+    source = fault_proxy(plain_registry)
+    image = push_image("oci")
+    bloated = "application/vnd.example." + "x" * (1024 * 1024)
+    with RawRegistry(plain_registry) as raw:
+        own = push_artifact(raw, image.repo, subject_descriptor(image.manifest, image.media_type), SBOM, b"{}")
+        other = push_artifact(raw, image.repo, subject_descriptor(image.manifest, image.media_type), SBOM, b"[]")
+        push_referrers_index(raw, image.repo, image.digest, [own, Artifact(other.digest, other.raw, bloated)])
+    write_images(tmp_path, f"{plain_registry.host}/{unique_repo('mirror')}/",
+                 [{"source": f"{source.host}/{image.repo}:v1"}])
 
-    refused = run_cli(tmp_path, "lock", "--upgrade")  # the listings are read again
+    locked = run_cli(tmp_path, "lock")
 
-    assert refused.code == 1, refused.stderr
-    assert len(refused.error_lines) == 1, refused.stderr
-    size = int(refused.error_lines[0].split("would be ", 1)[1].split(" bytes")[0].replace(",", ""))
-    assert size > limits.FILE_BYTES > len(before)
-    assert refused.error_lines == [f"error: images.lock: would be {size:,} bytes, over the 10 MiB limit for "
-                                   "reading it; left unchanged"]
-    assert (tmp_path / "images.lock").read_bytes() == before
-    assert run_cli(tmp_path, "lock", "--check").code == 0
+    assert locked.code == 0, locked.stderr
+    pinned = yaml.safe_load((tmp_path / "images.lock").read_text())["images"][0]["referrers"]
+    assert [r["digest"] for r in pinned] == [own.digest]
+    assert [line for line in locked.stderr_lines if line.startswith("WARNING")] == [
+        f"WARNING: {source.host}/{image.repo}: {other.digest} is listed as a referrer of {image.digest} "
+        "with a type that is no media type; not pinned"]
+    assert source.count("GET", f"/manifests/{other.digest}$") == 0

@@ -1,5 +1,7 @@
 """Manifest media types the client understands, and the Accept header built from them."""
 
+import re
+
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -10,3 +12,11 @@ IMAGE_TYPES = frozenset({DOCKER_MANIFEST, OCI_MANIFEST})
 MANIFEST_TYPES = INDEX_TYPES | IMAGE_TYPES
 
 ACCEPT = ", ".join([OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MANIFEST])
+
+# RFC 6838's type/subtype: a restricted name of at most 127 characters on each side.
+_MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
+
+
+def is_media_type(text: str) -> bool:
+    """Whether a registry's word for a type is one: what is pinned in the lock stays short and plain."""
+    return _MEDIA_TYPE.fullmatch(text) is not None

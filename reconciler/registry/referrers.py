@@ -133,6 +133,10 @@ async def _of_subject(
                             f"more than the limit of {limits.REFERRERS_PER_SUBJECT}; not pinned")
 
     async def claimed(entry: _Entry) -> Referrer | None:
+        if not all(mediatypes.is_media_type(kind) for kind in (entry.media_type, entry.artifact_type) if kind):
+            log.warning("%s/%s: %s is listed as a referrer of %s with a type that is no media type; not pinned",
+                        client.host, path, entry.digest, subject)
+            return None
         if not await _names_subject(client, path, entry.digest, subject):
             return None
         return Referrer(subject, entry.digest, entry.media_type, entry.artifact_type, found_by)
