@@ -479,31 +479,62 @@ class Measured(CliResult):
         return f"peak RSS {self.peak_rss_mib:.1f} MiB; {super().__str__()}"
 
 
+_LAUNCHER = """
+import os, signal, sys
+report = os.fdopen(int(sys.argv[1]), "w", buffering=1)
+pid = os.fork()
+if pid == 0:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # as a terminal's foreground job has it
+    os.execv(sys.argv[2], sys.argv[2:])
+report.write(f"{pid}\\n")
+_, status, usage = os.wait4(pid, 0)
+report.write(f"{os.waitstatus_to_exitcode(status)} {usage.ru_maxrss}\\n")
+"""
+"""Forks the CLI from a small, fresh process and reaps it with ``os.wait4``.
+
+Linux records, at exec, the peak RSS of the memory the process had before it (for a
+``subprocess`` child: a copy of pytest's, or pytest's own under vfork), so a child started
+straight from pytest would report pytest's peak, not the CLI's. From this launcher (a
+bare interpreter of a few MiB) the child's ``ru_maxrss`` is the CLI's own."""
+
+
+@dataclass
+class Launched:
+    """The running CLI: ``pid`` is the CLI's own process (signal it there)."""
+
+    pid: int
+
+
 def run_measured(workdir: Path, *args: str, env: dict[str, str], timeout: float = 90.0,
-                 on_start: Callable[[subprocess.Popen], None] | None = None) -> Measured:
+                 on_start: Callable[[Launched], None] | None = None) -> Measured:
     """``python -m reconciler ARGS`` in ``workdir`` with exactly ``env`` (plus PYTHONPATH to the product),
-    reaped with ``os.wait4`` for its peak RSS. ``on_start(process)`` runs while it does (e.g. to signal it);
+    reaped with ``os.wait4`` for its peak RSS. ``on_start(launched)`` runs while it does (e.g. to signal it);
     past ``timeout`` it is killed (and the result says so: exit -9)."""
     env = {**env, "PYTHONPATH": str(PRODUCT_ROOT)}
     started = time.monotonic()
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        process = subprocess.Popen([sys.executable, "-m", "reconciler", *args], cwd=workdir, env=env,
-                                   stdin=subprocess.DEVNULL, stdout=out, stderr=err)
-        killer = threading.Timer(timeout, _kill, (process.pid,))
-        killer.start()
+    read_end, write_end = os.pipe()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, os.fdopen(read_end) as reports:
         try:
-            if on_start is not None:
-                on_start(process)
-            _, status, usage = os.wait4(process.pid, 0)
+            launcher = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", _LAUNCHER, str(write_end), sys.executable, "-m", "reconciler",
+                 *args], cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                pass_fds=(write_end,))
         finally:
-            killer.cancel()
-        process.returncode = os.waitstatus_to_exitcode(status)
+            os.close(write_end)
+        with launcher:
+            pid = int(reports.readline())
+            killer = threading.Timer(timeout, _kill, (pid,))
+            killer.start()
+            try:
+                if on_start is not None:
+                    on_start(Launched(pid))
+                code, peak = map(int, reports.readline().split())
+            finally:
+                killer.cancel()
         out.seek(0)
         err.seek(0)
-        return Measured(tuple(args), process.returncode, out.read().decode(errors="replace"),
-                        err.read().decode(errors="replace"), time.monotonic() - started, usage.ru_maxrss)
-
-
+        return Measured(tuple(args), code, out.read().decode(errors="replace"), err.read().decode(errors="replace"),
+                        time.monotonic() - started, peak)
 def _kill(pid: int) -> None:
     try:
         os.kill(pid, signal.SIGKILL)
