@@ -333,7 +333,7 @@ class HostileRegistry(ThreadedServer):
 
     def _answer(self, sock: socket.socket, request: Request) -> bool:
         """Send the answer; False when the connection is to be closed."""
-        answer = self._script_for(request) or self._honest(request)
+        answer = self._script_for(request) or self.honest(request)
         if answer.stall and self._stopping.wait(answer.stall):
             return False
         headers = list(answer.headers.items()) if isinstance(answer.headers, dict) else list(answer.headers)
@@ -387,7 +387,8 @@ class HostileRegistry(ThreadedServer):
                           b'{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}')
         return None
 
-    def _honest(self, request: Request) -> Answer:
+    def honest(self, request: Request) -> Answer:
+        """What an honest registry holding this content answers (scripts may start from it)."""
         path = request.path
         if not path.startswith("/v2/"):
             return Answer(404, body=b"not found")
