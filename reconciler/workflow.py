@@ -12,7 +12,7 @@ from pathlib import Path
 
 import attrs
 
-from reconciler import documents, lockfile
+from reconciler import documents, lockfile, tagwriters
 from reconciler.apply import ApplyObserver, Interruption, Outcome, Report, apply_plan, check_fresh, plan_and_apply
 from reconciler.config import Config
 from reconciler.errors import InputError, first_and_count
@@ -57,6 +57,8 @@ async def lock(
             f"{target}: {message}" for target, message in sorted(errors.items(), key=lambda item: str(item[0])))
         return LockResult(existing, False, (), dropped, lines)
     new_lock = lockfile.merge(config, work.kept, resolved, selected)
+    if conflicts := tagwriters.conflict_lines(config, new_lock):
+        return LockResult(existing, False, (), dropped, (first_and_count(conflicts),))
     text = lockfile.dumps_readable(new_lock, lock_path)
     current = files.read_text(lock_path) if lock_path.exists() else None
     if text != current:
@@ -73,6 +75,8 @@ def matching_lock(config: Config, lock_path: Path) -> Lockfile:
     if lines:
         described = first_and_count([line.lstrip("+-~ ") for line in lines])
         raise InputError(lock_path, f"does not match {config.path}: {described}; run `image-syncer lock`")
+    if conflicts := tagwriters.conflict_lines(config, current):
+        raise InputError(lock_path, first_and_count(conflicts))
     return current
 
 
