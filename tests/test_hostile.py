@@ -33,6 +33,7 @@ checkout of the product (e.g. an older commit, to see them fail there).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import itertools
 import json
 import os
@@ -410,6 +411,29 @@ def _(w: World) -> Expect:
     return refused(w, TAGS, Answer(500, JSON, ENDLESS_ERROR), r"500", registry=True)
 
 
+@case("2", "endless-401-body-on-a-listing")
+def _(w: World) -> Expect:
+    return refused(w, TAGS, Answer(401, {**JSON, "WWW-Authenticate": 'Basic realm="hostile"'}, ENDLESS_ERROR),
+                   r"401", registry=True)
+
+
+@case("2", "endless-404-body-on-a-listing")
+def _(w: World) -> Expect:
+    """A repository without a tags list has no cosign tags: the image is pinned, whatever the 404 carried."""
+    image = w.image()
+    w.hostile.on("GET", TAGS, Answer(404, JSON, ENDLESS_ERROR))
+    w.write(w.source())
+    return Expect(("lock", *FAST), 0, then=lambda w, result: _pinned(w, w.source(), image.digest))
+
+
+@case("2", "endless-500-body-from-the-token-service")
+def _(w: World) -> Expect:
+    w.image()
+    bearer(w, Answer(500, JSON, ENDLESS_ERROR))
+    w.write(w.source())
+    return Expect(("lock", *FAST), 1, failures=1, says=(r"token.*500|500.*token",), names_registry=True)
+
+
 @case("2", "endless-500-error-body-while-copying")
 def _(w: World) -> Expect:
     """apply: the hostile image fails on its endless error answer, the bystander is copied."""
@@ -419,6 +443,22 @@ def _(w: World) -> Expect:
     w.lock_honestly()
     w.hostile.on("GET", r"/v2/app/(manifests|blobs)/", Answer(500, JSON, ENDLESS_ERROR))
     return Expect(("apply", *FAST), 1, failures=1, says=(r"500",), names_registry=True)
+
+
+@case("2", "endless-body-on-the-answers-to-pushes")
+def _(w: World) -> Expect:
+    """The hostile registry is the target: it stores what is pushed, and says so with endless bodies."""
+    w.prefix = f"{w.hostile.host}/mirror/"
+    w.write()
+    w.lock_honestly()
+    w.hostile.on("PUT", r"/(manifests|blobs/uploads)/", lambda request, server: dataclasses.replace(
+        server.honest(request), body=ENDLESS_ERROR))
+
+    def then(w: World, result: Measured) -> None:
+        repo = w.target_of(w.bystander_source).split("/", 1)[1].rsplit(":", 1)[0]
+        assert digest_of(w.hostile.manifests[repo]["v1"][1]) == w.bystander.digest
+
+    return Expect(("apply", *FAST), 0, bystander=False, then=then)
 
 
 @case("2", "endless-referrers-page")
@@ -864,6 +904,21 @@ def _(w: World) -> Expect:
     w.hostile.put_manifest("app", raw, OCI_INDEX, tag="1.0")
     w.write(w.source())
     return Expect(("lock", *FAST), 1, failures=1, says=(r"nest|deep|64",))
+
+
+@case("6", "image-config-nested-10000-levels")
+def _(w: World) -> Expect:
+    """An entry that requires platforms reads a single image's config: nested 10,000 deep, it names none."""
+    config = b'{"architecture":"amd64","os":"linux","x":' + deep() + b"}"
+    w.hostile.put_blob(config)
+    manifest = canonical_json({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": images.OCI_CONFIG, "digest": digest_of(config), "size": len(config)},
+        "layers": [],
+    })
+    w.hostile.put_manifest("app", manifest, OCI_MANIFEST, tag="1.0")
+    w.write({"source": w.source(), "platforms": ["linux/amd64"]})
+    return Expect(("lock", *FAST), 1, failures=1, says=(r"config|nest|deep|64",))
 
 
 @case("6", "tags-list-nested-10000-levels")

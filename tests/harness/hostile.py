@@ -2,15 +2,17 @@
 
 ``HostileRegistry`` is a threaded raw-socket HTTP/1.1 server on 127.0.0.1:0 that answers
 as an honest registry from what it holds (manifests by tag and digest, blobs, tags lists,
-optionally a referrers API and Basic or Bearer auth), unless a script (``on``) takes a
+optionally a referrers API and Basic or Bearer auth; it takes pushes too, so it can be a
+target), unless a script (``on``) takes a
 route over: exact status, headers and a body that may be bytes or a generator (an endless
 stream stops by itself at ``MAX_STREAM_BYTES`` or ``MAX_STREAM_SECONDS``, and as soon as
 the client hangs up). Every request is recorded with its method, target and headers, and
 whether (and when) it was answered, so a test can check which credentials went where and
 that a run ended before a stalled answer.
 
-``run_measured`` starts ``python -m reconciler ARGS`` as a child and reaps it with
-``os.wait4``: its exit code, output and peak RSS (``ru_maxrss``, KiB on Linux).
+``run_measured`` starts ``python -m reconciler ARGS`` (forked from a small launcher, see
+``_LAUNCHER``) and reaps it with ``os.wait4``: its exit code, output and peak RSS
+(``ru_maxrss``, KiB on Linux).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ MAX_STREAM_BYTES = 320 * MiB
 MAX_STREAM_SECONDS = 20.0
 """... or after this long, whichever comes first."""
 CONNECTION_IDLE_SECONDS = 30.0
+MAX_KEPT_BODY = 16 * MiB
 
 Body = bytes | Callable[[], Iterable[bytes]]
 
@@ -84,6 +87,7 @@ class Request:
     answered: float | None = None  # when the whole answer was sent; None if it never was
     status: int | None = None
     sent_bytes: int = 0
+    body: bytes = field(default=b"", repr=False)  # kept up to MAX_KEPT_BODY (pushes of test images)
 
     @property
     def path(self) -> str:
@@ -96,6 +100,7 @@ class Request:
 
 Script = Callable[[Request, "HostileRegistry"], "Answer | None"]
 
+_UPLOADS = re.compile(r"^/v2/(?P<name>.+)/blobs/uploads/(?P<session>[^/]*)$")
 _MANIFEST = re.compile(r"^/v2/(?P<name>.+)/manifests/(?P<ref>[^/]+)$")
 _BLOB = re.compile(r"^/v2/(?P<name>.+)/blobs/(?P<digest>[^/]+)$")
 _TAGS = re.compile(r"^/v2/(?P<name>.+)/tags/list$")
@@ -160,6 +165,7 @@ class HostileRegistry(ThreadedServer):
     ``bearer_realm``: a Bearer challenge naming that realm instead (any bearer token is taken);
     ``referrers_api``: answer ``/referrers/<digest>`` from the manifests held (else 404).
     ``page_size``: at most this many tags per tags/list answer, whatever ``n`` asks (Link to the next page).
+    It takes pushes too (blob uploads, whole or in PATCH chunks, and manifest PUTs), so it can be a target.
     """
 
     thread_name = "hostile-registry"
@@ -176,6 +182,7 @@ class HostileRegistry(ThreadedServer):
         self.tags: dict[str, list[str]] = {}
         self.blobs: dict[str, bytes] = {}
         self.requests: list[Request] = []
+        self._uploads: dict[str, bytearray] = {}
         self._rules: list[_Rule] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -298,10 +305,13 @@ class HostileRegistry(ThreadedServer):
                 break
             name, _, value = header.decode("latin-1").partition(":")
             headers[name.strip().lower()] = value.strip()
+        body = bytearray()
         if headers.get("transfer-encoding", "").lower() == "chunked":
             while True:
                 size = int(reader.readline().split(b";")[0], 16)
-                reader.read(size + 2)
+                chunk = reader.read(size + 2)
+                if len(body) < MAX_KEPT_BODY:
+                    body += chunk[:size]
                 if size == 0:
                     break
         elif headers.get("content-length", "").isdigit():
@@ -310,8 +320,10 @@ class HostileRegistry(ThreadedServer):
                 got = reader.read(min(remaining, MiB))
                 if not got:
                     return None
+                if len(body) < MAX_KEPT_BODY:
+                    body += got
                 remaining -= len(got)
-        request = Request(method, target, headers, number)
+        request = Request(method, target, headers, number, body=bytes(body))
         with self._lock:
             self.requests.append(request)
         return request
@@ -397,6 +409,13 @@ class HostileRegistry(ThreadedServer):
             return refused
         if path == "/v2/":
             return Answer(200, {"Content-Type": "application/json"}, b"{}")
+        if request.method in ("POST", "PATCH", "PUT") and (match := _UPLOADS.match(path)):
+            return self._upload(request, match["name"], match["session"])
+        if request.method == "PUT" and (match := _MANIFEST.match(path)):
+            media_type = request.headers.get("content-type", "")
+            digest = self.put_manifest(match["name"], request.body, media_type,
+                                       None if match["ref"].startswith("sha256:") else match["ref"])
+            return Answer(201, {"Docker-Content-Digest": digest, "Location": f"/v2/{match['name']}/manifests/{digest}"})
         if match := _TAGS.match(path):
             return self._tags_page(request, match["name"])
         if match := _REFERRERS.match(path):
@@ -414,6 +433,28 @@ class HostileRegistry(ThreadedServer):
             return Answer(200, {"Content-Type": "application/octet-stream", "Docker-Content-Digest": match["digest"]},
                           data)
         return Answer(405, body=b"")
+
+    def _upload(self, request: Request, name: str, session: str) -> Answer:
+        """Blob uploads as the distribution spec has them: POST opens a session, PATCH adds, PUT ?digest= ends."""
+        if request.method == "POST":
+            with self._lock:
+                session = str(len(self._uploads) + 1)
+                self._uploads[session] = bytearray()
+            return Answer(202, {"Location": f"/v2/{name}/blobs/uploads/{session}", "Range": "0-0",
+                                "Docker-Upload-UUID": session})
+        if session not in self._uploads:
+            return _unknown("BLOB_UPLOAD_UNKNOWN", "blob upload unknown")
+        self._uploads[session] += request.body
+        location = {"Location": f"/v2/{name}/blobs/uploads/{session}"}
+        if request.method == "PATCH":
+            return Answer(202, {**location, "Range": f"0-{len(self._uploads[session]) - 1}"})
+        data = bytes(self._uploads.pop(session))
+        digest = request.query.get("digest", [""])[0]
+        if digest != digest_of(data):
+            return Answer(400, {"Content-Type": "application/json"},
+                          b'{"errors":[{"code":"DIGEST_INVALID","message":"digest does not match"}]}')
+        self.blobs[digest] = data
+        return Answer(201, {"Location": f"/v2/{name}/blobs/{digest}", "Docker-Content-Digest": digest})
 
     def _tags_page(self, request: Request, name: str) -> Answer:
         if name not in self.tags:
