@@ -16,7 +16,7 @@ from reconciler import tagrules
 from reconciler.documents import YamlDocument, yaml_converter
 from reconciler.registry import reference
 from reconciler.registry.digest import Digest
-from reconciler.registry.reference import InvalidReference, Reference
+from reconciler.registry.reference import InvalidReference, Reference, Repository
 from reconciler.tagrules import TagRule
 
 if TYPE_CHECKING:
@@ -105,14 +105,25 @@ class DesiredImage:
     signature: SignaturePolicy | None = None
     only_platforms: tuple[str, ...] = ()
     """The mirror holds these platforms only (sorted): a subset of the source index, pinned too."""
-    rule: str | None = None
-    """The tag rule that selected this image (described), for images a rule brought."""
+    tag_rule: TagRule | None = None
+    """The tag rule that selected this image, for images a rule brought."""
+
+    @property
+    def rule(self) -> str | None:
+        """The tag rule described, as the lock records it beside the pin."""
+        return tagrules.describe(self.tag_rule) if self.tag_rule is not None else None
 
 
 class _Selected(Protocol):
     source: Reference
     target: Reference
     rule: str | None
+
+
+def rule_identity(image: _Selected) -> tuple[str, Repository]:
+    """Which entry's rule brought ``image``: its source repository as written and its target
+    repository, never the rule's words, which two entries may share."""
+    return reference.split(image.source.as_written).name, image.target.repository
 
 
 @attrs.frozen
@@ -133,18 +144,22 @@ class DesiredTags:
         return tagrules.describe(self.rule)
 
     @property
+    def identity(self) -> tuple[str, Repository]:
+        """One entry's rule: its source and target repositories (config refuses two rules sharing both)."""
+        return self.source.as_written, self.target.repository
+
+    @property
     def names(self) -> set[str]:
         """What ``lock --upgrade NAME`` may call it: the source or the target repository, as written."""
         return {self.source.as_written, str(self.target.repository)}
 
     def image(self, tag: str) -> DesiredImage:
         return attrs.evolve(self.template, source=reference.parse(f"{self.source.as_written}:{tag}"),
-                            target=attrs.evolve(self.target, tag=tag), rule=self.described)
+                            target=attrs.evolve(self.target, tag=tag), tag_rule=self.rule)
 
     def brought(self, image: _Selected) -> bool:
-        """Whether this rule selected ``image`` (when it was locked)."""
-        return (image.rule == self.described and image.target.repository == self.target.repository
-                and reference.split(image.source.as_written).name == self.source.as_written)
+        """Whether this rule selected ``image`` (when it was locked), whatever the rule said then."""
+        return image.rule is not None and rule_identity(image) == self.identity
 
 
 @attrs.frozen
@@ -159,7 +174,7 @@ class Config:
 _converter = yaml_converter()
 
 
-def _structure_referrers(value: object, _: object) -> ReferrersRule:
+def structure_referrers(value: object, _: object) -> ReferrersRule:
     """``true``, ``false`` or ``{artifactTypes: [...]}``."""
     if isinstance(value, bool):
         return ReferrersRule(copied=value)
@@ -171,7 +186,7 @@ def _structure_referrers(value: object, _: object) -> ReferrersRule:
     raise TypeError("expected true, false or a mapping with artifactTypes")
 
 
-_converter.register_structure_hook(ReferrersRule, _structure_referrers)
+_converter.register_structure_hook(ReferrersRule, structure_referrers)
 
 
 def _structure_platforms(value: object, _: object) -> _PlatformsEntry:
@@ -196,6 +211,7 @@ def load(path: str | Path) -> Config:
     desired: list[DesiredImage] = []
     tag_rules: list[DesiredTags] = []
     first_with_target: dict[Reference, int] = {}
+    first_with_rule: dict[tuple[str, Repository], int] = {}
     policies: dict[Path, SignaturePolicy] = {}
     default_policy = _signature_policy(document, ("verify", "cosignKey"), images_file.verify, policies)
     for index, entry in enumerate(images_file.images):
@@ -203,18 +219,23 @@ def load(path: str | Path) -> Config:
         image = _resolve(document, images_file.target_repo_prefix, index, entry, images_file.referrers,
                          policy or default_policy)
         if entry.tags is not None:
-            tag_rules.append(_tag_rule(document, index, entry, image))
+            rule = _tag_rule(document, index, entry, image)
+            _refuse_second(document, index, first_with_rule.setdefault(rule.identity, index),
+                           f"a second tag rule from {rule.source.as_written} to {rule.target.repository}, as in")
+            tag_rules.append(rule)
             continue
-        earlier = first_with_target.setdefault(image.target, index)
-        if earlier != index:
-            raise document.error(
-                ("images", index),
-                f"target {image.target} is also the target of images[{earlier + 1}] "
-                f"(line {document.line_of(('images', earlier))})",
-            )
+        _refuse_second(document, index, first_with_target.setdefault(image.target, index),
+                       f"target {image.target} is also the target of")
         desired.append(image)
     return Config(path=path, desired=tuple(sorted(desired, key=lambda image: str(image.target))),
                   tag_rules=tuple(tag_rules))
+
+
+def _refuse_second(document: YamlDocument, index: int, earlier: int, problem: str) -> None:
+    """Refuse entry ``index`` for what ``problem`` says it shares with entry ``earlier``, named with its line."""
+    if earlier != index:
+        raise document.error(("images", index),
+                             f"{problem} images[{earlier + 1}] (line {document.line_of(('images', earlier))})")
 
 
 def _tag_rule(document: YamlDocument, index: int, entry: ImageEntry, template: DesiredImage) -> DesiredTags:

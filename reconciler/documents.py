@@ -198,6 +198,11 @@ class YamlDocument:
         except UnicodeDecodeError as error:
             line = error.object.count(b"\n", 0, error.start) + 1
             raise InputError(path, f"not UTF-8 text: byte 0x{error.object[error.start]:02x}", line=line) from None
+        return cls.parse(path, text, entry_key)
+
+    @classmethod
+    def parse(cls, path: Path, text: str, entry_key: str) -> YamlDocument:
+        """``text`` as if read from ``path``: how a file about to be written is checked to read back."""
         loader = _Loader(text)
         try:
             _refuse_aliases_and_depth(path, text)

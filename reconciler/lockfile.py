@@ -14,8 +14,8 @@ from pathlib import Path
 import attrs
 import yaml
 
-from reconciler import documents
-from reconciler.config import Config, DesiredImage, DesiredTags, ReferrersRule
+from reconciler import config, documents, tagrules
+from reconciler.config import Config, DesiredImage, DesiredTags, ReferrersRule, rule_identity
 from reconciler.documents import YamlDocument
 from reconciler.errors import InputError
 from reconciler.registry import limits, mediatypes, platforms
@@ -42,6 +42,10 @@ class LockedImage:
     subset: PlatformSubset | None = attrs.field(default=None, metadata=documents.OMITTED_WHEN_DEFAULT)
     rule: str | None = attrs.field(default=None, metadata=documents.OMITTED_WHEN_DEFAULT)
     """The tag rule that selected it (described), for an image a rule brought."""
+    referrers_rule: ReferrersRule = attrs.field(factory=ReferrersRule, metadata=documents.OMITTED_WHEN_DEFAULT)
+    """Which referrers images.yaml chose when ``referrers`` was found: an empty list does not say."""
+    signed_by: str | None = attrs.field(default=None, metadata=documents.OMITTED_WHEN_DEFAULT)
+    """The digest of the cosign key file whose signature on ``digest`` lock checked; None when none was asked."""
 
     @property
     def pushed_digest(self) -> Digest:
@@ -69,13 +73,23 @@ class LockPlan:
 
 
 _converter = documents.converter()
+_converter.register_structure_hook(ReferrersRule, config.structure_referrers)
+_converter.register_unstructure_hook(
+    ReferrersRule, lambda rule: {"artifactTypes": list(rule.artifact_types)} if rule.copied else False)
 
 
-def _hash_inputs(desired: Iterable[DesiredImage], tag_rules: Iterable[DesiredTags] = ()) -> str:
+def _hash_inputs(
+    desired: Iterable[DesiredImage], tag_rules: Iterable[DesiredTags] = (), selected: Iterable[DesiredImage] = ()
+) -> str:
     """Hash exactly what decides the pins, so comments, key order and lines do not count.
-    A key added later counts only when set, so existing locks keep matching."""
+    A key added later counts only when set, so existing locks keep matching. A tag rule's
+    selection counts too: a pin of it removed by hand still fits the rule, and only this tells."""
+    tags: dict[tuple, list[str]] = {}
+    for image in selected:
+        tags.setdefault(rule_identity(image), []).append(str(image.source.tag))
     inputs = sorted([_image_input(image) for image in desired]
-                    + [_image_input(rule.template) + ["tags", rule.described] for rule in tag_rules])
+                    + [_image_input(rule.template) + ["tags", rule.described, sorted(tags.get(rule.identity, []))]
+                       for rule in tag_rules])
     return str(Digest.of(json.dumps(inputs, separators=(",", ":")).encode()))
 
 
@@ -93,13 +107,27 @@ def _referrers_input(image: DesiredImage) -> list:
     return [rule.copied, list(rule.artifact_types) if rule.artifact_types is not None else None]
 
 
-def inputs_hash(config: Config) -> str:
-    return _hash_inputs(config.desired, config.tag_rules)
+def inputs_hash(config: Config, selected: Iterable[DesiredImage] = ()) -> str:
+    """Of images.yaml's inputs and of what its tag rules ``selected``."""
+    return _hash_inputs(config.desired, config.tag_rules, selected)
 
 
 def selected_by(rule: DesiredTags, lock: Lockfile) -> tuple[DesiredImage, ...]:
-    """The images ``rule`` selected, as the lock pinned them: known without listing any tags."""
-    return tuple(rule.image(str(image.source.tag)) for image in lock.images if rule.brought(image))
+    """The images ``rule`` selected, as the lock pinned them: known without listing any tags.
+    None when those pins are no longer its selection (``selection_misfit``): the rule is listed again."""
+    pins = [image for image in lock.images if rule.brought(image)]
+    return () if selection_misfit(rule, pins) else tuple(rule.image(str(image.source.tag)) for image in pins)
+
+
+def selection_misfit(rule: DesiredTags, pins: Sequence[LockedImage]) -> str | None:
+    """Why the pins a rule brought are not what it selects, as far as that is known without
+    listing the source's tags: another rule, a tag it does not select, more than ``latest``."""
+    for pin in pins:
+        if reason := _rule_misfit(rule.image(str(pin.source.tag)), pin):
+            return reason
+    if rule.rule.latest is not None and len(pins) > rule.rule.latest:
+        return f"tag rule {rule.described} keeps {rule.rule.latest}, the lock pins {len(pins)} of its tags"
+    return None
 
 
 def selected_by_lock(config: Config, lock: Lockfile) -> tuple[DesiredImage, ...]:
@@ -116,13 +144,19 @@ def dumps(lock: Lockfile) -> str:
 
 
 def dumps_readable(lock: Lockfile, path: Path) -> str:
-    """``dumps``, refused when the text is larger than ``load`` reads (``limits.FILE_BYTES``):
-    a lock that every command refuses would have to be deleted by hand."""
+    """``dumps``, refused when ``load`` would refuse the text (larger than it reads, or read back
+    by the same loader and refused): a lock that every command refuses would have to be deleted by hand."""
     text = dumps(lock)
     size = len(text.encode("utf-8"))
     if size > limits.FILE_BYTES:
         raise InputError(path, f"would be {size:,} bytes, over the {limits.size(limits.FILE_BYTES)} limit for "
                                "reading it; left unchanged")
+    try:
+        _structure(YamlDocument.parse(path, text, entry_key="target"))
+    except InputError as refused:
+        where = f"line {refused.line}: " if refused.line is not None else ""
+        raise InputError(path, f"would not read back ({where}{': '.join(filter(None, (refused.entry, refused.problem)))})"
+                               "; left unchanged") from None
     return text
 
 
@@ -131,9 +165,12 @@ def load(path: str | Path, *, missing_ok: bool = False) -> Lockfile:
     path = Path(path)
     if missing_ok and not path.exists():
         return Lockfile(inputs_hash=_hash_inputs(()), images=())
-    document = YamlDocument.read(
+    return _structure(YamlDocument.read(
         path, entry_key="target", if_missing="file not found: run `image-syncer lock` to create it"
-    )
+    ))
+
+
+def _structure(document: YamlDocument) -> Lockfile:
     # The version decides the schema, so it is checked before anything else.
     if isinstance(document.data, dict):
         if "version" not in document.data:
@@ -156,19 +193,52 @@ def load(path: str | Path, *, missing_ok: bool = False) -> Lockfile:
     return lock
 
 
-def _stale_reason(desired: DesiredImage, locked: LockedImage) -> str | None:
-    """Why a pin no longer fits its entry, or None when it still does."""
+def misfit(desired: DesiredImage, locked: LockedImage) -> str | None:
+    """Why a pin no longer fits its entry (or its rule's selected image), or None when it still does.
+
+    Every input that shapes a pin is compared: what the pin shows itself (source, target, tag,
+    rule, subset, platforms) and what the lock recorded beside it (referrers rule, cosign key).
+    """
     if locked.source.as_written != desired.source.as_written:
         return f"source changed: {locked.source.as_written} -> {desired.source.as_written}"
+    if locked.target != desired.target:
+        return f"target changed: {locked.target} -> {desired.target}"
+    if reason := _rule_misfit(desired, locked):
+        return reason
     if desired.only_platforms != (locked.subset.platforms if locked.subset else ()):
         return f"platforms to keep changed: {', '.join(desired.only_platforms) or 'all'}"
+    missing = platforms.missing(desired.platforms, locked.platforms)
+    if missing:
+        return (f"platform(s) {', '.join(missing)} required, the pin has "
+                f"{', '.join(locked.platforms) or 'no platform recorded'}")
+    if desired.referrers != locked.referrers_rule:
+        return f"referrers changed: {_described(locked.referrers_rule)} -> {_described(desired.referrers)}"
+    return _signature_misfit(desired, locked)
+
+
+def _rule_misfit(desired: DesiredImage, locked: LockedImage) -> str | None:
     if desired.rule != locked.rule:
         return f"tag rule changed: {locked.rule or 'none'} -> {desired.rule or 'none'}"
-    # A single image's platform is not recorded, so only an index can be checked here.
-    missing = platforms.missing(desired.platforms, locked.platforms) if locked.platforms else []
-    if missing:
-        return f"platforms not in the locked index: {', '.join(missing)}"
+    if desired.tag_rule is not None and not tagrules.admits(desired.tag_rule, str(locked.source.tag)):
+        return f"tag {locked.source.tag} is not selected by the tag rule {desired.rule}"
     return None
+
+
+def _signature_misfit(desired: DesiredImage, locked: LockedImage) -> str | None:
+    required = desired.signature
+    if required is None:
+        return "checked against a cosign key that images.yaml no longer asks for" if locked.signed_by else None
+    if locked.signed_by is None:
+        return f"its signature was not checked against the cosign key {required.key_file.name}"
+    if locked.signed_by != required.key_digest:
+        return f"its signature was checked against another key than {required.key_file.name}"
+    return None
+
+
+def _described(rule: ReferrersRule) -> str:
+    if not rule.copied:
+        return "none"
+    return f"artifact types {', '.join(rule.artifact_types)}" if rule.artifact_types is not None else "all"
 
 
 def pending(
@@ -187,7 +257,7 @@ def pending(
     if unknown:
         names = ", ".join(f'"{name}"' for name in sorted(unknown))
         raise InputError(config.path, f"no entry has this source or target: {names}", entry="upgrade")
-    upgraded_rules = {rule.described for rule in config.tag_rules if upgrades(rule, upgrade_all, wanted)}
+    upgraded_rules = {rule.identity for rule in config.tag_rules if upgrades(rule, upgrade_all, wanted)}
     locked_by_target = {image.target: image for image in lock.images}
     to_resolve, kept = [], []
     desired_images = (*config.desired, *selected)
@@ -197,8 +267,8 @@ def pending(
             locked is None
             or upgrade_all
             or _names(desired) & wanted
-            or desired.rule in upgraded_rules
-            or _stale_reason(desired, locked)
+            or (desired.tag_rule is not None and rule_identity(desired) in upgraded_rules)
+            or misfit(desired, locked)
         ):
             to_resolve.append(desired)
         else:
@@ -221,32 +291,48 @@ def merge(
     config: Config, kept: Iterable[LockedImage], resolved: Mapping[Reference, LockedImage],
     selected: Sequence[DesiredImage] = (),
 ) -> Lockfile:
-    """The new lock: for each desired image the fresh pin in ``resolved`` (keyed by target), else the kept one."""
+    """The new lock: for each desired image the fresh pin in ``resolved`` (keyed by target), with the
+    inputs it was resolved under that it does not show itself; else the kept one."""
     kept_by_target = {image.target: image for image in kept}
     images = []
     for desired in sorted((*config.desired, *selected), key=lambda image: str(image.target)):
-        pin = resolved.get(desired.target) or kept_by_target.get(desired.target)
+        pin = resolved.get(desired.target)
+        if pin is not None:
+            pin = attrs.evolve(pin, referrers_rule=desired.referrers,
+                               signed_by=desired.signature.key_digest if desired.signature else None)
+        else:
+            pin = kept_by_target.get(desired.target)
         if pin is None:
             raise ValueError(f"no pin for {desired.target}: it was neither kept nor resolved")
         images.append(pin)
-    return Lockfile(inputs_hash=inputs_hash(config), images=tuple(images))
+    return Lockfile(inputs_hash=inputs_hash(config, selected), images=tuple(images))
 
 
 def differences(config: Config, lock: Lockfile) -> list[str]:
-    """Why ``lock`` does not match images.yaml, one line per image; empty when it matches."""
-    desired_by_target = {image.target: image for image in every_desired(config, lock)}
-    locked_by_target = {image.target: image for image in lock.images}
-    lines = [f"+ {rule.source.as_written} (tag rule {rule.described} not locked)"
-             for rule in config.tag_rules if not selected_by(rule, lock)]
+    """Why ``lock`` does not match images.yaml, one line per image or tag rule; empty when it matches."""
+    lines, selected, claimed = [], [], set()
+    for rule in config.tag_rules:
+        pins = [image for image in lock.images if rule.brought(image)]
+        claimed |= {pin.target for pin in pins}
+        if not pins:
+            lines.append(f"+ {rule.source.as_written} (tag rule {rule.described} not locked)")
+        elif reason := selection_misfit(rule, pins):
+            lines.append(f"~ {rule.source.as_written} ({reason})")
+        else:
+            selected += [rule.image(str(pin.source.tag)) for pin in pins]
+    desired_by_target = {image.target: image for image in (*config.desired, *selected)}
+    locked_by_target = {image.target: image for image in lock.images
+                        if image.target in desired_by_target or image.target not in claimed}
     for target in sorted(desired_by_target.keys() | locked_by_target.keys(), key=str):
         desired, locked = desired_by_target.get(target), locked_by_target.get(target)
         if locked is None:
             lines.append(f"+ {target} (not locked)")
         elif desired is None:
             lines.append(f"- {target} (no longer in images.yaml)")
-        elif reason := _stale_reason(desired, locked):
+        elif reason := misfit(desired, locked):
             lines.append(f"~ {target} ({reason})")
-    if not lines and lock.inputs_hash != inputs_hash(config):
-        # Every pin still fits, yet an input changed: a platforms list that the pins satisfy.
-        lines.append("~ inputs changed (a platforms list) though every pin still fits: run `image-syncer lock`")
+    if not lines and lock.inputs_hash != inputs_hash(config, selected):
+        # Every pin fits: what changed is a required platform the pins still provide, or a rule's pin removed by hand.
+        lines.append("~ inputs changed though every pin still fits (a required platform removed, or a tag "
+                     "rule's pin removed from the lock): run `image-syncer lock`")
     return lines

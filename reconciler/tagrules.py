@@ -247,6 +247,12 @@ def select(rule: TagRule, tags: Iterable[str]) -> tuple[str, ...]:
     return _compile(rule).select(tags)
 
 
+def admits(rule: TagRule, tag: str) -> bool:
+    """Whether ``rule`` selects ``tag`` from any list holding it, ``latest`` aside: what can be
+    checked of a pinned tag without listing the repository again."""
+    return bool(_compile(attrs.evolve(rule, latest=None)).select([tag]))
+
+
 @functools.lru_cache(maxsize=_CACHED_RULES)
 def _compile(rule: TagRule) -> _CompiledRule:
     """Every regex and range of a rule parsed once, however many repositories it is applied to."""

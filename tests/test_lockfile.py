@@ -316,7 +316,7 @@ def test_pending_resolves_new_and_changed_entries_and_drops_removed_ones(tmp_pat
     assert plan.kept == ()
     assert plan.dropped == (locked("redis:7"),)
     assert lockfile.differences(images, stale) == [
-        "~ p.example/mirror/alpine:3.20 (platforms not in the locked index: linux/arm64)",
+        "~ p.example/mirror/alpine:3.20 (platform(s) linux/arm64 required, the pin has linux/amd64)",
         "~ p.example/mirror/busybox:1.31.1 (source changed: busybox:1.31 -> busybox:1.31.1)",
         "+ p.example/mirror/nginx:1.27 (not locked)",
         "- p.example/mirror/redis:7 (no longer in images.yaml)",
@@ -398,7 +398,8 @@ def test_differences_explain_a_platforms_change_the_pins_still_satisfy(tmp_path)
 
     assert lockfile.pending(fewer_platforms, lock).to_resolve == ()
     assert lockfile.differences(fewer_platforms, lock) == [
-        "~ inputs changed (a platforms list) though every pin still fits: run `image-syncer lock`"
+        "~ inputs changed though every pin still fits (a required platform removed, or a tag rule's pin removed "
+        "from the lock): run `image-syncer lock`"
     ]
     relocked = lockfile.merge(fewer_platforms, lock.images, {})
     assert lockfile.differences(fewer_platforms, relocked) == []
@@ -447,10 +448,8 @@ def test_a_changed_rule_no_longer_matches_its_pins(tmp_path):
     changed = load_config(tmp_path, RULED.replace("latest: 2", "latest: 3"), "changed.yaml")
 
     assert lockfile.differences(changed, lock) == [
-        '+ golang (tag rule {semver: ">=1.22 <1.24", latest: 3} not locked)',
-        "- p.example/mirror/golang:1.23.3 (no longer in images.yaml)",
-        "- p.example/mirror/golang:1.23.4 (no longer in images.yaml)",
-    ]
+        '~ golang (tag rule changed: {semver: ">=1.22 <1.24", latest: 2} -> {semver: ">=1.22 <1.24", latest: 3})']
+    assert lockfile.selected_by(changed.tag_rules[0], lock) == ()
 
 
 def test_upgrading_a_rule_by_its_source_resolves_what_it_selects_now_and_drops_the_rest(tmp_path):
