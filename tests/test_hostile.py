@@ -15,7 +15,8 @@ asks:
 - no request to another origin (``other``, a second recording server, or the hostile
   server under another name) carried an Authorization header: the hostile registry wants
   docker-config Basic credentials, given for its own host only;
-- the child's peak RSS (``ru_maxrss`` from ``os.wait4``) at most 150 MiB;
+- the child's peak RSS (``ru_maxrss`` from ``os.wait4``) at most 150 MiB, and no answer read
+  much past the largest cap (an endless one goes on to 320 MiB unless the reader stops);
 - where a finding is per-image, the bystander is still pinned (lock), planned (plan) or
   copied (apply).
 
@@ -63,6 +64,9 @@ FAST = ("--retries", "0", "--timeout", "5")
 FAILURE_LINE = re.compile(r"^(error: |  [x!?] )")
 LONG_NUMBER = re.compile(r"\d{10,}")
 STALL = 15.0
+READ_PAST_CAP = 32 * MiB
+"""No answer is taken further than this: the largest cap (8 MiB) plus what socket buffers hold.
+An endless body goes on to 320 MiB unless the reader stops."""
 """How long a stalled read is held: far longer than a prompt stop needs."""
 
 JSON = {"Content-Type": "application/json"}
@@ -1121,6 +1125,8 @@ def check(w: World, expect: Expect, result: Measured, lock_before: bytes | None)
                if request.headers.get("host") != w.hostile.host and "authorization" in request.headers]
     assert not leaked, [(request.method, request.target, request.headers.get("host")) for request in leaked]
     assert result.peak_rss_kib <= PEAK_RSS_KIB, f"peak RSS {result.peak_rss_mib:.1f} MiB\n{result}"
+    sent = max((request.sent_bytes for request in w.hostile.requests + w.other.requests), default=0)
+    assert sent <= READ_PAST_CAP, f"an answer was read to {sent:,} bytes"
     if expect.bystander:
         _bystander_through(w, expect, result)
 
