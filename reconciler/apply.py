@@ -19,11 +19,10 @@ from reconciler.bounded import bugs_fail_this_image, images_at_once, map_bounded
 from reconciler.config import DesiredImage
 from reconciler.errors import Interrupted, first_and_count
 from reconciler.lockfile import LockedImage, Lockfile
-from reconciler.plan import Action, Plan, PlannedImage, lock_digest, plan_image
+from reconciler.plan import Action, Plan, PlannedImage, first_difference, lock_digest, plan_image
 from reconciler.resolve import SourceUnusable, check_signature
 from reconciler.registry.client import Registries
 from reconciler.registry.copy import Copier, CopyStats
-from reconciler.registry.digest import Digest
 from reconciler.pulls import PullBudgets
 from reconciler.registry.errors import PullLimitReached, RegistryError, ResponseError
 from reconciler.registry.manifest import Manifest
@@ -156,7 +155,9 @@ class StalePlan(RegistryError):
 
 
 async def check_fresh(registries: Registries, plan: Plan, lock: Lockfile, shard: Shard | None) -> None:
-    """Refuse a saved plan if the lock changed, or any target tag changed since planning.
+    """Refuse a saved plan unless it is what planning the lock now gives: every image as
+    planning its pin gives it (a plan is a file that travels between jobs, so it is input),
+    and every target tag still holding what it held when planned.
 
     A plan made with ``--shard`` is compared with that shard's part of the lock only, so a
     re-pin in another shard leaves it fresh; it is refused unless applied with the same shard.
@@ -167,11 +168,8 @@ async def check_fresh(registries: Registries, plan: Plan, lock: Lockfile, shard:
     lock = lock_part(shard, lock)
     if plan.lock_digest != lock_digest(lock):
         raise StalePlan("saved plan is stale: the lock file changed since it was made; run `image-syncer plan` again")
-    def pins(images: Sequence[Pinned]) -> list[tuple[str, str, Digest]]:
-        return sorted((image.source.as_written, str(image.target), image.digest) for image in images)
-
-    if pins(plan.images) != pins(lock.images):
-        raise StalePlan("saved plan does not copy exactly the pins of the lock file; refusing it")
+    if (difference := first_difference(plan, lock)) is not None:
+        raise StalePlan(f"saved plan does not match the lock file: {difference}; run `image-syncer plan` again")
 
     async def changed(image: PlannedImage) -> str | None:
         now = await registries.resolve_digest(image.target)

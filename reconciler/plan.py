@@ -1,7 +1,8 @@
 """The plan: what apply would do for each locked image, decided by asking the registries.
 
 A plan is a plain value. It can be rendered for review, saved, and applied later;
-apply refuses a saved plan once the lock or a target has changed since.
+apply refuses a saved plan once the lock or a target has changed since, or when it says
+anything else than planning the lock gives.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from reconciler import documents
 from reconciler.bounded import bugs_fail_this_image, images_at_once, map_bounded
 from reconciler.config import ReferrersRule
 from reconciler.documents import YamlDocument
+from reconciler.errors import shorten
 from reconciler.lockfile import LockedImage, Lockfile
 from reconciler.registry import referrers
 from reconciler.registry.client import Registries
@@ -248,9 +250,43 @@ def decide(
     return planned(Action.CREATE)
 
 
+_PINNED = tuple(field.name for field in attrs.fields(PlannedImage) if field.name in attrs.fields_dict(LockedImage))
+"""What a planned image copies from its pin: every field of the pin that the plan also holds."""
+
+
 def _planned(locked: LockedImage, action: Action, **decided: object) -> PlannedImage:
-    return PlannedImage(locked.source, locked.target, locked.digest, action, platforms=locked.platforms,
-                        referrers=locked.referrers, subset=locked.subset, rule=locked.rule, **decided)
+    return PlannedImage(action=action, **{name: getattr(locked, name) for name in _PINNED}, **decided)
+
+
+def replanned(locked: LockedImage, saved: PlannedImage) -> PlannedImage:
+    """What planning ``locked`` gives with the target tag holding what ``saved`` says it held
+    (apply asks the target again). What only the source could say comes from ``saved``, since
+    apply asks no source before copying: that the image was refused for its source (it stays
+    refused), where the source tag moved, and what else refers to it upstream."""
+    decided = decide(locked, saved.target_digest, None, saved.moved_to)
+    if decided.action is Action.CREATE and saved.action in (Action.SOURCE_MISSING, Action.ERROR):
+        decided = attrs.evolve(decided, action=saved.action, message=saved.message)
+    return attrs.evolve(decided, new_referrers=saved.new_referrers)
+
+
+def first_difference(plan: Plan, lock: Lockfile) -> str | None:
+    """Where a saved plan first says other than planning ``lock`` again would: the image's target,
+    the field and both values. Every field is compared, as the plan file writes it, so whatever
+    apply acts on (action, digests, subset, referrers, platforms) is the lock's."""
+    if len(plan.images) != len(lock.images):
+        return f"it has {len(plan.images)} images, the lock {len(lock.images)} pins"
+    for saved, locked in zip(plan.images, lock.images):
+        written = _converter.unstructure(saved)
+        planned = _converter.unstructure(replanned(locked, saved))
+        for key in dict.fromkeys([*planned, *written]):
+            if written.get(key) != planned.get(key):
+                return (f"{locked.target}: {key} is {_shown(written.get(key))} in the plan, but planning the lock "
+                        f"gives {_shown(planned.get(key))}")
+    return None
+
+
+def _shown(value: object) -> str:
+    return shorten(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
 
 
 @attrs.frozen(kw_only=True)
