@@ -1,8 +1,10 @@
-"""--shard K/N on plan, apply and verify: the real CLI against real registries.
+"""--shard K/N on plan, apply and verify: the real CLI against real registries; and which
+images go together, as a table over plain values.
 
-Which shard a target falls in is computed here from the documented rule (README: the
-first 8 bytes of sha256(target), big-endian, mod N, plus 1), so the test picks target
-names that fill every shard, and checks the CLI against that rule rather than itself.
+Which shard a target falls in is computed here from the documented rule (README: images
+that write a common tag form a group; the first 8 bytes of sha256 of the group's least
+target string, big-endian, mod N, plus 1), so the test picks target names that fill every
+shard, and checks the CLI against that rule rather than itself.
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.shard import Shard
+from reconciler.registry.referrers import FoundBy
+from reconciler.shard import Shard, group_keys
+from tests.harness import cosign
 from tests.harness import images as harness_images
 from tests.harness.rawhttp import RawRegistry
 from tests.helpers_cli import CliResult, run_cli, write_images
+from tests.test_tagwriters import CHILD, IMAGE, INDEX, SBOM, SIG_1, SIG_2, pin, referrer
 
 
 def ok(result: CliResult, code: int = 0) -> CliResult:
@@ -95,6 +100,50 @@ def test_shard_membership_is_exact_and_roughly_even_over_many_targets():
         assert min(sizes.values()) > 0.8 * len(targets) / count, sizes
 
 
+SIGNED, RESIGNED = referrer(FoundBy.COSIGN_SIGNATURE, SIG_1), referrer(FoundBy.COSIGN_SIGNATURE, SIG_2)
+V1, STABLE, OTHER = "mirror.test/app:v1", "mirror.test/app:stable", "mirror.test/other:v1"
+ALL, CHILD_TAG = "mirror.test/app:all", "mirror.test/app:child"
+WHOLE_INDEX = pin(ALL, SIGNED, referrer(FoundBy.COSIGN_SIGNATURE, SIG_2, subject=CHILD), digest=INDEX,
+                  platforms=("linux/amd64", "linux/arm64"))
+
+
+@pytest.mark.parametrize(("images", "keys"), [
+    pytest.param([pin(V1, SIGNED)], [V1], id="an image alone is keyed by its own target"),
+    pytest.param([pin(STABLE), pin(V1)], [STABLE, V1], id="one digest under two tags, nothing referring to it"),
+    pytest.param([pin(STABLE, SIGNED), pin(V1, SIGNED)], [STABLE, STABLE], id="two tags writing one .sig tag"),
+    pytest.param([pin(STABLE, SIGNED), pin(V1, RESIGNED)], [STABLE, STABLE],
+                 id="two signatures for one .sig tag (lock refuses it; still one group)"),
+    pytest.param([pin(OTHER, SIGNED), pin(V1, SIGNED)], [OTHER, V1], id="one signature in two repositories"),
+    pytest.param([pin(STABLE, referrer(FoundBy.INDEX_TAG, SBOM)), pin(V1, referrer(FoundBy.API, SIG_2))],
+                 [STABLE, STABLE], id="two tags listing into one fallback index"),
+    pytest.param([pin(STABLE, SIGNED), pin(V1, referrer(FoundBy.COSIGN_SIGNATURE, SIG_2, subject=CHILD),
+                                           digest=CHILD)], [STABLE, V1], id="signatures of two digests"),
+    pytest.param([pin(V1, SIGNED), pin(CHILD_TAG, referrer(FoundBy.COSIGN_SIGNATURE, SIG_2, subject=CHILD),
+                                       digest=CHILD), WHOLE_INDEX],
+                 [ALL, ALL, ALL], id="two images joined through an index whose children they are"),
+    pytest.param([pin(f"mirror.test/app:sha256-{IMAGE.hex}.sig", digest=SIG_1), pin(V1, SIGNED)],
+                 [f"mirror.test/app:sha256-{IMAGE.hex}.sig"] * 2, id="a target tag another pin's referrer writes"),
+])
+def test_images_that_write_a_common_tag_share_the_shard_of_their_least_target(images, keys):
+    assert group_keys(images) == keys
+    assert group_keys(images[::-1]) == keys[::-1]
+    for count in (2, 3, 5):
+        owners = [[number for number in range(1, count + 1) if Shard(number, count).holds(key)] for key in keys]
+        assert owners == [[expected_shard(key, count)] for key in keys]
+
+
+def test_groups_keep_their_key_when_unrelated_images_are_added():
+    images = [pin(f"mirror.test/app-{index // 2}:{'stable' if index % 2 else 'v1'}",
+                  referrer(FoundBy.COSIGN_SIGNATURE, SIG_1)) for index in range(40)]
+    before = group_keys(images)
+    added = [pin(f"mirror.test/added-{index}:v1", referrer(FoundBy.COSIGN_SIGNATURE, SIG_2)) for index in range(5)]
+
+    after = group_keys([*added[:2], *images, *added[2:]])
+
+    assert after[2:-3] == before == [f"mirror.test/app-{index // 2}:stable" for index in range(40)]
+    assert after[:2] + after[-3:] == [str(image.target) for image in added]
+
+
 def test_apply_and_verify_with_a_shard_touch_only_its_images(tmp_path, push_image, prefix, second_plain_registry):
     pushed = push_image("oci")
     names = names_by_shard(prefix, 2, 2)
@@ -112,6 +161,37 @@ def test_apply_and_verify_with_a_shard_touch_only_its_images(tmp_path, push_imag
     ok(run_cli(tmp_path, "apply", "--shard", "2/2"))
     everything = ok(run_cli(tmp_path, "verify"))
     assert everything.stdout_lines == ["Verify: 4 intact, 0 changed, 0 deleted, 0 errors."]
+
+
+def test_two_images_writing_one_signature_tag_are_applied_by_one_shard_and_the_other_touches_neither(
+    tmp_path, push_image, unique_repo, prefix, plain_registry, second_plain_registry
+):
+    signed, unsigned = push_image("oci", repo=unique_repo("signed")), push_image("docker", repo=unique_repo("plain"))
+    with RawRegistry(plain_registry) as raw:
+        signature = cosign.push_signatures(raw, signed.repo, signed.digest,
+                                           [cosign.signature_by(cosign.new_key(), signed.digest)])
+    # A repository whose two tags a hash of each target alone would put in different shards.
+    name = next(name for name in (f"app-{index}" for index in itertools.count())
+                if expected_shard(f"{prefix}{name}:stable", 2) != expected_shard(f"{prefix}{name}:v1", 2))
+    ours = expected_shard(f"{prefix}{name}:stable", 2)
+    other = next(other for other in (f"other-{index}" for index in itertools.count())
+                 if expected_shard(f"{prefix}{other}:v1", 2) != ours)
+    source = f"{signed.host}/{signed.repo}:v1"
+    write_images(tmp_path, prefix, [{"source": source, "target": name}, {"source": source, "target": f"{name}:stable"},
+                                    {"source": f"{unsigned.host}/{unsigned.repo}:v1", "target": other}])
+    ok(run_cli(tmp_path, "lock"))
+
+    theirs = ok(run_cli(tmp_path, "apply", "--shard", f"{3 - ours}/2"))
+    assert theirs.stdout_lines[-1].startswith("Apply: 1 copied, 0 unchanged, 0 refused, 0 failed"), str(theirs)
+    assert tags(second_plain_registry, prefix, name) == []
+    applied = ok(run_cli(tmp_path, "apply", "--shard", f"{ours}/2"))
+    assert applied.stdout_lines[-1].startswith("Apply: 2 copied, 0 unchanged, 0 refused, 0 failed"), str(applied)
+    assert sorted(tags(second_plain_registry, prefix, name)) == sorted(
+        [cosign.signature_tag(signed.digest), "stable", "v1"])
+    with RawRegistry(second_plain_registry) as raw:
+        held = raw.head_manifest(f"{prefix.split('/', 1)[1]}{name}", cosign.signature_tag(signed.digest))
+    assert held.headers["Docker-Content-Digest"] == signature
+    ok(run_cli(tmp_path, "verify", "--shard", f"{ours}/2"))
 
 
 def test_a_saved_plan_applies_only_with_the_shard_it_was_made_with(tmp_path, push_image, prefix, second_plain_registry):
