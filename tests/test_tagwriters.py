@@ -110,7 +110,8 @@ def test_a_source_re_signed_upstream_then_mirrored_under_a_second_tag_is_refused
     image = push_image("oci")
     key = cosign.new_key()
     with RawRegistry(plain_registry) as raw:
-        first_signature = cosign.push_signatures(raw, image.repo, image.digest, [cosign.signature_by(key, image.digest)])
+        first_signature = cosign.push_signatures(raw, image.repo, image.digest,
+                                                 [cosign.signature_by(key, image.digest)])
     source = f"{plain_registry.host}/{image.repo}:v1"
     prefix = f"{second_plain_registry.host}/{unique_repo('mirror')}/"
     write_images(tmp_path, prefix, [{"source": source}])
