@@ -569,7 +569,11 @@ def run_measured(workdir: Path, *args: str, env: dict[str, str], timeout: float 
             killer.start()
             try:
                 if on_start is not None:
-                    on_start(Launched(pid))
+                    try:
+                        on_start(Launched(pid))
+                    except BaseException:
+                        _kill(pid)  # not the run the test expected: no waiting for it
+                        raise
                 code, peak = map(int, reports.readline().split())
             finally:
                 killer.cancel()
