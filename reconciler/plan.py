@@ -276,17 +276,33 @@ def first_difference(plan: Plan, lock: Lockfile) -> str | None:
     if len(plan.images) != len(lock.images):
         return f"it has {len(plan.images)} images, the lock {len(lock.images)} pins"
     for saved, locked in zip(plan.images, lock.images):
-        written = _converter.unstructure(saved)
-        planned = _converter.unstructure(replanned(locked, saved))
-        for key in dict.fromkeys([*planned, *written]):
-            if written.get(key) != planned.get(key):
-                return (f"{locked.target}: {key} is {_shown(written.get(key))} in the plan, but planning the lock "
-                        f"gives {_shown(planned.get(key))}")
+        difference = _first_change("", _converter.unstructure(saved), _converter.unstructure(replanned(locked, saved)))
+        if difference is not None:
+            return f"{locked.target}: {difference}"
     return None
 
 
+def _first_change(path: str, written: object, planned: object) -> str | None:
+    """The first value of the plan file (by its path, such as ``referrers[0].digest``) that planning does not give."""
+    if isinstance(written, dict) and isinstance(planned, dict):
+        changes = (_first_change(f"{path}.{key}" if path else key, written.get(key), planned.get(key))
+                   for key in dict.fromkeys([*planned, *written]))
+    elif isinstance(written, list) and isinstance(planned, list):
+        if len(written) != len(planned):
+            return f"{path} lists {len(written)} in the plan, but planning the lock gives {len(planned)}"
+        changes = (_first_change(f"{path}[{index}]", *pair) for index, pair in enumerate(zip(written, planned)))
+    else:
+        return None if written == planned else (
+            f"{path} is {_shown(written)} in the plan, but planning the lock gives {_shown(planned)}")
+    return next((change for change in changes if change is not None), None)
+
+
 def _shown(value: object) -> str:
-    return shorten(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
+    return shorten(json.dumps(value, separators=(",", ":"), ensure_ascii=False), _SHOWN)
+
+
+_SHOWN = 200
+"""Characters of a value shown in the refusal: enough for a subset, and two of them well within a line."""
 
 
 @attrs.frozen(kw_only=True)
