@@ -1,12 +1,14 @@
 """Resolve a desired image's source to the digest it names now, for the lock.
 
-One HEAD per source when the registry sends ``Docker-Content-Digest``, and its tags list
-for the referrers (cosign's tags, the spec's fallback index; the referrers API where
-offered) unless images.yaml turns them off; an index is read to record its platforms
-(and to build a platform subset), and a single image's config only when the entry asks
-for platforms. A tag rule's tags list is read only when the lock has no pins of it yet,
-or an upgrade asks for it. A repository's tags are listed once per run (TagListings),
-whether for a rule or for the referrers of any number of its images.
+One HEAD per source when the registry sends ``Docker-Content-Digest`` and names a single
+image's media type; any other type (an index, none, a generic or an unknown one) is read
+from the manifest's own bytes, one GET, and schema 1 is refused. Its tags list is read for
+the referrers (cosign's tags, the spec's fallback index; the referrers API where offered)
+unless images.yaml turns them off; an index is read to record its platforms (and to build
+a platform subset), and a single image's config, to record its platform, only when the
+entry asks for platforms. A tag rule's tags list is read only when the lock has no pins of
+it yet, or an upgrade asks for it. A repository's tags are listed once per run
+(TagListings), whether for a rule or for the referrers of any number of its images.
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ async def resolve(registries: Registries, listings: TagListings, desired: Desire
     head = await client.head_manifest(path, source.identifier)
     if head is None:
         raise RegistryError(f"{source.as_written}: not found at {source.repository}")
-    needs_body = head.digest is None or head.media_type in mediatypes.INDEX_TYPES or bool(desired.platforms)
+    # A HEAD's word is taken for a single image's type only: what is pinned must be a type the lock reads.
+    needs_body = head.digest is None or head.media_type not in mediatypes.IMAGE_TYPES or bool(desired.platforms)
     if not needs_body:
         await check_signature(client, desired, head.digest)
         return LockedImage(desired.source, desired.target, head.digest, head.media_type, (),
@@ -93,9 +96,8 @@ async def resolve(registries: Registries, listings: TagListings, desired: Desire
         subjects = [manifest.digest, *(child.digest for child in manifest.children())]
     else:
         subjects = [manifest.digest]
-    return LockedImage(desired.source, desired.target, manifest.digest, manifest.media_type,
-                       platforms if manifest.is_index else (), await _referrers(client, listings, desired, subjects),
-                       subset=subset, rule=desired.rule)
+    return LockedImage(desired.source, desired.target, manifest.digest, manifest.media_type, platforms,
+                       await _referrers(client, listings, desired, subjects), subset=subset, rule=desired.rule)
 
 
 async def check_signature(client: RegistryClient, desired: DesiredImage, digest: Digest) -> None:

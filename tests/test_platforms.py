@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import pytest
+import yaml
 
 from reconciler.registry import mediatypes, platforms, reference
 from reconciler.registry.client import Registries
@@ -16,6 +17,7 @@ from reconciler.registry.platforms import PlatformSubsetRefused, subset
 from reconciler.registry.transport import TransportOptions
 from tests.harness import images
 from tests.harness.skopeo import skopeo_inspect_raw
+from tests.helpers_cli import run_cli, write_images
 
 SUBJECT = {"mediaType": mediatypes.OCI_MANIFEST, "digest": str(Digest.of(b"subject")), "size": 321}
 
@@ -216,3 +218,22 @@ def test_a_platform_without_a_variant_is_any_variant_of_it_for_required_platform
     assert platforms.missing(["linux/arm64", "linux/arm", "linux/amd64"], available) == []
     assert platforms.missing(["linux/arm/v6", "linux/arm64/v8", "linux/s390x"], available) == [
         "linux/arm/v6", "linux/s390x"]
+
+
+@pytest.mark.parametrize("required", [["linux/amd64"], []], ids=["platforms required", "none required"])
+def test_a_single_images_platform_is_recorded_when_the_entry_requires_platforms(
+    tmp_path, push_image, plain_registry, fault_proxy, required
+):
+    """From its config, read only then: so a platform required later can be checked against the pin."""
+    pushed = push_image("oci")
+    proxy = fault_proxy(plain_registry)
+    entry = {"source": f"{proxy.host}/{pushed.repo}:{pushed.tag}"} | ({"platforms": required} if required else {})
+    write_images(tmp_path, "mirror.example/m/", [entry])
+
+    result = run_cli(tmp_path, "lock")
+
+    assert result.code == 0, str(result)
+    (image,) = yaml.safe_load((tmp_path / "images.lock").read_text())["images"]
+    assert (image["mediaType"], image["platforms"]) == (mediatypes.OCI_MANIFEST, required)
+    assert proxy.count("GET", "/blobs/") == len(required)
+    assert run_cli(tmp_path, "lock", "--check").code == 0

@@ -22,7 +22,7 @@ from reconciler.registry.credentials import CredentialLookup, CredentialSource, 
 from reconciler.registry.digest import Digest, DigestMismatch, InvalidDigest
 from reconciler.registry.errors import ErrorBody, PullLimitReached, RegistryError, ResponseError
 from reconciler.registry.limiter import AdaptiveLimit, lending_slot
-from reconciler.registry.manifest import Descriptor, Manifest, parse
+from reconciler.registry.manifest import Descriptor, InvalidManifest, Manifest, parse
 from reconciler.registry.origin import follow, origin, same_origin
 from reconciler.registry.reference import Reference, Repository
 from reconciler.registry.retry import MAX_RETRY_AFTER, retry_after, retrying, worth_retrying
@@ -213,7 +213,7 @@ class RegistryClient:
         if response.status_code != 200:
             raise await self._fail(response, path, f"manifests/{identifier}")
         return ManifestHead(
-            media_type=response.headers.get("Content-Type", "").split(";", 1)[0] or None,
+            media_type=mediatypes.served(response.headers.get("Content-Type")),
             digest=_parse_header_digest(response.headers.get("Docker-Content-Digest"), self.host, path),
         )
 
@@ -248,13 +248,17 @@ class RegistryClient:
         if response.status_code != 200:
             raise await self._fail(response, path, what)
         data = response.content
+        served = mediatypes.served(response.headers.get("Content-Type"))
+        if served in mediatypes.SCHEMA1_TYPES:
+            # Said before the digest check, which a signed schema 1 manifest fails: its digest is not of its bytes.
+            raise InvalidManifest(f"{self.host}/{path}: manifest {identifier} is {served}: {mediatypes.SCHEMA1_REFUSED}")
         announced = _parse_header_digest(response.headers.get("Docker-Content-Digest"), self.host, path)
         expected = identifier if isinstance(identifier, Digest) else announced
         digest = expected or Digest.of(data)
         digest.verify(data, f"{self.host}/{path}: manifest {identifier}")
         if announced and announced != digest:
             raise DigestMismatch(digest, announced, f"{self.host}/{path}: Docker-Content-Digest of {identifier}")
-        return parse(data, response.headers.get("Content-Type"), digest)
+        return parse(data, served, digest)
 
     async def put_manifest(self, path: str, identifier: str, manifest: Manifest) -> Digest | None:
         """Push; returns the digest the registry says it stored, None if it did not say."""

@@ -118,7 +118,9 @@ class Manifest:
 
 
 def parse(data: bytes, content_type: str | None, digest: Digest) -> Manifest:
-    """Check that the body's ``mediaType`` agrees with the registry's ``Content-Type``."""
+    """The type is the body's own ``mediaType``; a body without one (OCI allows it) takes the
+    ``Content-Type`` where that is a manifest type, else its shape's. A ``Content-Type`` naming another
+    manifest type than the body is refused, and so are a type not in ``MANIFEST_TYPES`` and schema 1."""
     try:
         body = parse_json(data)
     except ValueError as error:
@@ -126,14 +128,17 @@ def parse(data: bytes, content_type: str | None, digest: Digest) -> Manifest:
     if not isinstance(body, dict):
         raise InvalidManifest(f"manifest {digest} is not a JSON object")
     declared = body.get("mediaType")
-    served = (content_type or "").split(";", 1)[0].strip() or None
-    if declared and served and served in mediatypes.MANIFEST_TYPES and declared != served:
-        raise InvalidManifest(
-            f"manifest {digest} is served as {served} but its body says {declared}"
-        )
-    media_type = declared or served
-    if media_type not in mediatypes.MANIFEST_TYPES:
-        media_type = _guess_untyped(body)
+    served = mediatypes.served(content_type)
+    if not isinstance(declared, str | None):
+        raise InvalidManifest(f"manifest {digest} has a mediaType that is not a string")
+    if body.get("schemaVersion") == 1 or declared in mediatypes.SCHEMA1_TYPES:
+        raise InvalidManifest(f"manifest {digest} is schema 1: {mediatypes.SCHEMA1_REFUSED}")
+    if declared and served in mediatypes.MANIFEST_TYPES and declared != served:
+        raise InvalidManifest(f"manifest {digest} is served as {served} but its body says {declared!r}")
+    if declared:
+        media_type = declared if declared in mediatypes.MANIFEST_TYPES else None
+    else:
+        media_type = served if served in mediatypes.MANIFEST_TYPES else _guess_untyped(body)
     if media_type is None:
         raise InvalidManifest(f"manifest {digest} has unsupported media type {declared or served!r}")
     return Manifest(media_type=media_type, digest=digest, data=data)
