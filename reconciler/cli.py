@@ -145,7 +145,7 @@ def _parse_shard(text: str) -> Shard:
 ShardOption = Annotated[
     Shard | None,
     typer.Option("--shard", metavar="K/N", parser=_parse_shard,
-                 help="Only shard K of N (1-based): N parallel jobs split the images by target, never sharing one."),
+                 help="Only shard K of N (1-based): N parallel jobs split the images so that no two write the same tag."),
 ]
 
 
@@ -335,7 +335,7 @@ def lock(
     loaded = _load_config(images_file)
     lock_path = _lock_path(images_file, lock_file)
     if check:
-        lines = lockfile.differences(loaded, lockfile.load(lock_path))
+        lines = workflow.lock_problems(loaded, lockfile.load(lock_path))
         _to_step_summary(render.lock_check_markdown(str(lock_path), str(images_file), lines))
         if lines:
             _print_error(f"{lock_path} does not match {images_file}: run `image-syncer lock` and commit the result")

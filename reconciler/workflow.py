@@ -68,6 +68,12 @@ async def lock(
     return LockResult(new_lock, text != current, changed, dropped, ())
 
 
+def lock_problems(config: Config, current: Lockfile) -> list[str]:
+    """What is wrong with a lock for images.yaml, one line each (what `lock --check` lists):
+    pins that do not match the file, then tags two pins would write with different content."""
+    return lockfile.differences(config, current) + tagwriters.conflict_lines(config, current)
+
+
 def matching_lock(config: Config, lock_path: Path) -> Lockfile:
     """The lock, refused unless it pins exactly what images.yaml asks for."""
     current = lockfile.load(lock_path)

@@ -150,5 +150,7 @@ def test_a_source_re_signed_upstream_then_mirrored_under_a_second_tag_is_refused
         assert refused.error_lines == [f"error: images.lock: {conflict(first_signature, second_signature)}"], str(
             refused)
     assert ok(run_cli(tmp_path, "lock"), 1).error_lines == [f"error: {conflict(first_signature, second_signature)}"]
+    checked = ok(run_cli(tmp_path, "lock", "--check"), 1)
+    assert f"  {conflict(first_signature, second_signature)}" in checked.stderr_lines, str(checked)
     with RawRegistry(second_plain_registry) as raw:
         assert raw.tags(target.split("/", 1)[1]) == []
