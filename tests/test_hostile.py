@@ -1181,6 +1181,7 @@ def test_hostile_registry(name, world, request):
     on_start = (lambda process: expect.on_start(world, process)) if expect.on_start else None
     result = world.run(*expect.args, timeout=expect.timeout, on_start=on_start)
     request.node.user_properties.append(("peak_rss_mib", round(result.peak_rss_mib, 1)))  # for --junitxml
+    print(result)  # shown with -rP
     try:
         check(world, expect, result, lock_before)
         if expect.then is not None:
