@@ -131,15 +131,12 @@ def parse(data: bytes, content_type: str | None, digest: Digest) -> Manifest:
     served = mediatypes.served(content_type)
     if not isinstance(declared, str | None):
         raise InvalidManifest(f"manifest {digest} has a mediaType that is not a string")
-    if body.get("schemaVersion") == 1 or declared in mediatypes.SCHEMA1_TYPES:
-        raise InvalidManifest(f"manifest {digest} is schema 1: {mediatypes.SCHEMA1_REFUSED}")
+    if body.get("schemaVersion") == 1:
+        raise InvalidManifest(f"manifest {digest} has schemaVersion 1: {mediatypes.SCHEMA1_REFUSED}")
     if declared and served in mediatypes.MANIFEST_TYPES and declared != served:
         raise InvalidManifest(f"manifest {digest} is served as {served} but its body says {declared!r}")
-    if declared:
-        media_type = declared if declared in mediatypes.MANIFEST_TYPES else None
-    else:
-        media_type = served if served in mediatypes.MANIFEST_TYPES else _guess_untyped(body)
-    if media_type is None:
+    media_type = declared or (served if served in mediatypes.MANIFEST_TYPES else _guess_untyped(body))
+    if media_type not in mediatypes.MANIFEST_TYPES:
         raise InvalidManifest(f"manifest {digest} has unsupported media type {declared or served!r}")
     return Manifest(media_type=media_type, digest=digest, data=data)
 
