@@ -63,6 +63,9 @@ FAST = ("--retries", "0", "--timeout", "5")
 """Most cases want one answer, not the retry policy's patience."""
 FAILURE_LINE = re.compile(r"^(error: |  [x!?] )")
 LONG_NUMBER = re.compile(r"\d{10,}")
+LINE_CHARACTERS = 1500
+"""A failure line's length at most: a target, and a message of at most 1,000 characters (errors.MAX_MESSAGE),
+however much a registry sent."""
 STALL = 15.0
 READ_PAST_CAP = 32 * MiB
 """No answer is taken further than this: the largest cap (8 MiB) plus what socket buffers hold.
@@ -862,6 +865,27 @@ def _(w: World) -> Expect:
                   then=lambda w, result: _copied(w, w.source(), image.digest))
 
 
+@case("held", "an-8000-character-Docker-Content-Digest")
+def _(w: World) -> Expect:
+    w.image()
+    w.hostile.on("HEAD", r"/v2/app/manifests/1.0", Answer(
+        200, {"Content-Type": OCI_MANIFEST, "Docker-Content-Digest": "sha256:" + "z" * 8000}))
+    w.write(w.source())
+    return Expect(("lock", *FAST), 1, failures=1, says=(r"Docker-Content-Digest",))
+
+
+@case("2", "an-8000-character-error-message-and-content-type-while-copying")
+def _(w: World) -> Expect:
+    w.fresh_target("long-content-type")
+    w.image()
+    w.write(w.source())
+    w.lock_honestly()
+    w.hostile.on("GET", r"/v2/app/manifests/", Answer(
+        400, {"Content-Type": "application/" + "x" * 8000},
+        json.dumps({"errors": [{"code": "DENIED" * 1000, "message": "no " * 2500}]}).encode()))
+    return Expect(("apply", *FAST), 1, failures=1, says=(r"400",))
+
+
 # ======================================================================================= 6. deep JSON
 
 @case("6", "sig-manifest-nested-10000-levels")
@@ -1114,6 +1138,7 @@ def check(w: World, expect: Expect, result: Measured, lock_before: bytes | None)
             assert w.hostile.host in line, line
         for pattern in expect.says:
             assert re.search(pattern, line, re.I), (pattern, line)
+        assert len(line) <= LINE_CHARACTERS, f"a line of {len(line):,} characters"
         assert not LONG_NUMBER.search(re.sub(r"sha256[:-][0-9a-f]{64}|127\.0\.0\.1[:_]\d+", "", line)), line
     for pattern in expect.output:
         assert re.search(pattern, output, re.I | re.M), (pattern, str(result))
