@@ -176,6 +176,37 @@ def test_a_saved_plan_that_says_other_than_the_lock_is_refused_whole(saved_plan_
     assert _held(second_plain_registry, mirror.repositories) == before
 
 
+def _set_plan(key: str, value: object) -> Callable[[dict, SavedPlanMirror], None]:
+    return lambda plan, _mirror: plan.update({key: value})
+
+
+@pytest.mark.parametrize(("edit", "args", "line"), [
+    (_edited("unchanged", lambda image, _: image.update(action="create", targetDigest=None)), (),
+     "error: saved plan is stale: {unchanged} now holds {held}; run `image-syncer plan` again"),
+    (_set_plan("lockDigest", OTHER_DIGEST), (),
+     "error: saved plan is stale: the lock file changed since it was made; run `image-syncer plan` again"),
+    (_set_plan("shard", "1/1"), (), "error: saved plan was made with --shard 1/1: apply it with --shard 1/1"),
+    (lambda plan, mirror: None, ("--shard", "1/1"),
+     "error: saved plan was made without --shard: apply it without --shard"),
+], ids=["a target written since planning", "the lock's digest", "the shard it was made with", "applied with another shard"])
+def test_a_saved_plan_stale_or_of_another_shard_is_still_refused(saved_plan_mirror, second_plain_registry,
+                                                                 edit, args, line):
+    """Held before the plan was checked whole: these were refused already, and still are."""
+    mirror = saved_plan_mirror
+    plan = copy.deepcopy(mirror.plan)
+    edit(plan, mirror)
+    (mirror.workdir / "edited.json").write_text(json.dumps(plan))
+    before = _held(second_plain_registry, mirror.repositories)
+    mirror.proxy.clear()
+
+    applied = run_cli(mirror.workdir, "apply", *args, "edited.json")
+
+    held = _image(mirror.plan, mirror, "unchanged")["digest"]
+    assert (applied.code, applied.error_lines) == (1, [line.format(**mirror.targets, held=held)]), str(applied)
+    assert [request.method for request in mirror.proxy.requests if request.method in WRITES] == []
+    assert _held(second_plain_registry, mirror.repositories) == before
+
+
 def test_the_saved_plan_as_made_applies(saved_plan_mirror, second_plain_registry):
     """Last, since it changes the targets: the plan the cases above edit is a good one."""
     mirror = saved_plan_mirror
