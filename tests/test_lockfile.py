@@ -559,3 +559,94 @@ def test_lock_refuses_to_write_a_lock_larger_than_its_reader_takes_and_leaves_th
                                    "reading it; left unchanged"]
     assert (tmp_path / "images.lock").read_bytes() == before
     assert run_cli(tmp_path, "lock", "--check").code == 0
+
+
+# --- one rule for "does this pin still fit its entry" (issue 21) -------------------------------
+
+KEY = config.SignaturePolicy(Path("cosign.pub"), str(DIGEST_C), key=None)
+OTHER_KEY = config.SignaturePolicy(Path("cosign.pub"), str(DIGEST_B), key=None)
+SEMVER_1 = config.TagRule(semver="^1")
+ONLY_TYPES = config.ReferrersRule(artifact_types=("application/spdx+json",))
+
+
+def wanted(source: str = "busybox:1.31.1", target: str | None = None, **fields) -> config.DesiredImage:
+    return config.DesiredImage(reference.parse(source), reference.parse(target or PREFIX + source),
+                               **{"platforms": (), "amd64_only": False, "line": 3, **fields})
+
+
+def pinned(source: str = "busybox:1.31.1", target: str | None = None, **fields) -> LockedImage:
+    return LockedImage(reference.parse(source), reference.parse(target or PREFIX + source), DIGEST_B,
+                       **{"media_type": DOCKER_MANIFEST, "platforms": (), **fields})
+
+
+INDEX = {"media_type": OCI_INDEX, "platforms": ("linux/amd64", "linux/arm64/v8")}
+RULED_PIN = {"rule": '{semver: "^1"}'}
+
+
+@pytest.mark.parametrize(("desired", "locked", "reason"), [
+    (wanted(), pinned(), None),
+    (wanted("busybox:1.31.2", PREFIX + "busybox:1.31.1"), pinned(),
+     "source changed: busybox:1.31.1 -> busybox:1.31.2"),
+    (wanted(target=PREFIX + "tools/busybox:1.31.1"), pinned(),
+     f"target changed: {PREFIX}busybox:1.31.1 -> {PREFIX}tools/busybox:1.31.1"),
+    (wanted(target=PREFIX + "busybox:1.31"), pinned(), f"target changed: {PREFIX}busybox:1.31.1 -> {PREFIX}busybox:1.31"),
+    (wanted(platforms=("linux/arm64",)), pinned(**INDEX), None),
+    (wanted(platforms=("linux/s390x",)), pinned(**INDEX),
+     "platform(s) linux/s390x required, the pin has linux/amd64, linux/arm64/v8"),
+    (wanted(platforms=("linux/arm64",)), pinned(), "platform(s) linux/arm64 required, the pin has no platform recorded"),
+    (wanted(platforms=("linux/amd64",)), pinned(platforms=("linux/amd64",)), None),
+    (wanted(platforms=("linux/arm64",)), pinned(platforms=("linux/amd64",)),
+     "platform(s) linux/arm64 required, the pin has linux/amd64"),
+    (wanted(only_platforms=("linux/amd64",)), pinned(**INDEX, subset=PlatformSubset(("linux/amd64",), DIGEST_C)), None),
+    (wanted(only_platforms=("linux/arm64",)), pinned(**INDEX, subset=PlatformSubset(("linux/amd64",), DIGEST_C)),
+     "platforms to keep changed: linux/arm64"),
+    (wanted(), pinned(**INDEX, subset=PlatformSubset(("linux/amd64",), DIGEST_C)), "platforms to keep changed: all"),
+    (wanted("a:1.2.0", tag_rule=SEMVER_1), pinned("a:1.2.0", **RULED_PIN), None),
+    (wanted("a:1.2.0", tag_rule=config.TagRule(semver="^1", latest=2)), pinned("a:1.2.0", **RULED_PIN),
+     'tag rule changed: {semver: "^1"} -> {semver: "^1", latest: 2}'),
+    (wanted("a:1.2.0"), pinned("a:1.2.0", **RULED_PIN), 'tag rule changed: {semver: "^1"} -> none'),
+    (wanted("a:0.9.0", tag_rule=SEMVER_1), pinned("a:0.9.0", **RULED_PIN),
+     'tag 0.9.0 is not selected by the tag rule {semver: "^1"}'),
+    (wanted(referrers=config.ReferrersRule(copied=False)), pinned(), "referrers changed: all -> none"),
+    (wanted(referrers=ONLY_TYPES), pinned(), "referrers changed: all -> artifact types application/spdx+json"),
+    (wanted(referrers=ONLY_TYPES), pinned(referrers_rule=ONLY_TYPES), None),
+    (wanted(), pinned(referrers_rule=config.ReferrersRule(copied=False)), "referrers changed: none -> all"),
+    (wanted(signature=KEY), pinned(), "its signature was not checked against the cosign key cosign.pub"),
+    (wanted(signature=KEY), pinned(signed_by=str(DIGEST_C)), None),
+    (wanted(signature=OTHER_KEY), pinned(signed_by=str(DIGEST_C)),
+     "its signature was checked against another key than cosign.pub"),
+    (wanted(), pinned(signed_by=str(DIGEST_C)), "checked against a cosign key that images.yaml no longer asks for"),
+], ids=["fits", "source", "target", "tag", "platform of an index", "platform missing from an index",
+        "platform of a single image not recorded", "platform of a single image", "another platform of a single image",
+        "subset", "subset changed", "subset dropped", "rule", "rule changed", "rule dropped", "tag outside the rule",
+        "referrers off", "referrers filtered", "referrers filtered as pinned", "referrers on again", "verify added",
+        "verify by the pinned key", "verify by another key", "verify dropped"])
+def test_misfit_names_the_one_input_that_changed(desired, locked, reason):
+    assert lockfile.misfit(desired, locked) == reason
+
+
+def test_what_a_pin_was_made_under_is_written_only_when_not_the_default_and_reads_back(tmp_path):
+    images = (pinned(), pinned("a:1", referrers_rule=config.ReferrersRule(copied=False), signed_by=str(DIGEST_C)),
+              pinned("b:1", referrers_rule=ONLY_TYPES))
+    lock = Lockfile(inputs_hash=str(DIGEST_A), images=images)
+    text = lockfile.dumps(lock)
+    (tmp_path / "images.lock").write_text(text)
+
+    written = {image["source"]: image for image in yaml.safe_load(text)["images"]}
+    assert "referrersRule" not in written["busybox:1.31.1"] and "signedBy" not in written["busybox:1.31.1"]
+    assert (written["a:1"]["referrersRule"], written["a:1"]["signedBy"]) == (False, str(DIGEST_C))
+    assert written["b:1"]["referrersRule"] == {"artifactTypes": ["application/spdx+json"]}
+    assert lockfile.load(tmp_path / "images.lock") == lock
+
+
+def test_lock_never_writes_text_its_loader_refuses(tmp_path):
+    schema1 = "application/vnd.docker.distribution.manifest.v1+prettyjws"
+    lock = Lockfile(inputs_hash=str(DIGEST_A), images=(pinned(media_type=schema1),))
+
+    with pytest.raises(InputError) as refused:
+        lockfile.dumps_readable(lock, tmp_path / "images.lock")
+
+    assert str(refused.value) == (
+        f"{tmp_path / 'images.lock'}: would not read back (line 8: images[1] (target \"{PREFIX}busybox:1.31.1\"): "
+        f"mediaType: unknown manifest media type '{schema1}'); left unchanged")
+    assert os.listdir(tmp_path) == []
