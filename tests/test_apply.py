@@ -16,7 +16,7 @@ from tests.harness.artifacts import push_artifact, push_referrers_index, subject
 from tests.harness.fault_proxy import FaultProxy
 from tests.harness.rawhttp import RawRegistry
 from tests.harness.skopeo import skopeo_inspect_raw
-from tests.helpers_cli import run_cli, write_images
+from tests.helpers_cli import CliResult, run_cli, write_images
 
 
 def test_an_image_is_copied_while_another_target_is_still_being_asked(
@@ -92,7 +92,8 @@ def saved_plan_mirror(tmp_path_factory, plain_registry, second_plain_registry) -
                                    {"source": sources["signed"]}, {"source": sources["unchanged"]}])
     assert run_cli(workdir, "lock").code == 0
     with RawRegistry(plain_registry) as raw:  # signed upstream after locking: the plan notes it, and copies none
-        push_artifact(raw, signed.repo, subject, "ignored", b"attestation", tag=signed.digest.replace(":", "-") + ".att")
+        push_artifact(raw, signed.repo, subject, "ignored", b"attestation",
+                      tag=signed.digest.replace(":", "-") + ".att")
     planned = run_cli(workdir, "plan", "--out", "plan.json")
     assert planned.code == 0, str(planned)
     targets = {name: f"{prefix}{source.replace(plain_registry.host, plain_registry.host.replace(':', '_'))}"
@@ -127,6 +128,21 @@ def _referrer(position: int, key: str, value: object) -> Callable[[dict, dict], 
     return lambda image, _plan: image["referrers"][position].update({key: value})
 
 
+def _apply_edited(mirror: SavedPlanMirror, target_registry, edit: Callable[[dict, SavedPlanMirror], None],
+                  *args: str) -> CliResult:
+    """``apply ARGS edited.json`` of the saved plan edited, checked to have written nothing to the target."""
+    plan = copy.deepcopy(mirror.plan)
+    edit(plan, mirror)
+    (mirror.workdir / "edited.json").write_text(json.dumps(plan))
+    before = _held(target_registry, mirror.repositories)
+    mirror.proxy.clear()
+    applied = run_cli(mirror.workdir, "apply", *args, "edited.json")
+    assert [f"{request.method} {request.path}" for request in mirror.proxy.requests
+            if request.method in WRITES] == [], str(applied)
+    assert _held(target_registry, mirror.repositories) == before, str(applied)
+    return applied
+
+
 OTHER_DIGEST = "sha256:" + "0" * 64
 
 
@@ -158,22 +174,15 @@ OTHER_DIGEST = "sha256:" + "0" * 64
 def test_a_saved_plan_that_says_other_than_the_lock_is_refused_whole(saved_plan_mirror, second_plain_registry,
                                                                      edit, name, difference):
     mirror = saved_plan_mirror
-    plan = copy.deepcopy(mirror.plan)
-    edit(plan, mirror)
-    (mirror.workdir / "edited.json").write_text(json.dumps(plan))
-    before = _held(second_plain_registry, mirror.repositories)
-    mirror.proxy.clear()
 
-    applied = run_cli(mirror.workdir, "apply", "edited.json")
+    applied = _apply_edited(mirror, second_plain_registry, edit)
 
     assert applied.code == 1 and len(applied.error_lines) == 1, str(applied)
     line = applied.error_lines[0]
-    assert line.startswith(f"error: saved plan does not match the lock file: {mirror.targets[name]}: {difference}"), line
+    refused = f"error: saved plan does not match the lock file: {mirror.targets[name]}: {difference}"
+    assert line.startswith(refused), line
     assert " in the plan, but planning the lock gives " in line and line.endswith(RUN_PLAN_AGAIN), line
     assert "Traceback" not in applied.stderr
-    assert [f"{request.method} {request.path}" for request in mirror.proxy.requests
-            if request.method in WRITES] == []
-    assert _held(second_plain_registry, mirror.repositories) == before
 
 
 def _set_plan(key: str, value: object) -> Callable[[dict, SavedPlanMirror], None]:
@@ -188,23 +197,17 @@ def _set_plan(key: str, value: object) -> Callable[[dict, SavedPlanMirror], None
     (_set_plan("shard", "1/1"), (), "error: saved plan was made with --shard 1/1: apply it with --shard 1/1"),
     (lambda plan, mirror: None, ("--shard", "1/1"),
      "error: saved plan was made without --shard: apply it without --shard"),
-], ids=["a target written since planning", "the lock's digest", "the shard it was made with", "applied with another shard"])
+], ids=["a target written since planning", "the lock's digest", "the shard it was made with",
+        "applied with another shard"])
 def test_a_saved_plan_stale_or_of_another_shard_is_still_refused(saved_plan_mirror, second_plain_registry,
                                                                  edit, args, line):
     """Held before the plan was checked whole: these were refused already, and still are."""
     mirror = saved_plan_mirror
-    plan = copy.deepcopy(mirror.plan)
-    edit(plan, mirror)
-    (mirror.workdir / "edited.json").write_text(json.dumps(plan))
-    before = _held(second_plain_registry, mirror.repositories)
-    mirror.proxy.clear()
 
-    applied = run_cli(mirror.workdir, "apply", *args, "edited.json")
+    applied = _apply_edited(mirror, second_plain_registry, edit, *args)
 
     held = _image(mirror.plan, mirror, "unchanged")["digest"]
     assert (applied.code, applied.error_lines) == (1, [line.format(**mirror.targets, held=held)]), str(applied)
-    assert [request.method for request in mirror.proxy.requests if request.method in WRITES] == []
-    assert _held(second_plain_registry, mirror.repositories) == before
 
 
 def test_the_saved_plan_as_made_applies(saved_plan_mirror, second_plain_registry):
