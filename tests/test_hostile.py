@@ -141,6 +141,15 @@ class World:
     def run(self, *args: str, **kwargs) -> Measured:
         return run_measured(self.tmp, *args, env=self.env, **kwargs)
 
+    def locked_honestly(self, name: str) -> images.Image:
+        """For a case that copies: an image on the hostile registry, images.yaml naming it, and the lock made
+        while the registry is honest, all under a target prefix of the case's own."""
+        self.fresh_target(name)
+        image = self.image()
+        self.write(self.source())
+        self.lock_honestly()
+        return image
+
     def lock_honestly(self) -> None:
         """The honest phase: lock what images.yaml names, before the registry turns."""
         result = self.run("lock")
@@ -444,10 +453,7 @@ def _(w: World) -> Expect:
 @case("2", "endless-500-error-body-while-copying")
 def _(w: World) -> Expect:
     """apply: the hostile image fails on its endless error answer, the bystander is copied."""
-    w.fresh_target("error-body")
-    w.image()
-    w.write(w.source())
-    w.lock_honestly()
+    w.locked_honestly("error-body")
     w.hostile.on("GET", r"/v2/app/(manifests|blobs)/", Answer(500, JSON, ENDLESS_ERROR))
     return Expect(("apply", *FAST), 1, failures=1, says=(r"500",), names_registry=True)
 
@@ -776,10 +782,7 @@ RATELIMIT_SUPERSCRIPT = {"ratelimit-limit": "100;w=21600", "ratelimit-remaining"
 
 @case("5", "ratelimit-remaining-in-superscript-digits-plan")
 def _(w: World) -> Expect:
-    w.fresh_target("superscript-plan")
-    w.image()
-    w.write(w.source())
-    w.lock_honestly()
+    w.locked_honestly("superscript-plan")
     w.hostile.on(None, r"^/v2/", with_headers(RATELIMIT_SUPERSCRIPT))
 
     def then(w: World, result: Measured) -> None:
@@ -790,32 +793,25 @@ def _(w: World) -> Expect:
 
 @case("5", "ratelimit-remaining-in-superscript-digits-apply")
 def _(w: World) -> Expect:
-    w.fresh_target("superscript-apply")
-    image = w.image()
-    w.write(w.source())
-    w.lock_honestly()
+    image = w.locked_honestly("superscript-apply")
     w.hostile.on(None, r"^/v2/", with_headers(RATELIMIT_SUPERSCRIPT))
     return Expect(("apply", *FAST), 0, then=lambda w, result: _copied(w, w.source(), image.digest))
 
 
 @case("5", "ratelimit-window-in-superscript-digits-and-40-digit-counts-apply")
 def _(w: World) -> Expect:
-    w.fresh_target("long-remaining")
-    image = w.image()
-    w.write(w.source())
-    w.lock_honestly()
+    image = w.locked_honestly("long-remaining")
     w.hostile.on(None, r"^/v2/", with_headers({"ratelimit-limit": "9" * 40 + ";w=21600",
                                               "ratelimit-remaining": "10;w=¹²"}))
     return Expect(("apply", *FAST), 0, then=lambda w, result: _copied(w, w.source(), image.digest))
 
 
 def _retry_after(w: World, status: int, value: str, command: str, route: str = r"/v2/app/manifests/") -> Expect:
-    if command != "lock":
-        w.fresh_target(f"retry-after-{command}")
-    w.image()
-    w.write(w.source())
-    if command != "lock":
-        w.lock_honestly()
+    if command == "lock":
+        w.image()
+        w.write(w.source())
+    else:
+        w.locked_honestly(f"retry-after-{command}")
     w.hostile.on(None, route, Answer(status, {**JSON, "Retry-After": value},
                                      b'{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}'))
     return Expect((command, "--retries", "1", "--timeout", "5"), 1, failures=1, says=(str(status),))
@@ -856,10 +852,7 @@ def _(w: World) -> Expect:
 
 @case("5", "retry-after-inf-is-absent-then-the-retry-succeeds")
 def _(w: World) -> Expect:
-    w.fresh_target("arabic-retry-after")
-    image = w.image()
-    w.write(w.source())
-    w.lock_honestly()
+    image = w.locked_honestly("inf-retry-after")
     w.hostile.on("GET", r"/v2/app/manifests/", Answer(503, {**JSON, "Retry-After": "inf"}, b"{}"), times=1)
     return Expect(("apply", "--retries", "1", "--timeout", "5"), 0,
                   then=lambda w, result: _copied(w, w.source(), image.digest))
@@ -876,10 +869,7 @@ def _(w: World) -> Expect:
 
 @case("2", "an-8000-character-error-message-and-content-type-while-copying")
 def _(w: World) -> Expect:
-    w.fresh_target("long-content-type")
-    w.image()
-    w.write(w.source())
-    w.lock_honestly()
+    w.locked_honestly("long-content-type")
     w.hostile.on("GET", r"/v2/app/manifests/", Answer(
         400, {"Content-Type": "application/" + "x" * 8000},
         json.dumps({"errors": [{"code": "DENIED" * 1000, "message": "no " * 2500}]}).encode()))
