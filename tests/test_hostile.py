@@ -806,6 +806,18 @@ def _(w: World) -> Expect:
     return Expect(("apply", *FAST), 0, then=lambda w, result: _copied(w, w.source(), image.digest))
 
 
+@case("5", "ratelimit-remaining-in-superscript-digits-verify")
+def _(w: World) -> Expect:
+    """The hostile registry is the target, holding what apply copied there; verify reads its HEADs' headers."""
+    w.prefix = f"{w.hostile.host}/mirror/"
+    w.write()
+    w.lock_honestly()
+    copied = w.run("apply", *FAST)
+    assert copied.code == 0, str(copied)
+    w.hostile.on(None, r"^/v2/", with_headers(RATELIMIT_SUPERSCRIPT))
+    return Expect(("verify", *FAST), 0, bystander=False, output=(r"^Verify: 1 intact",))
+
+
 def _retry_after(w: World, status: int, value: str, command: str, route: str = r"/v2/app/manifests/") -> Expect:
     if command == "lock":
         w.image()
