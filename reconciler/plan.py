@@ -60,7 +60,7 @@ class PlannedImage:
     """Where the source tag points now, when that is no longer the locked digest."""
     message: str | None = None
     platforms: tuple[str, ...] = ()
-    """The platforms of a locked index (from the lock); empty for a single image."""
+    """The platforms the lock records: an index's, or a single image's own where images.yaml requires platforms."""
     referrers: tuple[Referrer, ...] = ()
     """The locked referrers, written after the image (those already in the target are left as they are)."""
     new_referrers: tuple[Referrer, ...] = ()
@@ -86,8 +86,9 @@ class SourcePulls:
 
 
 def pulls_needed(image: LockedImage | PlannedImage) -> int:
-    """Manifest GETs to copy an image: its own, one per platform of an index copied (Docker Hub
-    counts no more) and one per pinned referrer."""
+    """Manifest GETs to copy an image, at most: its own, one per platform of an index copied (Docker
+    Hub counts no more; a single image whose platform the lock records counts one too many, as the
+    plan does not say which it is) and one per pinned referrer."""
     return 1 + len(image.subset.platforms if image.subset else image.platforms) + len(image.referrers)
 
 
