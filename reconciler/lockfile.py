@@ -21,7 +21,7 @@ from reconciler.errors import InputError
 from reconciler.registry import limits, mediatypes, platforms
 from reconciler.registry.digest import Digest
 from reconciler.registry.platforms import PlatformSubset
-from reconciler.registry.reference import Reference
+from reconciler.registry.reference import Reference, Repository
 from reconciler.registry.referrers import Referrer
 
 VERSION = 1
@@ -84,7 +84,7 @@ def _hash_inputs(
     """Hash exactly what decides the pins, so comments, key order and lines do not count.
     A key added later counts only when set, so existing locks keep matching. A tag rule's
     selection counts too: a pin of it removed by hand still fits the rule, and only this tells."""
-    tags: dict[tuple, list[str]] = {}
+    tags: dict[tuple[str, Repository], list[str]] = {}
     for image in selected:
         tags.setdefault(rule_identity(image), []).append(str(image.source.tag))
     inputs = sorted([_image_input(image) for image in desired]
@@ -114,7 +114,7 @@ def inputs_hash(config: Config, selected: Iterable[DesiredImage] = ()) -> str:
 
 def selected_by(rule: DesiredTags, lock: Lockfile) -> tuple[DesiredImage, ...]:
     """The images ``rule`` selected, as the lock pinned them: known without listing any tags.
-    None when those pins are no longer its selection (``selection_misfit``): the rule is listed again."""
+    Empty when those pins are no longer its selection (``selection_misfit``): the rule is listed again."""
     pins = [image for image in lock.images if rule.brought(image)]
     return () if selection_misfit(rule, pins) else tuple(rule.image(str(image.source.tag)) for image in pins)
 
@@ -154,9 +154,9 @@ def dumps_readable(lock: Lockfile, path: Path) -> str:
     try:
         _structure(YamlDocument.parse(path, text, entry_key="target"))
     except InputError as refused:
-        where = f"line {refused.line}: " if refused.line is not None else ""
-        raise InputError(path, f"would not read back ({where}{': '.join(filter(None, (refused.entry, refused.problem)))})"
-                               "; left unchanged") from None
+        where = [f"line {refused.line}"] if refused.line is not None else []
+        problem = ": ".join([*where, *filter(None, (refused.entry, refused.problem))])
+        raise InputError(path, f"would not read back ({problem}); left unchanged") from None
     return text
 
 
