@@ -14,7 +14,6 @@ it yet, or an upgrade asks for it. A repository's tags are listed once per run
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 
 import attrs
@@ -23,7 +22,7 @@ from reconciler import lockfile, tagrules
 from reconciler.bounded import bugs_fail_this_image, images_at_once, map_bounded
 from reconciler.config import Config, DesiredImage, DesiredTags
 from reconciler.lockfile import LockedImage, Lockfile
-from reconciler.registry import mediatypes, referrers
+from reconciler.registry import limits, mediatypes, referrers
 from reconciler.registry.client import Registries, RegistryClient
 from reconciler.registry.digest import Digest
 from reconciler.registry.errors import RegistryError
@@ -129,7 +128,7 @@ async def _image_platform(registries: Registries, desired: DesiredImage, manifes
     config_descriptor = manifest.blobs()[0]
     data = await registries.client(source.repository).read_blob(source.repository.path, config_descriptor)
     try:
-        config = json.loads(data)
+        config = limits.parse_json(data)
         return str(Platform(config["os"], config["architecture"], config.get("variant")))
     except (ValueError, KeyError, TypeError):
         raise SourceUnusable(f"{source.as_written}: image config does not name its platform") from None
