@@ -227,7 +227,9 @@ def test_a_single_images_platform_is_recorded_when_the_entry_requires_platforms(
     """From its config, read only then: so a platform required later can be checked against the pin."""
     pushed = push_image("oci")
     proxy = fault_proxy(plain_registry)
-    entry = {"source": f"{proxy.host}/{pushed.repo}:{pushed.tag}"} | ({"platforms": required} if required else {})
+    entry = {"source": f"{proxy.host}/{pushed.repo}:{pushed.tag}"}
+    if required:
+        entry["platforms"] = required
     write_images(tmp_path, "mirror.example/m/", [entry])
 
     result = run_cli(tmp_path, "lock")

@@ -251,7 +251,8 @@ class RegistryClient:
         served = mediatypes.served(response.headers.get("Content-Type"))
         if served in mediatypes.SCHEMA1_TYPES:
             # Said before the digest check, which a signed schema 1 manifest fails: its digest is not of its bytes.
-            raise InvalidManifest(f"{self.host}/{path}: manifest {identifier} is {served}: {mediatypes.SCHEMA1_REFUSED}")
+            raise InvalidManifest(f"{self.host}/{path}: manifest {identifier} is {served}: "
+                                  f"{mediatypes.SCHEMA1_REFUSED}")
         announced = _parse_header_digest(response.headers.get("Docker-Content-Digest"), self.host, path)
         expected = identifier if isinstance(identifier, Digest) else announced
         digest = expected or Digest.of(data)
