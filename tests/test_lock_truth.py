@@ -226,3 +226,19 @@ def test_a_selected_tag_removed_from_the_lock_by_hand_is_refused(workspace, push
     workspace.write_pins([kept])
 
     refused_by_check(workspace, "a tag rule's pin removed from the lock")
+
+
+def test_a_platform_a_single_image_has_is_recorded_when_required_and_then_fits(workspace, push_image):
+    image = push_image("oci")  # linux/amd64 only
+    workspace.write({"source": source_of(image)})
+    workspace.locked()
+
+    workspace.write({"source": source_of(image), "platforms": ["linux/amd64"]})
+
+    refused_by_check(workspace, "platform(s) linux/amd64 required, the pin has no platform recorded")
+    workspace.locked()
+    [pin] = workspace.pins().values()
+    assert (pin["digest"], pin["platforms"]) == (image.digest, ["linux/amd64"])
+    before = workspace.lock_text()
+    workspace.locked()
+    assert workspace.lock_text() == before
