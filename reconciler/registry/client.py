@@ -320,11 +320,14 @@ class RegistryClient:
     async def _referrers(self, path: str, digest: Digest) -> list[bytes] | None:
         if self._offers_referrers_api is False:
             return None
-        pages = []
+        pages: list[bytes] = []
         try:
-            async for page in self._pages(path, f"referrers/{digest}", {}, limits.REFERRERS_PAGE_BYTES,
+            async for page in self._pages(path, f"referrers/{digest}", {}, limits.REFERRERS_LISTING_BYTES,
                                           accept=mediatypes.OCI_INDEX):
                 pages.append(page)
+                if sum(map(len, pages)) > limits.REFERRERS_LISTING_BYTES:
+                    raise RegistryError(f"{self.host}/{path}: referrers/{digest}: the listing is over the "
+                                        f"{limits.size(limits.REFERRERS_LISTING_BYTES)} limit")
         except NotFound:
             self._offers_referrers_api = False
             return None

@@ -26,8 +26,10 @@ TAGS_PAGE_BYTES = 8 * MiB
 """One answer of ``tags/list``: 100,000 tags of 80 characters fit, and so do registries that ignore ``n``."""
 TAGS_PER_REPOSITORY = 100_000
 """Tags read from one repository, over all its pages; a larger listing is refused."""
-REFERRERS_PAGE_BYTES = MANIFEST_BYTES
-"""One page of the referrers API, an image index."""
+REFERRERS_LISTING_BYTES = MANIFEST_BYTES
+"""One digest's listing by the referrers API, all its pages together (each an image index):
+1,000 referrers take a quarter of it, so the count cap is met first, and memory stays bounded
+however the registry pages it."""
 REFERRERS_PER_SUBJECT = 1_000
 """Referrers pinned for one digest; more are refused, so that the lock stays readable."""
 PAGES = 1_000
