@@ -63,7 +63,8 @@ async def resolve(registries: Registries, listings: TagListings, desired: Desire
     if head is None:
         raise RegistryError(f"{source.as_written}: not found at {source.repository}")
     # A HEAD's word is taken for a single image's type only: what is pinned must be a type the lock reads.
-    needs_body = head.digest is None or head.media_type not in mediatypes.IMAGE_TYPES or bool(desired.platforms)
+    needs_body = (head.digest is None or head.media_type not in mediatypes.IMAGE_TYPES
+                  or bool(desired.platforms) or bool(desired.only_platforms))  # a subset is refused for a single image
     if not needs_body:
         await check_signature(client, desired, head.digest)
         return LockedImage(desired.source, desired.target, head.digest, head.media_type, (),

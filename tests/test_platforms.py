@@ -239,3 +239,20 @@ def test_a_single_images_platform_is_recorded_when_the_entry_requires_platforms(
     assert (image["mediaType"], image["platforms"]) == (mediatypes.OCI_MANIFEST, required)
     assert proxy.count("GET", "/blobs/") == len(required)
     assert run_cli(tmp_path, "lock", "--check").code == 0
+
+
+def test_lock_refuses_a_subset_of_a_single_image_however_its_head_names_it(
+    tmp_path, plain_registry, push_image, unique_repo
+):
+    """A single image behind a HEAD of its own type once skipped the GET, and so the subset: lock pinned it
+    without one, and `lock --check` then said the platforms to keep had changed, for ever."""
+    image = push_image("oci")
+    write_images(tmp_path, f"{plain_registry.host}/{unique_repo('mirror')}/",
+                 [{"source": f"{plain_registry.host}/{image.repo}:v1", "platforms": {"only": ["linux/arm64"]}}])
+
+    locked = run_cli(tmp_path, "lock")
+
+    assert locked.code == 1, str(locked)
+    assert len(locked.error_lines) == 1 and "is a single image" in locked.error_lines[0], str(locked)
+    assert "Traceback" not in locked.stderr
+    assert not (tmp_path / "images.lock").exists()
