@@ -19,7 +19,7 @@ then optionally a pre-release, then optionally a variant:
 - a variant is any other ``-suffix``: ``1.22.5-alpine``, ``1.22-bookworm``,
   ``1.22.5-alpine3.20``; both may come together, pre-release first: ``1.0.0-rc1-alpine``.
 
-A number is ASCII digits ``0``-``9``, at most 18 of them (``NUMBER_DIGITS``, as many as always
+A number is ASCII digits ``0``-``9``, at most 18 of them (``limits.NUMBER_DIGITS``, as many as always
 fit in 64 bits; a timestamp such as ``20260101123045`` has 14). Any other tag
 (``latest``, ``stable``, ``bookworm``, ``1.2.3.4``, ``1.x``, ``٩٩.٠.٠`` in Arabic-Indic
 digits, ``1.0.`` and 19 digits) is not a version, and a semver rule never selects it.
@@ -60,8 +60,9 @@ from collections.abc import Callable, Iterable
 import attrs
 import semver
 
-NUMBER_DIGITS = 18
-"""Digits of one number in a version; a longer run (or any digit but ASCII's) makes a tag no version."""
+from reconciler.registry.limits import NUMBER_DIGITS
+
+# A longer run of digits (or any digit but ASCII's) makes a tag no version.
 _NUMBER = f"[0-9]{{1,{NUMBER_DIGITS}}}"
 _TAG_VERSION = re.compile(
     rf"""v?(?P<major>{_NUMBER})(?:\.(?P<minor>{_NUMBER}))?(?:\.(?P<patch>{_NUMBER}))?

@@ -8,10 +8,10 @@ import math
 import httpx
 import pytest
 
-from reconciler.registry.limits import HEADER_NUMBER_DIGITS
+from reconciler.registry.limits import NUMBER_DIGITS
 from reconciler.registry.ratelimit import YEAR, PullLimit, duration, spent
 
-TOO_LONG = "9" * (HEADER_NUMBER_DIGITS + 1)
+TOO_LONG = "9" * (NUMBER_DIGITS + 1)
 
 
 def headers(limit: str, remaining: str) -> httpx.Headers:
@@ -26,7 +26,7 @@ def headers(limit: str, remaining: str) -> httpx.Headers:
     (" 100 ;w=21600", "76; w=3600", PullLimit(limit=100, remaining=76, window=3600)),
     ("100;w=\u00b2", "76;w=\u00b9\u00b2", PullLimit(limit=100, remaining=76, window=0)),
     ("100;w=21600", f"76;w={TOO_LONG}", PullLimit(limit=100, remaining=76, window=21600)),
-    ("9" * HEADER_NUMBER_DIGITS, "0", PullLimit(limit=int("9" * HEADER_NUMBER_DIGITS), remaining=0, window=0)),
+    ("9" * NUMBER_DIGITS, "0", PullLimit(limit=int("9" * NUMBER_DIGITS), remaining=0, window=0)),
 ], ids=["both windows", "no window", "the limit's window", "spaces", "a window in superscripts is absent",
         "a window too long is absent", "the longest count"])
 def test_a_budget_is_read_from_ascii_numbers(limit, remaining, expected):

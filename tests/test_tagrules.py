@@ -9,7 +9,8 @@ import random
 import pytest
 import yaml
 
-from reconciler.tagrules import NUMBER_DIGITS, TagRule, TagVersion, describe, select, validate
+from reconciler.registry.limits import NUMBER_DIGITS
+from reconciler.tagrules import TagRule, TagVersion, describe, select, validate
 from tests.harness.rawhttp import RawRegistry
 from tests.helpers_cli import run_cli, write_images
 

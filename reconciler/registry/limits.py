@@ -42,8 +42,9 @@ REDIRECTS = 5
 """Redirects followed for one request."""
 JSON_DEPTH = 64
 """Nesting of any JSON a registry sends: OCI documents nest five levels, an in-toto statement a few more."""
-HEADER_NUMBER_DIGITS = 18
-"""Digits of a number in a header (Retry-After, ratelimit-*): 18 fit in 64 bits; longer ones mean the header is absent."""
+NUMBER_DIGITS = 18
+"""Digits of a number a registry states (a header's, a tag's version numbers): 18 fit in 64 bits;
+a longer one is no number (the header counts as absent, the tag as no version)."""
 FILE_BYTES = 10 * MiB
 """Our files and the local files a run reads (images.yaml, images.lock, keys, auth files)."""
 
@@ -72,11 +73,11 @@ def parse_json(data: bytes) -> Any:
 
 
 def header_number(value: str | None) -> int | None:
-    """A header's whole number: ASCII digits only, at most ``HEADER_NUMBER_DIGITS``; else None (absent)."""
+    """A header's whole number: ASCII digits only, at most ``NUMBER_DIGITS``; else None (absent)."""
     if value is None:
         return None
     text = value.strip()
-    if not text or len(text) > HEADER_NUMBER_DIGITS or not text.isascii() or not text.isdigit():
+    if not text or len(text) > NUMBER_DIGITS or not text.isascii() or not text.isdigit():
         return None
     return int(text)
 

@@ -3,7 +3,7 @@
 Docker Hub sends ``ratelimit-limit: 100;w=21600`` and ``ratelimit-remaining: 76;w=21600``
 on manifest answers, HEAD included (a HEAD costs nothing; a manifest GET is a pull). Once
 the budget is spent it answers 429 TOOMANYREQUESTS until pulls age out of the window.
-A number that is not ASCII digits (``¹²``), or longer than ``limits.HEADER_NUMBER_DIGITS``,
+A number that is not ASCII digits (``¹²``), or longer than ``limits.NUMBER_DIGITS``,
 makes its header absent.
 """
 
