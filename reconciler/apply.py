@@ -19,16 +19,17 @@ from reconciler.bounded import bugs_fail_this_image, images_at_once, map_bounded
 from reconciler.config import DesiredImage
 from reconciler.errors import Interrupted, first_and_count
 from reconciler.lockfile import LockedImage, Lockfile
+from reconciler.oci.errors import OCIError
+from reconciler.oci.manifest import Manifest
+from reconciler.oci.platforms import SubsetChanged
+from reconciler.oci.reference import Reference
 from reconciler.plan import Action, Plan, PlannedImage, first_difference, lock_digest, plan_image
-from reconciler.resolve import SourceUnusable, check_signature
+from reconciler.pulls import PullBudgets
 from reconciler.registry.client import Registries
 from reconciler.registry.copy import Copier, CopyStats
-from reconciler.pulls import PullBudgets
 from reconciler.registry.errors import PullLimitReached, RegistryError, ResponseError
-from reconciler.registry.manifest import Manifest
-from reconciler.registry.platforms import SubsetChanged
-from reconciler.registry.reference import Reference
 from reconciler.registry.referrers import ReferrerRefused, ReferrerWriter
+from reconciler.resolve import SourceUnusable, check_signature
 from reconciler.shard import Shard, lock_part
 
 T = TypeVar("T")
@@ -249,7 +250,7 @@ async def _apply(
             result = _result(image, Outcome.INTERRUPTED, str(stop))
         except PullLimitReached as error:
             result = _result(image, Outcome.DEFERRED, error.deferral)
-        except RegistryError as error:
+        except OCIError as error:
             result = _result(image, Outcome.FAILED, str(error))
         finally:
             budgets.skip(index)  # unless admitted: then its pulls are counted already
@@ -298,7 +299,7 @@ async def _apply_image(
                                    f"{result.outcome.value}, but stopped before its referrers were written")
     except ReferrerRefused as refusal:
         return _result(image, Outcome.REFUSED, f"{result.outcome.value}, but a referrer was refused: {refusal}")
-    except RegistryError as error:
+    except OCIError as error:
         return _result(image, Outcome.FAILED, f"{result.outcome.value}, but its referrers failed: {error}")
     return result
 

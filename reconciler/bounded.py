@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import TypeVar
 
 from reconciler.errors import InputError, Interrupted, internal_error
+from reconciler.oci.errors import OCIError
 from reconciler.registry.errors import RegistryError
 
 Item = TypeVar("Item")
@@ -47,7 +48,7 @@ def bugs_fail_this_image() -> Iterator[None]:
     neither is a stop (Interrupted) or a registry's or an input's error: they pass as they are."""
     try:
         yield
-    except (RegistryError, InputError, Interrupted):
+    except (OCIError, InputError, Interrupted):
         raise
     except Exception as error:
         log.debug("an image's work failed on a bug", exc_info=error)

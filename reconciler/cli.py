@@ -26,6 +26,7 @@ from rich.logging import RichHandler
 from rich.text import Text
 from typer._click.exceptions import NoArgsIsHelpError, UsageError  # click, as typer bundles it
 
+from reconciler.oci.errors import OCIError
 from reconciler import config as config_file
 from reconciler import documents, lockfile, render, workflow
 from reconciler import plan as plan_module
@@ -36,7 +37,6 @@ from reconciler.errors import (InputError, Interrupted, Stopped, handled_signals
                                stop_if_signalled)
 from reconciler.progress import apply_progress
 from reconciler.registry import credentials
-from reconciler.registry.errors import RegistryError
 from reconciler.registry.proxy import ProxySettings
 from reconciler.registry.retry import RetryPolicy
 from reconciler.registry.transport import TransportOptions, tls_trust
@@ -564,7 +564,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         _print_usage_error(error, args)
         return error.exit_code
-    except (InputError, RegistryError) as error:
+    except (InputError, OCIError) as error:
         _print_error(str(error))
         return 1
     if status == INTERRUPTED:

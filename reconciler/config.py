@@ -14,9 +14,9 @@ import attrs
 
 from reconciler import tagrules
 from reconciler.documents import YamlDocument, yaml_converter
-from reconciler.registry import reference
-from reconciler.registry.digest import Digest
-from reconciler.registry.reference import InvalidReference, Reference, Repository
+from reconciler.oci import reference
+from reconciler.oci.digest import Digest
+from reconciler.oci.reference import InvalidReference, Reference, Repository
 from reconciler.tagrules import TagRule
 
 if TYPE_CHECKING:

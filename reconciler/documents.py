@@ -31,10 +31,10 @@ from cattrs.errors import (
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from reconciler.errors import InputError
+from reconciler.oci import reference
+from reconciler.oci.digest import Digest
+from reconciler.oci.reference import Reference
 from reconciler.registry import files
-from reconciler.registry import reference
-from reconciler.registry.digest import Digest
-from reconciler.registry.reference import Reference
 
 # libyaml when PyYAML was built with it: ten times faster on a lock of a thousand images.
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

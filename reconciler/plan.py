@@ -23,13 +23,13 @@ from reconciler.config import ReferrersRule
 from reconciler.documents import YamlDocument
 from reconciler.errors import shorten
 from reconciler.lockfile import LockedImage, Lockfile
+from reconciler.oci.digest import Digest
+from reconciler.oci.errors import OCIError
+from reconciler.oci.platforms import PlatformSubset
+from reconciler.oci.reference import Reference
+from reconciler.oci.referrer import Referrer
 from reconciler.registry import referrers
 from reconciler.registry.client import Registries
-from reconciler.registry.digest import Digest
-from reconciler.registry.errors import RegistryError
-from reconciler.registry.platforms import PlatformSubset
-from reconciler.registry.reference import Reference
-from reconciler.registry.referrers import Referrer
 from reconciler.resolve import TagListings
 from reconciler.shard import Shard, lock_part
 
@@ -207,7 +207,7 @@ async def plan_image(
         if asking is not None:  # stopped, or its outcome (even a failure) collected
             asking.cancel()
             await asyncio.gather(asking, return_exceptions=True)
-        if not isinstance(error, RegistryError):
+        if not isinstance(error, OCIError):
             raise
         return _planned(locked, Action.ERROR, message=str(error))
 

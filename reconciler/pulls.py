@@ -15,9 +15,9 @@ import logging
 from collections.abc import Sequence
 
 from reconciler.lockfile import LockedImage
+from reconciler.oci.errors import OCIError
 from reconciler.plan import PlannedImage, pulls_needed
 from reconciler.registry.client import Registries
-from reconciler.registry.errors import RegistryError
 from reconciler.registry.ratelimit import PullLimit, deferral, registry_name
 
 log = logging.getLogger("reconciler")
@@ -75,7 +75,7 @@ class PullBudgets:
         if client.pull_limit is None:
             try:
                 await client.head_manifest(source.repository.path, str(image.digest))
-            except RegistryError:
+            except OCIError:
                 return None  # the copy will meet the same failure and report it
         limit = client.pull_limit
         if limit is not None and self._worst_case[host] > limit.remaining:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from rich.text import Text
 
 from reconciler.apply import Outcome, Report
+from reconciler.oci.reference import Reference
 from reconciler.plan import Action, Plan, PlannedImage
 from reconciler.registry.ratelimit import registry_name
-from reconciler.registry.reference import Reference
 from reconciler.verify import Status, Verification
 
 _SYMBOLS = {

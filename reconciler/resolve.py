@@ -22,16 +22,18 @@ from reconciler import lockfile, tagrules
 from reconciler.bounded import bugs_fail_this_image, images_at_once, map_bounded
 from reconciler.config import Config, DesiredImage, DesiredTags
 from reconciler.lockfile import LockedImage, Lockfile
-from reconciler.registry import limits, mediatypes, referrers
+from reconciler.oci import limits, mediatypes
+from reconciler.oci.digest import Digest
+from reconciler.oci.errors import OCIError
+from reconciler.oci.manifest import Manifest, Platform
+from reconciler.oci.platforms import PlatformSubset, PlatformSubsetRefused
+from reconciler.oci.platforms import missing as platforms_missing
+from reconciler.oci.platforms import subset as platform_subset
+from reconciler.oci.reference import Reference, Repository
+from reconciler.oci.referrer import Referrer
+from reconciler.registry import referrers
 from reconciler.registry.client import Registries, RegistryClient
-from reconciler.registry.digest import Digest
 from reconciler.registry.errors import RegistryError
-from reconciler.registry.manifest import Manifest, Platform
-from reconciler.registry.platforms import PlatformSubset, PlatformSubsetRefused
-from reconciler.registry.platforms import missing as platforms_missing
-from reconciler.registry.platforms import subset as platform_subset
-from reconciler.registry.reference import Reference, Repository
-from reconciler.registry.referrers import Referrer
 
 
 class SourceUnusable(RegistryError):
@@ -146,7 +148,7 @@ async def resolve_all(
         try:
             with bugs_fail_this_image():
                 resolved[image.target] = await resolve(registries, listings, image)
-        except RegistryError as error:
+        except OCIError as error:
             errors[image.target] = str(error)
 
     await map_bounded(one, desired, images_at_once(registries.options.max_connections))
@@ -180,7 +182,7 @@ async def select_tags(
             with bugs_fail_this_image():
                 tags = await listings.tags(rule.source.repository)
                 chosen = tagrules.select(rule.rule, tags)
-        except RegistryError as error:
+        except OCIError as error:
             errors.append(Unselected(rule.source, rule.target, str(error)))
             return
         if not chosen:

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from reconciler.oci.reference import is_google_registry
 from reconciler.registry import credentials as docker_credentials
 from reconciler.registry.client import Registries
 from reconciler.registry.credentials import Credentials, CredentialSource
-from reconciler.registry.reference import is_google_registry
 from reconciler.registry.transport import TransportOptions
 
 if TYPE_CHECKING:

@@ -60,7 +60,7 @@ from collections.abc import Callable, Iterable
 import attrs
 import semver
 
-from reconciler.registry.limits import NUMBER_DIGITS
+from reconciler.oci.limits import NUMBER_DIGITS
 
 # A longer run of digits (or any digit but ASCII's) makes a tag no version.
 _NUMBER = f"[0-9]{{1,{NUMBER_DIGITS}}}"

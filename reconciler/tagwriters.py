@@ -16,9 +16,9 @@ import attrs
 from reconciler import lockfile
 from reconciler.config import Config
 from reconciler.lockfile import LockedImage, Lockfile
-from reconciler.registry.digest import Digest
-from reconciler.registry.reference import Repository
-from reconciler.registry.referrers import COSIGN_ARTIFACT_TYPES, FoundBy, Referrer
+from reconciler.oci.digest import Digest
+from reconciler.oci.reference import Repository
+from reconciler.oci.referrer import COSIGN_ARTIFACT_TYPES, FoundBy, Referrer
 
 
 @attrs.frozen(order=True)

@@ -14,10 +14,10 @@ import attrs
 from reconciler import documents
 from reconciler.bounded import bugs_fail_this_image, images_at_once, map_bounded
 from reconciler.lockfile import LockedImage, Lockfile
-from reconciler.registry.reference import Reference
+from reconciler.oci.digest import Digest
+from reconciler.oci.errors import OCIError
+from reconciler.oci.reference import Reference
 from reconciler.registry.client import Registries
-from reconciler.registry.digest import Digest
-from reconciler.registry.errors import RegistryError
 from reconciler.shard import Shard, lock_part
 
 VERIFY_VERSION = 1
@@ -82,7 +82,7 @@ async def verify_lock(
         try:
             with bugs_fail_this_image():
                 return _verdict(locked, await registries.resolve_digest(locked.target))
-        except RegistryError as error:
+        except OCIError as error:
             return VerifiedImage(locked.source, locked.target, locked.pushed_digest, Status.ERROR, message=str(error))
 
     images = await map_bounded(verify_one, lock_part(shard, lock).images, images_at_once(registries.options.max_connections))

@@ -17,10 +17,10 @@ from reconciler.apply import ApplyObserver, Interruption, Outcome, Report, apply
 from reconciler.config import Config
 from reconciler.errors import InputError, first_and_count
 from reconciler.lockfile import Lockfile
+from reconciler.oci.reference import Reference
 from reconciler.plan import Action, Plan, PlannedImage, make_plan
 from reconciler.registry import files
 from reconciler.registry.client import Registries
-from reconciler.registry.reference import Reference
 from reconciler.resolve import TagListings, resolve_all, select_tags
 from reconciler.shard import Shard, lock_part
 from reconciler.verify import Verification, verify_lock

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import asyncio
 
-from reconciler.registry import reference
+from reconciler.oci import reference
+from reconciler.oci.manifest import Manifest
 from reconciler.registry.client import Registries
 from reconciler.registry.copy import Copier
 from reconciler.registry.credentials import Credentials
-from reconciler.registry.manifest import Manifest
 from reconciler.registry.retry import RetryPolicy
 from reconciler.registry.transport import TransportOptions
 from tests.harness.images import PushedImage

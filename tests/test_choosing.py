@@ -13,7 +13,7 @@ import re
 import pytest
 import yaml
 
-from reconciler.registry.digest import Digest
+from reconciler.oci.digest import Digest
 from tests.harness import cosign as cosign_keys
 from tests.harness import images as harness_images
 from tests.harness.rawhttp import RawRegistry

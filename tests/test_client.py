@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.registry import reference
+from reconciler.oci import reference
+from reconciler.oci.digest import Digest, DigestMismatch
+from reconciler.oci.errors import OCIError
 from reconciler.registry.client import NotFound
-from reconciler.registry.digest import Digest, DigestMismatch
-from reconciler.registry.errors import RegistryError
-from tests.helpers_clients import assert_same_image, mirror, registries, run
 from tests.harness.rawhttp import RawRegistry
+from tests.helpers_clients import assert_same_image, mirror, registries, run
 
 
 def test_manifest_with_wrong_bytes_is_refused(push_image, fault_proxy, plain_registry, unique_repo):
@@ -40,7 +40,7 @@ def test_manifest_content_type_must_match_body(push_image, fault_proxy, plain_re
             client = regs.client(reference.parse(f"{proxy.host}/{pushed.repo}").repository)
             await client.get_manifest(pushed.repo, Digest.parse(pushed.digest))
 
-    with pytest.raises(RegistryError, match="served as application/vnd.docker.distribution.manifest.v2"):
+    with pytest.raises(OCIError, match="served as application/vnd.docker.distribution.manifest.v2"):
         run(main())
 
 
@@ -55,7 +55,7 @@ def test_oversized_manifest_is_refused_before_reading(push_image, fault_proxy, p
             client = regs.client(reference.parse(f"{proxy.host}/{pushed.repo}").repository)
             await client.get_manifest(pushed.repo, "v1")
 
-    with pytest.raises(RegistryError, match="over the 4 MiB limit"):
+    with pytest.raises(OCIError, match="over the 4 MiB limit"):
         run(main())
 
 

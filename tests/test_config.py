@@ -5,7 +5,7 @@ import pytest
 
 from reconciler import config
 from reconciler.errors import InputError
-from reconciler.registry.reference import Reference, Repository
+from reconciler.oci.reference import Reference, Repository
 
 ORIGINAL = """\
 targetRepoPrefix: "eu.gcr.io/kyma-project/external/"

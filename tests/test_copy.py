@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.registry import reference
+from reconciler.oci import reference
+from reconciler.oci.digest import Digest
 from reconciler.registry.copy import BlobTransferFailed
-from reconciler.registry.digest import Digest
-from tests.helpers_clients import assert_same_image, copy_image, largest_blob, mirror, registries, run
 from tests.harness.rawhttp import RawRegistry
 from tests.harness.skopeo import skopeo_inspect_raw
+from tests.helpers_clients import assert_same_image, copy_image, largest_blob, mirror, registries, run
 
 
 @pytest.mark.parametrize("kind", ["oci-index", "docker-list", "docker", "oci"])

@@ -8,17 +8,17 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from reconciler.registry import reference
+from reconciler.oci import reference
 from reconciler.registry.cosign import (
     InvalidKey, InvalidSignature, SignatureRefused, check_signature, load_public_key, require_signature,
 )
-from reconciler.registry.digest import Digest
-from reconciler.registry.manifest import parse
-from reconciler.registry.referrers import FoundBy
+from reconciler.oci.digest import Digest
+from reconciler.oci.manifest import parse
+from reconciler.oci.referrer import FoundBy
 from tests.harness import cosign
-from tests.helpers_clients import registries, run
 from tests.harness.images import OCI_CONFIG, OCI_MANIFEST
 from tests.harness.rawhttp import RawRegistry
+from tests.helpers_clients import registries, run
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.registry import credentials, reference
+from reconciler.oci import reference
+from reconciler.registry import credentials
 from reconciler.registry.client import Registries
 from reconciler.registry.credentials import Credentials, CredentialsError, lookup
 from reconciler.registry.errors import RegistryError

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from reconciler import config, workflow
-from reconciler.registry import reference
+from reconciler.oci import reference
 from reconciler.registry.client import Registries
 from reconciler.registry.copy import Copier
 from tests.harness import images as harness_images
-from tests.helpers_clients import registries, run
 from tests.harness.skopeo import skopeo_inspect_raw
+from tests.helpers_clients import registries, run
 
 MiB = 1024 * 1024
 

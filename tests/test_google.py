@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from reconciler.registry.credentials import CredentialsError
 from reconciler.registry.google import ACCESS_TOKEN_USERNAME, GoogleTokenSource
-from reconciler.registry.reference import is_google_registry
+from reconciler.oci.reference import is_google_registry
 from tests.harness.oauth import (
     FakeTokenEndpoint,
     private_key_pem,

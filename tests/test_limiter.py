@@ -13,13 +13,13 @@ import statistics
 import pytest
 
 from reconciler import config, workflow
-from reconciler.registry import reference
+from reconciler.oci import reference
 from reconciler.registry.client import Registries
 from reconciler.registry.limiter import INITIAL, AdaptiveLimit, lending_slot
 from reconciler.registry.transport import TransportOptions
-from tests.helpers_clients import run
 from tests.harness.rawhttp import RawRegistry
 from tests.helpers_cli import write_images
+from tests.helpers_clients import run
 
 
 class Clock:

@@ -1,4 +1,4 @@
-"""Every answer read within its cap (reconciler/registry/limits.py, transport.read_body), against raw-socket
+"""Every answer read within its cap (reconciler/oci/limits.py, transport.read_body), against raw-socket
 servers: an endless tags page, token answer or error body stops at its cap with one line naming the
 registry and the limit, and its connection is closed; a Content-Length over the cap is refused before a
 byte is read; a tags listing over the count cap is refused before its tags become strings; JSON nested
@@ -14,13 +14,14 @@ import sys
 
 import pytest
 
-from reconciler.registry import limits, mediatypes, reference
-from reconciler.registry.digest import Digest
-from reconciler.registry.errors import ErrorBody, RegistryError, ResponseError
-from reconciler.registry.manifest import InvalidManifest, Manifest, parse
+from reconciler.oci import limits, mediatypes, reference
+from reconciler.oci.digest import Digest
+from reconciler.oci.errors import OCIError
+from reconciler.oci.manifest import InvalidManifest, Manifest, parse
+from reconciler.registry.errors import ErrorBody, ResponseError
+from tests.harness.rawserver import Connection, RawServer
 from tests.helpers_cli import cli_env, write_images
 from tests.helpers_clients import FAST_RETRY, registries, run
-from tests.harness.rawserver import Connection, RawServer
 from tests.test_origin import refused_tls
 
 DEEP = b"[" * 10_000 + b"]" * 10_000
@@ -69,12 +70,12 @@ class Endless:
             self.closed_by_client.append(True)
 
 
-async def failure(script, operation) -> tuple[RegistryError, RawServer]:
+async def failure(script, operation) -> tuple[OCIError, RawServer]:
     """The one error ``operation(client)`` ends in, against a raw server running ``script``."""
     async with RawServer(script) as server:
         async with registries() as regs:
             client = regs.client(reference.parse(f"{server.host}/app").repository)
-            with pytest.raises(RegistryError) as raised:
+            with pytest.raises(OCIError) as raised:
                 await operation(client)
         if isinstance(script, Endless):
             await script.settled()
@@ -99,7 +100,7 @@ def test_an_endless_token_answer_stops_at_its_cap():
             endless.challenge = endless.challenge.format(host=server.host)
             async with registries() as regs:
                 client = regs.client(reference.parse(f"{server.host}/app").repository)
-                with pytest.raises(RegistryError) as raised:
+                with pytest.raises(OCIError) as raised:
                     await client.tags("app")
             await endless.settled()
         return raised.value, server
@@ -249,7 +250,7 @@ def test_a_token_answer_deep_or_with_absurd_numbers_is_one_line_or_a_token(answe
                 client = regs.client(reference.parse(f"{server.host}/app").repository)
                 try:
                     return await client.tags("app"), server
-                except RegistryError as error:
+                except OCIError as error:
                     return str(error), server
 
     outcome, server = run(main())

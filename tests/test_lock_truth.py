@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reconciler.registry.digest import Digest
+from reconciler.oci.digest import Digest
 from tests.harness import cosign as cosign_keys
 from tests.harness.images import PushedImage
 from tests.harness.rawhttp import RawRegistry

@@ -9,11 +9,11 @@ import yaml
 from reconciler import config, documents, lockfile
 from reconciler.errors import InputError
 from reconciler.lockfile import LockedImage, Lockfile
-from reconciler.registry import limits, reference
-from reconciler.registry.digest import Digest
-from reconciler.registry.platforms import PlatformSubset
-from reconciler.registry.mediatypes import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
-from reconciler.registry.referrers import COSIGN_ARTIFACT_TYPES, FoundBy, Referrer
+from reconciler.oci import limits, reference
+from reconciler.oci.digest import Digest
+from reconciler.oci.mediatypes import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
+from reconciler.oci.platforms import PlatformSubset
+from reconciler.oci.referrer import COSIGN_ARTIFACT_TYPES, FoundBy, Referrer
 from tests.harness.artifacts import subject_descriptor
 from tests.harness.images import canonical_json
 from tests.harness.rawhttp import RawRegistry

@@ -17,14 +17,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reconciler.registry import mediatypes, reference
-from reconciler.registry.digest import Digest
+from reconciler.oci import mediatypes, reference
+from reconciler.oci.digest import Digest
+from reconciler.oci.manifest import Descriptor
 from reconciler.registry.errors import RegistryError
-from reconciler.registry.manifest import Descriptor
 from reconciler.registry.origin import follow, origin, same_origin
+from tests.harness.rawserver import Connection, RawServer
 from tests.helpers_cli import cli_env, write_images
 from tests.helpers_clients import registries, run
-from tests.harness.rawserver import Connection, RawServer
 
 USER, PASSWORD = "alice", "s3cret"
 BASIC = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()

@@ -13,12 +13,12 @@ import pytest
 
 from reconciler import documents, plan
 from reconciler.lockfile import LockedImage, Lockfile
+from reconciler.oci import reference
+from reconciler.oci.digest import Digest
+from reconciler.oci.mediatypes import OCI_INDEX, OCI_MANIFEST
+from reconciler.oci.platforms import PlatformSubset
+from reconciler.oci.referrer import FoundBy, Referrer
 from reconciler.plan import Action, Plan, PlannedImage
-from reconciler.registry import reference
-from reconciler.registry.digest import Digest
-from reconciler.registry.mediatypes import OCI_INDEX, OCI_MANIFEST
-from reconciler.registry.platforms import PlatformSubset
-from reconciler.registry.referrers import FoundBy, Referrer
 from reconciler.shard import Shard
 
 LOCKED = Digest.of(b"locked")

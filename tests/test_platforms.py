@@ -8,12 +8,12 @@ import json
 import pytest
 import yaml
 
-from reconciler.registry import mediatypes, platforms, reference
+from reconciler.oci import mediatypes, platforms, reference
+from reconciler.oci.digest import Digest
+from reconciler.oci.errors import OCIError
+from reconciler.oci.manifest import parse
+from reconciler.oci.platforms import PlatformSubsetRefused, subset
 from reconciler.registry.client import Registries
-from reconciler.registry.digest import Digest
-from reconciler.registry.errors import RegistryError
-from reconciler.registry.manifest import parse
-from reconciler.registry.platforms import PlatformSubsetRefused, subset
 from reconciler.registry.transport import TransportOptions
 from tests.harness import images
 from tests.harness.skopeo import skopeo_inspect_raw
@@ -149,7 +149,7 @@ def test_docker_manifest_list_stays_one():
 def refusal(source, platforms) -> str:
     with pytest.raises(PlatformSubsetRefused) as refused:
         subset(source, platforms)
-    assert isinstance(refused.value, RegistryError)
+    assert isinstance(refused.value, OCIError)
     message = str(refused.value)
     assert "\n" not in message
     return message

@@ -8,7 +8,7 @@ import math
 import httpx
 import pytest
 
-from reconciler.registry.limits import NUMBER_DIGITS
+from reconciler.oci.limits import NUMBER_DIGITS
 from reconciler.registry.ratelimit import YEAR, PullLimit, duration, spent
 
 TOO_LONG = "9" * (NUMBER_DIGITS + 1)

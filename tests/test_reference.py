@@ -1,10 +1,10 @@
-"""Image references (reconciler/registry/reference.py): docker's normalisation, and what it refuses."""
+"""Image references (reconciler/oci/reference.py): docker's normalisation, and what it refuses."""
 
 from __future__ import annotations
 
 import pytest
 
-from reconciler.registry import reference
+from reconciler.oci import reference
 
 
 @pytest.mark.parametrize(

@@ -12,18 +12,19 @@ import json
 import pytest
 import yaml
 
-from reconciler.registry import limits, reference
-from reconciler.registry.digest import Digest
-from reconciler.registry.errors import RegistryError
-from reconciler.registry.referrers import COSIGN_ARTIFACT_TYPES, FoundBy, discover
+from reconciler.oci import limits, reference
+from reconciler.oci.digest import Digest
+from reconciler.oci.errors import OCIError
+from reconciler.oci.referrer import COSIGN_ARTIFACT_TYPES, FoundBy
+from reconciler.registry.referrers import discover
 from tests.harness import cosign as cosign_keys
 from tests.harness.artifacts import (
     EMPTY_CONFIG, OCI_INDEX, OCI_MANIFEST, Artifact, push_artifact, push_referrers_index, subject_descriptor,
 )
-from tests.helpers_clients import registries, run
 from tests.harness.rawhttp import RawRegistry
 from tests.harness.skopeo import skopeo_inspect_raw
 from tests.helpers_cli import run_cli, write_images
+from tests.helpers_clients import registries, run
 
 SBOM = "application/spdx+json"
 PROVENANCE = "application/vnd.in-toto+json"
@@ -407,7 +408,7 @@ def test_as_many_referrers_as_the_cap_are_pinned_and_one_more_refuses(plain_regi
         provenance = push_artifact(raw, image.repo, subject_descriptor(image.manifest, image.media_type),
                                    PROVENANCE, b"{}")
         push_referrers_index(raw, image.repo, image.digest, [sbom, provenance])
-    with pytest.raises(RegistryError, match=f"^{plain_registry.host}/{image.repo}: {image.digest} has 3 referrers, "
+    with pytest.raises(OCIError, match=f"^{plain_registry.host}/{image.repo}: {image.digest} has 3 referrers, "
                                             "more than the limit of 2; not pinned$"):
         discovered(plain_registry, image.repo, [image.digest])
 

@@ -9,11 +9,11 @@ import attrs
 from reconciler import plan, render
 from reconciler.apply import AppliedImage, Outcome, Report
 from reconciler.lockfile import LockedImage
+from reconciler.oci import reference
+from reconciler.oci.digest import Digest
+from reconciler.oci.mediatypes import OCI_MANIFEST
 from reconciler.plan import Plan
-from reconciler.registry import reference
 from reconciler.registry.copy import CopyStats
-from reconciler.registry.digest import Digest
-from reconciler.registry.mediatypes import OCI_MANIFEST
 
 LOCKED = Digest.of(b"locked")
 OTHER = Digest.of(b"other")

@@ -9,10 +9,10 @@ import time
 import httpx
 import pytest
 
-from reconciler.registry import reference
+from reconciler.oci import reference
+from reconciler.oci.limits import NUMBER_DIGITS
 from reconciler.registry.copy import BlobTransferFailed
 from reconciler.registry.errors import ResponseError
-from reconciler.registry.limits import NUMBER_DIGITS
 from reconciler.registry.retry import MAX_RETRY_AFTER, retry_after, worth_retrying
 from tests.helpers_clients import FAST_RETRY, assert_same_image, largest_blob, mirror, registries, run
 

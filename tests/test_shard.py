@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.registry.referrers import FoundBy
+from reconciler.oci.referrer import FoundBy
 from reconciler.shard import Shard, group_keys
 from tests.harness import cosign
 from tests.harness import images as harness_images

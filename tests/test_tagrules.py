@@ -9,7 +9,7 @@ import random
 import pytest
 import yaml
 
-from reconciler.registry.limits import NUMBER_DIGITS
+from reconciler.oci.limits import NUMBER_DIGITS
 from reconciler.tagrules import TagRule, TagVersion, describe, select, validate
 from tests.harness.rawhttp import RawRegistry
 from tests.helpers_cli import run_cli, write_images

@@ -7,10 +7,10 @@ import pytest
 import yaml
 
 from reconciler.lockfile import LockedImage
-from reconciler.registry import reference
-from reconciler.registry.digest import Digest
-from reconciler.registry.mediatypes import OCI_INDEX, OCI_MANIFEST
-from reconciler.registry.referrers import COSIGN_ARTIFACT_TYPES, FoundBy, Referrer
+from reconciler.oci import reference
+from reconciler.oci.digest import Digest
+from reconciler.oci.mediatypes import OCI_INDEX, OCI_MANIFEST
+from reconciler.oci.referrer import COSIGN_ARTIFACT_TYPES, FoundBy, Referrer
 from reconciler.tagwriters import Conflict, TargetTag, Write, conflicts, writes
 from tests.harness import cosign
 from tests.harness.rawhttp import RawRegistry

@@ -19,18 +19,18 @@ from collections.abc import AsyncIterator
 import pytest
 import trustme
 
-from reconciler.registry import reference
+from reconciler.oci import reference
+from reconciler.oci.reference import is_loopback
 from reconciler.registry.client import RegistryClient
 from reconciler.registry.credentials import Credentials
 from reconciler.registry.errors import RegistryError
 from reconciler.registry.proxy import ProxySettings
 from reconciler.registry.retry import RetryPolicy, TransientError
-from reconciler.registry.reference import is_loopback
 from reconciler.registry.transport import Transport, TransportOptions
-from tests.helpers_clients import FAST_RETRY, assert_same_image, mirror, registries, run
 from tests.harness.forward_proxy import ForwardProxy
 from tests.harness.rawserver import Connection, RawServer, keep_answering
 from tests.harness.registry import PROXIED_NAME
+from tests.helpers_clients import FAST_RETRY, assert_same_image, mirror, registries, run
 
 def transport(server: RawServer, **options) -> Transport:
     options.setdefault("retry", FAST_RETRY)

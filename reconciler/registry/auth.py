@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 import attrs
 import httpx
 
-from reconciler.registry import limits
+from reconciler.oci import limits
 from reconciler.registry.credentials import Credentials, CredentialSource, basic_authorization
 from reconciler.registry.errors import RegistryError
 from reconciler.registry.retry import TransientError, worth_retrying

@@ -16,15 +16,17 @@ from collections.abc import AsyncIterator, Callable
 import attrs
 import httpx
 
-from reconciler.registry import limits, mediatypes, ratelimit
+from reconciler.oci import limits, mediatypes
+from reconciler.oci.digest import Digest, DigestMismatch, InvalidDigest
+from reconciler.oci.errors import OCIError
+from reconciler.oci.manifest import Descriptor, InvalidManifest, Manifest, parse
+from reconciler.oci.reference import Reference, Repository
+from reconciler.registry import ratelimit
 from reconciler.registry.auth import Authenticator, repository_scope
 from reconciler.registry.credentials import CredentialLookup, CredentialSource, places_searched
-from reconciler.registry.digest import Digest, DigestMismatch, InvalidDigest
 from reconciler.registry.errors import ErrorBody, PullLimitReached, RegistryError, ResponseError
 from reconciler.registry.limiter import AdaptiveLimit, lending_slot
-from reconciler.registry.manifest import Descriptor, InvalidManifest, Manifest, parse
 from reconciler.registry.origin import follow, origin, same_origin
-from reconciler.registry.reference import Reference, Repository
 from reconciler.registry.retry import MAX_RETRY_AFTER, retry_after, retrying, worth_retrying
 from reconciler.registry.transport import Transport, TransportOptions, read_body, with_query
 
@@ -178,7 +180,7 @@ class RegistryClient:
             if not response.is_closed:
                 await read_body(response, None, f"{self.host}/{path}: {what}")
             body = response.content
-        except (httpx.StreamError, httpx.TransportError, RegistryError):
+        except (httpx.StreamError, httpx.TransportError, OCIError):
             body = b""
         error_body = ErrorBody.parse(body, response.reason_phrase)
         message = error_body.message

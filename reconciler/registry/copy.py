@@ -13,12 +13,13 @@ from collections.abc import AsyncIterator, Callable
 
 import attrs
 
+from reconciler.oci.digest import Digest
+from reconciler.oci.errors import OCIError
+from reconciler.oci.manifest import Descriptor, Manifest
+from reconciler.oci.platforms import PlatformSubset
+from reconciler.oci.reference import Repository
 from reconciler.registry.client import BlobTransfer, Registries, RegistryClient
-from reconciler.registry.digest import Digest
 from reconciler.registry.errors import RegistryError
-from reconciler.registry.manifest import Descriptor, Manifest
-from reconciler.registry.platforms import PlatformSubset
-from reconciler.registry.reference import Repository
 from reconciler.registry.retry import retrying
 
 
@@ -29,7 +30,7 @@ _WRITING = "writing the target"
 class BlobTransferFailed(RegistryError):
     """A blob transfer that failed, naming the side: reading the source or writing the target."""
 
-    def __init__(self, side: str, error: RegistryError) -> None:
+    def __init__(self, side: str, error: OCIError) -> None:
         super().__init__(f"{side}: {error}")
         self.transient = error.transient
         self.retry_after = error.retry_after
@@ -152,7 +153,7 @@ class Copier:
             first_task, mount_from = first
             try:
                 await asyncio.shield(first_task)
-            except RegistryError:
+            except OCIError:
                 mount_from = same_registry
         await self._transfer(source, source_path, target, target_path, blob, mount_from)
 
@@ -165,7 +166,7 @@ class Copier:
             async with contextlib.AsyncExitStack() as stack:
                 try:
                     chunks = await stack.enter_async_context(source.open_blob(source_path, blob))
-                except RegistryError as error:
+                except OCIError as error:
                     raise BlobTransferFailed(_READING, error) from None
                 yield self._from_source(chunks)
 
@@ -180,7 +181,7 @@ class Copier:
                 )
             except BlobTransferFailed:
                 raise
-            except RegistryError as error:
+            except OCIError as error:
                 raise BlobTransferFailed(_WRITING, error) from None
         if result is BlobTransfer.MOUNTED and mount_from == target_path:
             self.stats.blobs_present += 1
@@ -197,7 +198,7 @@ class Copier:
                 if self._on_bytes:
                     self._on_bytes(len(chunk))
                 yield chunk
-        except RegistryError as error:
+        except OCIError as error:
             raise BlobTransferFailed(_READING, error) from None
 
 

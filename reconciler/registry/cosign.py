@@ -23,13 +23,13 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from reconciler.registry import limits
+from reconciler.oci import limits
+from reconciler.oci.digest import Digest
+from reconciler.oci.manifest import Descriptor
+from reconciler.oci.referrer import FoundBy
 from reconciler.registry.client import NotFound, RegistryClient
-from reconciler.registry.digest import Digest
 from reconciler.registry.errors import RegistryError
 from reconciler.registry.files import read_text
-from reconciler.registry.manifest import Descriptor
-from reconciler.registry.referrers import FoundBy
 
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"

@@ -20,9 +20,9 @@ from typing import Any
 
 import attrs
 
+from reconciler.oci.reference import DOCKER_HUB_ALIASES, DOCKER_HUB
 from reconciler.registry import files
 from reconciler.registry.errors import RegistryError
-from reconciler.registry.reference import DOCKER_HUB_ALIASES, DOCKER_HUB
 
 log = logging.getLogger(__name__)
 

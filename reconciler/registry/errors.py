@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import attrs
 
-from reconciler.registry.limits import parse_json
+from reconciler.oci.errors import OCIError
+from reconciler.oci.limits import parse_json
 from reconciler.registry.ratelimit import PullLimit, deferral
 
 
-class RegistryError(Exception):
-    """A failure the user should read as one line, never as a traceback."""
-
-    # Whether another try might cure it, and when the registry said to come back.
-    transient: bool = False
-    retry_after: float | None = None
+class RegistryError(OCIError):
+    """A failure of the network or of a registry's answer: one line, never a traceback."""
 
 
 class ResponseError(RegistryError):

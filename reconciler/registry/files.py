@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import os
 
-from reconciler.registry import limits
+from reconciler.oci import limits
 
 MAX_BYTES = limits.FILE_BYTES
 """None of these files comes near this; /dev/zero or a misnamed disk image must not fill the memory."""

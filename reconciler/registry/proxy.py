@@ -15,9 +15,9 @@ from collections.abc import Mapping
 
 import attrs
 
-from reconciler.registry.errors import RegistryError
+from reconciler.oci.reference import host_port, is_loopback
 from reconciler.registry.credentials import basic_authorization
-from reconciler.registry.reference import host_port, is_loopback
+from reconciler.registry.errors import RegistryError
 
 
 class InvalidProxy(RegistryError):

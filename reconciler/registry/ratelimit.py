@@ -12,7 +12,7 @@ from __future__ import annotations
 import attrs
 import httpx
 
-from reconciler.registry.limits import header_number
+from reconciler.oci.limits import header_number
 
 DOCKER_HUB_HOSTS = frozenset({"registry-1.docker.io", "docker.io", "index.docker.io"})
 YEAR = 365 * 24 * 3600

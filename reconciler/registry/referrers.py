@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import enum
 import json
 import logging
 from collections.abc import Collection, Sequence
@@ -26,54 +25,19 @@ import attrs
 import cattrs
 
 from reconciler.bounded import map_bounded
-from reconciler.registry import limits, mediatypes
+from reconciler.oci import limits, mediatypes
+from reconciler.oci.digest import Digest, InvalidDigest
+from reconciler.oci.manifest import Manifest
+from reconciler.oci.referrer import COSIGN_ARTIFACT_TYPES, FoundBy, Referrer
 from reconciler.registry.client import NotFound
-from reconciler.registry.digest import Digest, InvalidDigest
 from reconciler.registry.errors import RegistryError
-from reconciler.registry.manifest import Manifest
 
 if TYPE_CHECKING:
     from reconciler.registry.client import Registries, RegistryClient
     from reconciler.registry.copy import Copier
-    from reconciler.registry.reference import Repository
+    from reconciler.oci.reference import Repository
 
 log = logging.getLogger("reconciler.registry")
-
-
-class FoundBy(enum.Enum):
-    """How a referrer was found, which is also how it is written where the target lacks the API."""
-
-    API = "referrers-api"
-    INDEX_TAG = "referrers-tag"
-    COSIGN_SIGNATURE = "cosign-sig"
-    COSIGN_ATTESTATION = "cosign-att"
-    COSIGN_SBOM = "cosign-sbom"
-
-    def tag(self, subject: Digest) -> str | None:
-        """The tag that holds it (cosign) or lists it (the spec's fallback), for ``subject``."""
-        base = f"{subject.algorithm}-{subject.hex}"
-        suffix = _COSIGN_SUFFIXES.get(self)
-        if suffix is not None:
-            return f"{base}.{suffix}"
-        return base if self is FoundBy.INDEX_TAG else None
-
-
-_COSIGN_SUFFIXES = {FoundBy.COSIGN_SIGNATURE: "sig", FoundBy.COSIGN_ATTESTATION: "att", FoundBy.COSIGN_SBOM: "sbom"}
-COSIGN_ARTIFACT_TYPES = {
-    FoundBy.COSIGN_SIGNATURE: "application/vnd.dev.cosign.artifact.sig.v1+json",
-    FoundBy.COSIGN_ATTESTATION: "application/vnd.dev.cosign.artifact.att.v1+json",
-    FoundBy.COSIGN_SBOM: "application/vnd.dev.cosign.artifact.sbom.v1+json",
-}
-"""Cosign's tags carry no artifact type; these are the ones cosign gives the same kinds in OCI 1.1 mode."""
-
-
-@attrs.frozen
-class Referrer:
-    subject: Digest
-    digest: Digest
-    media_type: str
-    artifact_type: str | None
-    found_by: FoundBy
 
 
 @attrs.frozen

@@ -20,8 +20,8 @@ from typing import TypeVar
 import attrs
 import httpx
 
+from reconciler.oci.limits import header_number
 from reconciler.registry.errors import RegistryError
-from reconciler.registry.limits import header_number
 from reconciler.registry.ratelimit import spent
 
 log = logging.getLogger("reconciler.registry")

@@ -22,13 +22,14 @@ from typing import Any
 import attrs
 import httpx
 
-from reconciler.registry import files, limits
+from reconciler.oci import limits
+from reconciler.registry import files
 from reconciler.registry.engine import AiohttpTransport, NameNotResolved, ProxyAuthenticationRequired, TLSFailure
 from reconciler.registry.errors import RegistryError
 from reconciler.registry.limiter import AdaptiveLimit, Slot
 from reconciler.registry.origin import follow, same_origin
 from reconciler.registry.proxy import DIRECT, ProxySettings
-from reconciler.registry.reference import hostname, is_loopback
+from reconciler.oci.reference import hostname, is_loopback
 from reconciler.registry.retry import (
     RetryPolicy, TransientError, retry_after, retrying, worth_retrying,
 )

@@ -9,10 +9,10 @@ from __future__ import annotations
 import attrs
 import cattrs
 
-from reconciler.registry import mediatypes
-from reconciler.registry.digest import Digest, InvalidDigest
-from reconciler.registry.errors import RegistryError
-from reconciler.registry.limits import parse_json
+from reconciler.oci import mediatypes
+from reconciler.oci.digest import Digest, InvalidDigest
+from reconciler.oci.errors import OCIError
+from reconciler.oci.limits import parse_json
 
 _NON_DISTRIBUTABLE = frozenset({
     "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
@@ -22,7 +22,7 @@ _NON_DISTRIBUTABLE = frozenset({
 })
 
 
-class InvalidManifest(RegistryError):
+class InvalidManifest(OCIError):
     """Manifest bytes that do not say what they claim to be."""
 
 

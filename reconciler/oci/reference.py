@@ -11,8 +11,8 @@ import re
 
 import attrs
 
-from reconciler.registry.digest import Digest, InvalidDigest
-from reconciler.registry.errors import RegistryError
+from reconciler.oci.digest import Digest, InvalidDigest
+from reconciler.oci.errors import OCIError
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API_HOST = "registry-1.docker.io"
@@ -27,7 +27,7 @@ _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")  # ASCII only, as the di
 _MAX_NAME_LENGTH = 255
 
 
-class InvalidReference(RegistryError, ValueError):
+class InvalidReference(OCIError, ValueError):
     """A string that is not a valid image reference; the message says why."""
 
 

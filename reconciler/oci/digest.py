@@ -7,17 +7,17 @@ import re
 
 import attrs
 
-from reconciler.registry.errors import RegistryError
+from reconciler.oci.errors import OCIError
 
 _ALGORITHMS = {"sha256": 64, "sha512": 128}
 _DIGEST = re.compile(r"([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)")
 
 
-class InvalidDigest(RegistryError, ValueError):
+class InvalidDigest(OCIError, ValueError):
     """A string that is not a supported content digest."""
 
 
-class DigestMismatch(RegistryError):
+class DigestMismatch(OCIError):
     """Bytes whose hash is not the digest they were fetched or pushed as."""
 
     def __init__(self, expected: Digest, actual: Digest, what: str) -> None:

@@ -32,17 +32,17 @@ from collections.abc import Sequence
 
 import attrs
 
-from reconciler.registry import limits
-from reconciler.registry.digest import Digest
-from reconciler.registry.errors import RegistryError
-from reconciler.registry.manifest import Descriptor, Manifest, Platform
+from reconciler.oci import limits
+from reconciler.oci.digest import Digest
+from reconciler.oci.errors import OCIError
+from reconciler.oci.manifest import Descriptor, Manifest, Platform
 
 _REFERENCE_TYPE = "vnd.docker.reference.type"
 _REFERENCE_DIGEST = "vnd.docker.reference.digest"
 _ATTESTATION = "attestation-manifest"
 
 
-class PlatformSubsetRefused(RegistryError):
+class PlatformSubsetRefused(OCIError):
     """The subset cannot be made from this manifest: it is no index, or lacks a platform."""
 
 
