@@ -40,7 +40,6 @@ import json
 import os
 import re
 import signal
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path

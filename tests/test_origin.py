@@ -79,7 +79,7 @@ def requiring_basic(answer):
 
 async def recording(connection: Connection) -> None:
     """The other origin: it answers everything, so that only what reached it decides a test."""
-    while (request := await connection.read_request()) is not None:
+    while await connection.read_request() is not None:
         await connection.answer(200, json.dumps({"name": "app", "tags": ["9.9.9"], "manifests": []}).encode(),
                                 {"Content-Type": "application/json", "Docker-Content-Digest": ""})
 
@@ -120,7 +120,7 @@ def test_an_upload_session_on_another_origin_gets_no_credentials():
     descriptor = Descriptor(mediatypes.OCI_MANIFEST, Digest.of(data), len(data))
 
     async def uploads(connection: Connection) -> None:
-        while (request := await connection.read_request()) is not None:
+        while await connection.read_request() is not None:
             await connection.answer(201, b"", {"Docker-Content-Digest": str(descriptor.digest)})
 
     async def main():
