@@ -23,7 +23,8 @@ from reconciler.oci.errors import OCIError
 from reconciler.oci.manifest import Manifest
 from reconciler.oci.platforms import SubsetChanged
 from reconciler.oci.reference import Reference
-from reconciler.plan import Action, Plan, PlannedImage, first_difference, lock_digest, plan_image
+from reconciler.plan import Action, Plan, PlannedImage, lock_digest, plan_image
+from reconciler.planfile import first_difference
 from reconciler.pulls import PullBudgets
 from reconciler.registry.client import Registries
 from reconciler.registry.copy import Copier, CopyStats

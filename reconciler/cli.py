@@ -28,7 +28,7 @@ from typer._click.exceptions import NoArgsIsHelpError, UsageError  # click, as t
 
 from reconciler.oci.errors import OCIError
 from reconciler import config as config_file
-from reconciler import documents, lockfile, render, workflow
+from reconciler import documents, lockfile, planfile, render, workflow
 from reconciler import plan as plan_module
 from reconciler import verify as verify_module
 from reconciler import apply as apply_module
@@ -394,8 +394,8 @@ def plan(
 
     result = _run(work)
     if out is not None:
-        documents.write_atomic(out, plan_module.to_json(result))
-    _print_as(output_format, json_text=plan_module.to_json(result), markdown=render.plan_markdown(result),
+        planfile.save(out, result)
+    _print_as(output_format, json_text=render.plan_json(result), markdown=render.plan_markdown(result),
               text=render.plan_text(result, verbose=verbose))
     if out is not None:
         stderr.print(f"Saved the plan to {out}; apply it with `image-syncer apply {out}`.", markup=False)
@@ -418,7 +418,7 @@ def apply(
 ) -> None:
     """Copy exactly the locked digests; refuse any target tag that holds something else."""
     loaded = _load_config(images_file)
-    saved = plan_module.load(plan_file) if plan_file is not None else None
+    saved = planfile.load(plan_file) if plan_file is not None else None
     interruption = Interruption()
 
     async def work() -> Report:

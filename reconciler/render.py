@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
+from reconciler import planfile
 from reconciler.apply import Outcome, Report
 from reconciler.oci.reference import Reference
 from reconciler.plan import Action, Plan, PlannedImage
@@ -119,6 +120,11 @@ def plan_text(plan: Plan, verbose: bool = False) -> Text:
         text.append(f"{line}\n", style="yellow" if short else "")
     text.append(_summary_line(plan), style="bold")
     return text
+
+
+def plan_json(plan: Plan) -> str:
+    """The saved plan's format itself (planfile.py): what you review is what applies."""
+    return planfile.dumps(plan)
 
 
 PLAN_MARKER = "<!-- image-syncer plan -->"
