@@ -10,7 +10,7 @@ import sys
 
 def main() -> None:
     try:
-        from reconciler.errors import note_signals
+        from reconciler.runtime import note_signals
 
         note_signals()  # before the CLI's imports, which take most of the start-up
         from reconciler import cli
@@ -19,7 +19,8 @@ def main() -> None:
     except KeyboardInterrupt:
         status = _interrupted(signal.SIGINT)
     except BaseException as error:
-        from reconciler.errors import internal_error, stop_in
+        from reconciler.errors import internal_error
+        from reconciler.runtime import stop_in
 
         stop = stop_in(error)
         if stop is not None:  # a SIGINT or SIGTERM, maybe wrapped by an import it interrupted

@@ -6,7 +6,6 @@ import asyncio
 import enum
 import functools
 import json
-import signal
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from types import MappingProxyType
@@ -17,7 +16,7 @@ import attrs
 from reconciler import documents
 from reconciler.bounded import bugs_fail_this_image, images_at_once, map_bounded
 from reconciler.config import DesiredImage
-from reconciler.errors import Interrupted, first_and_count
+from reconciler.errors import first_and_count
 from reconciler.lockfile import LockedImage, Lockfile
 from reconciler.oci.errors import OCIError
 from reconciler.oci.manifest import Manifest
@@ -31,9 +30,9 @@ from reconciler.registry.copy import Copier, CopyStats
 from reconciler.registry.errors import PullLimitReached, RegistryError, ResponseError
 from reconciler.registry.referrers import ReferrerRefused, ReferrerWriter
 from reconciler.resolve import SourceUnusable, check_signature
+from reconciler.runtime import Interrupted, Interruption
 from reconciler.shard import Shard, lock_part
 
-T = TypeVar("T")
 Pinned = TypeVar("Pinned", LockedImage, PlannedImage)
 
 
@@ -105,51 +104,6 @@ def to_json(report: Report) -> str:
     document = _ReportDocument(version=REPORT_VERSION, images=report.images, summary=summary, stats=report.stats,
                                seconds=round(report.seconds, 3))
     return json.dumps(_converter.unstructure(document), indent=2) + "\n"
-
-
-class Interruption:
-    """A stop asked for by a signal (CI cancelling a job, Ctrl-C).
-
-    After it no image starts, and whatever an image is reading or copying is abandoned at
-    once, before its tag; only a tag push already sent is given time to finish (the
-    request timeout), so every tag is either the locked content or untouched, and the
-    report says which images were not done.
-    """
-
-    def __init__(self) -> None:
-        self.signal: signal.Signals | None = None
-        self._requested = asyncio.Event()
-
-    def request(self, signum: int) -> None:
-        if self.signal is None:
-            self.signal = signal.Signals(signum)
-        self._requested.set()
-
-    @property
-    def requested(self) -> bool:
-        return self._requested.is_set()
-
-    async def run(self, work: Coroutine[Any, Any, T], stopped: str, grace: float = 0.0) -> T:
-        """``work``'s result. Once a stop is requested, ``work`` is not begun, or is given
-        ``grace`` seconds more (a tag push already sent, so that the report can say whether
-        the tag was pushed) and then abandoned: Interrupted(``stopped``)."""
-        if self.requested:
-            work.close()
-            raise Interrupted(stopped)
-        task = asyncio.ensure_future(work)
-        stop = asyncio.ensure_future(self._requested.wait())
-        try:
-            await asyncio.wait((task, stop), return_when=asyncio.FIRST_COMPLETED)
-            if not task.done() and grace:
-                await asyncio.wait((task,), timeout=grace)
-        finally:
-            stop.cancel()
-            if not task.done():
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-        if task.cancelled():
-            raise Interrupted(stopped)
-        return task.result()
 
 
 class StalePlan(RegistryError):

@@ -8,9 +8,10 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import TypeVar
 
-from reconciler.errors import InputError, Interrupted, internal_error
+from reconciler.errors import InputError, internal_error
 from reconciler.oci.errors import OCIError
 from reconciler.registry.errors import RegistryError
+from reconciler.runtime import Interrupted
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")

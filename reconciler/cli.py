@@ -8,7 +8,6 @@ turns anything unexpected into one line).
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import functools
 import importlib.metadata
@@ -16,9 +15,9 @@ import inspect
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -28,22 +27,21 @@ from typer._click.exceptions import NoArgsIsHelpError, UsageError  # click, as t
 
 from reconciler.oci.errors import OCIError
 from reconciler import config as config_file
-from reconciler import documents, lockfile, planfile, render, workflow
+from reconciler import documents, lockfile, planfile, render, runtime, workflow
 from reconciler import plan as plan_module
 from reconciler import verify as verify_module
 from reconciler import apply as apply_module
-from reconciler.apply import Interruption, Report
-from reconciler.errors import (InputError, Interrupted, Stopped, handled_signals, note_signals, one_line,
-                               stop_if_signalled)
+from reconciler.apply import Report
+from reconciler.errors import InputError, one_line
 from reconciler.progress import apply_progress
 from reconciler.registry import credentials
 from reconciler.registry.proxy import ProxySettings
 from reconciler.registry.retry import RetryPolicy
 from reconciler.registry.transport import TransportOptions, tls_trust
+from reconciler.runtime import Interruption, Stopped, note_signals, stop_if_signalled
 from reconciler.session import SessionOptions, open_registries
 from reconciler.shard import Shard
 
-T = TypeVar("T")
 INTERRUPTED = 130
 
 app = typer.Typer(
@@ -221,60 +219,6 @@ def registry_command(command: Callable[..., None]) -> Callable[..., None]:
     return with_session
 
 
-def _run(work: Callable[[], Awaitable[T]], interruption: Interruption | None = None) -> T:
-    """Run a coroutine; what asyncio reports of tasks nobody awaited goes to the debug log, never the user.
-
-    SIGINT and SIGTERM (how CI cancels a job) stop the work: with an ``interruption``
-    the first one asks it to wind down (apply: every read abandoned at once, no new image,
-    no tag on an incomplete one, only a tag push already sent seen through, then the
-    report; Interrupted when it stopped before there was one), a second one, or any
-    without, cancels it at once. The loop's handlers are in place before the loop runs
-    anything: Python's own handler would raise inside whatever callback was running, and
-    asyncio hands such an exception to its exception handler, so the signal would be
-    lost. Outside the loop a signal is noted (``errors.note_signals``) and stops the
-    command here, or once the command is done.
-    """
-    received: list[int] = []
-    running: list[asyncio.Task[T]] = []
-
-    def on_signal(signum: int) -> None:
-        received.append(signum)
-        if interruption is not None and len(received) == 1:
-            interruption.request(signum)
-        elif running:
-            running[0].cancel()
-
-    async def guarded() -> T:
-        running.append(asyncio.current_task())
-        try:
-            stop_if_signalled()  # noted before the loop's handlers were in place
-            if received and (interruption is None or len(received) > 1):
-                raise asyncio.CancelledError  # a signal came before the work began
-            return await work()
-        except (asyncio.CancelledError, Interrupted):
-            if received:
-                raise Stopped(received[0]) from None
-            raise
-
-    stop_if_signalled()
-    handled = handled_signals()
-    with asyncio.Runner() as runner:
-        loop = runner.get_loop()
-        loop.set_exception_handler(_log_unawaited_failure)
-        for signum in handled:
-            loop.add_signal_handler(signum, on_signal, signum)
-        try:
-            return runner.run(guarded())
-        finally:
-            for signum in handled:
-                loop.remove_signal_handler(signum)
-            note_signals()  # removing the loop's handlers restored Python's defaults
-
-
-def _log_unawaited_failure(_: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-    logging.getLogger("reconciler").debug("asyncio: %s", context["message"], exc_info=context.get("exception"))
-
-
 def _to_step_summary(markdown: str) -> None:
     """In GitHub Actions, what is appended to $GITHUB_STEP_SUMMARY shows on the run's page."""
     path = os.environ.get("GITHUB_STEP_SUMMARY")
@@ -352,7 +296,7 @@ def lock(
                 registries, loaded, lock_path, upgrade_all=upgrade and not names, upgrade_names=names or ()
             )
 
-    result = _run(work)
+    result = runtime.run(work)
     if result.errors:
         for line in result.errors:
             _print_error(str(line))
@@ -392,7 +336,7 @@ def plan(
         async with open_registries(session, _targets(loaded)) as registries:
             return await workflow.plan(registries, loaded, _lock_path(images_file, lock_file), shard)
 
-    result = _run(work)
+    result = runtime.run(work)
     if out is not None:
         planfile.save(out, result)
     _print_as(output_format, json_text=render.plan_json(result), markdown=render.plan_markdown(result),
@@ -430,7 +374,7 @@ def apply(
                 )
             return report
 
-    report = _run(work, interruption)
+    report = runtime.run(work, interruption)
     _print_as(output_format, json_text=apply_module.to_json(report), markdown=render.report_markdown(report),
               text=render.report_text(report))
     if interruption.signal is not None:
@@ -456,7 +400,7 @@ def verify(
         async with open_registries(session, _targets(loaded)) as registries:
             return await workflow.verify(registries, loaded, _lock_path(images_file, lock_file), shard)
 
-    result = _run(work)
+    result = runtime.run(work)
     _print_as(output_format, json_text=verify_module.to_json(result), markdown=render.verify_markdown(result),
               text=render.verify_text(result))
     if not result.ok:
@@ -498,7 +442,7 @@ def sync(
             with apply_progress(stderr) as observer:
                 return await workflow.sync(registries, loaded, dry, observer=observer, interruption=interruption)
 
-    result = _run(work, interruption)
+    result = runtime.run(work, interruption)
     for image in result.images:
         line = f"{image.source.as_written} ({image.digest or 'unresolved'}) -> {image.target}: {image.status.value}"
         if image.message:

@@ -13,7 +13,7 @@ from pathlib import Path
 import attrs
 
 from reconciler import documents, lockfile, tagwriters
-from reconciler.apply import ApplyObserver, Interruption, Outcome, Report, apply_plan, check_fresh, plan_and_apply
+from reconciler.apply import ApplyObserver, Outcome, Report, apply_plan, check_fresh, plan_and_apply
 from reconciler.config import Config
 from reconciler.errors import InputError, first_and_count
 from reconciler.lockfile import Lockfile
@@ -22,6 +22,7 @@ from reconciler.plan import Action, Plan, PlannedImage, make_plan
 from reconciler.registry import files
 from reconciler.registry.client import Registries
 from reconciler.resolve import TagListings, resolve_all, select_tags
+from reconciler.runtime import Interruption
 from reconciler.shard import Shard, lock_part
 from reconciler.verify import Verification, verify_lock
 

@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from reconciler import config, workflow
-from reconciler.apply import Interruption, Outcome, apply_plan
+from reconciler.apply import Outcome, apply_plan
+from reconciler.runtime import Interruption
 from tests.helpers_clients import registries, run
 from tests.harness.rawhttp import RawRegistry
 from tests.harness.skopeo import SkopeoError, skopeo_inspect_raw
