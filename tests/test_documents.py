@@ -321,32 +321,43 @@ while True:
 """
 
 
+def size_of_temporary(directory: Path) -> int:
+    """How much of the new text the live writer's temporary holds; -1 when it has none."""
+    for name in temporaries(directory):
+        try:
+            return (directory / name).stat().st_size
+        except FileNotFoundError:
+            pass  # renamed just now
+    return -1
+
+
 def test_a_writer_killed_at_any_moment_leaves_the_old_file_or_the_new_and_the_next_write_cleans_up(tmp_path):
-    """SIGKILL runs no handler: only the rename makes a new text visible, and only whole."""
+    """SIGKILL runs no handler: only the rename makes a new text visible, and only whole.
+    Each writer is killed once its temporary holds a seeded number of bytes (the write may
+    already be past it, or renamed), or after a few whole writes if the poll never saw one."""
     seed = random.randrange(2**32)
     generator = random.Random(seed)
     size = 1 << 20
     path = tmp_path / "images.lock"
-    for attempt in range(4):
+    for attempt in range(6):
+        cut_at = generator.randrange(size)
         writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(size)], cwd=REPO_ROOT,
                                   stdout=subprocess.PIPE, text=True)
         try:
             assert writer.stdout.readline() == "written\n"
-            writes_before_kill = generator.randrange(1, 30)
-            for _ in range(writes_before_kill):  # wait for some renames: the file's inode changes each time
-                seen = path.stat().st_ino
-                while path.stat().st_ino == seen and writer.poll() is None:
-                    pass
+            renamed, inode = 0, path.stat().st_ino
+            while writer.poll() is None and size_of_temporary(tmp_path) < cut_at and renamed < 3:
+                renamed += inode != (inode := path.stat().st_ino)  # missed it: kill after a few writes anyway
         finally:
             writer.send_signal(signal.SIGKILL)
             writer.wait()
             writer.stdout.close()
-        text = path.read_text()
-        assert text in ("A" * size, "B" * size), f"seed {seed}, attempt {attempt}: a partial file"
+        where = f"seed {seed}, attempt {attempt}, killed at {cut_at} bytes"
+        assert path.read_text() in ("A" * size, "B" * size), f"{where}: a partial file"
 
         documents.write_atomic(path, "after\n")
-        assert temporaries(tmp_path) == [], f"seed {seed}, attempt {attempt}"
-        assert path.read_text() == "after\n"
+        assert temporaries(tmp_path) == [], where
+        assert path.read_text() == "after\n", where
 
 
 def test_check_writable_refuses_a_directory_and_a_missing_parent(tmp_path):
