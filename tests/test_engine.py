@@ -167,21 +167,22 @@ def test_a_body_closed_before_its_end_closes_its_connection_unread():
     async def main():
         async with engine_to(script) as (server, transport):
             response = await transport.handle_async_request(request(server, path="/v2/big"))
-            async for chunk in response.stream:
-                assert chunk
-                break
+            chunks = response.stream.__aiter__()  # held, so only aclose (not its finalizer) may close it
+            assert await chunks.__anext__()
             await response.aclose()
             for _ in range(100):
                 if closed:
                     break
                 await asyncio.sleep(0.05)
+            closed_while_open = list(closed)  # before the transport's own close would close it anyway
             small = await transport.handle_async_request(request(server, path="/v2/small"))
             body = b"".join([chunk async for chunk in small.stream])
             await small.aclose()
-            return server, body
+            del chunks
+            return server, body, closed_while_open
 
-    server, body = run(main())
-    assert closed == [True]
+    server, body, closed_while_open = run(main())
+    assert closed_while_open == [True]
     assert body == b"small"
     assert server.connections == 2
 
@@ -297,6 +298,27 @@ def test_an_upload_slower_than_the_write_timeout_in_total_but_never_stalled_comp
     server, status = run(main())
     assert status == 200
     assert server.requests[0].body == b"x" * (chunks * 1000)
+
+
+def test_a_registry_slow_to_answer_once_the_whole_body_is_sent_is_no_write_stall():
+    """Verifying a pushed layer takes the registry a while; that wait is a read, bounded by the read timeout."""
+    async def verifies_slowly(connection: Connection) -> None:
+        await connection.read_request()
+        await asyncio.sleep(1.0)
+        await connection.answer(201)
+
+    async def one_chunk() -> AsyncIterator[bytes]:
+        yield b"layer"
+
+    async def main():
+        async with engine_to(verifies_slowly) as (server, transport):
+            upload = request(server, "PUT", content=one_chunk(), headers={"Content-Length": "5"},
+                             timeout={"connect": 5.0, "read": 30.0, "write": 0.2})
+            response = await transport.handle_async_request(upload)
+            await response.aclose()
+            return response.status_code
+
+    assert run(main()) == 201
 
 
 def test_an_error_raised_by_our_request_body_reaches_the_caller_as_itself():
