@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import functools
-import json
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from types import MappingProxyType
@@ -13,7 +12,6 @@ from typing import Any, Protocol, TypeVar
 
 import attrs
 
-from reconciler import documents
 from reconciler.bounded import bugs_fail_this_image, images_at_once, map_bounded
 from reconciler.config import DesiredImage
 from reconciler.errors import first_and_count
@@ -68,42 +66,6 @@ class Report:
 
     def count(self, outcome: Outcome) -> int:
         return sum(image.outcome is outcome for image in self.images)
-
-
-REPORT_VERSION = 1
-
-
-@attrs.frozen
-class ReportSummary:
-    copied: int
-    unchanged: int
-    refused: int
-    failed: int
-    deferred: int
-    interrupted: int
-
-
-@attrs.frozen(kw_only=True)
-class _ReportDocument:
-    """What ``apply --format json`` prints (schemas/report.schema.json)."""
-
-    version: int
-    images: tuple[AppliedImage, ...]
-    summary: ReportSummary
-    stats: CopyStats
-    seconds: float
-
-
-_converter = documents.converter()
-_converter.register_unstructure_hook(Outcome, lambda outcome: outcome.value)
-
-
-def to_json(report: Report) -> str:
-    summary = ReportSummary(*(report.count(outcome) for outcome in (
-        Outcome.COPIED, Outcome.UNCHANGED, Outcome.REFUSED, Outcome.FAILED, Outcome.DEFERRED, Outcome.INTERRUPTED)))
-    document = _ReportDocument(version=REPORT_VERSION, images=report.images, summary=summary, stats=report.stats,
-                               seconds=round(report.seconds, 3))
-    return json.dumps(_converter.unstructure(document), indent=2) + "\n"
 
 
 class StalePlan(RegistryError):

@@ -30,7 +30,6 @@ from reconciler import config as config_file
 from reconciler import documents, lockfile, planfile, render, runtime, workflow
 from reconciler import plan as plan_module
 from reconciler import verify as verify_module
-from reconciler import apply as apply_module
 from reconciler.apply import Report
 from reconciler.errors import InputError, one_line
 from reconciler.progress import apply_progress
@@ -375,7 +374,7 @@ def apply(
             return report
 
     report = runtime.run(work, interruption)
-    _print_as(output_format, json_text=apply_module.to_json(report), markdown=render.report_markdown(report),
+    _print_as(output_format, json_text=render.report_json(report), markdown=render.report_markdown(report),
               text=render.report_text(report))
     if interruption.signal is not None:
         raise Stopped(interruption.signal)
@@ -401,7 +400,7 @@ def verify(
             return await workflow.verify(registries, loaded, _lock_path(images_file, lock_file), shard)
 
     result = runtime.run(work)
-    _print_as(output_format, json_text=verify_module.to_json(result), markdown=render.verify_markdown(result),
+    _print_as(output_format, json_text=render.verify_json(result), markdown=render.verify_markdown(result),
               text=render.verify_text(result))
     if not result.ok:
         raise typer.Exit(1)

@@ -127,6 +127,7 @@ class Plan:
 
 
 _pins = documents.converter()
+"""Not the lock file's own converter: the digest of the same pins must stay what saved plans hold."""
 
 
 def lock_digest(lock: Lockfile) -> str:

@@ -1,15 +1,21 @@
-"""Plans and reports as text for a terminal, markdown for a pull request, JSON for machines."""
+"""Plans, apply reports and verifications as text for a terminal, markdown for a pull request
+and JSON for machines (schemas/: the plan's is the saved plan's format, planfile.py)."""
 
 from __future__ import annotations
 
+import json
+
+import attrs
 from rich.text import Text
 
-from reconciler import planfile
-from reconciler.apply import Outcome, Report
+from reconciler import documents, planfile
+from reconciler.apply import AppliedImage, Outcome, Report
 from reconciler.oci.reference import Reference
 from reconciler.plan import Action, Plan, PlannedImage
+from reconciler.registry.copy import CopyStats
 from reconciler.registry.ratelimit import registry_name
-from reconciler.verify import Status, Verification
+from reconciler.shard import Shard
+from reconciler.verify import Status, VerifiedImage, Verification, VerifySummary
 
 _SYMBOLS = {
     Action.CREATE: ("+", "green"),
@@ -120,11 +126,6 @@ def plan_text(plan: Plan, verbose: bool = False) -> Text:
         text.append(f"{line}\n", style="yellow" if short else "")
     text.append(_summary_line(plan), style="bold")
     return text
-
-
-def plan_json(plan: Plan) -> str:
-    """The saved plan's format itself (planfile.py): what you review is what applies."""
-    return planfile.dumps(plan)
 
 
 PLAN_MARKER = "<!-- image-syncer plan -->"
@@ -299,3 +300,64 @@ def verify_markdown(verification: Verification) -> str:
           image.message or "") for image in problems],
         f"{len(intact)} intact", [(image.target, image.digest) for image in intact],
     )
+
+
+def plan_json(plan: Plan) -> str:
+    """The saved plan's format itself (planfile.py): what you review is what applies."""
+    return planfile.dumps(plan)
+
+
+REPORT_VERSION = 1
+
+
+@attrs.frozen
+class _ReportSummary:
+    copied: int
+    unchanged: int
+    refused: int
+    failed: int
+    deferred: int
+    interrupted: int
+
+
+@attrs.frozen(kw_only=True)
+class _ReportDocument:
+    """What ``apply --format json`` prints (schemas/report.schema.json)."""
+
+    version: int
+    images: tuple[AppliedImage, ...]
+    summary: _ReportSummary
+    stats: CopyStats
+    seconds: float
+
+
+@attrs.frozen(kw_only=True)
+class _VerifyDocument:
+    """What ``verify --format json`` prints (schemas/verify.schema.json)."""
+
+    version: int
+    shard: Shard | None
+    images: tuple[VerifiedImage, ...]
+    summary: VerifySummary
+
+
+_converter = documents.converter()
+_converter.register_unstructure_hook(Outcome, lambda outcome: outcome.value)
+_converter.register_unstructure_hook(Status, lambda status: status.value)
+_converter.register_unstructure_hook(Shard, str)
+
+
+def _json(document: object) -> str:
+    return json.dumps(_converter.unstructure(document), indent=2) + "\n"
+
+
+def report_json(report: Report) -> str:
+    summary = _ReportSummary(*(report.count(outcome) for outcome in (
+        Outcome.COPIED, Outcome.UNCHANGED, Outcome.REFUSED, Outcome.FAILED, Outcome.DEFERRED, Outcome.INTERRUPTED)))
+    return _json(_ReportDocument(version=REPORT_VERSION, images=report.images, summary=summary, stats=report.stats,
+                                 seconds=round(report.seconds, 3)))
+
+
+def verify_json(verification: Verification) -> str:
+    return _json(_VerifyDocument(version=verification.version, shard=verification.shard,
+                                 images=verification.images, summary=verification.summary))

@@ -7,11 +7,9 @@ target tag, nothing asked of any source, nothing written.
 from __future__ import annotations
 
 import enum
-import json
 
 import attrs
 
-from reconciler import documents
 from reconciler.bounded import bugs_fail_this_image, images_at_once, map_bounded
 from reconciler.lockfile import LockedImage, Lockfile
 from reconciler.oci.digest import Digest
@@ -96,22 +94,3 @@ def _verdict(locked: LockedImage, held: Digest | None) -> VerifiedImage:
     elif held != locked.pushed_digest:
         status, message = Status.CHANGED, f"target tag holds {held}, not the locked {locked.pushed_digest}"
     return VerifiedImage(locked.source, locked.target, locked.pushed_digest, status, held, message)
-
-
-@attrs.frozen(kw_only=True)
-class _VerifyDocument:
-    version: int
-    shard: Shard | None
-    images: tuple[VerifiedImage, ...]
-    summary: VerifySummary
-
-
-_converter = documents.converter()
-_converter.register_unstructure_hook(Status, lambda status: status.value)
-_converter.register_unstructure_hook(Shard, str)
-
-
-def to_json(verification: Verification) -> str:
-    document = _VerifyDocument(version=verification.version, shard=verification.shard,
-                               images=verification.images, summary=verification.summary)
-    return json.dumps(_converter.unstructure(document), indent=2) + "\n"

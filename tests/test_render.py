@@ -1,12 +1,18 @@
-"""What people read, over plain values: the plan for review and the report of a run."""
+"""What people and machines read, over plain values: the plan for review, the report of a run and a
+verification, as text, markdown and JSON (the JSON checked against schemas/ here; against real runs in
+test_schemas.py)."""
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 import attrs
+import jsonschema
+import pytest
 
-from reconciler import plan, render
+from reconciler import plan, planfile, render
 from reconciler.apply import AppliedImage, Outcome, Report
 from reconciler.lockfile import LockedImage
 from reconciler.oci import reference
@@ -14,6 +20,8 @@ from reconciler.oci.digest import Digest
 from reconciler.oci.mediatypes import OCI_MANIFEST
 from reconciler.plan import Plan
 from reconciler.registry.copy import CopyStats
+from reconciler.shard import Shard
+from reconciler.verify import Status, VerifiedImage, Verification
 
 LOCKED = Digest.of(b"locked")
 OTHER = Digest.of(b"other")
@@ -80,3 +88,60 @@ def test_report_markdown_lists_problems_before_copies_and_folds_the_unchanged():
     assert [re.search(r"`r\.example/mirror/(\w+:1)`", row)[1] for row in rows] == ["c:1", "a:1", "b:1"]
     assert "HTTP 500" in rows[0]
     assert "<details><summary>1 unchanged</summary>" in markdown
+
+
+REPORT = Report(images=(AppliedImage(locked("a:1").source, locked("a:1").target, str(LOCKED), Outcome.COPIED),
+                        AppliedImage(locked("c:1").source, locked("c:1").target, str(LOCKED), Outcome.DEFERRED,
+                                     "pull limit")),
+                stats=CopyStats(blobs_uploaded=2, bytes_uploaded=1024), seconds=1.23456)
+VERIFICATION = Verification(images=(
+    VerifiedImage(locked("a:1").source, locked("a:1").target, LOCKED, Status.INTACT, LOCKED),
+    VerifiedImage(locked("b:1").source, locked("b:1").target, LOCKED, Status.CHANGED, OTHER, "target tag holds other"),
+), shard=Shard(1, 2))
+
+
+def matches_schema(name: str, text: str) -> object:
+    """The document ``text`` holds, after checking it against schemas/``name``.schema.json."""
+    schema = json.loads((Path(__file__).parent.parent / "schemas" / f"{name}.schema.json").read_text())
+    document = json.loads(text)
+    jsonschema.Draft202012Validator(schema).validate(document)
+    return document
+
+
+@pytest.mark.parametrize(("name", "text"), [
+    ("plan", render.plan_json(PLAN)), ("report", render.report_json(REPORT)), ("verify", render.verify_json(VERIFICATION)),
+])
+def test_every_json_view_matches_its_schema_two_space_indented_and_ends_in_one_newline(name, text):
+    assert text == json.dumps(matches_schema(name, text), indent=2) + "\n"
+
+
+def test_the_plans_json_view_is_the_saved_plan():
+    assert render.plan_json(PLAN) == planfile.dumps(PLAN)
+
+
+def test_report_json_counts_every_outcome_and_rounds_the_seconds():
+    image = {"source": "busybox:1.36", "target": "r.example/mirror/a:1", "digest": str(LOCKED), "outcome": "copied",
+             "message": None}
+    text = render.report_json(REPORT)
+
+    assert matches_schema("report", text) and text == json.dumps({
+        "version": 1,
+        "images": [image, {**image, "target": "r.example/mirror/c:1", "outcome": "deferred", "message": "pull limit"}],
+        "summary": {"copied": 1, "unchanged": 0, "refused": 0, "failed": 0, "deferred": 1, "interrupted": 0},
+        "stats": {"blobsUploaded": 2, "blobsMounted": 0, "blobsPresent": 0, "bytesUploaded": 1024},
+        "seconds": 1.235,
+    }, indent=2) + "\n"
+
+
+def test_verify_json_names_the_shard_and_what_each_target_holds():
+    image = {"source": "busybox:1.36", "target": "r.example/mirror/a:1", "digest": str(LOCKED), "status": "intact",
+             "targetDigest": str(LOCKED), "message": None}
+    text = render.verify_json(VERIFICATION)
+
+    assert matches_schema("verify", text) and text == json.dumps({
+        "version": 1,
+        "shard": "1/2",
+        "images": [image, {**image, "target": "r.example/mirror/b:1", "status": "changed", "targetDigest": str(OTHER),
+                           "message": "target tag holds other"}],
+        "summary": {"intact": 1, "changed": 1, "deleted": 0, "errors": 0},
+    }, indent=2) + "\n"
