@@ -272,6 +272,19 @@ def test_a_target_both_a_rule_and_an_entry_claim_is_refused_naming_both_lines(tm
                                   "the entry on line 4; narrow the rule or remove one")]
 
 
+def test_select_tags_keeps_the_entry_and_reports_the_rules_image_that_shares_its_target(tmp_path, push_image):
+    pushed = push_tags(push_image, "1.0.0", "1.1.0")
+    loaded = load(tmp_path, rule_entry(pushed, '{semver: "^1"}'), f'"{source(pushed, "1.0.0")}"')
+
+    selected, errors = select(loaded)
+
+    # Still selected: the error is what refuses it.
+    assert [str(image.source.tag) for image in selected] == ["1.0.0", "1.1.0"]
+    assert [(str(error.target), error.message.split(";")[0]) for error in errors] == [
+        (str(loaded.desired[0].target), f"target {loaded.desired[0].target} is selected by the tag rule on line 3 "
+                                        "and named by the entry on line 4")]
+
+
 def test_two_rules_selecting_one_target_refuse_the_second(tmp_path):
     loaded = load(tmp_path,
                   '{source: "registry.example/app", target: "one", tags: {semver: "^1"}}',
