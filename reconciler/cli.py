@@ -27,7 +27,7 @@ from typer._click.exceptions import NoArgsIsHelpError, UsageError  # click, as t
 
 from reconciler.oci.errors import OCIError
 from reconciler import config as config_file
-from reconciler import documents, lockfile, planfile, render, runtime, workflow
+from reconciler import compat, documents, planfile, render, runtime, workflow
 from reconciler import plan as plan_module
 from reconciler import verify as verify_module
 from reconciler.apply import Report
@@ -80,7 +80,7 @@ def _print_usage_error(error: UsageError, args: Sequence[str]) -> None:
     if error.ctx is not None:
         command = error.ctx.command_path
     else:  # a flag's missing value is found before the subcommand has a context
-        command = " ".join(["image-syncer", *[arg for arg in args if arg in _COMMANDS][:1]])
+        command = " ".join(["image-syncer", *[arg for arg in args if arg in compat.COMMANDS][:1]])
     stderr.print(f"Try '{command} -h' for help.", markup=False)
 
 
@@ -278,7 +278,7 @@ def lock(
     loaded = _load_config(images_file)
     lock_path = _lock_path(images_file, lock_file)
     if check:
-        lines = workflow.lock_problems(loaded, lockfile.load(lock_path))
+        lines = workflow.lock_problems(loaded, lock_path)
         _to_step_summary(render.lock_check_markdown(str(lock_path), str(images_file), lines))
         if lines:
             _print_error(f"{lock_path} does not match {images_file}: run `image-syncer lock` and commit the result")
@@ -406,16 +406,11 @@ def verify(
         raise typer.Exit(1)
 
 
-_TRUE = {"true", "t", "1", "yes", "y", "on"}
-_FALSE = {"false", "f", "0", "no", "n", "off"}
-
-
 def _parse_bool(value: str, name: str) -> bool:
-    if value.strip().lower() in _TRUE:
-        return True
-    if value.strip().lower() in _FALSE:
-        return False
-    raise typer.BadParameter(f"{value!r} is not true or false", param_hint=f"'{name}'")
+    parsed = compat.parse_bool(value)
+    if parsed is None:
+        raise typer.BadParameter(f"{value!r} is not true or false", param_hint=f"'{name}'")
+    return parsed
 
 
 @app.command(epilog="Example: image-syncer sync -i images.yaml -t key.json --dry-run=false")
@@ -458,44 +453,9 @@ def sync(
         raise typer.Exit(1)
 
 
-_COMMANDS = {"lock", "plan", "apply", "verify", "sync"}
-
-
-def _seed_compatible(args: list[str]) -> list[str]:
-    """Accept the original tool's command line: no subcommand means sync, and Go-style bools.
-
-    ``--dry-run=false``, ``--dry-run false``, ``-d false`` and a bare ``--dry-run`` all work.
-    """
-    wants_sync = not any(arg in _COMMANDS for arg in args) and (
-        any(arg in ("-i", "--images-file") or arg.startswith(("--images-file=", "-i=")) for arg in args)
-        or (not args and "SYNCER_IMAGES_FILE" in os.environ)
-    )
-    if wants_sync:
-        args = ["sync", *args]
-    if not args or args[0] != "sync":
-        return args
-    rewritten: list[str] = []
-    index = 0
-    while index < len(args):
-        arg = args[index]
-        if arg in ("-d", "--dry-run"):
-            following = args[index + 1] if index + 1 < len(args) else None
-            if following is not None and following.lower() in _TRUE | _FALSE:
-                rewritten.append(f"--dry-run={following}")
-                index += 2
-                continue
-            rewritten.append("--dry-run=true")
-        elif arg.startswith("-d="):
-            rewritten.append("--dry-run=" + arg[3:])
-        else:
-            rewritten.append(arg)
-        index += 1
-    return rewritten
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command line and return its exit status (see the module's docstring)."""
-    args = _seed_compatible(list(sys.argv[1:] if argv is None else argv))
+    args = compat.rewrite(sys.argv[1:] if argv is None else argv, os.environ)
     try:
         note_signals()
         stop_if_signalled()

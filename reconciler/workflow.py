@@ -69,9 +69,10 @@ async def lock(
     return LockResult(new_lock, text != current, changed, dropped, ())
 
 
-def lock_problems(config: Config, current: Lockfile) -> list[str]:
-    """What is wrong with a lock for images.yaml, one line each (what `lock --check` lists):
+def lock_problems(config: Config, lock_path: Path) -> list[str]:
+    """What is wrong with the lock for images.yaml, one line each (what `lock --check` lists):
     pins that do not match the file, then tags two pins would write with different content."""
+    current = lockfile.load(lock_path)
     return lockfile.differences(config, current) + tagwriters.conflict_lines(config, current)
 
 
