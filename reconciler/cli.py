@@ -9,15 +9,13 @@ turns anything unexpected into one line).
 from __future__ import annotations
 
 import enum
-import functools
 import importlib.metadata
-import inspect
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -28,12 +26,11 @@ from typer._click.exceptions import NoArgsIsHelpError, UsageError  # click, as t
 from reconciler.oci.errors import OCIError
 from reconciler import config as config_file
 from reconciler import compat, documents, planfile, render, runtime, workflow
-from reconciler import plan as plan_module
-from reconciler import verify as verify_module
 from reconciler.apply import Report
 from reconciler.errors import InputError, one_line
 from reconciler.progress import apply_progress
 from reconciler.registry import credentials
+from reconciler.registry.client import Registries
 from reconciler.registry.proxy import ProxySettings
 from reconciler.registry.retry import RetryPolicy
 from reconciler.registry.transport import TransportOptions, tls_trust
@@ -41,6 +38,7 @@ from reconciler.runtime import Interruption, Stopped, note_signals, stop_if_sign
 from reconciler.session import SessionOptions, open_registries
 from reconciler.shard import Shard
 
+T = TypeVar("T")
 INTERRUPTED = 130
 
 app = typer.Typer(
@@ -168,54 +166,42 @@ def _setup_logging(debug: bool) -> None:
     logging.getLogger("reconciler").setLevel(logging.DEBUG if debug else logging.INFO)
 
 
-_SHARED_OPTIONS = [
-    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
-    for name, annotation, default in (
-        ("target_key_file", TargetKeyFile, None),
-        ("access_token", AccessToken, None),
-        ("ca_file", CaFile, None),
-        ("insecure_registry", InsecureRegistry, None),
-        ("max_requests", MaxRequests, 64),
-        ("retries", Retries, 4),
-        ("timeout", Timeout, 60.0),
-        ("upload_chunk_mib", UploadChunk, None),
-        ("debug", Debug, False),
+def _session(
+    target_key_file: str | None, access_token: str | None, ca_file: str | None, insecure_registry: list[str] | None,
+    max_requests: int, retries: int, timeout: float, upload_chunk_mib: int | None, debug: bool,
+) -> SessionOptions:
+    """The options every command that talks to registries shares, as the run's SessionOptions;
+    logging is set up, and the CA file and the auth files are read, before any work."""
+    _setup_logging(debug)
+    if ca_file:
+        tls_trust(verify=True, ca_file=ca_file)  # loaded once per run; a bad file fails here, not per image
+    credentials.check_auth_files()
+    return SessionOptions(
+        transport=TransportOptions(
+            ca_file=ca_file or None,
+            insecure_registries=frozenset(insecure_registry or ()),
+            max_connections=max_requests,
+            retry=RetryPolicy(attempts=retries + 1),
+            timeout=timeout,
+            chunk_size=upload_chunk_mib * 1024 * 1024 if upload_chunk_mib else None,
+            proxies=ProxySettings.from_environment(os.environ),
+        ),
+        target_key_file=target_key_file,
+        access_token=access_token,
     )
-]
 
 
-def registry_command(command: Callable[..., None]) -> Callable[..., None]:
-    """Give a command the options every registry-touching command shares, as one SessionOptions."""
-    own = [
-        parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY)
-        for parameter in inspect.signature(command, eval_str=True).parameters.values()
-        if parameter.name != "session"
-    ]
+def _with_registries(
+    session: SessionOptions, loaded: config_file.Config, work: Callable[[Registries], Awaitable[T]],
+    interruption: Interruption | None = None,
+) -> T:
+    """``work`` given the run's registry clients, which are closed after it."""
 
-    @functools.wraps(command)
-    def with_session(**options: Any) -> None:
-        _setup_logging(options.pop("debug"))
-        ca_file = options.pop("ca_file") or None
-        if ca_file is not None:
-            tls_trust(verify=True, ca_file=ca_file)  # loaded once per run; a bad file fails here, not per image
-        credentials.check_auth_files()
-        session = SessionOptions(
-            transport=TransportOptions(
-                ca_file=ca_file,
-                insecure_registries=frozenset(options.pop("insecure_registry") or ()),
-                max_connections=options.pop("max_requests"),
-                retry=RetryPolicy(attempts=options.pop("retries") + 1),
-                timeout=options.pop("timeout"),
-                chunk_size=chunk_mib * 1024 * 1024 if (chunk_mib := options.pop("upload_chunk_mib")) else None,
-                proxies=ProxySettings.from_environment(os.environ),
-            ),
-            target_key_file=options.pop("target_key_file"),
-            access_token=options.pop("access_token"),
-        )
-        command(session=session, **options)
+    async def opened() -> T:
+        async with open_registries(session, _targets(loaded)) as registries:
+            return await work(registries)
 
-    with_session.__signature__ = inspect.Signature(own + _SHARED_OPTIONS)  # type: ignore[attr-defined]
-    return with_session
+    return runtime.run(opened, interruption)
 
 
 def _to_step_summary(markdown: str) -> None:
@@ -262,17 +248,19 @@ def _targets(loaded: config_file.Config) -> set[str]:
 
 
 @app.command(epilog="Example: image-syncer lock --upgrade busybox:1.31.1")
-@registry_command
 def lock(
     names: Annotated[list[str] | None, typer.Argument(help="With --upgrade: only these sources or targets.")] = None,
     images_file: ImagesFile = Path("images.yaml"),
     lock_file: LockFile = None,
     upgrade: Annotated[bool, typer.Option("--upgrade", help="Re-resolve all (or the named) entries.")] = False,
     check: Annotated[bool, typer.Option("--check", help="Only check the lock matches; write nothing.")] = False,
-    *,
-    session: SessionOptions,
+    target_key_file: TargetKeyFile = None, access_token: AccessToken = None, ca_file: CaFile = None,
+    insecure_registry: InsecureRegistry = None, max_requests: MaxRequests = 64, retries: Retries = 4,
+    timeout: Timeout = 60.0, upload_chunk_mib: UploadChunk = None, debug: Debug = False,
 ) -> None:
     """Pin every source of images.yaml to a digest in images.lock."""
+    session = _session(target_key_file, access_token, ca_file, insecure_registry, max_requests, retries, timeout,
+                       upload_chunk_mib, debug)
     if names and not upgrade:
         raise UsageError("naming sources needs --upgrade")
     loaded = _load_config(images_file)
@@ -288,14 +276,8 @@ def lock(
         stderr.print(f"{lock_path} matches {images_file}.", markup=False)
         return
     documents.check_writable(lock_path)
-
-    async def work() -> workflow.LockResult:
-        async with open_registries(session, _targets(loaded)) as registries:
-            return await workflow.lock(
-                registries, loaded, lock_path, upgrade_all=upgrade and not names, upgrade_names=names or ()
-            )
-
-    result = runtime.run(work)
+    result = _with_registries(session, loaded, lambda registries: workflow.lock(
+        registries, loaded, lock_path, upgrade_all=upgrade and not names, upgrade_names=names or ()))
     if result.errors:
         for line in result.errors:
             _print_error(str(line))
@@ -310,7 +292,6 @@ def lock(
 
 
 @app.command(epilog="Example: image-syncer plan --shard 1/4 --format markdown --out plan.json")
-@registry_command
 def plan(
     images_file: ImagesFile = Path("images.yaml"),
     lock_file: LockFile = None,
@@ -323,19 +304,18 @@ def plan(
         bool, typer.Option("--verbose", "-v", help="List the unchanged images too, not only their count.")
     ] = False,
     shard: ShardOption = None,
-    *,
-    session: SessionOptions,
+    target_key_file: TargetKeyFile = None, access_token: AccessToken = None, ca_file: CaFile = None,
+    insecure_registry: InsecureRegistry = None, max_requests: MaxRequests = 64, retries: Retries = 4,
+    timeout: Timeout = 60.0, upload_chunk_mib: UploadChunk = None, debug: Debug = False,
 ) -> None:
     """Show what apply would do, asking each registry with HEAD requests only."""
+    session = _session(target_key_file, access_token, ca_file, insecure_registry, max_requests, retries, timeout,
+                       upload_chunk_mib, debug)
     loaded = _load_config(images_file)
     if out is not None:
         documents.check_writable(out)
-
-    async def work() -> plan_module.Plan:
-        async with open_registries(session, _targets(loaded)) as registries:
-            return await workflow.plan(registries, loaded, _lock_path(images_file, lock_file), shard)
-
-    result = runtime.run(work)
+    lock_path = _lock_path(images_file, lock_file)
+    result = _with_registries(session, loaded, lambda registries: workflow.plan(registries, loaded, lock_path, shard))
     if out is not None:
         planfile.save(out, result)
     _print_as(output_format, json_text=render.plan_json(result), markdown=render.plan_markdown(result),
@@ -349,31 +329,29 @@ def plan(
 
 
 @app.command(epilog="Example: image-syncer apply --shard 1/4 plan.json")
-@registry_command
 def apply(
     plan_file: Annotated[Path | None, typer.Argument(help="A plan saved by `plan --out`; refused when stale.")] = None,
     images_file: ImagesFile = Path("images.yaml"),
     lock_file: LockFile = None,
     output_format: FormatOption = PlanFormat.text,
     shard: ShardOption = None,
-    *,
-    session: SessionOptions,
+    target_key_file: TargetKeyFile = None, access_token: AccessToken = None, ca_file: CaFile = None,
+    insecure_registry: InsecureRegistry = None, max_requests: MaxRequests = 64, retries: Retries = 4,
+    timeout: Timeout = 60.0, upload_chunk_mib: UploadChunk = None, debug: Debug = False,
 ) -> None:
     """Copy exactly the locked digests; refuse any target tag that holds something else."""
+    session = _session(target_key_file, access_token, ca_file, insecure_registry, max_requests, retries, timeout,
+                       upload_chunk_mib, debug)
     loaded = _load_config(images_file)
     saved = planfile.load(plan_file) if plan_file is not None else None
     interruption = Interruption()
 
-    async def work() -> Report:
-        async with open_registries(session, _targets(loaded)) as registries:
-            with apply_progress(stderr) as observer:
-                report = await workflow.apply(
-                    registries, loaded, _lock_path(images_file, lock_file), saved, observer=observer,
-                    interruption=interruption, shard=shard,
-                )
-            return report
+    async def work(registries: Registries) -> Report:
+        with apply_progress(stderr) as observer:
+            return await workflow.apply(registries, loaded, _lock_path(images_file, lock_file), saved,
+                                        observer=observer, interruption=interruption, shard=shard)
 
-    report = runtime.run(work, interruption)
+    report = _with_registries(session, loaded, work, interruption)
     _print_as(output_format, json_text=render.report_json(report), markdown=render.report_markdown(report),
               text=render.report_text(report))
     if interruption.signal is not None:
@@ -383,23 +361,21 @@ def apply(
 
 
 @app.command(epilog="Example (a scheduled job): image-syncer verify --format json > verify.json")
-@registry_command
 def verify(
     images_file: ImagesFile = Path("images.yaml"),
     lock_file: LockFile = None,
     output_format: FormatOption = PlanFormat.text,
     shard: ShardOption = None,
-    *,
-    session: SessionOptions,
+    target_key_file: TargetKeyFile = None, access_token: AccessToken = None, ca_file: CaFile = None,
+    insecure_registry: InsecureRegistry = None, max_requests: MaxRequests = 64, retries: Retries = 4,
+    timeout: Timeout = 60.0, upload_chunk_mib: UploadChunk = None, debug: Debug = False,
 ) -> None:
     """Check that every locked target tag still holds its locked digest: HEAD requests to the target only."""
+    session = _session(target_key_file, access_token, ca_file, insecure_registry, max_requests, retries, timeout,
+                       upload_chunk_mib, debug)
     loaded = _load_config(images_file)
-
-    async def work() -> verify_module.Verification:
-        async with open_registries(session, _targets(loaded)) as registries:
-            return await workflow.verify(registries, loaded, _lock_path(images_file, lock_file), shard)
-
-    result = runtime.run(work)
+    lock_path = _lock_path(images_file, lock_file)
+    result = _with_registries(session, loaded, lambda registries: workflow.verify(registries, loaded, lock_path, shard))
     _print_as(output_format, json_text=render.verify_json(result), markdown=render.verify_markdown(result),
               text=render.verify_text(result))
     if not result.ok:
@@ -414,7 +390,6 @@ def _parse_bool(value: str, name: str) -> bool:
 
 
 @app.command(epilog="Example: image-syncer sync -i images.yaml -t key.json --dry-run=false")
-@registry_command
 def sync(
     images_file: Annotated[
         Path, typer.Option("--images-file", "-i", envvar="SYNCER_IMAGES_FILE", help="YAML file listing the images.")
@@ -423,20 +398,22 @@ def sync(
         str, typer.Option("--dry-run", "-d", envvar="SYNCER_DRY_RUN", metavar="BOOL",
                           help="Only report what would be copied (true|false).")
     ] = "true",
-    *,
-    session: SessionOptions,
+    target_key_file: TargetKeyFile = None, access_token: AccessToken = None, ca_file: CaFile = None,
+    insecure_registry: InsecureRegistry = None, max_requests: MaxRequests = 64, retries: Retries = 4,
+    timeout: Timeout = 60.0, upload_chunk_mib: UploadChunk = None, debug: Debug = False,
 ) -> None:
     """The original image-syncer: copy sources the target lacks, stop on a changed one. No lock file."""
+    session = _session(target_key_file, access_token, ca_file, insecure_registry, max_requests, retries, timeout,
+                       upload_chunk_mib, debug)
     dry = _parse_bool(dry_run, "--dry-run")
     loaded = _load_config(images_file)
     interruption = Interruption()
 
-    async def work() -> workflow.SyncResult:
-        async with open_registries(session, _targets(loaded)) as registries:
-            with apply_progress(stderr) as observer:
-                return await workflow.sync(registries, loaded, dry, observer=observer, interruption=interruption)
+    async def work(registries: Registries) -> workflow.SyncResult:
+        with apply_progress(stderr) as observer:
+            return await workflow.sync(registries, loaded, dry, observer=observer, interruption=interruption)
 
-    result = runtime.run(work, interruption)
+    result = _with_registries(session, loaded, work, interruption)
     for image in result.images:
         line = f"{image.source.as_written} ({image.digest or 'unresolved'}) -> {image.target}: {image.status.value}"
         if image.message:
