@@ -178,7 +178,7 @@ def _session(
     credentials.check_auth_files()
     return SessionOptions(
         transport=TransportOptions(
-            ca_file=ca_file or None,
+            ca_file=ca_file or None,  # SSL_CERT_FILE set but empty names no file
             insecure_registries=frozenset(insecure_registry or ()),
             max_connections=max_requests,
             retry=RetryPolicy(attempts=retries + 1),
@@ -198,7 +198,8 @@ def _with_registries(
     """``work`` given the run's registry clients, which are closed after it."""
 
     async def opened() -> T:
-        async with open_registries(session, _targets(loaded)) as registries:
+        targets = {entry.target.repository.registry for entry in (*loaded.desired, *loaded.tag_rules)}
+        async with open_registries(session, targets) as registries:
             return await work(registries)
 
     return runtime.run(opened, interruption)
@@ -228,23 +229,8 @@ def _print_as(output_format: PlanFormat, *, json_text: str, markdown: str, text:
         stdout.print(text)
 
 
-def _load_config(images_file: Path) -> config_file.Config:
-    loaded = config_file.load(images_file)
-    for image in loaded.desired:
-        if image.amd64_only:
-            logging.getLogger("reconciler").warning(
-                "%s:%s: amd64Only is obsolete and ignored: the whole index of %s is copied",
-                images_file, image.line, image.source.as_written,
-            )
-    return loaded
-
-
 def _lock_path(images_file: Path, lock_file: Path | None) -> Path:
     return lock_file if lock_file is not None else images_file.with_suffix(".lock")
-
-
-def _targets(loaded: config_file.Config) -> set[str]:
-    return {entry.target.repository.registry for entry in (*loaded.desired, *loaded.tag_rules)}
 
 
 @app.command(epilog="Example: image-syncer lock --upgrade busybox:1.31.1")
@@ -263,7 +249,7 @@ def lock(
                        upload_chunk_mib, debug)
     if names and not upgrade:
         raise UsageError("naming sources needs --upgrade")
-    loaded = _load_config(images_file)
+    loaded = workflow.load_config(images_file)
     lock_path = _lock_path(images_file, lock_file)
     if check:
         lines = workflow.lock_problems(loaded, lock_path)
@@ -311,7 +297,7 @@ def plan(
     """Show what apply would do, asking each registry with HEAD requests only."""
     session = _session(target_key_file, access_token, ca_file, insecure_registry, max_requests, retries, timeout,
                        upload_chunk_mib, debug)
-    loaded = _load_config(images_file)
+    loaded = workflow.load_config(images_file)
     if out is not None:
         documents.check_writable(out)
     lock_path = _lock_path(images_file, lock_file)
@@ -342,7 +328,7 @@ def apply(
     """Copy exactly the locked digests; refuse any target tag that holds something else."""
     session = _session(target_key_file, access_token, ca_file, insecure_registry, max_requests, retries, timeout,
                        upload_chunk_mib, debug)
-    loaded = _load_config(images_file)
+    loaded = workflow.load_config(images_file)
     saved = planfile.load(plan_file) if plan_file is not None else None
     interruption = Interruption()
 
@@ -373,7 +359,7 @@ def verify(
     """Check that every locked target tag still holds its locked digest: HEAD requests to the target only."""
     session = _session(target_key_file, access_token, ca_file, insecure_registry, max_requests, retries, timeout,
                        upload_chunk_mib, debug)
-    loaded = _load_config(images_file)
+    loaded = workflow.load_config(images_file)
     lock_path = _lock_path(images_file, lock_file)
     result = _with_registries(session, loaded, lambda registries: workflow.verify(registries, loaded, lock_path, shard))
     _print_as(output_format, json_text=render.verify_json(result), markdown=render.verify_markdown(result),
@@ -406,7 +392,7 @@ def sync(
     session = _session(target_key_file, access_token, ca_file, insecure_registry, max_requests, retries, timeout,
                        upload_chunk_mib, debug)
     dry = _parse_bool(dry_run, "--dry-run")
-    loaded = _load_config(images_file)
+    loaded = workflow.load_config(images_file)
     interruption = Interruption()
 
     async def work(registries: Registries) -> workflow.SyncResult:

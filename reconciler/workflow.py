@@ -7,11 +7,13 @@ fails with InputError before any registry is contacted.
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Collection
 from pathlib import Path
 
 import attrs
 
+from reconciler import config as config_file
 from reconciler import documents, lockfile, tagwriters
 from reconciler.apply import ApplyObserver, Outcome, Report, apply_plan, check_fresh, plan_and_apply
 from reconciler.config import Config
@@ -25,6 +27,18 @@ from reconciler.resolve import TagListings, resolve_all, select_tags
 from reconciler.runtime import Interruption
 from reconciler.shard import Shard, lock_part
 from reconciler.verify import Verification, verify_lock
+
+
+def load_config(images_file: Path) -> Config:
+    """images.yaml as every command reads it: an entry still asking for amd64Only is told it is ignored."""
+    loaded = config_file.load(images_file)
+    for image in loaded.desired:
+        if image.amd64_only:
+            logging.getLogger("reconciler").warning(
+                "%s:%s: amd64Only is obsolete and ignored: the whole index of %s is copied",
+                images_file, image.line, image.source.as_written,
+            )
+    return loaded
 
 
 @attrs.frozen
