@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reconciler import config, workflow
+from reconciler import config, runtime, workflow
 from reconciler.apply import Outcome, apply_plan
 from reconciler.runtime import Interruption
 from tests.harness.rawhttp import RawRegistry
@@ -65,6 +65,55 @@ def silent_registry():
     """A registry that takes connections and never answers: a run waits on it until interrupted."""
     with socket.create_server(("127.0.0.1", 0), backlog=64) as server:
         yield f"127.0.0.1:{server.getsockname()[1]}"
+
+
+# ------------------------------------------------------------------------------------------------- plain values
+
+
+def test_the_signal_behind_an_error():
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as interrupt:
+            raise RuntimeError("while building a class") from interrupt  # as Python 3.11 wraps it in an import
+    except RuntimeError as wrapped:
+        assert runtime.stop_in(wrapped).signum == signal.SIGINT
+    assert runtime.stop_in(runtime.Stopped(signal.SIGTERM)).signum == signal.SIGTERM
+    assert runtime.stop_in(ValueError("a bug")) is None
+
+
+def test_a_stop_requested_before_work_begins_never_begins_it():
+    async def stopped_first():
+        interruption = Interruption()
+        interruption.request(signal.SIGTERM)
+        begun = []
+
+        async def work():
+            begun.append(True)
+
+        with pytest.raises(runtime.Interrupted, match="^stopped before copying$"):
+            await interruption.run(work(), "stopped before copying")
+        return interruption.signal, begun
+
+    assert asyncio.run(stopped_first()) == (signal.SIGTERM, [])
+
+
+def test_a_stop_abandons_work_at_once_unless_given_grace():
+    async def stop_during(grace: float) -> str:
+        interruption = Interruption()
+        asyncio.get_running_loop().call_later(0.01, interruption.request, signal.SIGINT)
+
+        async def work() -> str:
+            await asyncio.sleep(0.2)
+            return "finished"
+
+        try:
+            return await interruption.run(work(), "abandoned", grace=grace)
+        except runtime.Interrupted as stop:
+            return str(stop)
+
+    assert asyncio.run(stop_during(grace=0.0)) == "abandoned"
+    assert asyncio.run(stop_during(grace=30.0)) == "finished"
 
 
 # ------------------------------------------------------------------------------------------------------- Ctrl-C
