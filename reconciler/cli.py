@@ -8,7 +8,6 @@ turns anything unexpected into one line).
 
 from __future__ import annotations
 
-import enum
 import importlib.metadata
 import logging
 import os
@@ -25,18 +24,19 @@ from typer._click.exceptions import NoArgsIsHelpError, UsageError  # click, as t
 
 from reconciler.oci.errors import OCIError
 from reconciler import config as config_file
-from reconciler import compat, documents, planfile, render, runtime, workflow
+from reconciler import arguments, compat, documents, planfile, render, runtime, workflow
+from reconciler.arguments import (
+    AccessToken, CaFile, Debug, FormatOption, ImagesFile, InsecureRegistry, LockFile, MaxRequests, PlanFormat,
+    Retries, ShardOption, TargetKeyFile, Timeout, UploadChunk,
+)
 from reconciler.apply import Report
 from reconciler.errors import InputError, one_line
 from reconciler.progress import apply_progress
 from reconciler.registry import credentials
 from reconciler.registry.client import Registries
-from reconciler.registry.proxy import ProxySettings
-from reconciler.registry.retry import RetryPolicy
-from reconciler.registry.transport import TransportOptions, tls_trust
+from reconciler.registry.transport import tls_trust
 from reconciler.runtime import Interruption, Stopped, note_signals, stop_if_signalled
 from reconciler.session import SessionOptions, open_registries
-from reconciler.shard import Shard
 
 T = TypeVar("T")
 INTERRUPTED = 130
@@ -82,75 +82,6 @@ def _print_usage_error(error: UsageError, args: Sequence[str]) -> None:
     stderr.print(f"Try '{command} -h' for help.", markup=False)
 
 
-ImagesFile = Annotated[
-    Path,
-    typer.Option("--images-file", "-i", envvar="SYNCER_IMAGES_FILE", help="The desired state.", show_default=True),
-]
-LockFile = Annotated[
-    Path | None,
-    typer.Option("--lock-file", "-l", help="The pins; default: the images file with the suffix .lock."),
-]
-TargetKeyFile = Annotated[
-    str | None,
-    typer.Option("--target-key-file", "-t", envvar="SYNCER_TARGET_KEY_FILE",
-                 help="Google service-account JSON key for the target registry."),
-]
-AccessToken = Annotated[
-    str | None,
-    typer.Option("--access-token", envvar="SYNCER_ACCESS_TOKEN", show_envvar=False,
-                 help="OAuth2 access token for the target (and Google) registries [SYNCER_ACCESS_TOKEN]."),
-]
-CaFile = Annotated[
-    str | None,
-    typer.Option("--ca-file", envvar="SSL_CERT_FILE", help="PEM bundle of CAs to trust instead of the system's."),
-]
-InsecureRegistry = Annotated[
-    list[str] | None,
-    typer.Option("--insecure-registry", help="Host that may be reached over plain HTTP or unverified TLS (repeatable)."),
-]
-MaxRequests = Annotated[
-    int, typer.Option("--max-requests", min=1, help="Most requests in flight per registry; below it the "
-                      "number adapts: it grows while answers come quickly and halves on 429, 503, lost "
-                      "connections or slowing answers."),
-]
-Retries = Annotated[
-    int, typer.Option("--retries", min=0, max=20, help="Further tries of a failed request or blob transfer "
-                      "(connection lost, answer cut short, 408/429/5xx), with backoff and Retry-After."),
-]
-Timeout = Annotated[
-    float, typer.Option("--timeout", min=1, help="Seconds a request may wait for the registry (to answer, "
-                        "or to take or send more of a body) before it is abandoned; connecting: at most 10."),
-]
-UploadChunk = Annotated[
-    int | None,
-    typer.Option("--upload-chunk-mib", min=1, help="Upload blobs in PATCH chunks of this many MiB "
-                 "(for registries that cap the size of one request); default: one streamed PUT."),
-]
-Debug = Annotated[bool, typer.Option("--debug", help="Log each registry request (never secrets).")]
-
-
-def _parse_shard(text: str) -> Shard:
-    """A bad K/N as click's usage error: one line, exit 2."""
-    try:
-        return Shard.parse(text)
-    except ValueError as error:
-        raise typer.BadParameter(str(error)) from None
-
-
-ShardOption = Annotated[
-    Shard | None,
-    typer.Option("--shard", metavar="K/N", parser=_parse_shard,
-                 help="Only shard K of N (1-based): N parallel jobs split the images so that no two write the same tag."),
-]
-
-
-class PlanFormat(str, enum.Enum):
-    text = "text"
-    markdown = "markdown"
-    json = "json"
-
-
-FormatOption = Annotated[PlanFormat, typer.Option("--format", help="Output format.")]
 
 
 def _setup_logging(debug: bool) -> None:
@@ -176,19 +107,8 @@ def _session(
     if ca_file:
         tls_trust(verify=True, ca_file=ca_file)  # loaded once per run; a bad file fails here, not per image
     credentials.check_auth_files()
-    return SessionOptions(
-        transport=TransportOptions(
-            ca_file=ca_file or None,  # SSL_CERT_FILE set but empty names no file
-            insecure_registries=frozenset(insecure_registry or ()),
-            max_connections=max_requests,
-            retry=RetryPolicy(attempts=retries + 1),
-            timeout=timeout,
-            chunk_size=upload_chunk_mib * 1024 * 1024 if upload_chunk_mib else None,
-            proxies=ProxySettings.from_environment(os.environ),
-        ),
-        target_key_file=target_key_file,
-        access_token=access_token,
-    )
+    return arguments.session_options(target_key_file, access_token, ca_file, insecure_registry, max_requests,
+                                     retries, timeout, upload_chunk_mib)
 
 
 def _with_registries(
@@ -229,10 +149,6 @@ def _print_as(output_format: PlanFormat, *, json_text: str, markdown: str, text:
         stdout.print(text)
 
 
-def _lock_path(images_file: Path, lock_file: Path | None) -> Path:
-    return lock_file if lock_file is not None else images_file.with_suffix(".lock")
-
-
 @app.command(epilog="Example: image-syncer lock --upgrade busybox:1.31.1")
 def lock(
     names: Annotated[list[str] | None, typer.Argument(help="With --upgrade: only these sources or targets.")] = None,
@@ -250,7 +166,7 @@ def lock(
     if names and not upgrade:
         raise UsageError("naming sources needs --upgrade")
     loaded = workflow.load_config(images_file)
-    lock_path = _lock_path(images_file, lock_file)
+    lock_path = arguments.lock_path(images_file, lock_file)
     if check:
         lines = workflow.lock_problems(loaded, lock_path)
         _to_step_summary(render.lock_check_markdown(str(lock_path), str(images_file), lines))
@@ -300,7 +216,7 @@ def plan(
     loaded = workflow.load_config(images_file)
     if out is not None:
         documents.check_writable(out)
-    lock_path = _lock_path(images_file, lock_file)
+    lock_path = arguments.lock_path(images_file, lock_file)
     result = _with_registries(session, loaded, lambda registries: workflow.plan(registries, loaded, lock_path, shard))
     if out is not None:
         planfile.save(out, result)
@@ -334,7 +250,7 @@ def apply(
 
     async def work(registries: Registries) -> Report:
         with apply_progress(stderr) as observer:
-            return await workflow.apply(registries, loaded, _lock_path(images_file, lock_file), saved,
+            return await workflow.apply(registries, loaded, arguments.lock_path(images_file, lock_file), saved,
                                         observer=observer, interruption=interruption, shard=shard)
 
     report = _with_registries(session, loaded, work, interruption)
@@ -360,19 +276,12 @@ def verify(
     session = _session(target_key_file, access_token, ca_file, insecure_registry, max_requests, retries, timeout,
                        upload_chunk_mib, debug)
     loaded = workflow.load_config(images_file)
-    lock_path = _lock_path(images_file, lock_file)
+    lock_path = arguments.lock_path(images_file, lock_file)
     result = _with_registries(session, loaded, lambda registries: workflow.verify(registries, loaded, lock_path, shard))
     _print_as(output_format, json_text=render.verify_json(result), markdown=render.verify_markdown(result),
               text=render.verify_text(result))
     if not result.ok:
         raise typer.Exit(1)
-
-
-def _parse_bool(value: str, name: str) -> bool:
-    parsed = compat.parse_bool(value)
-    if parsed is None:
-        raise typer.BadParameter(f"{value!r} is not true or false", param_hint=f"'{name}'")
-    return parsed
 
 
 @app.command(epilog="Example: image-syncer sync -i images.yaml -t key.json --dry-run=false")
@@ -391,7 +300,7 @@ def sync(
     """The original image-syncer: copy sources the target lacks, stop on a changed one. No lock file."""
     session = _session(target_key_file, access_token, ca_file, insecure_registry, max_requests, retries, timeout,
                        upload_chunk_mib, debug)
-    dry = _parse_bool(dry_run, "--dry-run")
+    dry = arguments.parse_bool(dry_run, "--dry-run")
     loaded = workflow.load_config(images_file)
     interruption = Interruption()
 
