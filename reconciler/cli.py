@@ -24,7 +24,7 @@ from typer._click.exceptions import NoArgsIsHelpError, UsageError  # click, as t
 
 from reconciler.oci.errors import OCIError
 from reconciler import config as config_file
-from reconciler import arguments, compat, documents, planfile, render, runtime, workflow
+from reconciler import arguments, compat, files, planfile, render, runtime, workflow
 from reconciler.arguments import (
     AccessToken, CaFile, Debug, FormatOption, ImagesFile, InsecureRegistry, LockFile, MaxRequests, PlanFormat,
     Retries, ShardOption, TargetKeyFile, Timeout, UploadChunk,
@@ -177,7 +177,7 @@ def lock(
             raise typer.Exit(1)
         stderr.print(f"{lock_path} matches {images_file}.", markup=False)
         return
-    documents.check_writable(lock_path)
+    files.check_writable(lock_path)
     result = _with_registries(session, loaded, lambda registries: workflow.lock(
         registries, loaded, lock_path, upgrade_all=upgrade and not names, upgrade_names=names or ()))
     if result.errors:
@@ -215,7 +215,7 @@ def plan(
                        upload_chunk_mib, debug)
     loaded = workflow.load_config(images_file)
     if out is not None:
-        documents.check_writable(out)
+        files.check_writable(out)
     lock_path = arguments.lock_path(images_file, lock_file)
     result = _with_registries(session, loaded, lambda registries: workflow.plan(registries, loaded, lock_path, shard))
     if out is not None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import attrs
 
-from reconciler import documents
+from reconciler import documents, files
 from reconciler.documents import YamlDocument
 from reconciler.errors import shorten
 from reconciler.lockfile import Lockfile
@@ -46,7 +46,7 @@ def dumps(plan: Plan) -> str:
 
 
 def save(path: Path, plan: Plan) -> None:
-    documents.write_atomic(path, dumps(plan))
+    files.write_atomic(path, dumps(plan))
 
 
 def load(path: Path) -> Plan:

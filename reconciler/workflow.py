@@ -14,14 +14,13 @@ from pathlib import Path
 import attrs
 
 from reconciler import config as config_file
-from reconciler import documents, lockfile, tagwriters
+from reconciler import files, lockfile, tagwriters
 from reconciler.apply import ApplyObserver, Outcome, Report, apply_plan, check_fresh, plan_and_apply
 from reconciler.config import Config
 from reconciler.errors import InputError, first_and_count
 from reconciler.lockfile import Lockfile
 from reconciler.oci.reference import Reference
 from reconciler.plan import Action, Plan, PlannedImage, make_plan
-from reconciler.registry import files
 from reconciler.registry.client import Registries
 from reconciler.resolve import TagListings, resolve_all, select_tags
 from reconciler.runtime import Interruption
@@ -77,7 +76,7 @@ async def lock(
     text = lockfile.dumps_readable(new_lock, lock_path)
     current = files.read_text(lock_path) if lock_path.exists() else None
     if text != current:
-        documents.write_atomic(lock_path, text)
+        files.write_atomic(lock_path, text)
     previous = {image.target: image for image in existing.images}
     changed = tuple(sorted(str(target) for target, pin in resolved.items() if previous.get(target) != pin))
     return LockResult(new_lock, text != current, changed, dropped, ())

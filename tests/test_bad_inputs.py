@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.errors import MAX_MESSAGE
-from reconciler.registry.files import MAX_BYTES
+from reconciler.files import MAX_BYTES
 from tests.helpers_cli import CliResult, run_cli, write_images
 
 HUGE = "x" * (1024 * 1024)

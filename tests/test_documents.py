@@ -1,6 +1,5 @@
 """reconciler/documents.py: our files read strictly (no unknown key, no coercion, nothing that
-can explode) with the file and line of every error, and written so a kill leaves the old file or
-the new one.
+can explode) with the file and line of every error (writing them: test_files.py).
 
 The strict reading is tested on a small schema of its own, so a failure here is the reader's and
 not images.yaml's; config's own messages are in test_config.py, the lock's in test_lockfile.py.
@@ -8,12 +7,6 @@ not images.yaml's; config's own messages are in test_config.py, the lock's in te
 
 from __future__ import annotations
 
-import fcntl
-import os
-import random
-import signal
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -27,8 +20,6 @@ from reconciler.oci import limits, reference
 from reconciler.oci.digest import Digest
 from reconciler.oci.reference import Reference
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-TEMPORARY_SUFFIX = ".image-syncer-tmp"
 
 
 @attrs.frozen
@@ -247,139 +238,3 @@ def test_bytes_that_are_not_utf8_are_refused_on_their_line(tmp_path):
 def test_a_directory_is_refused_as_unreadable(tmp_path):
     with pytest.raises(InputError, match=r"^.*: cannot read: "):
         read_file(tmp_path)
-
-
-# --- writing --------------------------------------------------------------------------------
-
-
-def temporaries(directory: Path) -> list[str]:
-    return sorted(name for name in os.listdir(directory) if name.endswith(TEMPORARY_SUFFIX))
-
-
-def test_write_atomic_writes_a_new_file_readable_by_all(tmp_path):
-    """mkstemp makes 0600; a lock committed to git must not keep that."""
-    path = tmp_path / "images.lock"
-    old_umask = os.umask(0o077)
-    try:
-        documents.write_atomic(path, "ünïcode\n")
-    finally:
-        os.umask(old_umask)
-    assert path.read_text(encoding="utf-8") == "ünïcode\n"
-    assert path.stat().st_mode & 0o777 == 0o644
-
-
-def test_write_atomic_where_there_is_no_directory_is_an_input_error(tmp_path):
-    path = tmp_path / "missing" / "images.lock"
-    with pytest.raises(InputError) as raised:
-        documents.write_atomic(path, "x")
-    assert str(raised.value) == f"{path}: cannot write: No such file or directory"
-
-
-def abandoned_temporary(path: Path, tag: str) -> Path:
-    temporary = path.parent / f".{path.name}.{tag}{TEMPORARY_SUFFIX}"
-    temporary.write_text("half a lock")
-    return temporary
-
-
-def test_write_atomic_removes_the_temporaries_of_killed_writers_and_only_those(tmp_path):
-    path = tmp_path / "images.lock"
-    abandoned = abandoned_temporary(path, "killed1"), abandoned_temporary(path, "killed2")
-    in_use = abandoned_temporary(path, "writing")
-    others = [abandoned_temporary(tmp_path / "other.lock", "killed"),  # another file's
-              tmp_path / f".images.lock.kept{TEMPORARY_SUFFIX}.bak",
-              tmp_path / "images.lock.notes"]
-    for other in others[1:]:
-        other.write_text("not a temporary")
-    precious = tmp_path / "precious"
-    precious.write_text("keep")
-    link = tmp_path / f".images.lock.link{TEMPORARY_SUFFIX}"
-    link.symlink_to(precious)
-
-    held = os.open(in_use, os.O_RDONLY)
-    try:
-        fcntl.flock(held, fcntl.LOCK_EX)  # a live writer holds its temporary locked
-        documents.write_atomic(path, "new\n")
-    finally:
-        os.close(held)
-
-    assert not any(temporary.exists() for temporary in abandoned)
-    assert in_use.exists() and all(other.exists() for other in others)
-    assert link.is_symlink() and precious.read_text() == "keep"
-    assert path.read_text() == "new\n"
-
-
-WRITER = """\
-import sys
-from reconciler import documents
-path, size = sys.argv[1], int(sys.argv[2])
-round = 0
-while True:
-    round += 1
-    documents.write_atomic(path, (b"AB"[round % 2:round % 2 + 1] * size).decode())
-    if round == 1:
-        print("written", flush=True)
-"""
-
-
-def size_of_temporary(directory: Path) -> int:
-    """How much of the new text the live writer's temporary holds; -1 when it has none."""
-    for name in temporaries(directory):
-        try:
-            return (directory / name).stat().st_size
-        except FileNotFoundError:
-            pass  # renamed just now
-    return -1
-
-
-def test_a_writer_killed_at_any_moment_leaves_the_old_file_or_the_new_and_the_next_write_cleans_up(tmp_path):
-    """SIGKILL runs no handler: only the rename makes a new text visible, and only whole.
-    Each writer is killed once its temporary holds a seeded number of bytes (the write may
-    already be past it, or renamed), or after a few whole writes if the poll never saw one."""
-    seed = random.randrange(2**32)
-    generator = random.Random(seed)
-    size = 1 << 20
-    path = tmp_path / "images.lock"
-    for attempt in range(6):
-        cut_at = generator.randrange(size)
-        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(size)], cwd=REPO_ROOT,
-                                  stdout=subprocess.PIPE, text=True)
-        try:
-            assert writer.stdout.readline() == "written\n"
-            renamed, inode = 0, path.stat().st_ino
-            while writer.poll() is None and size_of_temporary(tmp_path) < cut_at and renamed < 3:
-                renamed += inode != (inode := path.stat().st_ino)  # missed it: kill after a few writes anyway
-        finally:
-            writer.send_signal(signal.SIGKILL)
-            writer.wait()
-            writer.stdout.close()
-        where = f"seed {seed}, attempt {attempt}, killed at {cut_at} bytes"
-        assert path.read_text() in ("A" * size, "B" * size), f"{where}: a partial file"
-
-        documents.write_atomic(path, "after\n")
-        assert temporaries(tmp_path) == [], where
-        assert path.read_text() == "after\n", where
-
-
-def test_check_writable_refuses_a_directory_and_a_missing_parent(tmp_path):
-    with pytest.raises(InputError) as raised:
-        documents.check_writable(tmp_path)
-    assert str(raised.value) == f"{tmp_path}: cannot write: it is a directory"
-
-    missing = tmp_path / "no" / "images.lock"
-    with pytest.raises(InputError) as raised:
-        documents.check_writable(missing)
-    assert str(raised.value) == f"{missing}: cannot write: no directory {missing.parent}"
-
-
-def test_check_writable_accepts_a_new_or_existing_file_in_a_directory(tmp_path):
-    documents.check_writable(tmp_path / "images.lock")
-    (tmp_path / "images.lock").write_text("old")
-    documents.check_writable(tmp_path / "images.lock")
-
-
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
-def test_check_writable_refuses_a_directory_without_write_permission(tmp_path):
-    locked_dir = tmp_path / "ro"
-    locked_dir.mkdir(mode=0o555)
-    with pytest.raises(InputError, match="cannot write: no permission to write in "):
-        documents.check_writable(locked_dir / "images.lock")

@@ -6,7 +6,7 @@ import attrs
 import pytest
 import yaml
 
-from reconciler import config, documents, lockfile
+from reconciler import config, files, lockfile
 from reconciler.errors import InputError
 from reconciler.lockfile import LockedImage, Lockfile
 from reconciler.oci import limits, reference
@@ -233,7 +233,7 @@ def test_write_atomic_replaces_the_file_and_leaves_nothing_else(tmp_path):
     path = tmp_path / "images.lock"
     path.write_text("old\n")
 
-    documents.write_atomic(path, "new\n")
+    files.write_atomic(path, "new\n")
 
     assert path.read_text() == "new\n"
     assert sorted(os.listdir(tmp_path)) == ["images.lock"]
@@ -249,7 +249,7 @@ def test_write_atomic_failure_keeps_the_old_file_and_no_temporary(tmp_path, monk
     monkeypatch.setattr(os, "replace", refuse)
 
     with pytest.raises(InputError, match="cannot write: disk full"):
-        documents.write_atomic(path, "new\n")
+        files.write_atomic(path, "new\n")
 
     assert path.read_text() == "old\n"
     assert sorted(os.listdir(tmp_path)) == ["images.lock"]
@@ -508,7 +508,7 @@ def test_a_lock_with_an_image_at_the_referrer_cap_is_written_and_read_back(tmp_p
     lock = Lockfile(inputs_hash=str(DIGEST_A), images=(at_the_referrer_cap(1),))
     path = tmp_path / "images.lock"
 
-    documents.write_atomic(path, lockfile.dumps_readable(lock, path))
+    files.write_atomic(path, lockfile.dumps_readable(lock, path))
 
     assert lockfile.load(path) == lock
     assert len(lock.images[0].referrers) == limits.REFERRERS_PER_SUBJECT

@@ -29,7 +29,7 @@ from reconciler.oci.manifest import Descriptor
 from reconciler.oci.referrer import FoundBy
 from reconciler.registry.client import NotFound, RegistryClient
 from reconciler.registry.errors import RegistryError
-from reconciler.registry.files import read_text
+from reconciler.files import read_text
 
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"

@@ -21,7 +21,7 @@ from typing import Any
 import attrs
 
 from reconciler.oci.reference import DOCKER_HUB_ALIASES, DOCKER_HUB
-from reconciler.registry import files
+from reconciler import files
 from reconciler.registry.errors import RegistryError
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ import google.oauth2.credentials
 import httpx
 from google.oauth2 import service_account
 
-from reconciler.registry import files
+from reconciler import files
 from reconciler.registry.credentials import JSON_TOO_COMPLEX, Credentials, CredentialsError
 
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"

@@ -23,7 +23,7 @@ import attrs
 import httpx
 
 from reconciler.oci import limits
-from reconciler.registry import files
+from reconciler import files
 from reconciler.registry.engine import AiohttpTransport, NameNotResolved, ProxyAuthenticationRequired, TLSFailure
 from reconciler.registry.errors import RegistryError
 from reconciler.registry.limiter import AdaptiveLimit, Slot

@@ -1,0 +1,108 @@
+"""The local files a run depends on: read whole but never without a bound (ours, auth files, keys,
+CAs), and ours written atomically (images.lock, saved plans)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from reconciler.errors import InputError
+from reconciler.oci import limits
+
+MAX_BYTES = limits.FILE_BYTES
+"""None of these files comes near this; /dev/zero or a misnamed disk image must not fill the memory."""
+_TEMPORARY_SUFFIX = ".image-syncer-tmp"
+
+
+def read_text(path: str | os.PathLike[str]) -> str:
+    """The whole file as UTF-8 text.
+
+    Raises what ``open`` raises (FileNotFoundError, IsADirectoryError, …), an OSError
+    with errno EFBIG past MAX_BYTES, or UnicodeDecodeError: callers word them.
+    """
+    with open(path, "rb") as file:
+        data = file.read(MAX_BYTES + 1)
+    if len(data) > MAX_BYTES:
+        raise OSError(errno.EFBIG, f"larger than the limit of {limits.size(MAX_BYTES)}", os.fspath(path))
+    return data.decode("utf-8")
+
+
+def check_writable(path: Path) -> None:
+    """Refuse before any work a path that write_atomic could not replace."""
+    if path.is_dir():
+        raise InputError(path, "cannot write: it is a directory")
+    if not path.parent.is_dir():
+        raise InputError(path, f"cannot write: no directory {path.parent}")
+    if not os.access(path.parent, os.W_OK):
+        raise InputError(path, f"cannot write: no permission to write in {path.parent}")
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Replace ``path`` all at once: killed at any point, it leaves the old file or the new one.
+
+    The new text is written beside it to ``.<name>.<random>.image-syncer-tmp``, which its
+    writer holds locked while it lives; the next write removes those of killed writers.
+    """
+    path = Path(path)
+    try:
+        _remove_abandoned_temporaries(path)
+        with _temporary_beside(path) as (descriptor, temporary):
+            unwritten = memoryview(text.encode("utf-8"))
+            while unwritten:
+                unwritten = unwritten[os.write(descriptor, unwritten):]
+            os.fchmod(descriptor, 0o644)  # mkstemp's 0600 would stick to a committed file
+            os.fsync(descriptor)
+            os.replace(temporary, path)
+    except OSError as error:
+        raise InputError(path, f"cannot write: {error.strerror or error}") from None
+
+
+@contextlib.contextmanager
+def _temporary_beside(path: Path) -> Iterator[tuple[int, str]]:
+    """A new file beside ``path``, locked until closed; removed again unless renamed."""
+    while True:
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TEMPORARY_SUFFIX)
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        if _is_same_file(descriptor, temporary):
+            break
+        os.close(descriptor)  # another write took it for abandoned before we locked it
+    try:
+        yield descriptor, temporary
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(descriptor)
+
+
+def _remove_abandoned_temporaries(path: Path) -> None:
+    """Remove the temporaries beside ``path`` whose writer is gone: nobody holds their lock."""
+    prefix = f".{path.name}."
+    with os.scandir(path.parent) as entries:
+        candidates = [entry.path for entry in entries
+                      if entry.name.startswith(prefix) and entry.name.endswith(_TEMPORARY_SUFFIX)]
+    for candidate in candidates:
+        try:
+            descriptor = os.open(candidate, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if _is_same_file(descriptor, candidate):
+                os.unlink(candidate)
+        except OSError:
+            pass  # still being written (locked), or not ours to remove
+        finally:
+            os.close(descriptor)
+
+
+def _is_same_file(descriptor: int, name: str) -> bool:
+    try:
+        return os.path.samestat(os.fstat(descriptor), os.stat(name))
+    except FileNotFoundError:
+        return False
