@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -183,6 +184,7 @@ class HostileRegistry(ThreadedServer):
         self.blobs: dict[str, bytes] = {}
         self.requests: list[Request] = []
         self._uploads: dict[str, bytearray] = {}
+        self._sessions = itertools.count(1)
         self._rules: list[_Rule] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -437,8 +439,8 @@ class HostileRegistry(ThreadedServer):
     def _upload(self, request: Request, name: str, session: str) -> Answer:
         """Blob uploads as the distribution spec has them: POST opens a session, PATCH adds, PUT ?digest= ends."""
         if request.method == "POST":
-            with self._lock:
-                session = str(len(self._uploads) + 1)
+            with self._lock:  # a number never given before: a finished session's may not come back
+                session = str(next(self._sessions))
                 self._uploads[session] = bytearray()
             return Answer(202, {"Location": f"/v2/{name}/blobs/uploads/{session}", "Range": "0-0",
                                 "Docker-Upload-UUID": session})
