@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 MiB = 1024 * 1024
@@ -61,15 +62,15 @@ def nesting_depth(data: bytes) -> int:
     return max(itertools.accumulate(map(_STEP.__getitem__, brackets)), default=0)
 
 
-def parse_json(data: bytes) -> Any:
+def parse_json(data: bytes, object_pairs_hook: Callable[[list[tuple[str, Any]]], Any] | None = None) -> Any:
     """``json.loads`` for an answer: ValueError for malformed JSON, deep nesting or a number too long.
 
     Python's own parser recurses, and its RecursionError or its digit limit must not
-    decide what happens to a registry's answer.
+    decide what happens to a registry's answer. ``object_pairs_hook`` as json.loads takes it.
     """
     if nesting_depth(data) > JSON_DEPTH:
         raise ValueError(f"JSON nested deeper than {JSON_DEPTH} levels")
-    return json.loads(data)
+    return json.loads(data, object_pairs_hook=object_pairs_hook)
 
 
 def header_number(value: str | None) -> int | None:

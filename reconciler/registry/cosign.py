@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import os
 from typing import Any
 
@@ -187,9 +186,7 @@ def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _signed_digest(payload: bytes) -> Digest:
     not_simple_signing = InvalidSignature("payload is not a cosign simple signing payload")
     try:
-        if limits.nesting_depth(payload) > limits.JSON_DEPTH:  # json.loads would recurse into it
-            raise not_simple_signing
-        members = json.loads(payload, object_pairs_hook=_unique_members)
+        members = limits.parse_json(payload, object_pairs_hook=_unique_members)
         if not isinstance(members, dict):
             raise not_simple_signing
         document = _payload_converter.structure(members, _SimpleSigning)
