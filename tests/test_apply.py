@@ -1,22 +1,35 @@
-"""apply.py: copies start as soon as a target is found lacking its image, not after the whole plan;
-a saved plan is applied only when it is, field by field, what planning the lock gives."""
+"""apply.py's decisions, end to end: the real CLI against real registries, a fault proxy in front of the target.
+
+Here: copies start as soon as a target is found lacking its image; a saved plan is applied only when it is, field
+by field, what planning the lock gives (and not when stale or of another shard); a tag set by another writer while
+copying is refused; a referrer refused or failing after its image is in; a stop before the tag push and before the
+referrers, each line saying what the target holds.
+Elsewhere: conflict, source-missing, a tag push refused (immutable tag) or not kept, live stale plans: test_workflow;
+stale shard plans: test_shard; deferral: test_pulls; the signature re-check: test_referrers; a subset rebuilt
+otherwise: test_choosing; a bug writing referrers: test_last_resort; a stop before/while copying, a tag push
+waited for: test_runtime; failing target answers: test_hostile."""
 
 from __future__ import annotations
 
 import copy
 import json
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.harness import images as harness_images
 from tests.harness.artifacts import push_artifact, push_referrers_index, subject_descriptor
 from tests.harness.fault_proxy import FaultProxy
 from tests.harness.rawhttp import RawRegistry
 from tests.harness.skopeo import skopeo_inspect_raw
-from tests.helpers_cli import CliResult, run_cli, write_images
+from tests.helpers_cli import CliResult, cli_env, run_cli, write_images
 
 
 def test_an_image_is_copied_while_another_target_is_still_being_asked(
@@ -228,3 +241,197 @@ def test_the_saved_plan_as_made_applies(saved_plan_mirror, second_plain_registry
     assert held[subset_repository] == {"v1": subset["subset"]["digest"]}
     sig = signed["digest"].replace(":", "-")
     assert sorted(held[signed_repository]) == [sig, f"{sig}.sig", "v1"]  # the fallback index, not the new .att
+
+
+# -- apply's decisions, image by image ---------------------------------------------------------------------
+# What the target holds is asked of docker-registry itself (raw HTTP), never through the proxy.
+
+REFUSED_BY_POLICY = '{"errors":[{"code":"DENIED","message":"manifests under this tag are not accepted"}]}'
+
+
+@dataclass(frozen=True)
+class Mirrored:
+    """An image pushed to the source registry and locked, its target named through a fault proxy."""
+
+    image: harness_images.PushedImage
+    target: str
+    """The target reference, as images.yaml and apply's lines name it (through the proxy)."""
+    repository: str
+    """The target repository, as docker-registry names it."""
+
+    @property
+    def sig_tag(self) -> str:
+        return self.image.digest.replace(":", "-") + ".sig"
+
+    def tag_path(self, tag: str = "v1") -> str:
+        return f"/v2/{self.repository}/manifests/{tag}$"
+
+
+def _mirrored(workdir: Path, plain_registry, proxy: FaultProxy, unique_repo, seed: str, kinds: tuple[str, ...],
+              signed: bool = False) -> list[Mirrored]:
+    """Push one image of each kind, built from ``seed`` (the first with a cosign signature tag when ``signed``),
+    into fresh repositories, and lock them."""
+    pushed = [harness_images.push_image(harness_images.build_image(kind, seed=f"{seed}-{kind}"),
+                                        plain_registry, unique_repo(kind), "v1") for kind in kinds]
+    if signed:
+        first = pushed[0]
+        with RawRegistry(plain_registry) as raw:
+            push_artifact(raw, first.repo, subject_descriptor(first.manifest, first.media_type), "ignored",
+                          b"signature", tag=first.digest.replace(":", "-") + ".sig")
+    mirror = unique_repo("mirror")
+    write_images(workdir, f"{proxy.host}/{mirror}/", [{"source": f"{image.host}/{image.repo}:v1"} for image in pushed])
+    locked = run_cli(workdir, "lock")
+    assert locked.code == 0, str(locked)
+    source_host = plain_registry.host.replace(":", "_")
+    return [Mirrored(image, f"{proxy.host}/{mirror}/{source_host}/{image.repo}:v1",
+                     f"{mirror}/{source_host}/{image.repo}") for image in pushed]
+
+
+def _holds(registry, repository: str, tag: str = "v1") -> str | None:
+    """The digest the target tag holds, asked of docker-registry directly; None when the tag is absent."""
+    with RawRegistry(registry) as raw:
+        answer = raw.head_manifest(repository, tag)
+    if answer.status_code == 404:
+        return None
+    assert answer.status_code == 200, (repository, tag, answer.status_code)
+    return answer.headers["docker-content-digest"]
+
+
+def _ended(applied: CliResult, code: int, counts: str) -> None:
+    assert applied.code == code, str(applied)
+    assert "Traceback" not in applied.stderr, str(applied)
+    assert applied.stdout_lines[-1].startswith(f"Apply: {counts} ("), str(applied)
+
+
+def test_a_tag_another_writer_set_while_copying_is_refused_kept_and_the_others_are_copied(
+    tmp_path, plain_registry, second_plain_registry, unique_repo, fault_proxy
+):
+    """The re-check right before the tag push: a registry with mutable tags would let apply overwrite it."""
+    proxy = fault_proxy(second_plain_registry)
+    wanted, bystander = _mirrored(tmp_path, plain_registry, proxy, unique_repo, "set-while-copying",
+                                  ("oci", "docker-list"))
+    squatter = harness_images.push_image(harness_images.build_image("oci", seed="squatter-while-copying"),
+                                         second_plain_registry, wanted.repository, "v1")
+    proxy.fail("HEAD", wanted.tag_path(), status=404, times=1)  # free when apply plans it; set by the re-check
+
+    applied = run_cli(tmp_path, "apply")
+
+    _ended(applied, 1, "1 copied, 0 unchanged, 1 refused, 0 failed")
+    assert (f"  ! {wanted.target}  refused: target tag was set to {squatter.digest} while copying; "
+            "refusing to overwrite") in applied.stdout_lines, str(applied)
+    assert proxy.count("HEAD", wanted.tag_path()) == 2  # planned, re-checked: nothing more
+    assert proxy.count("PUT", wanted.tag_path()) == 0
+    assert _holds(second_plain_registry, wanted.repository) == squatter.digest
+    assert _holds(second_plain_registry, bystander.repository) == bystander.image.digest
+
+
+def test_a_signature_tag_holding_another_manifest_refuses_the_image_copied_then_unchanged(
+    tmp_path, plain_registry, second_plain_registry, unique_repo, fault_proxy
+):
+    """The image goes in first (its referrers need their subject there); a referrer is never written over."""
+    proxy = fault_proxy(second_plain_registry)
+    (signed,) = _mirrored(tmp_path, plain_registry, proxy, unique_repo, "sig-squatted", ("oci",), signed=True)
+    (pinned,) = yaml.safe_load((tmp_path / "images.lock").read_text())["images"][0]["referrers"]
+    with RawRegistry(second_plain_registry) as raw:
+        stranger = push_artifact(raw, signed.repository, subject_descriptor(signed.image.manifest,
+                                                                            signed.image.media_type),
+                                 "ignored", b"a stranger's signature", tag=signed.sig_tag)
+    refusal = (f"a referrer was refused: {signed.target.rsplit(':', 1)[0]}:{signed.sig_tag} holds {stranger.digest}, "
+               f"not the locked referrer {pinned['digest']}; not overwritten")
+
+    first, again = run_cli(tmp_path, "apply"), run_cli(tmp_path, "apply")
+
+    _ended(first, 1, "0 copied, 0 unchanged, 1 refused, 0 failed")
+    assert f"  ! {signed.target}  refused: copied, but {refusal}" in first.stdout_lines, str(first)
+    _ended(again, 1, "0 copied, 0 unchanged, 1 refused, 0 failed")
+    assert f"  ! {signed.target}  refused: unchanged, but {refusal}" in again.stdout_lines, str(again)
+    assert _holds(second_plain_registry, signed.repository) == signed.image.digest
+    assert _holds(second_plain_registry, signed.repository, signed.sig_tag) == stranger.digest
+    assert proxy.count("PUT", signed.tag_path(signed.sig_tag)) == 0
+
+
+def test_a_referrer_the_target_will_not_store_fails_the_image_that_was_copied(
+    tmp_path, plain_registry, second_plain_registry, unique_repo, fault_proxy
+):
+    proxy = fault_proxy(second_plain_registry)
+    (signed,) = _mirrored(tmp_path, plain_registry, proxy, unique_repo, "referrer-not-stored", ("oci",), signed=True)
+    proxy.fail("PUT", signed.tag_path(signed.sig_tag), status=400, times=None, body=REFUSED_BY_POLICY,
+               headers={"Content-Type": "application/json"})
+
+    applied = run_cli(tmp_path, "apply")
+
+    _ended(applied, 1, "0 copied, 0 unchanged, 0 refused, 1 failed")
+    (line,) = [line for line in applied.stdout_lines if line.startswith(f"  x {signed.target}  ")]
+    assert line.startswith(f"  x {signed.target}  failed: copied, but its referrers failed: "), line
+    assert "400" in line and "not accepted" in line, line
+    assert _holds(second_plain_registry, signed.repository) == signed.image.digest
+    assert _holds(second_plain_registry, signed.repository, signed.sig_tag) is None
+
+
+# -- a stop, at each point after copying began: the line says what the target holds ------------------------
+
+HELD = 30.0
+"""How long the proxy holds the request a stop comes during: longer than any test waits for it."""
+
+
+def _stopped_at(workdir: Path, proxy: FaultProxy, method: str, path: str, nth: int) -> CliResult:
+    """``apply``, sent SIGINT once the proxy has received the ``nth`` ``method`` request for ``path``."""
+    process = subprocess.Popen([sys.executable, "-m", "reconciler", "apply"], cwd=workdir, env=cli_env(workdir),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(600):  # at most about a minute
+            if len(proxy.requests_matching(method, path)) >= nth or process.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert process.poll() is None, "apply ended before it was stopped: " + "".join(process.communicate())
+        assert len(proxy.requests_matching(method, path)) >= nth, f"no {method} {path} #{nth} arrived"
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    return CliResult(("apply",), process.returncode, stdout, stderr)
+
+
+def test_a_stop_while_the_tag_is_rechecked_leaves_the_image_copied_and_untagged(
+    tmp_path, plain_registry, second_plain_registry, unique_repo, fault_proxy
+):
+    proxy = fault_proxy(second_plain_registry)
+    (image,) = _mirrored(tmp_path, plain_registry, proxy, unique_repo, "stop-at-recheck", ("oci-index",))
+    proxy.delay("HEAD", image.tag_path(), seconds=0.0, times=1)  # the plan's question passes
+    proxy.delay("HEAD", image.tag_path(), seconds=HELD, times=1)  # the re-check before tagging is held
+
+    stopped = _stopped_at(tmp_path, proxy, "HEAD", image.tag_path(), 2)
+
+    _ended(stopped, 130, "0 copied, 0 unchanged, 0 refused, 0 failed, 1 interrupted")
+    assert (f"  - {image.target}  interrupted: copied, but stopped before its tag was pushed"
+            in stopped.stdout_lines), str(stopped)
+    assert stopped.stderr_lines[-1] == "interrupted", str(stopped)
+    assert proxy.count("PUT", image.tag_path()) == 0
+    assert _holds(second_plain_registry, image.repository) is None
+    # Copied: every platform's manifest is there by digest; the index itself goes in with its tag.
+    assert image.image.children
+    assert [_holds(second_plain_registry, image.repository, child.digest) for child in image.image.children] == [
+        child.digest for child in image.image.children]
+
+    proxy.clear_rules()
+    again = run_cli(tmp_path, "apply")
+    _ended(again, 0, "1 copied, 0 unchanged, 0 refused, 0 failed")
+    assert _holds(second_plain_registry, image.repository) == image.image.digest
+
+
+def test_a_stop_before_the_referrers_are_written_leaves_the_image_tagged_without_them(
+    tmp_path, plain_registry, second_plain_registry, unique_repo, fault_proxy
+):
+    proxy = fault_proxy(second_plain_registry)
+    (signed,) = _mirrored(tmp_path, plain_registry, proxy, unique_repo, "stop-before-referrers", ("oci",), signed=True)
+    proxy.delay("HEAD", signed.tag_path(signed.sig_tag), seconds=HELD, times=1)  # the writer's first question
+
+    stopped = _stopped_at(tmp_path, proxy, "HEAD", signed.tag_path(signed.sig_tag), 1)
+
+    _ended(stopped, 130, "0 copied, 0 unchanged, 0 refused, 0 failed, 1 interrupted")
+    assert (f"  - {signed.target}  interrupted: copied, but stopped before its referrers were written"
+            in stopped.stdout_lines), str(stopped)
+    assert _holds(second_plain_registry, signed.repository) == signed.image.digest
+    assert _holds(second_plain_registry, signed.repository, signed.sig_tag) is None
