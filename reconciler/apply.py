@@ -8,7 +8,7 @@ import functools
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import attrs
 
@@ -21,7 +21,7 @@ from reconciler.oci.manifest import Manifest
 from reconciler.oci.platforms import SubsetChanged
 from reconciler.oci.reference import Reference
 from reconciler.plan import Action, Plan, PlannedImage, lock_digest, plan_image
-from reconciler.planfile import first_difference
+from reconciler.planfile import SavedPlan, first_difference, restored
 from reconciler.pulls import PullBudgets
 from reconciler.registry.client import Registries
 from reconciler.registry.copy import Copier, CopyStats
@@ -30,9 +30,6 @@ from reconciler.registry.referrers import ReferrerRefused, ReferrerWriter
 from reconciler.resolve import SourceUnusable, check_signature
 from reconciler.runtime import Interrupted, Interruption
 from reconciler.shard import Shard, lock_part
-
-Pinned = TypeVar("Pinned", LockedImage, PlannedImage)
-
 
 class Outcome(enum.Enum):
     COPIED = "copied"
@@ -72,32 +69,35 @@ class StalePlan(RegistryError):
     """A saved plan no longer describes the world; apply refuses it whole, as Terraform does."""
 
 
-async def check_fresh(registries: Registries, plan: Plan, lock: Lockfile, shard: Shard | None) -> None:
-    """Refuse a saved plan unless it is what planning the lock now gives: every image as
-    planning its pin gives it (a plan is a file that travels between jobs, so it is input),
-    and every target tag still holding what it held when planned.
+async def check_fresh(registries: Registries, saved: SavedPlan, lock: Lockfile, shard: Shard | None) -> Plan:
+    """The plan a saved one stands for, unless it says other than planning the lock now gives:
+    every image as planning its pin gives it (a plan is a file that travels between jobs, so it
+    is input), and every target tag still holding what it held when planned.
 
     A plan made with ``--shard`` is compared with that shard's part of the lock only, so a
     re-pin in another shard leaves it fresh; it is refused unless applied with the same shard.
     """
-    if plan.shard != shard:
-        made = f"with --shard {plan.shard}" if plan.shard else "without --shard"
+    if saved.shard != shard:
+        made = f"with --shard {saved.shard}" if saved.shard else "without --shard"
         raise StalePlan(f"saved plan was made {made}: apply it {made}")
     lock = lock_part(shard, lock)
-    if plan.lock_digest != lock_digest(lock):
+    if saved.lock_digest != lock_digest(lock):
         raise StalePlan("saved plan is stale: the lock file changed since it was made; run `image-syncer plan` again")
-    if (difference := first_difference(plan, lock)) is not None:
+    if (difference := first_difference(saved, lock)) is not None:
         raise StalePlan(f"saved plan does not match the lock file: {difference}; run `image-syncer plan` again")
 
+    plan = restored(saved, lock)
+
     async def changed(image: PlannedImage) -> str | None:
-        now = await registries.resolve_digest(image.target)
+        now = await registries.resolve_digest(image.locked.target)
         if now != image.target_digest:
-            return f"{image.target} now holds {now or 'nothing'}"
+            return f"{image.locked.target} now holds {now or 'nothing'}"
         return None
 
     moved = [line for line in await asyncio.gather(*(changed(image) for image in plan.images)) if line]
     if moved:
         raise StalePlan(f"saved plan is stale: {first_and_count(moved)}; run `image-syncer plan` again")
+    return plan
 
 
 class ApplyObserver(Protocol):
@@ -119,7 +119,11 @@ async def apply_plan(
 ) -> Report:
     """Exactly what a plan says (a saved one checked fresh first). ``signed``: by target, the
     images whose source must still carry a valid signature right before it is copied."""
-    _, report = await _apply(registries, plan.images, _as_planned, observer, interruption, signed)
+    async def as_planned(index: int) -> PlannedImage:
+        return plan.images[index]
+
+    _, report = await _apply(registries, [image.locked for image in plan.images], as_planned, observer,
+                             interruption, signed)
     return report
 
 
@@ -133,18 +137,16 @@ async def plan_and_apply(
     """Each image is copied as soon as its target tag is found lacking it, not after every
     image was planned: over a slow network no registry sits idle meanwhile. The plan comes
     back too, image by image (None for an image a stop kept from starting)."""
-    return await _apply(registries, lock.images, functools.partial(plan_image, registries, ask_source=False),
-                        observer, interruption, signed)
+    async def planned(index: int) -> PlannedImage:
+        return await plan_image(registries, lock.images[index], ask_source=False)
 
-
-async def _as_planned(image: PlannedImage) -> PlannedImage:
-    return image
+    return await _apply(registries, lock.images, planned, observer, interruption, signed)
 
 
 async def _apply(
     registries: Registries,
-    images: Sequence[Pinned],
-    decide: Callable[[Pinned], Coroutine[Any, Any, PlannedImage]],
+    images: Sequence[LockedImage],
+    decide: Callable[[int], Coroutine[Any, Any, PlannedImage]],
     observer: ApplyObserver | None,
     interruption: Interruption | None,
     signed: Mapping[Reference, DesiredImage],
@@ -159,10 +161,10 @@ async def _apply(
         image, planned = images[index], None
         try:
             with bugs_fail_this_image():
-                planned = await interruption.run(decide(image), "not started")
+                planned = await interruption.run(decide(index), "not started")
                 result = await _apply_image(registries, copier, writer, planned, interruption,
-                                            functools.partial(_admit, registries, budgets, index, planned,
-                                                              signed.get(planned.target)))
+                                            functools.partial(_admit, registries, budgets, index, image,
+                                                              signed.get(image.target)))
         except Interrupted as stop:
             result = _result(image, Outcome.INTERRUPTED, str(stop))
         except PullLimitReached as error:
@@ -185,7 +187,7 @@ async def _apply(
 
 
 async def _admit(
-    registries: Registries, budgets: PullBudgets, index: int, image: PlannedImage, signed: DesiredImage | None
+    registries: Registries, budgets: PullBudgets, index: int, image: LockedImage, signed: DesiredImage | None
 ) -> AppliedImage | None:
     """None when the image may be copied now: within the pull budget, and still signed if it must be."""
     if (deferred := await budgets.admit(index)) is not None:
@@ -198,7 +200,7 @@ async def _admit(
     return None
 
 
-def _result(image: Pinned, outcome: Outcome, message: str | None = None) -> AppliedImage:
+def _result(image: LockedImage, outcome: Outcome, message: str | None = None) -> AppliedImage:
     return AppliedImage(image.source, image.target, str(image.pushed_digest), outcome, message)
 
 
@@ -208,20 +210,21 @@ async def _apply_image(
 ) -> AppliedImage:
     """The image, then its locked referrers (their subject must be in the target first)."""
     result = await _copy_image(registries, copier, image, interruption, admit)
-    if result.outcome not in (Outcome.COPIED, Outcome.UNCHANGED) or not image.referrers:
+    locked = image.locked
+    if result.outcome not in (Outcome.COPIED, Outcome.UNCHANGED) or not locked.referrers:
         return result
     try:
         with bugs_fail_this_image():  # the image is there: its line says so, whatever failed after
-            await interruption.run(_write_referrers(writer, image),
+            await interruption.run(_write_referrers(writer, locked),
                                    f"{result.outcome.value}, but stopped before its referrers were written")
     except ReferrerRefused as refusal:
-        return _result(image, Outcome.REFUSED, f"{result.outcome.value}, but a referrer was refused: {refusal}")
+        return _result(locked, Outcome.REFUSED, f"{result.outcome.value}, but a referrer was refused: {refusal}")
     except OCIError as error:
-        return _result(image, Outcome.FAILED, f"{result.outcome.value}, but its referrers failed: {error}")
+        return _result(locked, Outcome.FAILED, f"{result.outcome.value}, but its referrers failed: {error}")
     return result
 
 
-async def _write_referrers(writer: ReferrerWriter, image: PlannedImage) -> None:
+async def _write_referrers(writer: ReferrerWriter, image: LockedImage) -> None:
     await asyncio.gather(*(writer.write(image.source.repository, image.target.repository, referrer)
                            for referrer in image.referrers))
 
@@ -230,32 +233,33 @@ async def _copy_image(
     registries: Registries, copier: Copier, image: PlannedImage, interruption: Interruption,
     admit: Callable[[], Coroutine[Any, Any, AppliedImage | None]],
 ) -> AppliedImage:
+    locked = image.locked
     if image.action is Action.UNCHANGED:
-        return _result(image, Outcome.UNCHANGED)
+        return _result(locked, Outcome.UNCHANGED)
     if image.action is not Action.CREATE:
-        return _result(image, Outcome.REFUSED if image.action is Action.CONFLICT else Outcome.FAILED, image.message)
+        return _result(locked, Outcome.REFUSED if image.action is Action.CONFLICT else Outcome.FAILED, image.message)
     if (held_back := await interruption.run(admit(), "not started")) is not None:
         return held_back
-    target = image.target
+    target = locked.target
     try:
         manifest = await interruption.run(
-            copier.copy_referenced(image.source.repository, image.digest, target.repository, image.subset),
+            copier.copy_referenced(locked.source.repository, locked.digest, target.repository, locked.subset),
             "stopped while copying; its tag was not pushed")
     except SubsetChanged as refusal:
-        return _result(image, Outcome.REFUSED, str(refusal))
+        return _result(locked, Outcome.REFUSED, str(refusal))
     held = await interruption.run(registries.resolve_digest(target), "copied, but stopped before its tag was pushed")
-    if held is not None and held != image.pushed_digest:
-        return _result(image, Outcome.REFUSED,
+    if held is not None and held != locked.pushed_digest:
+        return _result(locked, Outcome.REFUSED,
                        f"target tag was set to {held} while copying; refusing to overwrite")
     if held is None:
         return await interruption.run(
-            _push_tag(registries, image, manifest),
+            _push_tag(registries, locked, manifest),
             "copied, but stopped while its tag was pushed: the tag holds this image or what it held before",
             grace=registries.options.timeout)
-    return _result(image, Outcome.COPIED)
+    return _result(locked, Outcome.COPIED)
 
 
-async def _push_tag(registries: Registries, image: PlannedImage, manifest: Manifest) -> AppliedImage:
+async def _push_tag(registries: Registries, image: LockedImage, manifest: Manifest) -> AppliedImage:
     """The manifest under the target tag, and proof that the tag holds it."""
     target = image.target
     try:

@@ -52,6 +52,11 @@ class LockedImage:
         """What the target tag holds once applied: the subset's index, else the source's digest itself."""
         return self.subset.digest if self.subset else self.digest
 
+    @property
+    def pushed_platforms(self) -> tuple[str, ...]:
+        """The platforms the target gets: the subset's, else all the lock records."""
+        return self.subset.platforms if self.subset else self.platforms
+
 
 @attrs.frozen(kw_only=True)
 class Lockfile:

@@ -22,7 +22,6 @@ from reconciler.config import ReferrersRule
 from reconciler.lockfile import LockedImage, Lockfile
 from reconciler.oci.digest import Digest
 from reconciler.oci.errors import OCIError
-from reconciler.oci.platforms import PlatformSubset
 from reconciler.oci.reference import Reference
 from reconciler.oci.referrer import Referrer
 from reconciler.registry import referrers
@@ -47,28 +46,17 @@ class Action(enum.Enum):
 
 @attrs.frozen
 class PlannedImage:
-    source: Reference
-    target: Reference
-    digest: Digest
+    """A pin and what planning decided for it."""
+
+    locked: LockedImage
     action: Action
     target_digest: Digest | None = None
     """What the target tag held when planned: a saved plan is stale once this changes."""
     moved_to: Digest | None = None
     """Where the source tag points now, when that is no longer the locked digest."""
     message: str | None = None
-    platforms: tuple[str, ...] = ()
-    """The platforms the lock records: an index's, or a single image's own where images.yaml requires platforms."""
-    referrers: tuple[Referrer, ...] = ()
-    """The locked referrers, written after the image (those already in the target are left as they are)."""
     new_referrers: tuple[Referrer, ...] = ()
     """Referrers the source has now that the lock does not pin (``lock --upgrade`` pins them); not copied."""
-    subset: PlatformSubset | None = None
-    rule: str | None = None
-    """The tag rule that brought the image, for the review."""
-
-    @property
-    def pushed_digest(self) -> Digest:
-        return self.subset.digest if self.subset else self.digest
 
 
 @attrs.frozen
@@ -82,11 +70,11 @@ class SourcePulls:
     limit: int
 
 
-def pulls_needed(image: LockedImage | PlannedImage) -> int:
+def pulls_needed(image: LockedImage) -> int:
     """Manifest GETs to copy an image, at most: its own, one per platform of an index copied (Docker
     Hub counts no more; a single image whose platform the lock records counts one too many, as the
     plan does not say which it is) and one per pinned referrer."""
-    return 1 + len(image.subset.platforms if image.subset else image.platforms) + len(image.referrers)
+    return 1 + len(image.pushed_platforms) + len(image.referrers)
 
 
 @attrs.frozen
@@ -156,10 +144,10 @@ def _pulls(registries: Registries, images: list[PlannedImage]) -> tuple[SourcePu
     needed: dict[str, int] = {}
     clients = {}
     for image in images:
-        repository = image.source.repository
+        repository = image.locked.source.repository
         clients[repository.api_host] = registries.client(repository)
         if image.action is Action.CREATE:
-            needed[repository.api_host] = needed.get(repository.api_host, 0) + pulls_needed(image)
+            needed[repository.api_host] = needed.get(repository.api_host, 0) + pulls_needed(image.locked)
     return tuple(
         SourcePulls(registry=host, needed=needed.get(host, 0), remaining=client.pull_limit.remaining,
                     limit=client.pull_limit.limit)
@@ -210,7 +198,7 @@ async def plan_image(
             await asyncio.gather(asking, return_exceptions=True)
         if not isinstance(error, OCIError):
             raise
-        return _planned(locked, Action.ERROR, message=str(error))
+        return PlannedImage(locked, Action.ERROR, message=str(error))
 
 
 async def _plan_image(registries: Registries, locked: LockedImage, ask_source: bool) -> PlannedImage:
@@ -237,7 +225,7 @@ def decide(
     the source still has the locked digest (None when it was not asked)."""
 
     def planned(action: Action, message: str | None = None) -> PlannedImage:
-        return _planned(locked, action, target_digest=target_digest, moved_to=moved_to, message=message)
+        return PlannedImage(locked, action, target_digest=target_digest, moved_to=moved_to, message=message)
 
     if target_digest == locked.pushed_digest:
         return planned(Action.UNCHANGED)
@@ -250,22 +238,3 @@ def decide(
     if source_has_digest is False:
         return planned(Action.SOURCE_MISSING, f"locked digest {locked.digest} is gone from {locked.source.repository}")
     return planned(Action.CREATE)
-
-
-_PINNED = tuple(field.name for field in attrs.fields(PlannedImage) if field.name in attrs.fields_dict(LockedImage))
-"""What a planned image copies from its pin: every field of the pin that the plan also holds."""
-
-
-def _planned(locked: LockedImage, action: Action, **decided: object) -> PlannedImage:
-    return PlannedImage(action=action, **{name: getattr(locked, name) for name in _PINNED}, **decided)
-
-
-def replanned(locked: LockedImage, saved: PlannedImage) -> PlannedImage:
-    """What planning ``locked`` gives with the target tag holding what ``saved`` says it held
-    (apply asks the target again). What only the source could say comes from ``saved``, since
-    apply asks no source before copying: that the image was refused for its source (it stays
-    refused), where the source tag moved, and what else refers to it upstream."""
-    decided = decide(locked, saved.target_digest, None, saved.moved_to)
-    if decided.action is Action.CREATE and saved.action in (Action.SOURCE_MISSING, Action.ERROR):
-        decided = attrs.evolve(decided, action=saved.action, message=saved.message)
-    return attrs.evolve(decided, new_referrers=saved.new_referrers)

@@ -15,17 +15,41 @@ import attrs
 from reconciler import documents, files
 from reconciler.documents import YamlDocument
 from reconciler.errors import shorten
-from reconciler.lockfile import Lockfile
-from reconciler.plan import PLAN_VERSION, Action, Plan, PlannedImage, SourcePulls, Summary, replanned
+from reconciler.lockfile import LockedImage, Lockfile
+from reconciler.oci.digest import Digest
+from reconciler.oci.platforms import PlatformSubset
+from reconciler.oci.reference import Reference
+from reconciler.oci.referrer import Referrer
+from reconciler.plan import PLAN_VERSION, Action, Plan, PlannedImage, SourcePulls, Summary, decide
 from reconciler.shard import Shard
 
 
 @attrs.frozen(kw_only=True)
-class _PlanDocument:
+class SavedImage:
+    """A planned image as the file writes it: the pin's fields a reviewer reads, then what planning
+    decided. What only the lock holds (media type, referrers rule, signing key) is not written:
+    applying takes the pins from the lock, once the file is found to agree with it."""
+
+    source: Reference
+    target: Reference
+    digest: Digest
+    action: Action
+    target_digest: Digest | None = None
+    moved_to: Digest | None = None
+    message: str | None = None
+    platforms: tuple[str, ...] = ()
+    referrers: tuple[Referrer, ...] = ()
+    new_referrers: tuple[Referrer, ...] = ()
+    subset: PlatformSubset | None = None
+    rule: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class SavedPlan:
     version: int
     lock_digest: str
     shard: Shard | None = None
-    images: tuple[PlannedImage, ...]
+    images: tuple[SavedImage, ...]
     pulls: tuple[SourcePulls, ...] = ()
     summary: Summary
 
@@ -38,38 +62,64 @@ _converter.register_structure_hook(Shard, lambda value, _: Shard.parse(_converte
 
 
 def dumps(plan: Plan) -> str:
-    document = _PlanDocument(
-        version=plan.version, lock_digest=plan.lock_digest, shard=plan.shard, images=plan.images,
-        pulls=plan.pulls, summary=plan.summary,
+    document = SavedPlan(
+        version=plan.version, lock_digest=plan.lock_digest, shard=plan.shard,
+        images=tuple(_saved(image) for image in plan.images), pulls=plan.pulls, summary=plan.summary,
     )
     return json.dumps(_converter.unstructure(document), indent=2) + "\n"
+
+
+def _saved(image: PlannedImage) -> SavedImage:
+    locked = image.locked
+    return SavedImage(
+        source=locked.source, target=locked.target, digest=locked.digest, action=image.action,
+        target_digest=image.target_digest, moved_to=image.moved_to, message=image.message,
+        platforms=locked.platforms, referrers=locked.referrers, new_referrers=image.new_referrers,
+        subset=locked.subset, rule=locked.rule,
+    )
 
 
 def save(path: Path, plan: Plan) -> None:
     files.write_atomic(path, dumps(plan))
 
 
-def load(path: Path) -> Plan:
+def load(path: Path) -> SavedPlan:
     """Read a saved plan strictly; a damaged or foreign file is refused with its name and line."""
     document = YamlDocument.read(path, entry_key="target", if_missing="saved plan not found")
     if not isinstance(document.data, dict) or document.data.get("version") != PLAN_VERSION:
         raise document.error((), f"not a saved plan of version {PLAN_VERSION}")
-    saved = document.structure(_converter, _PlanDocument)
-    return Plan(lock_digest=saved.lock_digest, images=saved.images, version=saved.version, shard=saved.shard,
-                pulls=saved.pulls)
+    return document.structure(_converter, SavedPlan)
 
 
-def first_difference(plan: Plan, lock: Lockfile) -> str | None:
+def first_difference(saved: SavedPlan, lock: Lockfile) -> str | None:
     """Where a saved plan first says other than planning ``lock`` again would: the image's target,
     the field and both values. Every field is compared, as the plan file writes it, so whatever
     apply acts on (action, digests, subset, referrers, platforms) is the lock's."""
-    if len(plan.images) != len(lock.images):
-        return f"it has {len(plan.images)} images, the lock {len(lock.images)} pins"
-    for saved, locked in zip(plan.images, lock.images):
-        difference = _first_change("", _converter.unstructure(saved), _converter.unstructure(replanned(locked, saved)))
+    if len(saved.images) != len(lock.images):
+        return f"it has {len(saved.images)} images, the lock {len(lock.images)} pins"
+    for image, locked in zip(saved.images, lock.images):
+        replanned = _saved(_replanned(locked, image))
+        difference = _first_change("", _converter.unstructure(image), _converter.unstructure(replanned))
         if difference is not None:
             return f"{locked.target}: {difference}"
     return None
+
+
+def restored(saved: SavedPlan, lock: Lockfile) -> Plan:
+    """The plan a saved one stands for, over the pins of ``lock`` (which ``first_difference`` found it agrees with)."""
+    return Plan(lock_digest=saved.lock_digest, images=tuple(map(_replanned, lock.images, saved.images)),
+                version=saved.version, shard=saved.shard, pulls=saved.pulls)
+
+
+def _replanned(locked: LockedImage, saved: SavedImage) -> PlannedImage:
+    """What planning ``locked`` gives with the target tag holding what ``saved`` says it held
+    (apply asks the target again). What only the source could say comes from ``saved``, since
+    apply asks no source before copying: that the image was refused for its source (it stays
+    refused), where the source tag moved, and what else refers to it upstream."""
+    decided = decide(locked, saved.target_digest, None, saved.moved_to)
+    if decided.action is Action.CREATE and saved.action in (Action.SOURCE_MISSING, Action.ERROR):
+        decided = attrs.evolve(decided, action=saved.action, message=saved.message)
+    return attrs.evolve(decided, new_referrers=saved.new_referrers)
 
 
 def _first_change(path: str, written: object, planned: object) -> str | None:

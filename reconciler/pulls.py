@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from reconciler.lockfile import LockedImage
 from reconciler.oci.errors import OCIError
-from reconciler.plan import PlannedImage, pulls_needed
+from reconciler.plan import pulls_needed
 from reconciler.registry.client import Registries
 from reconciler.registry.ratelimit import PullLimit, deferral, registry_name
 
@@ -26,7 +26,7 @@ log = logging.getLogger("reconciler")
 class PullBudgets:
     """For one apply: each image's pulls, decided in lock order per source registry."""
 
-    def __init__(self, registries: Registries, images: Sequence[LockedImage | PlannedImage]) -> None:
+    def __init__(self, registries: Registries, images: Sequence[LockedImage]) -> None:
         self._registries = registries
         self._images = images
         self._decided = [asyncio.get_running_loop().create_future() for _ in images]
@@ -62,14 +62,14 @@ class PullBudgets:
         if not self._decided[index].done():
             self._decided[index].set_result(pulls)
 
-    async def _budget(self, host: str, image: LockedImage | PlannedImage) -> PullLimit | None:
+    async def _budget(self, host: str, image: LockedImage) -> PullLimit | None:
         """The budget the registry states; learnt once per run, with a HEAD (which costs no pull)."""
         task = self._budgets.get(host)
         if task is None:
             task = self._budgets[host] = asyncio.ensure_future(self._ask(host, image))
         return await asyncio.shield(task)
 
-    async def _ask(self, host: str, image: LockedImage | PlannedImage) -> PullLimit | None:
+    async def _ask(self, host: str, image: LockedImage) -> PullLimit | None:
         source = image.source
         client = self._registries.client(source.repository)
         if client.pull_limit is None:

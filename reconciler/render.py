@@ -59,16 +59,16 @@ def _pulls_lines(plan: Plan) -> list[tuple[str, bool]]:
 
 def _detail(image: PlannedImage) -> str:
     if image.action is Action.CREATE:
-        pinned = "" if image.source.digest else f"@{_short(image.digest)}"
-        only = f" ({', '.join(image.subset.platforms)} only)" if image.subset else ""
-        return f"copy {image.source.as_written}{pinned}{only}{_with_referrers(image)}"
+        pinned = "" if image.locked.source.digest else f"@{_short(image.locked.digest)}"
+        only = f" ({', '.join(image.locked.subset.platforms)} only)" if image.locked.subset else ""
+        return f"copy {image.locked.source.as_written}{pinned}{only}{_with_referrers(image)}"
     if image.action is Action.UNCHANGED:
-        return f"holds {_short(image.pushed_digest)}"
+        return f"holds {_short(image.locked.pushed_digest)}"
     return f"{image.action.value}: {image.message}"
 
 
 def _with_referrers(image: PlannedImage) -> str:
-    count = len(image.referrers)
+    count = len(image.locked.referrers)
     return f" with {count} referrer{'s' if count != 1 else ''}" if count else ""
 
 
@@ -88,8 +88,8 @@ def _for_review(plan: Plan) -> tuple[list[PlannedImage], list[PlannedImage]]:
     """
     looks = [image for image in plan.images if image.action is not Action.UNCHANGED or _noted(image)]
     rest = [image for image in plan.images if image.action is Action.UNCHANGED and not _noted(image)]
-    looks.sort(key=lambda image: (_REVIEW_ORDER[image.action], str(image.target)))
-    rest.sort(key=lambda image: str(image.target))
+    looks.sort(key=lambda image: (_REVIEW_ORDER[image.action], str(image.locked.target)))
+    rest.sort(key=lambda image: str(image.locked.target))
     return looks, rest
 
 
@@ -101,8 +101,8 @@ def _new_referrers_note(image: PlannedImage) -> str:
 
 
 def _moved_warning(image: PlannedImage) -> str:
-    return (f"{image.source.as_written} now points to {_short(image.moved_to)}; the locked {_short(image.digest)} "
-            f"is what applies (`image-syncer lock --upgrade` follows the tag)")
+    return (f"{image.locked.source.as_written} now points to {_short(image.moved_to)}; "
+            f"the locked {_short(image.locked.digest)} is what applies (`image-syncer lock --upgrade` follows the tag)")
 
 
 def plan_text(plan: Plan, verbose: bool = False) -> Text:
@@ -112,7 +112,7 @@ def plan_text(plan: Plan, verbose: bool = False) -> Text:
     for image in looks + (rest if verbose else []):
         symbol, style = _SYMBOLS[image.action]
         text.append(f"  {symbol} ", style=style)
-        text.append(str(image.target), style="bold" if image.action is not Action.UNCHANGED else "dim")
+        text.append(str(image.locked.target), style="bold" if image.action is not Action.UNCHANGED else "dim")
         text.append(f"  {_detail(image)}\n", style=style if image.action.refused else "")
         if image.moved_to:
             text.append(f"    ~ warning: {_moved_warning(image)}\n", style="yellow")
@@ -145,28 +145,29 @@ def plan_markdown(plan: Plan) -> str:
         lines += ["| | Action | Target | Source | Digest | Platforms | Note |", "|---|---|---|---|---|---|---|"]
         for image in looks:
             symbol = _SYMBOLS[image.action][0]
-            lines.append(_row(symbol, image.action.value + _with_referrers(image), f"`{image.target}`",
-                              f"`{image.source.as_written}`",
-                              f"`{_short(image.pushed_digest)}`",
-                              ", ".join(image.subset.platforms if image.subset else image.platforms) or "–",
+            lines.append(_row(symbol, image.action.value + _with_referrers(image), f"`{image.locked.target}`",
+                              f"`{image.locked.source.as_written}`",
+                              f"`{_short(image.locked.pushed_digest)}`",
+                              ", ".join(image.locked.pushed_platforms) or "–",
                               _review_note(image)))
         lines.append("")
     lines += _folded(f"{len(rest)} unchanged", ["Target", "Digest"],
-                     [(f"`{image.target}`", f"`{_short(image.pushed_digest)}`") for image in rest])
+                     [(f"`{image.locked.target}`", f"`{_short(image.locked.pushed_digest)}`") for image in rest])
     return _document(lines)
 
 
 def _review_note(image: PlannedImage) -> str:
     notes = []
     if image.action is Action.CONFLICT:
-        notes.append(f"the target holds `{_short(image.target_digest)}`, the lock wants `{_short(image.pushed_digest)}`: "
+        notes.append(f"the target holds `{_short(image.target_digest)}`, "
+                     f"the lock wants `{_short(image.locked.pushed_digest)}`: "
                      "choose another target tag for this entry, or remove it")
     elif image.action.refused:
         notes.append(image.message or "")
     if image.moved_to:
         notes.append(f"warning: {_moved_warning(image)}")
-    if image.rule and image.action is Action.CREATE:
-        notes.append(f"tag rule {image.rule}")
+    if image.locked.rule and image.action is Action.CREATE:
+        notes.append(f"tag rule {image.locked.rule}")
     if image.new_referrers:
         notes.append(f"note: {_new_referrers_note(image)}")
     return "; ".join(notes)

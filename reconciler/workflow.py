@@ -21,6 +21,7 @@ from reconciler.errors import InputError, first_and_count
 from reconciler.lockfile import Lockfile
 from reconciler.oci.reference import Reference
 from reconciler.plan import Action, Plan, PlannedImage, make_plan
+from reconciler.planfile import SavedPlan
 from reconciler.registry.client import Registries
 from reconciler.resolve import TagListings, resolve_all, select_tags
 from reconciler.runtime import Interruption
@@ -111,7 +112,7 @@ async def apply(
     registries: Registries,
     config: Config,
     lock_path: Path,
-    saved_plan: Plan | None = None,
+    saved_plan: SavedPlan | None = None,
     observer: ApplyObserver | None = None,
     interruption: Interruption | None = None,
     shard: Shard | None = None,
@@ -121,8 +122,8 @@ async def apply(
     signed = {image.target: image for image in lockfile.every_desired(config, current) if image.signature is not None}
     interruption = interruption or Interruption()
     if saved_plan is not None:
-        await interruption.run(check_fresh(registries, saved_plan, current, shard), "stopped before copying")
-        return await apply_plan(registries, saved_plan, observer=observer, interruption=interruption, signed=signed)
+        fresh = await interruption.run(check_fresh(registries, saved_plan, current, shard), "stopped before copying")
+        return await apply_plan(registries, fresh, observer=observer, interruption=interruption, signed=signed)
     _, report = await plan_and_apply(registries, lock_part(shard, current), observer=observer,
                                      interruption=interruption, signed=signed)
     return report

@@ -44,8 +44,7 @@ BY_DIGEST = attrs.evolve(BY_TAG, source=reference.parse(f"busybox@{LOCKED}"))
 def test_decide(target_holds, source_has_locked, moved_to, action, message):
     decided = plan.decide(BY_TAG, target_holds, source_has_locked, moved_to)
 
-    assert decided == PlannedImage(BY_TAG.source, BY_TAG.target, LOCKED, action, target_digest=target_holds,
-                                   moved_to=moved_to, message=message, platforms=BY_TAG.platforms)
+    assert decided == PlannedImage(BY_TAG, action, target_digest=target_holds, moved_to=moved_to, message=message)
     assert decided.action.refused is (action in (Action.CONFLICT, Action.SOURCE_MISSING))
 
 

@@ -20,7 +20,7 @@ from reconciler.oci.digest import Digest
 from reconciler.oci.mediatypes import OCI_INDEX, OCI_MANIFEST
 from reconciler.oci.platforms import PlatformSubset
 from reconciler.oci.referrer import FoundBy, Referrer
-from reconciler.plan import Action, Plan, PlannedImage, SourcePulls
+from reconciler.plan import Action, Plan, SourcePulls
 from reconciler.shard import Shard
 
 LOCKED = Digest.of(b"locked")
@@ -35,15 +35,18 @@ PINNED_LOCK = Lockfile(inputs_hash="sha256:" + "1" * 64, images=(PINNED,))
 TO_CREATE = plan.decide(PINNED, None, True)
 
 
-def test_a_saved_plan_reads_back_as_the_same_value(tmp_path):
-    planned = Plan(lock_digest=plan.lock_digest(Lockfile(inputs_hash="sha256:" + "1" * 64, images=(BY_DIGEST,))),
+def test_a_saved_plan_reads_back_with_its_lock_as_the_same_value(tmp_path):
+    lock = Lockfile(inputs_hash="sha256:" + "1" * 64, images=(BY_DIGEST, PINNED, PINNED))
+    planned = Plan(lock_digest=plan.lock_digest(lock),
                    images=(plan.decide(BY_DIGEST, None, True), attrs.evolve(TO_CREATE, new_referrers=(SIGNATURE,)),
                            plan.decide(PINNED, OTHER, None, moved_to=NEWER)),
                    shard=Shard(1, 2), pulls=(SourcePulls("registry-1.docker.io", 4, 90, 100),))
     saved = tmp_path / "plan.json"
     planfile.save(saved, planned)
 
-    assert planfile.load(saved) == planned
+    read = planfile.load(saved)
+    assert planfile.first_difference(read, lock) is None
+    assert planfile.restored(read, lock) == planned
     assert saved.read_text() == planfile.dumps(planned)
     written = json.loads(saved.read_text())
     assert (written["images"][0]["source"], written["images"][0]["target"]) == (
@@ -89,6 +92,12 @@ def test_a_missing_or_foreign_file_is_refused(tmp_path):
         planfile.load(tmp_path / "list.json")
 
 
+def _saved(planned: Plan, tmp_path) -> planfile.SavedPlan:
+    path = tmp_path / "plan.json"
+    planfile.save(path, planned)
+    return planfile.load(path)
+
+
 # Each row edits one field of a saved image; the difference names the field (the first value in it
 # that differs, as the plan file writes it), or is None for what only a source could tell.
 EDITS = [
@@ -119,8 +128,9 @@ EDITS = [
 
 @pytest.mark.parametrize(("field", "value", "difference"), EDITS,
                          ids=[f"{field}={value}" for field, value, _ in EDITS])
-def test_a_saved_image_differs_from_its_pin_in_the_field_edited(field, value, difference):
-    saved = Plan(lock_digest=plan.lock_digest(PINNED_LOCK), images=(attrs.evolve(TO_CREATE, **{field: value}),))
+def test_a_saved_image_differs_from_its_pin_in_the_field_edited(tmp_path, field, value, difference):
+    made = _saved(Plan(lock_digest=plan.lock_digest(PINNED_LOCK), images=(TO_CREATE,)), tmp_path)
+    saved = attrs.evolve(made, images=(attrs.evolve(made.images[0], **{field: value}),))
 
     found = planfile.first_difference(saved, PINNED_LOCK)
 
@@ -129,18 +139,19 @@ def test_a_saved_image_differs_from_its_pin_in_the_field_edited(field, value, di
 
 
 def test_every_field_of_a_saved_image_is_compared_or_known_to_be_only_a_note():
-    assert {field for field, _, _ in EDITS} == {field.name for field in attrs.fields(PlannedImage)}
+    assert {field for field, _, _ in EDITS} == {field.name for field in attrs.fields(planfile.SavedImage)}
 
 
-def test_a_saved_plan_as_made_has_no_difference_and_one_without_an_image_has():
-    made = Plan(lock_digest=plan.lock_digest(PINNED_LOCK), images=(TO_CREATE,))
+def test_a_saved_plan_as_made_has_no_difference_and_one_without_an_image_has(tmp_path):
+    made = _saved(Plan(lock_digest=plan.lock_digest(PINNED_LOCK), images=(TO_CREATE,)), tmp_path)
+    image = made.images[0]
 
     assert planfile.first_difference(made, PINNED_LOCK) is None
     assert planfile.first_difference(attrs.evolve(made, images=()), PINNED_LOCK) == "it has 0 images, the lock 1 pins"
-    assert planfile.first_difference(attrs.evolve(made, images=(attrs.evolve(TO_CREATE, subset=None),)),
+    assert planfile.first_difference(attrs.evolve(made, images=(attrs.evolve(image, subset=None),)),
                                      PINNED_LOCK) == (
         f'r.example/mirror/busybox:1.36: subset is null in the plan, but planning the lock gives '
         f'{{"platforms":["linux/amd64"],"digest":"{Digest.of(b"subset")}"}}')
-    assert planfile.first_difference(attrs.evolve(made, images=(attrs.evolve(TO_CREATE, referrers=()),)),
+    assert planfile.first_difference(attrs.evolve(made, images=(attrs.evolve(image, referrers=()),)),
                                      PINNED_LOCK) == (
         "r.example/mirror/busybox:1.36: referrers lists 0 in the plan, but planning the lock gives 1")
