@@ -14,9 +14,9 @@ from typing import Annotated
 import typer
 
 from reconciler import compat
+from reconciler.registry.options import TransportOptions
 from reconciler.registry.proxy import ProxySettings
 from reconciler.registry.retry import RetryPolicy
-from reconciler.registry.transport import TransportOptions
 from reconciler.session import SessionOptions
 from reconciler.shard import Shard
 

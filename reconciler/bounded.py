@@ -1,41 +1,29 @@
-"""Concurrent work over a list, a bounded number at a time: how lock, plan, verify and apply fan out."""
+"""One image's work failing alone: a bug costs that image, not the run.
+
+Bridges until the workflows call ``Registries.map``: ``images_at_once``, and ``map_bounded``
+(at home in ``registry/fanout.py``).
+"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Iterator
-from typing import TypeVar
+from collections.abc import Iterator
 
 from reconciler.errors import InputError, internal_error
 from reconciler.oci.errors import OCIError
 from reconciler.registry.errors import RegistryError
+from reconciler.registry.fanout import map_bounded
 from reconciler.runtime import Interrupted
 
-Item = TypeVar("Item")
-Result = TypeVar("Result")
+__all__ = ["InternalError", "bugs_fail_this_image", "images_at_once", "map_bounded"]
 
 log = logging.getLogger(__name__)
 
 
 def images_at_once(requests_per_registry: int) -> int:
-    """Images worked on together: as many as a registry's ceiling of requests, so that the
-    ceiling stays reachable; each registry's adaptive limit decides what is really sent."""
+    """Images worked on together: as many as a registry's ceiling of requests (``Registries.map`` holds this rule)."""
     return requests_per_registry
-
-
-async def map_bounded(
-    work: Callable[[Item], Awaitable[Result]], items: Iterable[Item], limit: int
-) -> list[Result]:
-    """``work`` on every item, at most ``limit`` at once; the results in the items' order."""
-    slots = asyncio.Semaphore(limit)
-
-    async def one(item: Item) -> Result:
-        async with slots:
-            return await work(item)
-
-    return await asyncio.gather(*(one(item) for item in items))
 
 
 class InternalError(RegistryError):

@@ -33,8 +33,8 @@ from reconciler.apply import Report
 from reconciler.errors import InputError, one_line
 from reconciler.progress import apply_progress
 from reconciler.registry import credentials
-from reconciler.registry.client import Registries
-from reconciler.registry.transport import tls_trust
+from reconciler.registry.options import tls_trust
+from reconciler.registry.registries import Registries
 from reconciler.runtime import Interruption, Stopped, note_signals, stop_if_signalled
 from reconciler.session import SessionOptions, open_registries
 

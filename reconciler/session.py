@@ -18,9 +18,9 @@ import attrs
 
 from reconciler.oci.reference import is_google_registry
 from reconciler.registry import credentials as docker_credentials
-from reconciler.registry.client import Registries
 from reconciler.registry.credentials import Credentials, CredentialSource
-from reconciler.registry.transport import TransportOptions
+from reconciler.registry.options import TransportOptions
+from reconciler.registry.registries import Registries
 
 if TYPE_CHECKING:
     from reconciler.registry.google import GoogleTokenSource

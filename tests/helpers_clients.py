@@ -9,11 +9,11 @@ import asyncio
 
 from reconciler.oci import reference
 from reconciler.oci.manifest import Manifest
-from reconciler.registry.client import Registries
 from reconciler.registry.copy import Copier
 from reconciler.registry.credentials import Credentials
+from reconciler.registry.options import TransportOptions
+from reconciler.registry.registries import Registries
 from reconciler.registry.retry import RetryPolicy
-from reconciler.registry.transport import TransportOptions
 from tests.harness.images import PushedImage
 from tests.harness.skopeo import skopeo_inspect_raw
 
@@ -38,7 +38,7 @@ async def copy_image(regs: Registries, source: str, target: str) -> tuple[Copier
     digest = await regs.resolve_digest(source_ref)
     async with Copier(regs) as copier:
         manifest = await copier.copy_referenced(source_ref.repository, digest, target_ref.repository)
-    await regs.client(target_ref.repository).put_manifest(target_ref.repository.path, target_ref.tag, manifest)
+    await regs.repository(target_ref.repository).put_manifest(target_ref.tag, manifest)
     return copier, manifest
 
 

@@ -11,11 +11,11 @@ import pytest
 from reconciler.oci import reference
 from reconciler.oci.digest import Digest
 from reconciler.registry.auth import Challenge, parse_challenges
-from reconciler.registry.client import Registries
 from reconciler.registry.copy import BlobTransferFailed
 from reconciler.registry.credentials import lookup
 from reconciler.registry.errors import ResponseError
-from reconciler.registry.transport import TransportOptions
+from reconciler.registry.options import TransportOptions
+from reconciler.registry.registries import Registries
 from tests.helpers_clients import FAST_RETRY, assert_same_image, mirror, registries, run
 
 

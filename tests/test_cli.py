@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from reconciler import cli
+from reconciler.registry.options import TransportOptions
 from reconciler.registry.proxy import ProxySettings
 from reconciler.registry.retry import RetryPolicy
-from reconciler.registry.transport import TransportOptions
 from reconciler.session import SessionOptions
 from tests.helpers_cli import write_images
 

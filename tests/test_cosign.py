@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from reconciler.oci import reference
 from reconciler.registry.cosign import (
-    InvalidKey, InvalidSignature, SignatureRefused, check_signature, load_public_key, require_signature,
+    InvalidKey, InvalidSignature, SignatureRefused, check_signature, load_public_key, verify,
 )
 from reconciler.oci.digest import Digest
 from reconciler.oci.manifest import parse
@@ -54,34 +54,34 @@ def signed_image(push_image, plain_registry):
     return make
 
 
-def verify(image, key) -> Digest:
+def verified(image, key) -> Digest:
     async def main() -> Digest:
         async with registries() as regs:
-            repository = reference.parse(image.ref).repository
-            return await require_signature(regs.client(repository), repository.path, Digest.parse(image.digest), key)
+            repository = regs.repository(reference.parse(image.ref).repository)
+            return await verify(repository, Digest.parse(image.digest), key)
 
     return run(main())
 
 
 def refusal(image, key) -> str:
     with pytest.raises(SignatureRefused) as refused:
-        verify(image, key)
+        verified(image, key)
     return str(refused.value)
 
 
-# -- require_signature against the registry ----------------------------------------------------
+# -- verify against the registry ----------------------------------------------------------------
 
 
 def test_signature_by_the_key_is_accepted_and_its_manifest_named(signed_image, key_a, public_key_a):
     image, sig_manifest = signed_image(lambda digest: cosign.signature_by(key_a, digest))
-    assert verify(image, public_key_a) == Digest.parse(sig_manifest)
+    assert verified(image, public_key_a) == Digest.parse(sig_manifest)
 
 
 def test_one_valid_signature_among_others_is_enough(signed_image, key_a, key_b, public_key_a):
     image, sig_manifest = signed_image(
         lambda digest: cosign.signature_by(key_b, digest), lambda digest: cosign.signature_by(key_a, digest)
     )
-    assert verify(image, public_key_a) == Digest.parse(sig_manifest)
+    assert verified(image, public_key_a) == Digest.parse(sig_manifest)
 
 
 def test_image_without_signature_tag_is_refused(signed_image, public_key_a):

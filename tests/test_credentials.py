@@ -7,10 +7,10 @@ import pytest
 
 from reconciler.oci import reference
 from reconciler.registry import credentials
-from reconciler.registry.client import Registries
 from reconciler.registry.credentials import Credentials, CredentialsError, lookup
 from reconciler.registry.errors import RegistryError
-from reconciler.registry.transport import TransportOptions
+from reconciler.registry.options import TransportOptions
+from reconciler.registry.registries import Registries
 from reconciler.session import SessionOptions, open_registries
 from tests.helpers_clients import FAST_RETRY, run
 

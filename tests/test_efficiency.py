@@ -10,8 +10,8 @@ import pytest
 
 from reconciler import config, workflow
 from reconciler.oci import reference
-from reconciler.registry.client import Registries
 from reconciler.registry.copy import Copier
+from reconciler.registry.registries import Registries
 from tests.harness import images as harness_images
 from tests.harness.skopeo import skopeo_inspect_raw
 from tests.helpers_clients import registries, run

@@ -14,9 +14,9 @@ import pytest
 
 from reconciler import config, workflow
 from reconciler.oci import reference
-from reconciler.registry.client import Registries
 from reconciler.registry.limiter import INITIAL, AdaptiveLimit, lending_slot
-from reconciler.registry.transport import TransportOptions
+from reconciler.registry.options import TransportOptions
+from reconciler.registry.registries import Registries
 from tests.harness.rawhttp import RawRegistry
 from tests.helpers_cli import write_images
 from tests.helpers_clients import run

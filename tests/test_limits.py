@@ -1,4 +1,4 @@
-"""Every answer read within its cap (reconciler/oci/limits.py, transport.read_body), against raw-socket
+"""Every answer read within its cap (reconciler/oci/limits.py, body.read_body), against raw-socket
 servers: an endless tags page, token answer or error body stops at its cap with one line naming the
 registry and the limit, and its connection is closed; a Content-Length over the cap is refused before a
 byte is read; a tags listing over the count cap is refused before its tags become strings; JSON nested

@@ -13,8 +13,8 @@ from reconciler.oci.digest import Digest
 from reconciler.oci.errors import OCIError
 from reconciler.oci.manifest import parse
 from reconciler.oci.platforms import PlatformSubsetRefused, subset
-from reconciler.registry.client import Registries
-from reconciler.registry.transport import TransportOptions
+from reconciler.registry.options import TransportOptions
+from reconciler.registry.registries import Registries
 from tests.harness import images
 from tests.harness.skopeo import skopeo_inspect_raw
 from tests.helpers_cli import run_cli, write_images

@@ -16,7 +16,7 @@ from reconciler.oci import limits, reference
 from reconciler.oci.digest import Digest
 from reconciler.oci.errors import OCIError
 from reconciler.oci.referrer import COSIGN_ARTIFACT_TYPES, FoundBy
-from reconciler.registry.referrers import discover
+from reconciler.registry.referrers import find
 from tests.harness import cosign as cosign_keys
 from tests.harness.artifacts import (
     EMPTY_CONFIG, OCI_INDEX, OCI_MANIFEST, Artifact, push_artifact, push_referrers_index, subject_descriptor,
@@ -33,8 +33,8 @@ PROVENANCE = "application/vnd.in-toto+json"
 def discovered(registry, repo: str, subjects: list[str], artifact_types=None):
     async def main():
         async with registries() as regs:
-            client = regs.client(reference.parse(f"{registry.host}/{repo}:x").repository)
-            return await discover(client, repo, [Digest.parse(s) for s in subjects], artifact_types)
+            repository = regs.repository(reference.parse(f"{registry.host}/{repo}:x").repository)
+            return await find(repository, [Digest.parse(s) for s in subjects], artifact_types)
 
     return run(main())
 

@@ -24,9 +24,10 @@ from reconciler.oci.reference import is_loopback
 from reconciler.registry.client import RegistryClient
 from reconciler.registry.credentials import Credentials
 from reconciler.registry.errors import RegistryError
+from reconciler.registry.options import TransportOptions
 from reconciler.registry.proxy import ProxySettings
 from reconciler.registry.retry import RetryPolicy, TransientError
-from reconciler.registry.transport import Transport, TransportOptions
+from reconciler.registry.transport import Transport
 from tests.harness.forward_proxy import ForwardProxy
 from tests.harness.rawserver import Connection, RawServer, keep_answering
 from tests.harness.registry import PROXIED_NAME

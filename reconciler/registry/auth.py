@@ -73,6 +73,17 @@ def repository_scope(path: str, *actions: str) -> str:
     return f"repository:{path}:{','.join(actions)}"
 
 
+def pull_scopes(path: str) -> tuple[str, ...]:
+    return (repository_scope(path, "pull"),)
+
+
+def push_scopes(path: str, mount_from: str | None = None) -> tuple[str, ...]:
+    scopes = (repository_scope(path, "pull", "push"),)
+    if mount_from and mount_from != path:
+        scopes += (repository_scope(mount_from, "pull"),)
+    return scopes
+
+
 def _merge_scopes(*groups: Iterable[str]) -> tuple[str, ...]:
     """Union keeping first-seen order, so the push scope stays first."""
     seen: dict[str, None] = {}

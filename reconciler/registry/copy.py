@@ -18,9 +18,11 @@ from reconciler.oci.errors import OCIError
 from reconciler.oci.manifest import Descriptor, Manifest
 from reconciler.oci.platforms import PlatformSubset
 from reconciler.oci.reference import Repository
-from reconciler.registry.client import BlobTransfer, Registries, RegistryClient
+from reconciler.registry.registries import Registries
+from reconciler.registry.repository import RemoteRepository
 from reconciler.registry.errors import RegistryError
 from reconciler.registry.retry import retrying
+from reconciler.registry.upload import BlobTransfer
 
 
 _READING = "reading the source"
@@ -91,51 +93,37 @@ class Copier:
         The manifest itself is left to the caller, who checks right before pushing it
         under its tag that nobody claimed the tag meanwhile: one PUT then stores and tags it.
         """
-        source_client = self._registries.client(source)
-        target_client = self._registries.client(target)
-        manifest = await source_client.get_manifest(source.path, digest)
+        source_repository = self._registries.repository(source)
+        manifest = await source_repository.get_manifest(digest)
         if subset is not None:
             manifest = subset.rebuild(manifest)
-        await self._copy_references(source_client, source.path, target_client, target.path, manifest)
+        await self._copy_references(source_repository, self._registries.repository(target), manifest)
         return manifest
 
-    async def _copy_references(
-        self, source: RegistryClient, source_path: str, target: RegistryClient, target_path: str, manifest: Manifest
-    ) -> None:
+    async def _copy_references(self, source: RemoteRepository, target: RemoteRepository, manifest: Manifest) -> None:
         if manifest.is_index:
-            await _gather(
-                self._copy_child(source, source_path, target, target_path, child.digest)
-                for child in manifest.children()
-            )
+            await _gather(self._copy_child(source, target, child.digest) for child in manifest.children())
         else:
-            await _gather(
-                self._copy_blob(source, source_path, target, target_path, blob) for blob in manifest.blobs()
-            )
+            await _gather(self._copy_blob(source, target, blob) for blob in manifest.blobs())
 
-    async def _copy_child(
-        self, source: RegistryClient, source_path: str, target: RegistryClient, target_path: str, digest: Digest
-    ) -> None:
+    async def _copy_child(self, source: RemoteRepository, target: RemoteRepository, digest: Digest) -> None:
         """A child the target already has is complete (a registry checks references on PUT)."""
-        if await target.head_manifest(target_path, str(digest)) is not None:
+        if await target.head_manifest(str(digest)) is not None:
             return
-        manifest = await source.get_manifest(source_path, digest)
-        await self._copy_references(source, source_path, target, target_path, manifest)
-        await target.put_manifest(target_path, str(digest), manifest)
+        manifest = await source.get_manifest(digest)
+        await self._copy_references(source, target, manifest)
+        await target.put_manifest(str(digest), manifest)
 
-    async def _copy_blob(
-        self, source: RegistryClient, source_path: str, target: RegistryClient, target_path: str, blob: Descriptor
-    ) -> None:
+    async def _copy_blob(self, source: RemoteRepository, target: RemoteRepository, blob: Descriptor) -> None:
         """Concurrent requests for one blob in one repository share a single placement."""
-        key = _BlobKey(target.host, target_path, blob.digest)
+        key = _BlobKey(target.host, target.path, blob.digest)
         task = self._blob_tasks.get(key)
         if task is None:
-            task = asyncio.ensure_future(self._place_blob(source, source_path, target, target_path, blob))
+            task = asyncio.ensure_future(self._place_blob(source, target, blob))
             self._blob_tasks[key] = task
         await asyncio.shield(task)
 
-    async def _place_blob(
-        self, source: RegistryClient, source_path: str, target: RegistryClient, target_path: str, blob: Descriptor
-    ) -> None:
+    async def _place_blob(self, source: RemoteRepository, target: RemoteRepository, blob: Descriptor) -> None:
         """The first repository of a registry to need a blob gets it; the others wait, then mount it.
 
         With nothing to mount from, the first one mounts from itself: a registry that
@@ -144,28 +132,27 @@ class Copier:
         any blob write into a repository that has the blob does; such an answer is retried.
         A HEAD first costs 4 more requests per image and did not prevent it.)
         """
-        same_registry = source_path if source.host == target.host else None
+        same_registry = source.path if source.host == target.host else None
         first = self._first_placements.get((target.host, blob.digest))
         if first is None:
-            self._first_placements[(target.host, blob.digest)] = (asyncio.current_task(), target_path)
-            mount_from = same_registry or target_path
+            self._first_placements[(target.host, blob.digest)] = (asyncio.current_task(), target.path)
+            mount_from = same_registry or target.path
         else:
             first_task, mount_from = first
             try:
                 await asyncio.shield(first_task)
             except OCIError:
                 mount_from = same_registry
-        await self._transfer(source, source_path, target, target_path, blob, mount_from)
+        await self._transfer(source, target, blob, mount_from)
 
     async def _transfer(
-        self, source: RegistryClient, source_path: str, target: RegistryClient, target_path: str, blob: Descriptor,
-        mount_from: str | None,
+        self, source: RemoteRepository, target: RemoteRepository, blob: Descriptor, mount_from: str | None
     ) -> None:
         @contextlib.asynccontextmanager
         async def open_source() -> AsyncIterator[AsyncIterator[bytes]]:
             async with contextlib.AsyncExitStack() as stack:
                 try:
-                    chunks = await stack.enter_async_context(source.open_blob(source_path, blob))
+                    chunks = await stack.enter_async_context(source.open_blob(blob))
                 except OCIError as error:
                     raise BlobTransferFailed(_READING, error) from None
                 yield self._from_source(chunks)
@@ -176,14 +163,14 @@ class Copier:
             try:
                 result = await retrying(
                     self._registries.options.retry,
-                    lambda: target.upload_blob(target_path, blob, open_source, mount_from=mount_from),
-                    f"{target.host}/{target_path}: blob {blob.digest}",
+                    lambda: target.upload_blob(blob, open_source, mount_from=mount_from),
+                    f"{target.host}/{target.path}: blob {blob.digest}",
                 )
             except BlobTransferFailed:
                 raise
             except OCIError as error:
                 raise BlobTransferFailed(_WRITING, error) from None
-        if result is BlobTransfer.MOUNTED and mount_from == target_path:
+        if result is BlobTransfer.MOUNTED and mount_from == target.path:
             self.stats.blobs_present += 1
         elif result is BlobTransfer.MOUNTED:
             self.stats.blobs_mounted += 1

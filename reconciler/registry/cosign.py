@@ -25,9 +25,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from reconciler.oci import limits
 from reconciler.oci.digest import Digest
 from reconciler.oci.manifest import Descriptor
+from reconciler.oci.reference import Repository
 from reconciler.oci.referrer import FoundBy
 from reconciler.registry.client import NotFound, RegistryClient
 from reconciler.registry.errors import RegistryError
+from reconciler.registry.repository import RemoteRepository
 from reconciler.files import read_text
 
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
@@ -88,16 +90,14 @@ def check_signature(payload: bytes, signature: str, digest: Digest, key: ec.Elli
         raise InvalidSignature(f"payload signs {signed} not {digest}")
 
 
-async def require_signature(
-    client: RegistryClient, path: str, digest: Digest, key: ec.EllipticCurvePublicKey
-) -> Digest:
+async def verify(repository: RemoteRepository, digest: Digest, key: ec.EllipticCurvePublicKey) -> Digest:
     """The digest of the ``.sig`` manifest in which a signature of ``digest`` by ``key`` verifies.
 
     Raises SignatureRefused when none does; a failure to read the registry is its own RegistryError.
     """
     tag = FoundBy.COSIGN_SIGNATURE.tag(digest)
     try:
-        manifest = await client.get_manifest(path, tag)
+        manifest = await repository.get_manifest(tag)
     except NotFound:
         raise SignatureRefused(f"no cosign signature (no tag {tag})") from None
     layers = [layer for layer in manifest.layers() if layer.media_type == SIMPLE_SIGNING]
@@ -106,7 +106,7 @@ async def require_signature(
     first_failure: InvalidSignature | None = None
     for layer in layers:
         try:
-            await _check_layer(client, path, layer, digest, key)
+            await _check_layer(repository, layer, digest, key)
         except InvalidSignature as failure:
             first_failure = first_failure or failure
         else:
@@ -114,13 +114,20 @@ async def require_signature(
     raise SignatureRefused(f"no valid cosign signature: {len(layers)} checked, the first: {first_failure}")
 
 
+async def require_signature(
+    client: RegistryClient, path: str, digest: Digest, key: ec.EllipticCurvePublicKey
+) -> Digest:
+    """Bridge until resolve.py's ``check_signature`` calls ``verify`` with ``Registries.repository``."""
+    return await verify(RemoteRepository(Repository(client.host, path), client), digest, key)
+
+
 async def _check_layer(
-    client: RegistryClient, path: str, layer: Descriptor, digest: Digest, key: ec.EllipticCurvePublicKey
+    repository: RemoteRepository, layer: Descriptor, digest: Digest, key: ec.EllipticCurvePublicKey
 ) -> None:
     signature = layer.annotations.get(SIGNATURE_ANNOTATION)
     if signature is None:
         raise InvalidSignature(f"no {SIGNATURE_ANNOTATION} annotation")
-    check_signature(await client.read_blob(path, layer), signature, digest, key)
+    check_signature(await repository.read_blob(layer), signature, digest, key)
 
 
 # -- the simple signing payload ----------------------------------------------------------

@@ -24,18 +24,19 @@ from typing import TYPE_CHECKING
 import attrs
 import cattrs
 
-from reconciler.bounded import map_bounded
 from reconciler.oci import limits, mediatypes
 from reconciler.oci.digest import Digest, InvalidDigest
 from reconciler.oci.manifest import Manifest
+from reconciler.oci.reference import Repository
 from reconciler.oci.referrer import COSIGN_ARTIFACT_TYPES, FoundBy, Referrer
-from reconciler.registry.client import NotFound
+from reconciler.registry.client import NotFound, RegistryClient
 from reconciler.registry.errors import RegistryError
+from reconciler.registry.fanout import map_bounded
+from reconciler.registry.repository import RemoteRepository
 
 if TYPE_CHECKING:
-    from reconciler.registry.client import Registries, RegistryClient
     from reconciler.registry.copy import Copier
-    from reconciler.oci.reference import Repository
+    from reconciler.registry.registries import Registries
 
 log = logging.getLogger("reconciler.registry")
 
@@ -60,8 +61,8 @@ _converter.register_structure_hook(_Entry, cattrs.gen.make_dict_structure_fn(
 ))
 
 
-async def discover(
-    client: RegistryClient, path: str, subjects: Sequence[Digest], artifact_types: frozenset[str] | None = None,
+async def find(
+    repository: RemoteRepository, subjects: Sequence[Digest], artifact_types: frozenset[str] | None = None,
     tags: Collection[str] | None = None, pinned: Collection[Digest] = (),
 ) -> tuple[Referrer, ...]:
     """Every referrer of each of ``subjects`` (an image and, for an index, its children), sorted.
@@ -70,64 +71,72 @@ async def discover(
     repository's, when the caller listed them already. ``pinned``: referrers the lock holds,
     checked when they were pinned; they are left out, and a listed one costs no GET.
     """
-    tags = set(await client.tags(path) if tags is None else tags)
-    found = await asyncio.gather(*(_of_subject(client, path, subject, tags, artifact_types, frozenset(pinned))
+    tags = set(await repository.tags() if tags is None else tags)
+    found = await asyncio.gather(*(_of_subject(repository, subject, tags, artifact_types, frozenset(pinned))
                                    for subject in subjects))
     referrers = {(referrer.subject, referrer.digest): referrer for group in found for referrer in group}
     return tuple(sorted(referrers.values(), key=lambda referrer: (str(referrer.subject), str(referrer.digest))))
 
 
+async def discover(
+    client: RegistryClient, path: str, subjects: Sequence[Digest], artifact_types: frozenset[str] | None = None,
+    tags: Collection[str] | None = None, pinned: Collection[Digest] = (),
+) -> tuple[Referrer, ...]:
+    """Bridge until plan.py and resolve.py call ``find`` with ``Registries.repository``."""
+    return await find(RemoteRepository(Repository(client.host, path), client), subjects, artifact_types, tags, pinned)
+
+
 async def _of_subject(
-    client: RegistryClient, path: str, subject: Digest, tags: set[str], artifact_types: frozenset[str] | None,
+    repository: RemoteRepository, subject: Digest, tags: set[str], artifact_types: frozenset[str] | None,
     pinned: frozenset[Digest],
 ) -> list[Referrer]:
     """The referrers of one digest of the types kept, counted against the cap before any is fetched."""
-    listed = await client.referrers(path, subject)
+    listed = await repository.referrers(subject)
     found_by = FoundBy.API
     if listed is None:
         index_tag = FoundBy.INDEX_TAG.tag(subject)
-        listed = [(await client.get_manifest(path, index_tag)).data] if index_tag in tags else []
+        listed = [(await repository.get_manifest(index_tag)).data] if index_tag in tags else []
         found_by = FoundBy.INDEX_TAG
-    entries = {entry.digest: entry for page in listed for entry in _entries(page, client.host, path)
+    entries = {entry.digest: entry for page in listed for entry in _entries(page, repository)
                if artifact_types is None or entry.artifact_type in artifact_types}
     cosign_kinds = [kind for kind, artifact_type in COSIGN_ARTIFACT_TYPES.items()
                     if kind.tag(subject) in tags and (artifact_types is None or artifact_type in artifact_types)]
     if len(entries) + len(cosign_kinds) > limits.REFERRERS_PER_SUBJECT:
-        raise RegistryError(f"{client.host}/{path}: {subject} has {len(entries) + len(cosign_kinds)} referrers, "
-                            f"more than the limit of {limits.REFERRERS_PER_SUBJECT}; not pinned")
+        raise RegistryError(f"{repository.host}/{repository.path}: {subject} has {len(entries) + len(cosign_kinds)} "
+                            f"referrers, more than the limit of {limits.REFERRERS_PER_SUBJECT}; not pinned")
 
     async def claimed(entry: _Entry) -> Referrer | None:
         if not all(mediatypes.is_media_type(kind) for kind in (entry.media_type, entry.artifact_type) if kind):
             log.warning("%s/%s: %s is listed as a referrer of %s with a type that is no media type; not pinned",
-                        client.host, path, entry.digest, subject)
+                        repository.host, repository.path, entry.digest, subject)
             return None
-        if not await _names_subject(client, path, entry.digest, subject):
+        if not await _names_subject(repository, entry.digest, subject):
             return None
         return Referrer(subject, entry.digest, entry.media_type, entry.artifact_type, found_by)
 
     unpinned = [entry for entry in entries.values() if entry.digest not in pinned]
-    referrers = [referrer for referrer in await map_bounded(claimed, unpinned, client.limit.ceiling)
+    referrers = [referrer for referrer in await map_bounded(claimed, unpinned, repository.limit.ceiling)
                  if referrer is not None]
     for kind in cosign_kinds:
-        manifest = await client.get_manifest(path, kind.tag(subject))
+        manifest = await repository.get_manifest(kind.tag(subject))
         if manifest.digest not in pinned:
             referrers.append(Referrer(subject, manifest.digest, manifest.media_type, COSIGN_ARTIFACT_TYPES[kind],
                                       kind))
     return referrers
 
 
-async def _names_subject(client: RegistryClient, path: str, digest: Digest, subject: Digest) -> bool:
+async def _names_subject(repository: RemoteRepository, digest: Digest, subject: Digest) -> bool:
     """Whether the manifest listed as a referrer of ``subject`` says so itself; a warning when not."""
     try:
-        manifest = await client.get_manifest(path, digest)
+        manifest = await repository.get_manifest(digest)
     except NotFound:
         log.warning("%s/%s: %s is listed as a referrer of %s but not found; not pinned",
-                    client.host, path, digest, subject)
+                    repository.host, repository.path, digest, subject)
         return False
     named = _subject_of(manifest)
     if named != subject:
         log.warning("%s/%s: %s is listed as a referrer of %s but its subject is %s; not pinned",
-                    client.host, path, digest, subject, named or "none")
+                    repository.host, repository.path, digest, subject, named or "none")
     return named == subject
 
 
@@ -140,11 +149,12 @@ def _subject_of(manifest: Manifest) -> Digest | None:
         return None
 
 
-def _entries(page: bytes, host: str, path: str) -> tuple[_Entry, ...]:
+def _entries(page: bytes, repository: RemoteRepository) -> tuple[_Entry, ...]:
     try:
         return _converter.structure(limits.parse_json(page), _Listing).manifests
     except (ValueError, TypeError, cattrs.BaseValidationError, InvalidDigest):
-        raise RegistryError(f"{host}/{path}: a referrers listing is not an image index of descriptors") from None
+        raise RegistryError(f"{repository.host}/{repository.path}: a referrers listing is not an image index "
+                            "of descriptors") from None
 
 
 class ReferrerRefused(RegistryError):
@@ -170,41 +180,42 @@ class ReferrerWriter:
             collections.defaultdict(asyncio.Lock))
 
     async def write(self, source: Repository, target: Repository, referrer: Referrer) -> None:
-        client = self._registries.client(target)
+        remote = self._registries.repository(target)
         tag = referrer.found_by.tag(referrer.subject)
         if referrer.found_by in COSIGN_ARTIFACT_TYPES:
-            held = await client.resolve_digest(target.path, tag)
+            held = await remote.resolve_digest(tag)
             if held == referrer.digest:
                 return
             if held is not None:
                 raise ReferrerRefused(f"{target}:{tag} holds {held}, not the locked referrer {referrer.digest}; "
                                       "not overwritten")
             manifest = await self._copier.copy_referenced(source, referrer.digest, target)
-            await client.put_manifest(target.path, tag, manifest)
+            await remote.put_manifest(tag, manifest)
             return
-        if await client.resolve_digest(target.path, str(referrer.digest)) is None:
+        if await remote.resolve_digest(str(referrer.digest)) is None:
             manifest = await self._copier.copy_referenced(source, referrer.digest, target)
-            await client.put_manifest(target.path, str(referrer.digest), manifest)
+            await remote.put_manifest(str(referrer.digest), manifest)
         else:
-            manifest = await client.get_manifest(target.path, referrer.digest)
-        if not await client.offers_referrers_api(target.path, referrer.subject):  # the fallback index, then
-            async with self._index_locks[client.host, target.path, referrer.subject]:
-                await _list_in_index(client, target, referrer, manifest)
+            manifest = await remote.get_manifest(referrer.digest)
+        if not await remote.offers_referrers_api(referrer.subject):  # the fallback index, then
+            async with self._index_locks[remote.host, remote.path, referrer.subject]:
+                await _list_in_index(remote, referrer, manifest)
 
 
-async def _list_in_index(client: RegistryClient, target: Repository, referrer: Referrer, manifest: Manifest) -> None:
+async def _list_in_index(target: RemoteRepository, referrer: Referrer, manifest: Manifest) -> None:
     tag = FoundBy.INDEX_TAG.tag(referrer.subject)
     named = _subject_of(manifest)
     if named != referrer.subject:  # a fallback index is a claim about its subject: never a false one
         raise ReferrerRefused(f"{referrer.digest}'s subject is {named or 'none'}, not {referrer.subject}; "
-                              f"not listed in {target}:{tag}")
-    held = await client.resolve_digest(target.path, tag)
+                              f"not listed in {target.repository}:{tag}")
+    held = await target.resolve_digest(tag)
     entries: list[dict] = []
     if held is not None:
-        index = await client.get_manifest(target.path, tag)
+        index = await target.get_manifest(tag)
         if index.media_type != mediatypes.OCI_INDEX:
-            raise ReferrerRefused(f"{target}:{tag} holds a {index.media_type}, not a referrers index; not overwritten")
-        if any(entry.digest == referrer.digest for entry in _entries(index.data, client.host, target.path)):
+            raise ReferrerRefused(f"{target.repository}:{tag} holds a {index.media_type}, not a referrers index; "
+                                  "not overwritten")
+        if any(entry.digest == referrer.digest for entry in _entries(index.data, target)):
             return
         entries = list(limits.parse_json(index.data).get("manifests") or ())
     entry = {"mediaType": manifest.media_type, "digest": str(manifest.digest), "size": len(manifest.data)}
@@ -212,4 +223,4 @@ async def _list_in_index(client: RegistryClient, target: Repository, referrer: R
         entry["artifactType"] = referrer.artifact_type
     data = json.dumps({"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX, "manifests": [*entries, entry]},
                       separators=(",", ":")).encode()
-    await client.put_manifest(target.path, tag, Manifest(mediatypes.OCI_INDEX, Digest.of(data), data))
+    await target.put_manifest(tag, Manifest(mediatypes.OCI_INDEX, Digest.of(data), data))

@@ -3,36 +3,29 @@
 Authentication sits one layer up (``auth.py``); this module moves requests, turns
 every network failure into a RegistryError that says whether another try might cure
 it, and retries the requests it can replay (``retry.py`` has the policy). Every
-answer that is not a streamed blob is read by ``read_body``, within its cap
+answer that is not a streamed blob is read by ``read_body`` (``body.py``), within its cap
 (``limits.py``); credentials go only to their own origin (``origin.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
-import os
-import ssl
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from urllib.parse import urlencode
 from typing import Any
 
-import attrs
 import httpx
 
 from reconciler.oci import limits
-from reconciler import files
+from reconciler.registry.body import ReleasingStream, read_body
 from reconciler.registry.engine import AiohttpTransport, NameNotResolved, ProxyAuthenticationRequired, TLSFailure
 from reconciler.registry.errors import RegistryError
 from reconciler.registry.limiter import AdaptiveLimit, Slot
+from reconciler.registry.options import TransportOptions, tls_trust
 from reconciler.registry.origin import follow, same_origin
-from reconciler.registry.proxy import DIRECT, ProxySettings
-from reconciler.oci.reference import hostname, is_loopback
-from reconciler.registry.retry import (
-    RetryPolicy, TransientError, retry_after, retrying, worth_retrying,
-)
+from reconciler.registry.retry import RetryPolicy, TransientError, retry_after, retrying, worth_retrying
 
 log = logging.getLogger("reconciler.registry")
 
@@ -40,67 +33,9 @@ _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT"})
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
-@attrs.frozen
-class TransportOptions:
-    """Connection settings shared by every registry of a run."""
-
-    ca_file: str | None = None
-    insecure_registries: frozenset[str] = frozenset()
-    retry: RetryPolicy = RetryPolicy()
-    # The ceiling of requests in flight per registry; the limit below it adapts (limiter.py).
-    max_connections: int = 64
-    chunk_size: int | None = None
-    # Seconds without progress (connecting, sending or receiving) before a request is given up.
-    timeout: float = 60.0
-    user_agent: str = "image-syncer"
-    proxies: ProxySettings = DIRECT
-
-    def allows_plain_http(self, host: str) -> bool:
-        """Loopback hosts and those named with --insecure-registry may speak plain HTTP."""
-        return self.is_insecure(host) or is_loopback(host)
-
-    def is_insecure(self, host: str) -> bool:
-        return host in self.insecure_registries or hostname(host) in self.insecure_registries
-
-
 def with_query(url: str, params: Mapping[str, str] | Sequence[tuple[str, str]]) -> str:
     """``url`` with ``params`` added to whatever query it has (a token realm may carry one)."""
     return url + ("&" if "?" in url else "?") + urlencode(params)
-
-
-@functools.cache
-def tls_trust(verify: bool, ca_file: str | None) -> ssl.SSLContext | bool:
-    """What the engine verifies with, one per setting for the whole run (a CA bundle takes tens of ms to load).
-
-    The system's CAs, as the Go original and docker trust them (OpenSSL's paths, so
-    SSL_CERT_FILE and SSL_CERT_DIR apply); aiohttp loads that context already. Where
-    the system has no CA store at all, certifi's bundle.
-    """
-    if not verify:
-        return False
-    if ca_file:
-        try:
-            bundle = files.read_text(ca_file)
-            if bundle.strip():  # an empty one would mean the system's CAs to create_default_context
-                return ssl.create_default_context(cadata=bundle)
-        except (UnicodeDecodeError, ssl.SSLError):
-            pass
-        except FileNotFoundError:
-            raise RegistryError(f"CA file {ca_file}: file not found") from None
-        except OSError as error:
-            raise RegistryError(f"CA file {ca_file}: cannot read: {error.strerror or error}") from None
-        raise RegistryError(f"CA file {ca_file}: not a bundle of PEM certificates")
-    if _system_has_cas():
-        return True
-    return httpx.create_ssl_context(verify=True, trust_env=False)  # certifi's bundle
-
-
-def _system_has_cas() -> bool:
-    paths = ssl.get_default_verify_paths()
-    return bool(
-        (paths.cafile and os.path.isfile(paths.cafile))
-        or (paths.capath and os.path.isdir(paths.capath) and any(os.scandir(paths.capath)))
-    )
 
 
 class _RetryableAnswer(TransientError):
@@ -242,7 +177,7 @@ class Transport:
                 await read_body(response, None, where)
                 raise _RetryableAnswer(f"{where}: HTTP {response.status_code}", response)
             if stream:
-                response.stream = _ReleasingStream(
+                response.stream = ReleasingStream(
                     response.stream, slot.release, functools.partial(self._failure, method=method, url=url)
                 )
                 release_on_close = True
@@ -334,63 +269,6 @@ class Transport:
                 self._warned.add(text)
                 log.warning("%s: registry warning: %s", self.host, text)
 
-
-async def read_body(response: httpx.Response, limit: int | None, where: str) -> None:
-    """Read the body into ``response.content`` within bounds, then close the response.
-
-    A successful answer whose body the caller uses (``limit`` given) is refused past
-    ``limit``, before reading when Content-Length says so. Any other body is read only
-    for its message: up to ``limits.ERROR_BODY_BYTES``, the rest left unread (the
-    connection is closed, not drained). The bytes are taken as sent, never decoded (we
-    ask for no Content-Encoding), so nothing grows past the cap after it is counted.
-    """
-    used = limit is not None and response.is_success
-    cap = limit if used else limits.ERROR_BODY_BYTES
-    try:
-        length = limits.header_number(response.headers.get("Content-Length"))
-        if used and length is not None and length > cap:
-            raise RegistryError(f"{where}: the answer is {length} bytes, over the {limits.size(cap)} limit")
-        body = bytearray()
-        async with contextlib.aclosing(response.aiter_raw()) as chunks:
-            async for chunk in chunks:
-                body += chunk
-                if len(body) > cap:
-                    if used:
-                        raise RegistryError(f"{where}: the answer is over the {limits.size(cap)} limit")
-                    del body[cap:]
-                    break
-        response._content = bytes(body)  # what aread() would have set, had it read this far
-    finally:
-        await response.aclose()
-
-
-class _ReleasingStream(httpx.AsyncByteStream):
-    """A streamed body that gives its slot back when closed, and fails as a RegistryError."""
-
-    def __init__(
-        self,
-        stream: httpx.AsyncByteStream,
-        release: Callable[[], None],
-        failure: Callable[[httpx.TransportError], RegistryError],
-    ) -> None:
-        self._stream = stream
-        self._release: Callable[[], None] | None = release
-        self._failure = failure
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._stream:
-                yield chunk
-        except httpx.TransportError as error:
-            raise self._failure(error) from None
-
-    async def aclose(self) -> None:
-        try:
-            await self._stream.aclose()
-        finally:
-            if self._release is not None:
-                self._release, release = None, self._release
-                release()
 
 def _warning_text(value: str) -> str:
     parts = value.split(" ", 2)
