@@ -5,25 +5,37 @@
 //     time: "2025-06-01T12:00:00Z",          // the one clock of this Sigstore
 //     keys: {fulcioRoot, fulcioIntermediate, ctlog, rekor, tsaRoot, tsa: PKCS#8 PEM},
 //     treeId: 42, filler: 5,                   // the log's shard id; leaves logged before ours
+//     state: {...},                            // optional: the state an earlier answer gave
+//     tsaInRoot: true,                         // list the TSA in the trusted root
 //     requests: [
 //       {kind: "keyless", statement: "<JSON text>", identity, issuer, tsa: false},
 //       {kind: "key", statement: "<JSON text>", key: "<PKCS#8 PEM>", tlog: true},
 //     ]
 //   }
-//   answer: {trustedRoot: {...}, bundles: [{...bundle v0.3 JSON...}, ...]}
+//   answer: {trustedRoot: {...}, bundles: [{...bundle v0.3 JSON...}, ...], state: {...}}
+// The state (certificates, log leaves, serial) lets the next request go on
+// with the same CA certificates (ECDSA signatures are not reproducible) and
+// the same log, so that every bundle of one PrivateSigstore verifies against
+// one trusted root.
 //
 // What sigstore-js does: the DSSE envelope and its pre-authentication encoding,
 // the ephemeral key and its proof of possession (FulcioSigner), the Rekor request
-// (RekorWitness), the RFC 3161 request (TSAWitness), the bundle. What
-// @sigstore/mock lacks and is built here: a Fulcio CA of root and intermediate
-// (the mock's CA is one self-signed root, signs P-256 keys with SHA-384, which
-// WebPKI rules refuse, and has no AKI/SKI profile for an intermediate), and a
-// Rekor that logs the canonical DSSE entry (the mock logs the proposed entry
-// as sent), in a real Merkle tree with an inclusion proof and a checkpoint for
-// it (the mock's tree has one leaf, a random index and a proof at index 0).
-// Used from the mock: its CT log (the SCT) and its RFC 3161 signer (under a
-// chain built here). Every bundle is
-// verified with @sigstore/verify before it is written out.
+// (RekorWitness), the RFC 3161 request (TSAWitness), the bundle.
+// What @sigstore/mock lacks, built here instead:
+// - a Fulcio CA of root and intermediate: the mock's CA is one self-signed root
+//   that signs the leaves itself;
+// - a Rekor whose dsse entry is the canonical one (hashes of envelope and
+//   payload, each signature with its verifier as canonical PEM): the mock logs
+//   the proposed entry as the client sent it, which @sigstore/verify refuses
+//   ("signature count mismatch") and sigstore-python too;
+// - a real Merkle tree (RFC 6962) with an inclusion proof and a checkpoint for
+//   it: the mock's tree has one leaf, a random log index and a proof at index 0
+//   with no hashes (which a protobuf JSON bundle then omits and sigstore-python
+//   refuses to load);
+// - a TSA chain valid at the chosen clock: the mock's TSA certificates are valid
+//   from the real now, whatever its clock says.
+// Used from the mock: its CT log (the SCT) and its RFC 3161 signer. Every
+// bundle is verified with @sigstore/verify before it is written out.
 //
 // All HTTP goes to nock interceptors: nothing leaves the process.
 import { createRequire } from 'node:module';
@@ -86,7 +98,7 @@ const serialOf = (label) => '01' + sha256(label).subarray(0, 15).toString('hex')
 
 // ---- Fulcio: root and intermediate CA, leaves with an embedded SCT ----------
 
-async function makeCA(rootPair, intPair, now) {
+async function makeCA(rootPair, intPair, now, state) {
   const [rootCurve, rootHash] = curveOf(rootPair.privateKey);
   const [intCurve] = curveOf(intPair.privateKey);
   const rootPriv = await webKey(rootPair.privateKey, rootCurve);
@@ -97,6 +109,12 @@ async function makeCA(rootPair, intPair, now) {
   const notAfter = new Date(now.getTime() + 10 * 365 * 86400_000);
   const caUsage = new x509.KeyUsagesExtension(
     x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRlSign, true);
+  const intHash = curveOf(intPair.privateKey)[1];
+  if (state) {
+    const root = new x509.X509Certificate(Buffer.from(state.fulcioRoot, 'base64'));
+    const intermediate = new x509.X509Certificate(Buffer.from(state.fulcioIntermediate, 'base64'));
+    return { root, intermediate, intPriv, intPub, intPair, intHash };
+  }
   const root = await x509.X509CertificateGenerator.create({
     serialNumber: serialOf('root' + ROOT_NAME),
     subject: ROOT_NAME, issuer: ROOT_NAME, notBefore, notAfter,
@@ -121,7 +139,7 @@ async function makeCA(rootPair, intPair, now) {
       await x509.AuthorityKeyIdentifierExtension.create(rootPub),
     ],
   });
-  return { root, intermediate, intPriv, intPub, intPair, intHash: curveOf(intPair.privateKey)[1] };
+  return { root, intermediate, intPriv, intPub, intPair, intHash };
 }
 
 // The mock's CT log answers with one serialized SCT, already prefixed with
@@ -169,8 +187,13 @@ async function issueLeaf(ca, ctlog, { publicKeyPEM, identity, issuer, now, seria
 // says, and its "root" and "intermediate" share one key: its certificates are
 // replaced by a root and a timestamping leaf valid at this Sigstore's time.
 
-async function makeTSA(rootPair, signerPair, now) {
+async function makeTSA(rootPair, signerPair, now, state) {
   const tsa = await mock.initializeTSA(signerPair, now);
+  if (state) {
+    tsa.rootCert = pkijs.Certificate.fromBER(Buffer.from(state.tsaRoot, 'base64'));
+    tsa.intCert = pkijs.Certificate.fromBER(Buffer.from(state.tsaSigner, 'base64'));
+    return tsa;
+  }
   const rootPriv = await webKey(rootPair.privateKey, 'P-256');
   const rootPub = await webKey(rootPair.publicKey, 'P-256');
   const signerPub = await webKey(signerPair.publicKey, 'P-256');
@@ -234,12 +257,13 @@ function canonicalVerifier(b64pem) {
 }
 
 class Rekor {
-  constructor(pair, { treeId, filler, now }) {
+  constructor(pair, { treeId, filler, now, leaves }) {
     this.pair = pair;
     this.logID = sha256(spkiDER(pair.publicKey));
     this.treeId = treeId;
     this.now = now;
-    this.leaves = [];
+    this.leaves = (leaves || []).map((h) => Buffer.from(h, 'hex'));
+    if (leaves) return;
     for (let i = 0; i < filler; i++) this.leaves.push(leafHash(Buffer.from(`filler entry ${i}`)));
   }
 
@@ -311,7 +335,7 @@ function keyEntry(url, publicKey, start) {
   };
 }
 
-function trustedRoot({ ca, rekor, ctlogPair, tsa, start }) {
+function trustedRoot({ ca, rekor, ctlogPair, tsa, tsaInRoot, start }) {
   const root = {
     mediaType: 'application/vnd.dev.sigstore.trustedroot+json;version=0.1',
     tlogs: [keyEntry(REKOR_URL, rekor.pair.publicKey, start)],
@@ -324,7 +348,7 @@ function trustedRoot({ ca, rekor, ctlogPair, tsa, start }) {
     ctlogs: [keyEntry('https://ctfe.sigstore.test', ctlogPair.publicKey, start)],
     timestampAuthorities: [],
   };
-  if (tsa) {
+  if (tsaInRoot) {
     root.timestampAuthorities.push({
       subject: { organization: 'sigstore.test', commonName: 'tsa' },
       uri: TSA_URL,
@@ -387,15 +411,18 @@ async function main() {
   const start = new Date(now.getTime() - 86400_000).toISOString();
 
   nock.disableNetConnect();
-  const ca = await makeCA(keyPair(request.keys.fulcioRoot), keyPair(request.keys.fulcioIntermediate), now);
+  const state = request.state || null;
+  const ca = await makeCA(keyPair(request.keys.fulcioRoot), keyPair(request.keys.fulcioIntermediate), now, state);
   const ctlogPair = keyPair(request.keys.ctlog);
   const ctlog = await mock.initializeCTLog(ctlogPair, now);
-  const rekor = new Rekor(keyPair(request.keys.rekor), { treeId: request.treeId, filler: request.filler, now });
-  const needTSA = request.requests.some((r) => r.tsa);
-  const tsa = needTSA ? await makeTSA(keyPair(request.keys.tsaRoot), keyPair(request.keys.tsa), now) : null;
+  const rekor = new Rekor(keyPair(request.keys.rekor), {
+    treeId: request.treeId, filler: request.filler, now, leaves: state && state.leaves,
+  });
+  const tsa = await makeTSA(keyPair(request.keys.tsaRoot), keyPair(request.keys.tsa), now, state);
+  const tsaInRoot = request.tsaInRoot !== false;
 
   let current = null; // the keyless request being signed: who the CA certifies
-  let serial = 0;
+  let serial = state ? state.serial : 0;
   nock(FULCIO_URL).persist().post('/api/v2/signingCert').reply(async (_uri, body) => {
     const json = typeof body === 'string' ? JSON.parse(body) : body;
     serial += 1;
@@ -412,14 +439,12 @@ async function main() {
     const json = typeof body === 'string' ? JSON.parse(body) : body;
     return [201, rekor.log(json), { 'Content-Type': 'application/json' }];
   });
-  if (tsa) {
-    const handler = mock.tsaHandler(tsa);
-    nock(TSA_URL).persist().post(handler.path).reply(async (_uri, body) => {
-      const req = typeof body === 'string' ? body : JSON.stringify(body);
-      const { statusCode, response, contentType } = await handler.fn(req);
-      return [statusCode, response, { 'Content-Type': contentType || 'application/timestamp-reply' }];
-    });
-  }
+  const tsaHandler = mock.tsaHandler(tsa);
+  nock(TSA_URL).persist().post(tsaHandler.path).reply(async (_uri, body) => {
+    const req = typeof body === 'string' ? body : JSON.stringify(body);
+    const { statusCode, response, contentType } = await tsaHandler.fn(req);
+    return [statusCode, response, { 'Content-Type': contentType || 'application/timestamp-reply' }];
+  });
 
   const pending = [];
   for (const req of request.requests) {
@@ -447,9 +472,16 @@ async function main() {
     pending.push({ req, keySigner, bundleJSON: bundleLib.bundleToJSON(bundle) });
   }
 
-  const rootJSON = trustedRoot({ ca, rekor, ctlogPair, tsa, start });
+  const rootJSON = trustedRoot({ ca, rekor, ctlogPair, tsa, tsaInRoot, start });
   for (const { req, keySigner, bundleJSON } of pending) check(rootJSON, bundleJSON, req, keySigner);
-  process.stdout.write(JSON.stringify({ trustedRoot: rootJSON, bundles: pending.map((p) => p.bundleJSON) }));
+  const next = {
+    fulcioRoot: b64(ca.root.rawData), fulcioIntermediate: b64(ca.intermediate.rawData),
+    tsaRoot: b64(tsa.rootCertificate), tsaSigner: b64(tsa.intCertificate),
+    leaves: rekor.leaves.map((h) => h.toString('hex')), serial,
+  };
+  process.stdout.write(JSON.stringify({
+    trustedRoot: rootJSON, bundles: pending.map((p) => p.bundleJSON), state: next,
+  }));
 }
 
 main().catch((err) => {
