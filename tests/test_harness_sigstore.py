@@ -10,9 +10,11 @@ import base64
 import hashlib
 import importlib.resources
 import json
+import re
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
@@ -45,9 +47,10 @@ def private() -> tuple[PrivateSigstore, dict[str, bytes]]:
             SignRequest(statement(OTHER), identity=WORKFLOW, issuer=GITHUB),
             SignRequest(statement(IMAGE), key=key, tlog=True),
             SignRequest(statement(IMAGE), key=key, tlog=False),
+            SignRequest(statement(IMAGE), key=key, tlog=True, tsa=True),
         ]
     )
-    names = ["keyless", "keyless_tsa", "other_digest", "key_tlog", "key_only"]
+    names = ["keyless", "keyless_tsa", "other_digest", "key_tlog", "key_only", "key_tlog_tsa"]
     return sigstore, dict(zip(names, made))
 
 
@@ -176,6 +179,57 @@ def test_bundle_for_another_digest_verifies_but_names_that_digest(private, verif
     assert bundle_statement(private[1]["other_digest"])["subject"][0]["digest"]["sha256"] != IMAGE
 
 
+def test_bundles_of_separate_runs_verify_against_one_root(tmp_path):
+    """One PrivateSigstore keeps its CA certificates and its log from run to run."""
+    sigstore = PrivateSigstore("separate runs")
+    first = sigstore.sign_image(IMAGE, WORKFLOW, GITHUB)
+    second = sigstore.sign_image(OTHER, EMAIL, EMAIL_ISSUER, tsa=True)
+    verifier = verifier_for(sigstore, tmp_path)
+    verify(verifier, first, WORKFLOW, GITHUB)
+    verify(verifier, second, EMAIL, EMAIL_ISSUER)
+    indexes = [json.loads(b)["verificationMaterial"]["tlogEntries"][0]["logIndex"] for b in (first, second)]
+    assert indexes == [str(sigstore.filler), str(sigstore.filler + 1)]
+
+
+def test_signing_and_verifying_need_no_network(monkeypatch, tmp_path):
+    """Every request of the harness goes to in-process interceptors, and sigstore-python
+    verifies from the trusted root alone: a proxy on a closed port changes nothing."""
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    sigstore = PrivateSigstore("offline")
+    bundle = sigstore.sign_image(IMAGE, WORKFLOW, GITHUB, tsa=True)
+    verify(verifier_for(sigstore, tmp_path), bundle, WORKFLOW, GITHUB)
+
+
+class _IdentityPattern:
+    """A policy of one's own (sigstore-python's VerificationPolicy protocol: verify(cert)
+    raising VerificationError), searched in the SAN URIs as cosign's
+    --certificate-identity-regexp is: sigstore-python has no regex policy."""
+
+    def __init__(self, pattern: str):
+        self.pattern = pattern
+
+    def verify(self, cert: x509.Certificate) -> None:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        if not any(re.search(self.pattern, uri) for uri in sans.get_values_for_type(x509.UniformResourceIdentifier)):
+            raise VerificationError(f"no identity matches {self.pattern}")
+
+
+@pytest.mark.parametrize(
+    "pattern, ok", [(r"^https://github\.com/acme/", True), (r"^https://github\.com/other/", False)]
+)
+def test_an_own_policy_combines_with_the_issuer(private, verifier, pattern, ok):
+    combined = policy.AllOf([policy.OIDCIssuer(GITHUB), _IdentityPattern(pattern)])
+    bundle = Bundle.from_json(private[1]["keyless"])
+    if ok:
+        verifier.verify_dsse(bundle, combined)
+    else:
+        with pytest.raises(VerificationError):
+            verifier.verify_dsse(bundle, combined)
+
+
 # ---- what the fixtures are made of ----------------------------------------------------
 
 
@@ -203,8 +257,6 @@ def test_keyless_bundle_has_the_shape_cosign_v3_writes(private):
 
 
 def test_certificate_chain_and_fulcio_extensions(private):
-    from cryptography import x509
-
     sigstore, bundles = private
     root = json.loads(sigstore.trusted_root_json())
     assert root["mediaType"] == harness.TRUSTED_ROOT_MEDIA_TYPE
@@ -266,12 +318,17 @@ def _dsse_signature_checks(bundle: bytes, public_key: ec.EllipticCurvePublicKey)
     public_key.verify(base64.b64decode(sig["sig"]), pae, ec.ECDSA(hashes.SHA256()))
 
 
-@pytest.mark.parametrize("name, logged", [("key_tlog", True), ("key_only", False)])
+@pytest.mark.parametrize("name, logged", [("key_tlog", True), ("key_only", False), ("key_tlog_tsa", True)])
 def test_key_signed_bundle(private, name, logged):
     sigstore, bundles = private
     doc = json.loads(bundles[name])
     material = doc["verificationMaterial"]
-    assert "certificate" not in material and material["publicKey"]["hint"]
+    key_der = sigstore.signing_key().public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    assert "certificate" not in material
+    assert material["publicKey"]["hint"] == base64.b64encode(hashlib.sha256(key_der).digest()).decode()
+    assert bool(material.get("timestampVerificationData", {}).get("rfc3161Timestamps")) is (name == "key_tlog_tsa")
     assert bool(material.get("tlogEntries")) is logged
     key = sigstore.signing_key().public_key()
     _dsse_signature_checks(bundles[name], key)

@@ -127,7 +127,13 @@ class SignRequest:
 
     def to_json(self) -> dict:
         if self.key is not None:
-            return {"kind": "key", "statement": self.statement.decode(), "key": pkcs8_pem(self.key), "tlog": self.tlog}
+            return {
+                "kind": "key",
+                "statement": self.statement.decode(),
+                "key": pkcs8_pem(self.key),
+                "tlog": self.tlog,
+                "tsa": self.tsa,
+            }
         if not (self.identity and self.issuer):
             raise ValueError("a keyless bundle needs an identity and an issuer")
         return {
@@ -202,13 +208,18 @@ class PrivateSigstore:
         key: ec.EllipticCurvePrivateKey | None = None,
         *,
         tlog: bool = True,
+        tsa: bool = False,
         name: str = DEFAULT_NAME,
         predicate_type: str = COSIGN_SIGN_PREDICATE,
     ) -> bytes:
-        """A key-signed bundle (``verificationMaterial.publicKey.hint``, no certificate),
-        with a Rekor entry unless ``tlog=False``. ``key`` defaults to ``signing_key()``."""
+        """A key-signed bundle (``verificationMaterial.publicKey.hint``: base64 of the
+        SHA-256 of the key's SubjectPublicKeyInfo, as cosign writes it; no certificate),
+        with a Rekor entry unless ``tlog=False`` and an RFC 3161 timestamp with ``tsa``
+        (cosign v3 ``sign --key`` writes both). ``key`` defaults to ``signing_key()``."""
         key = key or self.signing_key()
-        (bundle,) = self.sign_many([SignRequest(statement(digest_hex, name, predicate_type), key=key, tlog=tlog)])
+        (bundle,) = self.sign_many(
+            [SignRequest(statement(digest_hex, name, predicate_type), key=key, tlog=tlog, tsa=tsa)]
+        )
         return bundle
 
     def sign_many(self, requests: Sequence[SignRequest]) -> list[bytes]:

@@ -9,7 +9,7 @@
 //     tsaInRoot: true,                         // list the TSA in the trusted root
 //     requests: [
 //       {kind: "keyless", statement: "<JSON text>", identity, issuer, tsa: false},
-//       {kind: "key", statement: "<JSON text>", key: "<PKCS#8 PEM>", tlog: true},
+//       {kind: "key", statement: "<JSON text>", key: "<PKCS#8 PEM>", tlog: true, tsa: false},
 //     ]
 //   }
 //   answer: {trustedRoot: {...}, bundles: [{...bundle v0.3 JSON...}, ...], state: {...}}
