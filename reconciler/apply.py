@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from reconciler.bounded import bugs_fail_this_image, images_at_once, map_bounded
+from reconciler.bounded import bugs_fail_this_image
 from reconciler.config import DesiredImage
 from reconciler.errors import first_and_count
 from reconciler.lockfile import LockedImage, Lockfile
@@ -23,13 +23,13 @@ from reconciler.oci.reference import Reference
 from reconciler.plan import Action, Plan, PlannedImage, lock_digest, plan_image
 from reconciler.planfile import SavedPlan, first_difference, restored
 from reconciler.pulls import PullBudgets
-from reconciler.registry.client import Registries
+from reconciler.registry.registries import Registries
 from reconciler.registry.copy import Copier, CopyStats
 from reconciler.registry.errors import PullLimitReached, RegistryError, ResponseError
 from reconciler.registry.referrers import ReferrerRefused, ReferrerWriter
-from reconciler.resolve import SourceUnusable, check_signature
 from reconciler.runtime import Interrupted, Interruption
 from reconciler.shard import Shard, lock_part
+from reconciler.signatures import Unsigned, check_signature
 
 class Outcome(enum.Enum):
     COPIED = "copied"
@@ -180,7 +180,7 @@ async def _apply(
     if observer:
         observer.started(len(images))
     async with copier:
-        done = await map_bounded(apply_one, range(len(images)), images_at_once(registries.options.max_connections))
+        done = await registries.map(apply_one, range(len(images)))
     report = Report(images=tuple(result for _, result in done), stats=copier.stats,
                     seconds=time.monotonic() - started)
     return [planned for planned, _ in done], report
@@ -194,8 +194,8 @@ async def _admit(
         return _result(image, Outcome.DEFERRED, deferred)
     if signed is not None:
         try:
-            await check_signature(registries.client(image.source.repository), signed, image.digest)
-        except SourceUnusable as refusal:
+            await check_signature(registries.repository(image.source.repository), signed, image.digest)
+        except Unsigned as refusal:
             return _result(image, Outcome.REFUSED, str(refusal))
     return None
 
@@ -263,8 +263,7 @@ async def _push_tag(registries: Registries, image: LockedImage, manifest: Manife
     """The manifest under the target tag, and proof that the tag holds it."""
     target = image.target
     try:
-        held = await registries.client(target.repository).put_manifest(target.repository.path, str(target.tag),
-                                                                      manifest)
+        held = await registries.repository(target.repository).put_manifest(str(target.tag), manifest)
     except ResponseError as refusal:
         # An immutable tag (Artifact Registry, ECR, Harbor, Quay) that another writer set
         # after our re-check: the registry's refusal is what keeps it, so it is a conflict.

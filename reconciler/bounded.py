@@ -1,8 +1,4 @@
-"""One image's work failing alone: a bug costs that image, not the run.
-
-Bridges until the workflows call ``Registries.map``: ``images_at_once``, and ``map_bounded``
-(at home in ``registry/fanout.py``).
-"""
+"""One image's work failing alone: a bug costs that image, not the run."""
 
 from __future__ import annotations
 
@@ -13,17 +9,9 @@ from collections.abc import Iterator
 from reconciler.errors import InputError, internal_error
 from reconciler.oci.errors import OCIError
 from reconciler.registry.errors import RegistryError
-from reconciler.registry.fanout import map_bounded
 from reconciler.runtime import Interrupted
 
-__all__ = ["InternalError", "bugs_fail_this_image", "images_at_once", "map_bounded"]
-
 log = logging.getLogger(__name__)
-
-
-def images_at_once(requests_per_registry: int) -> int:
-    """Images worked on together: as many as a registry's ceiling of requests (``Registries.map`` holds this rule)."""
-    return requests_per_registry
 
 
 class InternalError(RegistryError):

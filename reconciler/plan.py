@@ -17,7 +17,7 @@ from types import MappingProxyType
 import attrs
 
 from reconciler import documents
-from reconciler.bounded import bugs_fail_this_image, images_at_once, map_bounded
+from reconciler.bounded import bugs_fail_this_image
 from reconciler.config import ReferrersRule
 from reconciler.lockfile import LockedImage, Lockfile
 from reconciler.oci.digest import Digest
@@ -25,7 +25,7 @@ from reconciler.oci.errors import OCIError
 from reconciler.oci.reference import Reference
 from reconciler.oci.referrer import Referrer
 from reconciler.registry import referrers
-from reconciler.registry.client import Registries
+from reconciler.registry.registries import Registries
 from reconciler.resolve import TagListings
 from reconciler.shard import Shard, lock_part
 
@@ -132,26 +132,23 @@ async def make_plan(
     those, the sources are asked what refers to them now, for a note on what the lock lacks."""
     lock = lock_part(shard, lock)
     upstream = _UpstreamReferrers(registries, referrer_rules)
-    images = await map_bounded(
-        lambda locked: plan_image(registries, locked, ask_sources, upstream), lock.images,
-        images_at_once(registries.options.max_connections),
-    )
+    images = await registries.map(lambda locked: plan_image(registries, locked, ask_sources, upstream), lock.images)
     return Plan(lock_digest=lock_digest(lock), images=tuple(images), shard=shard, pulls=_pulls(registries, images))
 
 
 def _pulls(registries: Registries, images: list[PlannedImage]) -> tuple[SourcePulls, ...]:
     """What the HEADs of planning learnt of pull budgets (a HEAD costs no pull)."""
     needed: dict[str, int] = {}
-    clients = {}
+    sources = {}
     for image in images:
         repository = image.locked.source.repository
-        clients[repository.api_host] = registries.client(repository)
+        sources[repository.api_host] = registries.repository(repository)
         if image.action is Action.CREATE:
             needed[repository.api_host] = needed.get(repository.api_host, 0) + pulls_needed(image.locked)
     return tuple(
-        SourcePulls(registry=host, needed=needed.get(host, 0), remaining=client.pull_limit.remaining,
-                    limit=client.pull_limit.limit)
-        for host, client in sorted(clients.items()) if client.pull_limit is not None
+        SourcePulls(registry=host, needed=needed.get(host, 0), remaining=source.pull_limit.remaining,
+                    limit=source.pull_limit.limit)
+        for host, source in sorted(sources.items()) if source.pull_limit is not None
     )
 
 
@@ -174,9 +171,9 @@ class _UpstreamReferrers:
             return ()
         repository = locked.source.repository
         types = frozenset(rule.artifact_types) if rule.artifact_types is not None else None
-        return await referrers.discover(self._registries.client(repository), repository.path, subjects, types,
-                                        tags=await self._listings.tags(repository),
-                                        pinned={referrer.digest for referrer in locked.referrers})
+        return await referrers.find(self._registries.repository(repository), subjects, types,
+                                    tags=await self._listings.tags(repository),
+                                    pinned={referrer.digest for referrer in locked.referrers})
 
 
 async def plan_image(
@@ -213,8 +210,8 @@ async def _plan_image(registries: Registries, locked: LockedImage, ask_source: b
     moved_to = source_digest if follows_tag and source_digest not in (None, locked.digest) else None
     has_digest = None
     if target_digest is None and ask_source:
-        has_digest = source_digest == locked.digest or (follows_tag and await registries.client(
-            source.repository).resolve_digest(source.repository.path, str(locked.digest)) is not None)
+        has_digest = source_digest == locked.digest or (follows_tag and await registries.repository(
+            source.repository).resolve_digest(str(locked.digest)) is not None)
     return decide(locked, target_digest, has_digest, moved_to)
 
 

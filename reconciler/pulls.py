@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from reconciler.lockfile import LockedImage
 from reconciler.oci.errors import OCIError
 from reconciler.plan import pulls_needed
-from reconciler.registry.client import Registries
+from reconciler.registry.registries import Registries
 from reconciler.registry.ratelimit import PullLimit, deferral, registry_name
 
 log = logging.getLogger("reconciler")
@@ -70,14 +70,13 @@ class PullBudgets:
         return await asyncio.shield(task)
 
     async def _ask(self, host: str, image: LockedImage) -> PullLimit | None:
-        source = image.source
-        client = self._registries.client(source.repository)
-        if client.pull_limit is None:
+        source = self._registries.repository(image.source.repository)
+        if source.pull_limit is None:
             try:
-                await client.head_manifest(source.repository.path, str(image.digest))
+                await source.head_manifest(str(image.digest))
             except OCIError:
                 return None  # the copy will meet the same failure and report it
-        limit = client.pull_limit
+        limit = source.pull_limit
         if limit is not None and self._worst_case[host] > limit.remaining:
             log.warning("%s: %d of %d pulls left, and this run may need up to %d: images are copied in lock "
                         "order while pulls are left; the others are deferred to a later run",

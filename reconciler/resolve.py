@@ -19,7 +19,7 @@ from collections.abc import Callable
 import attrs
 
 from reconciler import lockfile, tagrules
-from reconciler.bounded import bugs_fail_this_image, images_at_once, map_bounded
+from reconciler.bounded import bugs_fail_this_image
 from reconciler.config import Config, DesiredImage, DesiredTags
 from reconciler.lockfile import LockedImage, Lockfile
 from reconciler.oci import limits, mediatypes
@@ -32,8 +32,10 @@ from reconciler.oci.platforms import subset as platform_subset
 from reconciler.oci.reference import Reference, Repository
 from reconciler.oci.referrer import Referrer
 from reconciler.registry import referrers
-from reconciler.registry.client import Registries, RegistryClient
 from reconciler.registry.errors import RegistryError
+from reconciler.registry.registries import Registries
+from reconciler.registry.repository import RemoteRepository
+from reconciler.signatures import check_signature
 
 
 class SourceUnusable(RegistryError):
@@ -49,33 +51,32 @@ class TagListings:
         self._listed: dict[tuple[str, str], asyncio.Task[list[str]]] = {}
 
     async def tags(self, repository: Repository) -> list[str]:
-        client = self._registries.client(repository)
-        key = (client.host, repository.path)
+        remote = self._registries.repository(repository)
+        key = (remote.host, remote.path)
         if key not in self._listed:
-            self._listed[key] = asyncio.ensure_future(client.tags(repository.path))
+            self._listed[key] = asyncio.ensure_future(remote.tags())
         # Shielded: one asker stopped (its image failed) does not stop the listing the others wait for.
         return await asyncio.shield(self._listed[key])
 
 
 async def resolve(registries: Registries, listings: TagListings, desired: DesiredImage) -> LockedImage:
     source = desired.source
-    path = source.repository.path
-    client = registries.client(source.repository)
-    head = await client.head_manifest(path, source.identifier)
+    remote = registries.repository(source.repository)
+    head = await remote.head_manifest(source.identifier)
     if head is None:
         raise RegistryError(f"{source.as_written}: not found at {source.repository}")
     # A HEAD's word is taken for a single image's type only: what is pinned must be a type the lock reads.
     needs_body = (head.digest is None or head.media_type not in mediatypes.IMAGE_TYPES
                   or bool(desired.platforms) or bool(desired.only_platforms))  # a subset is refused for a single image
     if not needs_body:
-        await check_signature(client, desired, head.digest)
+        await check_signature(remote, desired, head.digest)
         return LockedImage(desired.source, desired.target, head.digest, head.media_type, (),
-                           await _referrers(client, listings, desired, [head.digest]), rule=desired.rule)
-    manifest = await client.get_manifest(path, head.digest or source.identifier)
+                           await _referrers(remote, listings, desired, [head.digest]), rule=desired.rule)
+    manifest = await remote.get_manifest(head.digest or source.identifier)
     if manifest.is_index:
         platforms = manifest.platforms()
     elif desired.platforms:
-        platforms = (await _image_platform(registries, desired, manifest),)
+        platforms = (await _image_platform(remote, desired, manifest),)
     else:
         platforms = ()
     missing = platforms_missing(desired.platforms, platforms)
@@ -84,7 +85,7 @@ async def resolve(registries: Registries, listings: TagListings, desired: Desire
             f"{source.as_written} ({manifest.digest}) does not provide platform(s) {', '.join(missing)}; "
             f"it has {', '.join(platforms) or 'none listed'}"
         )
-    await check_signature(client, desired, manifest.digest)
+    await check_signature(remote, desired, manifest.digest)
     subset = None
     if desired.only_platforms:
         try:
@@ -99,42 +100,26 @@ async def resolve(registries: Registries, listings: TagListings, desired: Desire
     else:
         subjects = [manifest.digest]
     return LockedImage(desired.source, desired.target, manifest.digest, manifest.media_type, platforms,
-                       await _referrers(client, listings, desired, subjects), subset=subset, rule=desired.rule)
-
-
-async def check_signature(client: RegistryClient, desired: DesiredImage, digest: Digest) -> None:
-    """Refuse a digest without a valid cosign signature by the key images.yaml requires (if any)."""
-    if desired.signature is None:
-        return
-    from reconciler.registry import cosign  # cryptography is loaded only when signatures are required
-
-    try:
-        await cosign.require_signature(client, desired.source.repository.path, digest, desired.signature.key)
-    except cosign.SignatureRefused as refusal:
-        raise SourceUnusable(f"{desired.source.as_written} ({digest}): {refusal}, by the key "
-                             f"{desired.signature.key_file.name}") from None
+                       await _referrers(remote, listings, desired, subjects), subset=subset, rule=desired.rule)
 
 
 async def _referrers(
-    client: RegistryClient, listings: TagListings, desired: DesiredImage, subjects: list[Digest]
+    source: RemoteRepository, listings: TagListings, desired: DesiredImage, subjects: list[Digest]
 ) -> tuple[Referrer, ...]:
     rule = desired.referrers
     if not rule.copied:
         return ()
     types = frozenset(rule.artifact_types) if rule.artifact_types is not None else None
-    repository = desired.source.repository
-    return await referrers.discover(client, repository.path, subjects, types, tags=await listings.tags(repository))
+    return await referrers.find(source, subjects, types, tags=await listings.tags(desired.source.repository))
 
 
-async def _image_platform(registries: Registries, desired: DesiredImage, manifest: Manifest) -> str:
-    source = desired.source
-    config_descriptor = manifest.blobs()[0]
-    data = await registries.client(source.repository).read_blob(source.repository.path, config_descriptor)
+async def _image_platform(source: RemoteRepository, desired: DesiredImage, manifest: Manifest) -> str:
+    data = await source.read_blob(manifest.blobs()[0])
     try:
         config = limits.parse_json(data)
         return str(Platform(config["os"], config["architecture"], config.get("variant")))
     except (ValueError, KeyError, TypeError):
-        raise SourceUnusable(f"{source.as_written}: image config does not name its platform") from None
+        raise SourceUnusable(f"{desired.source.as_written}: image config does not name its platform") from None
 
 
 async def resolve_all(
@@ -151,7 +136,7 @@ async def resolve_all(
         except OCIError as error:
             errors[image.target] = str(error)
 
-    await map_bounded(one, desired, images_at_once(registries.options.max_connections))
+    await registries.map(one, desired)
     return resolved, errors
 
 
@@ -190,7 +175,7 @@ async def select_tags(
                                      f"tag rule {rule.described} selects none of its {len(tags)} tags"))
         selected.extend(rule.image(tag) for tag in chosen)
 
-    await map_bounded(one, config.tag_rules, images_at_once(registries.options.max_connections))
+    await registries.map(one, config.tag_rules)
     errors += _shared_targets(config, selected)
     return sorted(selected, key=lambda image: str(image.target)), errors
 

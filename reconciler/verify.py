@@ -10,12 +10,12 @@ import enum
 
 import attrs
 
-from reconciler.bounded import bugs_fail_this_image, images_at_once, map_bounded
+from reconciler.bounded import bugs_fail_this_image
 from reconciler.lockfile import LockedImage, Lockfile
 from reconciler.oci.digest import Digest
 from reconciler.oci.errors import OCIError
 from reconciler.oci.reference import Reference
-from reconciler.registry.client import Registries
+from reconciler.registry.registries import Registries
 from reconciler.shard import Shard, lock_part
 
 VERIFY_VERSION = 1
@@ -83,7 +83,7 @@ async def verify_lock(
         except OCIError as error:
             return VerifiedImage(locked.source, locked.target, locked.pushed_digest, Status.ERROR, message=str(error))
 
-    images = await map_bounded(verify_one, lock_part(shard, lock).images, images_at_once(registries.options.max_connections))
+    images = await registries.map(verify_one, lock_part(shard, lock).images)
     return Verification(images=tuple(images), shard=shard)
 
 

@@ -22,7 +22,7 @@ from reconciler.lockfile import Lockfile
 from reconciler.oci.reference import Reference
 from reconciler.plan import Action, Plan, PlannedImage, make_plan
 from reconciler.planfile import SavedPlan
-from reconciler.registry.client import Registries
+from reconciler.registry.registries import Registries
 from reconciler.resolve import TagListings, resolve_all, select_tags
 from reconciler.runtime import Interruption
 from reconciler.shard import Shard, lock_part

@@ -192,7 +192,7 @@ def test_a_stop_abandons_copies_before_their_tags_and_starts_nothing_new(
         async with registries(max_connections=1) as regs:  # one image at a time
             stopped = await apply_plan(regs, plan, interruption=interruption)
         with RawRegistry(second_plain_registry) as raw:
-            tagged = [raw.head_manifest(str(image.target).split("/", 1)[1].rsplit(":", 1)[0], "v1").status_code
+            tagged = [raw.head_manifest(str(image.locked.target).split("/", 1)[1].rsplit(":", 1)[0], "v1").status_code
                       for image in plan.images]
         source.clear_rules()
         async with registries() as regs:

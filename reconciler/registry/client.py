@@ -283,13 +283,3 @@ async def _verified(chunks: AsyncIterator[bytes], descriptor: Descriptor, what: 
         raise RegistryError(f"{what} {descriptor.digest}: {hasher.size} bytes, expected {descriptor.size}")
     if pending is not None:
         yield pending
-
-
-def __getattr__(name: str) -> object:
-    """Bridge until the workflows import ``Registries`` from its home, ``registries.py`` (imported
-    late: that module imports this one)."""
-    if name == "Registries":
-        from reconciler.registry.registries import Registries
-
-        return Registries
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

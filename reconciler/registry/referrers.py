@@ -29,7 +29,7 @@ from reconciler.oci.digest import Digest, InvalidDigest
 from reconciler.oci.manifest import Manifest
 from reconciler.oci.reference import Repository
 from reconciler.oci.referrer import COSIGN_ARTIFACT_TYPES, FoundBy, Referrer
-from reconciler.registry.client import NotFound, RegistryClient
+from reconciler.registry.client import NotFound
 from reconciler.registry.errors import RegistryError
 from reconciler.registry.fanout import map_bounded
 from reconciler.registry.repository import RemoteRepository
@@ -76,14 +76,6 @@ async def find(
                                    for subject in subjects))
     referrers = {(referrer.subject, referrer.digest): referrer for group in found for referrer in group}
     return tuple(sorted(referrers.values(), key=lambda referrer: (str(referrer.subject), str(referrer.digest))))
-
-
-async def discover(
-    client: RegistryClient, path: str, subjects: Sequence[Digest], artifact_types: frozenset[str] | None = None,
-    tags: Collection[str] | None = None, pinned: Collection[Digest] = (),
-) -> tuple[Referrer, ...]:
-    """Bridge until plan.py and resolve.py call ``find`` with ``Registries.repository``."""
-    return await find(RemoteRepository(Repository(client.host, path), client), subjects, artifact_types, tags, pinned)
 
 
 async def _of_subject(
