@@ -9,9 +9,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from reconciler.oci import reference
-from reconciler.registry.cosign import (
-    InvalidKey, InvalidSignature, SignatureRefused, check_signature, load_public_key, verify,
-)
+from reconciler.registry.cosign import InvalidKey, InvalidSignature, check_signature, load_public_key, verify
+from reconciler.registry.errors import SignatureRefused
 from reconciler.oci.digest import Digest
 from reconciler.oci.manifest import parse
 from reconciler.oci.referrer import FoundBy

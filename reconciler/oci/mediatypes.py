@@ -1,4 +1,4 @@
-"""Manifest media types the client understands, and the Accept header built from them."""
+"""Media types the client understands: manifests, the Accept header built from them, Sigstore bundles."""
 
 import re
 
@@ -17,6 +17,9 @@ SCHEMA1_TYPES = frozenset({
 """Docker's first manifests: no config to copy, and a signed one's digest is not that of its bytes."""
 SCHEMA1_REFUSED = ("schema 1 manifests are not supported; convert the image to schema 2 or OCI "
                    "(e.g. `skopeo copy --format v2s2`) and mirror that")
+
+BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
+"""A Sigstore bundle: the artifactType of cosign v3's signature referrers, and of their one layer."""
 
 ACCEPT = ", ".join([OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MANIFEST])
 

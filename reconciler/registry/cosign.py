@@ -28,7 +28,7 @@ from reconciler.oci.manifest import Descriptor
 from reconciler.oci.reference import Repository
 from reconciler.oci.referrer import FoundBy
 from reconciler.registry.client import NotFound, RegistryClient
-from reconciler.registry.errors import RegistryError
+from reconciler.registry.errors import SignatureRefused
 from reconciler.registry.repository import RemoteRepository
 from reconciler.files import read_text
 
@@ -43,10 +43,6 @@ class InvalidKey(ValueError):
 
 class InvalidSignature(ValueError):
     """One signature that does not vouch for the digest; the message says why in a few words."""
-
-
-class SignatureRefused(RegistryError):
-    """An image that carries no valid signature by the required key."""
 
 
 def load_public_key(path: str | os.PathLike[str]) -> ec.EllipticCurvePublicKey:

@@ -13,6 +13,10 @@ class RegistryError(OCIError):
     """A failure of the network or of a registry's answer: one line, never a traceback."""
 
 
+class SignatureRefused(RegistryError):
+    """An image whose signatures satisfy no policy of images.yaml's ``verify:``; the message says why."""
+
+
 class ResponseError(RegistryError):
     """A registry answered with an error status; the message names registry, repository and status."""
 
