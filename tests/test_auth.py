@@ -67,8 +67,8 @@ def test_the_first_answer_stands_in_for_a_ping(push_image, htpasswd_registry, fa
 
     async def main():
         async with registries({proxy.host: htpasswd_registry.credentials}) as regs:
-            client = regs.client(source.repository)
-            return await asyncio.gather(*(client.resolve_digest(source.repository.path, "v1") for _ in range(8)))
+            repository = regs.repository(source.repository)
+            return await asyncio.gather(*(repository.resolve_digest("v1") for _ in range(8)))
 
     assert run(main()) == [Digest.parse(pushed.digest)] * 8
     assert [(r.method, r.url_path) for r in proxy.requests] == [("HEAD", f"/v2/{pushed.repo}/manifests/v1")] * 9
@@ -83,11 +83,11 @@ def test_tokens_are_cached_per_scope(push_image, token_registry, unique_repo):
     async def main():
         async with registries({token_registry.host: token_registry.credentials}) as regs:
             source = reference.parse(pushed.ref)
-            client = regs.client(source.repository)
+            repository = regs.repository(source.repository)
             for _ in range(5):
-                await client.resolve_digest(source.repository.path, "v1")
+                await repository.resolve_digest("v1")
                 for child in pushed.child_digests:
-                    await client.get_manifest(source.repository.path, Digest.parse(child))
+                    await repository.get_manifest(Digest.parse(child))
 
     run(main())
     assert [r.requested for r in issuer.requests] == [[f"repository:{pushed.repo}:pull"]]
@@ -120,7 +120,7 @@ def test_identity_token_is_exchanged_with_the_refresh_token_grant(push_image, to
 
     async def main():
         async with Registries(TransportOptions(retry=FAST_RETRY), lookup) as regs:
-            return await regs.client(reference.parse(pushed.ref).repository).resolve_digest(pushed.repo, "v1")
+            return await regs.repository(reference.parse(pushed.ref).repository).resolve_digest("v1")
 
     assert str(run(main())) == pushed.digest
     assert [(r.method, r.grant_type, r.username, r.status) for r in issuer.requests] == [

@@ -22,8 +22,8 @@ def test_manifest_with_wrong_bytes_is_refused(push_image, fault_proxy, plain_reg
 
     async def main():
         async with registries() as regs:
-            client = regs.client(reference.parse(f"{proxy.host}/{pushed.repo}").repository)
-            await client.get_manifest(pushed.repo, Digest.parse(child.digest))
+            repository = regs.repository(reference.parse(f"{proxy.host}/{pushed.repo}").repository)
+            await repository.get_manifest(Digest.parse(child.digest))
 
     with pytest.raises(DigestMismatch, match=child.digest):
         run(main())
@@ -37,8 +37,8 @@ def test_manifest_content_type_must_match_body(push_image, fault_proxy, plain_re
 
     async def main():
         async with registries() as regs:
-            client = regs.client(reference.parse(f"{proxy.host}/{pushed.repo}").repository)
-            await client.get_manifest(pushed.repo, Digest.parse(pushed.digest))
+            repository = regs.repository(reference.parse(f"{proxy.host}/{pushed.repo}").repository)
+            await repository.get_manifest(Digest.parse(pushed.digest))
 
     with pytest.raises(OCIError, match="served as application/vnd.docker.distribution.manifest.v2"):
         run(main())
@@ -52,8 +52,8 @@ def test_oversized_manifest_is_refused_before_reading(push_image, fault_proxy, p
 
     async def main():
         async with registries() as regs:
-            client = regs.client(reference.parse(f"{proxy.host}/{pushed.repo}").repository)
-            await client.get_manifest(pushed.repo, "v1")
+            repository = regs.repository(reference.parse(f"{proxy.host}/{pushed.repo}").repository)
+            await repository.get_manifest("v1")
 
     with pytest.raises(OCIError, match="over the 4 MiB limit"):
         run(main())
@@ -77,9 +77,9 @@ def test_unknown_tag_is_not_found(push_image):
 
     async def main():
         async with registries() as regs:
-            client = regs.client(repository)
-            assert await client.resolve_digest(pushed.repo, "nope") is None
-            await client.get_manifest(pushed.repo, "nope")
+            remote = regs.repository(repository)
+            assert await remote.resolve_digest("nope") is None
+            await remote.get_manifest("nope")
 
     with pytest.raises(NotFound, match="manifest nope not found"):
         run(main())
@@ -96,8 +96,9 @@ def test_tags_are_listed_and_a_missing_repository_has_none(push_image, plain_reg
 
     async def main():
         async with registries() as regs:
-            client = regs.client(reference.parse(f"{proxy.host}/{image.repo}:v1").repository)
-            return await client.tags(image.repo, page_size=2), await client.tags("no/such/repository")
+            repository = regs.repository(reference.parse(f"{proxy.host}/{image.repo}:v1").repository)
+            missing = regs.repository(reference.parse(f"{proxy.host}/no/such/repository").repository)
+            return await repository.tags(page_size=2), await missing.tags()
 
     tags, none = run(main())
 

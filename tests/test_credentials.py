@@ -376,10 +376,10 @@ def test_helper_runs_once_per_registry_per_run(tmp_path, environ, docker_config,
 
     async def main():
         async with open_registries(SessionOptions(), [token_registry.host]) as regs:
-            client = regs.client(reference.parse(pushed[0].ref).repository)
-            digests = [await client.resolve_digest(image.repo, "v1") for image in pushed[:2]]
+            repositories = [regs.repository(reference.parse(image.ref).repository) for image in pushed]
+            digests = [await repository.resolve_digest("v1") for repository in repositories[:2]]
             with pytest.raises(RegistryError) as refusal:
-                await client.resolve_digest(refused, "v1")
+                await repositories[2].resolve_digest("v1")
             return digests, str(refusal.value)
 
     digests, refusal = run(main())
@@ -404,6 +404,6 @@ def test_credentials_from_docker_config(push_image, htpasswd_registry, tmp_path,
 
     async def main():
         async with Registries(TransportOptions(retry=FAST_RETRY), lookup) as regs:
-            return await regs.client(reference.parse(pushed.ref).repository).resolve_digest(pushed.repo, "v1")
+            return await regs.repository(reference.parse(pushed.ref).repository).resolve_digest("v1")
 
     assert str(run(main())) == pushed.digest

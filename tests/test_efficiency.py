@@ -134,7 +134,7 @@ def test_memory_does_not_grow_with_layer_size(push_image, second_plain_registry,
 
     async def copy():
         async with registries() as regs:
-            digest = await regs.client(source.repository).resolve_digest(source.repository.path, "v1")
+            digest = await regs.repository(source.repository).resolve_digest("v1")
             async with Copier(regs) as copier:
                 await copier.copy_referenced(source.repository, digest, target.repository)
             return copier.stats

@@ -174,7 +174,7 @@ def _lock_through(proxy, tmp_path, options: TransportOptions):
     async def main():
         async with Registries(options, lambda registry: None) as regs:
             result = await workflow.lock(regs, loaded, tmp_path / "images.lock")
-            limit = regs.client(reference.parse(f"{proxy.host}/limiter/many:t0").repository).limit
+            limit = regs.repository(reference.parse(f"{proxy.host}/limiter/many:t0").repository).limit
             return result, limit.peak, limit.cuts
 
     return run(main())

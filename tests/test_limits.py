@@ -71,12 +71,12 @@ class Endless:
 
 
 async def failure(script, operation) -> tuple[OCIError, RawServer]:
-    """The one error ``operation(client)`` ends in, against a raw server running ``script``."""
+    """The one error ``operation(repository)`` ends in, against a raw server running ``script``."""
     async with RawServer(script) as server:
         async with registries() as regs:
-            client = regs.client(reference.parse(f"{server.host}/app").repository)
+            repository = regs.repository(reference.parse(f"{server.host}/app").repository)
             with pytest.raises(OCIError) as raised:
-                await operation(client)
+                await operation(repository)
         if isinstance(script, Endless):
             await script.settled()
     return raised.value, server
@@ -84,7 +84,7 @@ async def failure(script, operation) -> tuple[OCIError, RawServer]:
 
 def test_an_endless_tags_page_stops_at_its_cap_and_the_connection_is_closed():
     endless = Endless("/tags/list")
-    error, server = run(failure(endless, lambda client: client.tags("app")))
+    error, server = run(failure(endless, lambda repository: repository.tags()))
     assert str(error) == f"{server.host}: GET /v2/app/tags/list: the answer is over the 8 MiB limit"
     assert "\n" not in str(error) and not error.transient
     assert len(endless.sent) == 1  # refused, not tried again
@@ -99,9 +99,9 @@ def test_an_endless_token_answer_stops_at_its_cap():
         async with RawServer(endless) as server:
             endless.challenge = endless.challenge.format(host=server.host)
             async with registries() as regs:
-                client = regs.client(reference.parse(f"{server.host}/app").repository)
+                repository = regs.repository(reference.parse(f"{server.host}/app").repository)
                 with pytest.raises(OCIError) as raised:
-                    await client.tags("app")
+                    await repository.tags()
             await endless.settled()
         return raised.value, server
 
@@ -113,7 +113,7 @@ def test_an_endless_token_answer_stops_at_its_cap():
 
 def test_an_endless_error_body_is_read_only_for_its_message_and_its_connection_closed():
     endless = Endless("/tags/list", status=400)
-    error, server = run(failure(endless, lambda client: client.tags("app")))
+    error, server = run(failure(endless, lambda repository: repository.tags()))
     assert isinstance(error, ResponseError) and error.status == 400
     assert str(error) == f"{server.host}/app: GET tags/list failed with HTTP 400: Whatever"
     assert endless.sent[0] < limits.ERROR_BODY_BYTES + 16 * limits.MiB
@@ -126,9 +126,9 @@ def test_an_endless_retry_status_body_is_bounded_on_every_try():
     async def main():
         async with RawServer(endless) as server:
             async with registries() as regs:
-                client = regs.client(reference.parse(f"{server.host}/app").repository)
+                repository = regs.repository(reference.parse(f"{server.host}/app").repository)
                 with pytest.raises(ResponseError) as raised:
-                    await client.get_manifest("app", "v1")
+                    await repository.get_manifest("v1")
             await endless.settled()
         return raised.value
 
@@ -149,7 +149,7 @@ def test_a_content_length_over_the_cap_is_refused_before_reading():
         await connection.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % announced)
         script.closed = await connection.client_closed(timeout=5)  # no body ever comes
 
-    error, server = run(failure(script, lambda client: client.get_manifest("app", "v1")))
+    error, server = run(failure(script, lambda repository: repository.get_manifest("v1")))
     assert str(error) == f"{server.host}: GET /v2/app/manifests/v1: the answer is {announced} bytes, over the 4 MiB limit"
     assert script.closed
 
@@ -169,7 +169,7 @@ def test_a_tags_page_cut_short_is_fetched_again():
     async def main():
         async with RawServer(script) as server:
             async with registries() as regs:
-                return await regs.client(reference.parse(f"{server.host}/app").repository).tags("app"), server
+                return await regs.repository(reference.parse(f"{server.host}/app").repository).tags(), server
 
     tags, server = run(main())
     assert tags == ["1.0", "1.1"] and server.connections == 3
@@ -196,7 +196,7 @@ def pages_server(pages: list[bytes]):
 def test_a_listing_over_the_tag_cap_is_refused_over_all_its_pages():
     half = limits.TAGS_PER_REPOSITORY // 2
     pages = [tags_page([f"1.0.{i}" for i in range(half)]), tags_page([f"2.0.{i}" for i in range(half + 1)])]
-    error, server = run(failure(pages_server(pages), lambda client: client.tags("app")))
+    error, server = run(failure(pages_server(pages), lambda repository: repository.tags()))
     assert str(error) == (f"{server.host}/app: tags/list lists more than the limit of "
                           f"{limits.TAGS_PER_REPOSITORY} tags; refused")
     assert len(server.requests) == 2
@@ -214,7 +214,7 @@ def test_a_listing_at_the_tag_cap_is_read_and_a_map_of_manifests_beside_it_does_
     async def main():
         async with RawServer(pages_server([page])) as server:
             async with registries() as regs:
-                return await regs.client(reference.parse(f"{server.host}/app").repository).tags("app")
+                return await regs.repository(reference.parse(f"{server.host}/app").repository).tags()
 
     assert run(main()) == tags
 
@@ -247,9 +247,9 @@ def test_a_token_answer_deep_or_with_absurd_numbers_is_one_line_or_a_token(answe
     async def main():
         async with RawServer(script) as server:
             async with registries() as regs:
-                client = regs.client(reference.parse(f"{server.host}/app").repository)
+                repository = regs.repository(reference.parse(f"{server.host}/app").repository)
                 try:
-                    return await client.tags("app"), server
+                    return await repository.tags(), server
                 except OCIError as error:
                     return str(error), server
 
@@ -328,7 +328,7 @@ def test_a_token_answer_cut_short_is_fetched_again():
     async def main():
         async with RawServer(script) as server:
             async with registries() as regs:
-                return await regs.client(reference.parse(f"{server.host}/app").repository).tags("app")
+                return await regs.repository(reference.parse(f"{server.host}/app").repository).tags()
 
     assert run(main()) == ["1.0"]
     assert len(token_answers) == 2

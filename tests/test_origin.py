@@ -99,12 +99,12 @@ def test_a_listing_whose_link_leaves_the_registry_is_refused(listing):
 
             async with RawServer(requiring_basic(page_one)) as source:
                 async with registries({source.host: (USER, PASSWORD)}) as regs:
-                    client = regs.client(reference.parse(f"{source.host}/app").repository)
+                    repository = regs.repository(reference.parse(f"{source.host}/app").repository)
                     with pytest.raises(RegistryError) as refused:
                         if listing == "tags":
-                            await client.tags("app")
+                            await repository.tags()
                         else:
-                            await client.referrers("app", digest)
+                            await repository.referrers(digest)
             return source, other, str(refused.value)
 
     source, other, message = run(main())
@@ -130,7 +130,7 @@ def test_an_upload_session_on_another_origin_gets_no_credentials():
 
             async with RawServer(requiring_basic(start)) as target:
                 async with registries({target.host: (USER, PASSWORD)}) as regs:
-                    client = regs.client(reference.parse(f"{target.host}/app").repository)
+                    repository = regs.repository(reference.parse(f"{target.host}/app").repository)
 
                     async def chunks():
                         yield data
@@ -142,7 +142,7 @@ def test_an_upload_session_on_another_origin_gets_no_credentials():
                         async def __aexit__(self, *exc_info):
                             return None
 
-                    await client.upload_blob("app", descriptor, Source)
+                    await repository.upload_blob(descriptor, Source)
             return target, other
 
     target, other = run(main())

@@ -196,10 +196,10 @@ def test_subset_pushed_to_a_real_registry_reads_back_byte_for_byte(push_image, p
 
     async def main():
         async with Registries(TransportOptions(), lambda registry: None) as regs:
-            client = regs.client(repository)
-            source = await client.get_manifest(repository.path, "all")
+            remote = regs.repository(repository)
+            source = await remote.get_manifest("all")
             two = subset(source, ["linux/s390x", "linux/amd64"])
-            stored = await client.put_manifest(repository.path, "two", two)
+            stored = await remote.put_manifest("two", two)
             return source, two, stored
 
     source, two, stored = asyncio.run(main())

@@ -16,8 +16,9 @@ def test_repositories_of_one_api_host_share_its_client():
             hub = regs.repository(Repository("docker.io", "library/busybox"))
             also_hub = regs.repository(Repository("registry-1.docker.io", "library/alpine"))
             other = regs.repository(Repository("quay.io", "org/app"))
-            assert hub.client is also_hub.client is regs.client(Repository("docker.io", "x"))
-            assert other.client is not hub.client
+            assert hub.client is also_hub.client is regs.repository(Repository("docker.io", "x")).client
+            assert hub.limit is also_hub.limit
+            assert other.client is not hub.client and other.limit is not hub.limit
             assert (hub.host, hub.path, hub.repository) == (
                 "registry-1.docker.io", "library/busybox", Repository("docker.io", "library/busybox"))
             assert other.host == "quay.io"

@@ -43,7 +43,7 @@ def test_gives_up_after_the_retry_budget(push_image, fault_proxy, plain_registry
 
     async def main():
         async with registries() as regs:
-            await regs.client(reference.parse(f"{proxy.host}/{pushed.repo}").repository).resolve_digest(pushed.repo, "v1")
+            await regs.repository(reference.parse(f"{proxy.host}/{pushed.repo}").repository).resolve_digest("v1")
 
     with pytest.raises(ResponseError, match="HTTP 500"):
         run(main())

@@ -495,7 +495,7 @@ def test_tls_registry_needs_its_ca(push_image, tls_registry, unique_repo):
 
     async def head(ca_file):
         async with registries(ca_file=ca_file) as regs:
-            return await regs.client(source.repository).resolve_digest(source.repository.path, "v1")
+            return await regs.repository(source.repository).resolve_digest("v1")
 
     assert str(run(head(str(tls_registry.ca_file)))) == pushed.digest
     with pytest.raises(RegistryError, match="certificate"):
@@ -508,7 +508,7 @@ def test_insecure_registry_skips_tls_verification(push_image, tls_registry):
 
     async def head(insecure):
         async with registries(insecure_registries=insecure) as regs:
-            return await regs.client(repository).resolve_digest(pushed.repo, "v1")
+            return await regs.repository(repository).resolve_digest("v1")
 
     assert str(run(head(frozenset({tls_registry.host})))) == pushed.digest
     with pytest.raises(RegistryError, match="certificate"):
@@ -560,7 +560,7 @@ def test_registry_warning_header_is_shown(push_image, fault_proxy, plain_registr
 
     async def main():
         async with registries() as regs:
-            return await regs.client(reference.parse(f"{proxy.host}/{pushed.repo}").repository).resolve_digest(pushed.repo, "v1")
+            return await regs.repository(reference.parse(f"{proxy.host}/{pushed.repo}").repository).resolve_digest("v1")
 
     with caplog.at_level(logging.WARNING, logger="reconciler.registry"):
         assert run(main()) is None

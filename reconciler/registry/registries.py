@@ -26,7 +26,7 @@ class Registries:
     def options(self) -> TransportOptions:
         return self._options
 
-    def client(self, repository: Repository) -> RegistryClient:
+    def _client(self, repository: Repository) -> RegistryClient:
         host = repository.api_host
         client = self._clients.get(host)
         if client is None:
@@ -37,7 +37,7 @@ class Registries:
 
     def repository(self, repository: Repository) -> RemoteRepository:
         """``repository`` bound to its registry's client, for callers that pass references, not paths."""
-        return RemoteRepository(repository, self.client(repository))
+        return RemoteRepository(repository, self._client(repository))
 
     async def resolve_digest(self, ref: Reference) -> Digest | None:
         """What ``ref`` names now, or None: where every plan, check and verdict starts."""
