@@ -25,9 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from reconciler.oci import limits
 from reconciler.oci.digest import Digest
 from reconciler.oci.manifest import Descriptor
-from reconciler.oci.reference import Repository
 from reconciler.oci.referrer import FoundBy
-from reconciler.registry.client import NotFound, RegistryClient
+from reconciler.registry.client import NotFound
 from reconciler.registry.errors import SignatureRefused
 from reconciler.registry.repository import RemoteRepository
 from reconciler.files import read_text
@@ -108,13 +107,6 @@ async def verify(repository: RemoteRepository, digest: Digest, key: ec.EllipticC
         else:
             return manifest.digest
     raise SignatureRefused(f"no valid cosign signature: {len(layers)} checked, the first: {first_failure}")
-
-
-async def require_signature(
-    client: RegistryClient, path: str, digest: Digest, key: ec.EllipticCurvePublicKey
-) -> Digest:
-    """Bridge until resolve.py's ``check_signature`` calls ``verify`` with ``Registries.repository``."""
-    return await verify(RemoteRepository(Repository(client.host, path), client), digest, key)
 
 
 async def _check_layer(

@@ -23,10 +23,12 @@ class Artifact:
     digest: str
     raw: bytes
     artifact_type: str
+    annotations: dict | None = None
 
     def descriptor(self) -> dict:
+        """As the fallback index lists it: the manifest's annotations copied, as the spec asks."""
         return {"mediaType": OCI_MANIFEST, "digest": self.digest, "size": len(self.raw),
-                "artifactType": self.artifact_type}
+                "artifactType": self.artifact_type, **({"annotations": self.annotations} if self.annotations else {})}
 
 
 def subject_descriptor(raw_manifest: bytes, media_type: str) -> dict:
@@ -34,7 +36,8 @@ def subject_descriptor(raw_manifest: bytes, media_type: str) -> dict:
 
 
 def push_artifact(raw: RawRegistry, repo: str, subject: dict, artifact_type: str, payload: bytes,
-                  *, tag: str | None = None, layer_type: str = "application/octet-stream") -> Artifact:
+                  *, tag: str | None = None, layer_type: str = "application/octet-stream",
+                  annotations: dict | None = None) -> Artifact:
     """One artifact manifest referring to ``subject`` (a descriptor), by digest or under ``tag``."""
     raw.push_blob(repo, EMPTY)
     layer = raw.push_blob(repo, payload)
@@ -42,12 +45,12 @@ def push_artifact(raw: RawRegistry, repo: str, subject: dict, artifact_type: str
         "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": artifact_type,
         "config": {"mediaType": EMPTY_CONFIG, "digest": sha256_digest(EMPTY), "size": len(EMPTY)},
         "layers": [{"mediaType": layer_type, "digest": layer, "size": len(payload)}],
-        "subject": subject,
+        "subject": subject, **({"annotations": annotations} if annotations else {}),
     })
     digest = sha256_digest(manifest)
     answer = raw.put_manifest(repo, tag or digest, manifest, OCI_MANIFEST)
     assert answer.status_code == 201, answer.text
-    return Artifact(digest, manifest, artifact_type)
+    return Artifact(digest, manifest, artifact_type, annotations)
 
 
 def push_referrers_index(raw: RawRegistry, repo: str, subject_digest: str, artifacts: list[Artifact]) -> str:

@@ -34,6 +34,9 @@ from typing import Sequence
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tests.harness.artifacts import Artifact, push_artifact, push_referrers_index
+from tests.harness.rawhttp import RawRegistry
+
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 TRUSTED_ROOT_MEDIA_TYPE = "application/vnd.dev.sigstore.trustedroot+json;version=0.1"
 IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -276,3 +279,18 @@ class PrivateSigstore:
 
 def _dump(doc: dict) -> bytes:
     return json.dumps(doc, indent=2).encode()
+
+
+def attach_bundle(raw: RawRegistry, repo: str, subject: dict, bundle: bytes,
+                  listed_with: Sequence[Artifact] = ()) -> Artifact:
+    """``bundle`` stored as cosign's ``WriteReferrer`` stores it (cosign's specs/BUNDLE_SPEC.md):
+    a manifest of ``artifactType`` the bundle's media type, the empty config, the bundle as its
+    one layer, annotated with its content and predicate type, ``subject`` the image's
+    descriptor; then, for a registry without the referrers API (docker-registry 2.8), the
+    fallback index ``sha256-<hex>`` listing it after ``listed_with``."""
+    predicate_type = bundle_statement(bundle).get("predicateType", "")
+    artifact = push_artifact(raw, repo, subject, BUNDLE_MEDIA_TYPE, bundle, layer_type=BUNDLE_MEDIA_TYPE,
+                             annotations={"dev.sigstore.bundle.content": "dsse-envelope",
+                                          "dev.sigstore.bundle.predicateType": predicate_type})
+    push_referrers_index(raw, repo, subject["digest"], [*listed_with, artifact])
+    return artifact
