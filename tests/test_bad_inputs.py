@@ -153,6 +153,9 @@ h: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h]
 i: [*i, *i, *i, *i, *i, *i, *i, *i, *i]
 """
 
+TRUSTED_ROOT = ("verify: {keyless: {issuer: https://issuer.example, identity: ci@example.com}, trustedRoot: root.json}\n"
+                "images: []\n")
+
 CASES = [
     # --- images.yaml ---------------------------------------------------------------------------------------------
     case("yaml-billion-laughs", "lock", setups=(images(BILLION_LAUGHS),), says="images.yaml:2: YAML anchors"),
@@ -208,6 +211,22 @@ CASES = [
          says='images.yaml:3: images[1] (source "golang:1"): source: a tag rule chooses the tags'),
     case("platforms-only-empty", "verify", setups=(images("images:\n- source: a:1\n  platforms: {only: []}\n"),),
          says='images.yaml:4: images[1] (source "a:1"): platforms: only must name at least one platform'),
+    case("verify-no-signer", "lock", setups=(images("images:\n- source: a:1\n  verify: {}\n"),),
+         says='images.yaml:4: images[1] (source "a:1"): verify: names no signer'),
+    case("verify-keyless-no-issuer", "plan", setups=(images("verify: {keyless: {identity: ci}}\nimages: []\n"),),
+         says='images.yaml:2: verify.keyless: missing required key "issuer"'),
+    case("verify-keyless-two-identities", "lock",
+         setups=(images("verify: {keyless: {issuer: i, identity: a, identityRegexp: b}}\nimages: []\n"),),
+         says="images.yaml:2: verify.keyless: write exactly one of identity and identityRegexp"),
+    case("verify-keyless-bad-regexp", "apply",
+         setups=(images("verify: {keyless: {issuer: i, identityRegexp: '(?<'}}\nimages: []\n"),),
+         says="images.yaml:2: verify.keyless.identityRegexp: not a Python regex"),
+    case("verify-trusted-root-missing", "lock", setups=(images(TRUSTED_ROOT),),
+         says="images.yaml:2: verify.trustedRoot: root.json: no such file"),
+    case("verify-trusted-root-over-the-cap", "plan", setups=(write("root.json", OVER_THE_CAP), images(TRUSTED_ROOT)),
+         says="images.yaml:2: verify.trustedRoot: root.json: cannot be read: larger than"),
+    case("verify-trusted-root-not-a-root", "lock", setups=(write("root.json", "{}"), images(TRUSTED_ROOT)),
+         says="images.yaml:2: verify.trustedRoot: root.json: not a Sigstore trusted root"),
 
     # --- paths that cannot be read or written ------------------------------------------------------------------------
     case("images-missing", "lock", "-i", "absent.yaml", says="absent.yaml: file not found"),
@@ -243,6 +262,12 @@ CASES = [
         ("lock-platforms-string", "plan", "platforms: []", "platforms: linux/amd64", "images.lock:9: images[1]"),
         ("lock-media-type", "plan", "mediaType: ", "mediaType: text/plain # ", "images.lock:8: images[1]"),
         ("lock-anchor", "plan", "platforms: []", "platforms: &p []", "images.lock:9: YAML anchors"),
+        ("lock-signature-unknown-form", "plan", "  mediaType: ",
+         f"  signature: {{digest: sha256:{'a' * 64}, form: sig, proof: {{key: k}}}}\n  mediaType: ",
+         "images.lock:8: images[1]"),
+        ("lock-signature-no-signer", "lock --check", "  mediaType: ",
+         f"  signature: {{digest: sha256:{'a' * 64}, form: bundle, proof: {{integratedTime: 1}}}}\n  mediaType: ",
+         "signature.proof: names neither a key nor an identity"),
     ]],
     case("lock-truncated", "plan", setups=(write("images.lock", lambda base: base.lock[: base.lock.index("digest:")]),),
          says="images.lock"),

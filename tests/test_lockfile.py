@@ -14,6 +14,8 @@ from reconciler.oci.digest import Digest
 from reconciler.oci.mediatypes import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 from reconciler.oci.platforms import PlatformSubset
 from reconciler.oci.referrer import COSIGN_ARTIFACT_TYPES, FoundBy, Referrer
+from reconciler.oci.signature import PinnedSignature, SignatureForm, SignatureProof
+from reconciler.registry.sigstore import Trust
 from tests.harness.artifacts import subject_descriptor
 from tests.harness.images import canonical_json
 from tests.harness.rawhttp import RawRegistry
@@ -563,8 +565,13 @@ def test_lock_refuses_to_write_a_lock_larger_than_its_reader_takes_and_leaves_th
 
 # --- one rule for "does this pin still fit its entry" (issue 21) -------------------------------
 
-KEY = config.SignaturePolicy(Path("cosign.pub"), str(DIGEST_C), key=None)
-OTHER_KEY = config.SignaturePolicy(Path("cosign.pub"), str(DIGEST_B), key=None)
+KEY = config.SignaturePolicy(Trust(), Path("cosign.pub"), str(DIGEST_C), "the cosign key cosign.pub")
+OTHER_KEY = config.SignaturePolicy(Trust(), Path("cosign.pub"), str(DIGEST_B), "the cosign key cosign.pub")
+KEYLESS = config.SignaturePolicy(Trust(issuer="https://issuer.example", identity="ci@example.com"), None,
+                                 str(DIGEST_C), 'keyless identity "ci@example.com" from issuer "https://issuer.example"')
+BY_KEY = PinnedSignature(DIGEST_A, SignatureForm.COSIGN_TAG, SignatureProof(key=str(DIGEST_B)))
+KEYLESS_BUNDLE = PinnedSignature(DIGEST_C, SignatureForm.BUNDLE, SignatureProof(
+    identity="ci@example.com", issuer="https://issuer.example", integrated_time=1_700_000_000))
 SEMVER_1 = config.TagRule(semver="^1")
 ONLY_TYPES = config.ReferrersRule(artifact_types=("application/spdx+json",))
 
@@ -614,15 +621,23 @@ RULED_PIN = {"rule": '{semver: "^1"}'}
     (wanted(referrers=ONLY_TYPES), pinned(referrers_rule=ONLY_TYPES), None),
     (wanted(), pinned(referrers_rule=config.ReferrersRule(copied=False)), "referrers changed: none -> all"),
     (wanted(signature=KEY), pinned(), "its signature was not checked against the cosign key cosign.pub"),
-    (wanted(signature=KEY), pinned(signed_by=str(DIGEST_C)), None),
-    (wanted(signature=OTHER_KEY), pinned(signed_by=str(DIGEST_C)),
-     "its signature was checked against another key than cosign.pub"),
-    (wanted(), pinned(signed_by=str(DIGEST_C)), "checked against a cosign key that images.yaml no longer asks for"),
+    (wanted(signature=KEY), pinned(signed_by=str(DIGEST_C), signature=BY_KEY), None),
+    (wanted(signature=KEY), pinned(signed_by=str(DIGEST_C)), "its signature was not pinned; `image-syncer lock` pins it"),
+    (wanted(signature=OTHER_KEY), pinned(signed_by=str(DIGEST_C), signature=BY_KEY),
+     "its signature was checked against another verify: than the cosign key cosign.pub"),
+    (wanted(signature=KEYLESS), pinned(signed_by=str(DIGEST_C), signature=KEYLESS_BUNDLE), None),
+    (wanted(signature=KEYLESS), pinned(signed_by=str(DIGEST_B), signature=KEYLESS_BUNDLE),
+     'its signature was checked against another verify: than keyless identity "ci@example.com" from issuer '
+     '"https://issuer.example"'),
+    (wanted(), pinned(signed_by=str(DIGEST_C), signature=BY_KEY),
+     "its signature was checked against a verify: that images.yaml no longer asks for"),
+    (wanted(), pinned(signature=BY_KEY), "its signature was checked against a verify: that images.yaml no longer asks for"),
 ], ids=["fits", "source", "target", "tag", "platform of an index", "platform missing from an index",
         "platform of a single image not recorded", "platform of a single image", "another platform of a single image",
         "subset", "subset changed", "subset dropped", "rule", "rule changed", "rule dropped", "tag outside the rule",
         "referrers off", "referrers filtered", "referrers filtered as pinned", "referrers on again", "verify added",
-        "verify by the pinned key", "verify by another key", "verify dropped"])
+        "verify by the pinned key", "verify by the key, locked before signatures were pinned", "verify by another key",
+        "verify keyless as pinned", "verify keyless changed", "verify dropped", "verify dropped, a signature pinned"])
 def test_misfit_names_the_one_input_that_changed(desired, locked, reason):
     assert lockfile.misfit(desired, locked) == reason
 
@@ -652,3 +667,122 @@ def test_lock_never_writes_text_its_loader_refuses(tmp_path):
         f"{tmp_path / 'images.lock'}: would not read back (line 8: images[1] (target \"{PREFIX}busybox:1.31.1\"): "
         f"mediaType: unknown manifest media type '{schema1}'); left unchanged")
     assert os.listdir(tmp_path) == []
+
+
+# --- the pinned signature (issue 23) -----------------------------------------------------------
+
+# A cosign.pub and the inputs hash a lock made before keyless signatures has for KEY_ONLY_IMAGES
+# (computed then): a key alone keeps its digest, so those locks keep matching.
+COSIGN_PUB = """\
+-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEetf7SZVU56fF6WZqus8fcwM9DTXi
+dkAeMMrrYipnH9zkXJBJC6pJlJre+dRqp61sJtWmoxckBGVnihXfyqPTow==
+-----END PUBLIC KEY-----
+"""
+KEY_ONLY_IMAGES = "verify: {cosignKey: cosign.pub}\n" + IMAGES
+KEY_ONLY_INPUTS_HASH = "sha256:e5c1c6356273a18ece07ae8459d6c266570e6348b011e8245dd90854e18fe11e"
+KEY_ONLY_SIGNED_BY = "sha256:9c190757f7453cb94d33c94a59a9fa968fcb1553095b16e6fc611a4b090d8615"
+
+
+def test_a_key_alone_hashes_and_signs_as_before_keyless_signatures(tmp_path):
+    (tmp_path / "cosign.pub").write_text(COSIGN_PUB)
+    images = load_config(tmp_path, KEY_ONLY_IMAGES)
+
+    assert lockfile.inputs_hash(images) == KEY_ONLY_INPUTS_HASH
+    assert {image.signature.digest for image in images.desired} == {KEY_ONLY_SIGNED_BY}
+
+
+def test_a_keyless_policy_counts_in_the_inputs_hash(tmp_path):
+    (tmp_path / "cosign.pub").write_text(COSIGN_PUB)
+    keyless = "verify: {keyless: {issuer: https://issuer.example, identity: ci@example.com}}\n" + IMAGES
+
+    assert len({lockfile.inputs_hash(load_config(tmp_path, text, name)) for text, name in [
+        (IMAGES, "none.yaml"), (KEY_ONLY_IMAGES, "key.yaml"), (keyless, "keyless.yaml"),
+        (keyless.replace("ci@", "cd@"), "other.yaml")]}) == 4
+
+
+def test_merge_records_the_policy_digest_and_keeps_the_resolved_signature(tmp_path):
+    (tmp_path / "cosign.pub").write_text(COSIGN_PUB)
+    images = load_config(tmp_path, KEY_ONLY_IMAGES)
+    plan = lockfile.pending(images, Lockfile(inputs_hash="", images=()))
+
+    lock = lockfile.merge(images, plan.kept, {
+        image.target: attrs.evolve(fake_resolve(image), signature=BY_KEY) for image in plan.to_resolve})
+
+    assert {(image.signed_by, image.signature) for image in lock.images} == {(KEY_ONLY_SIGNED_BY, BY_KEY)}
+    assert lockfile.differences(images, lock) == []
+
+
+SIGNED_LOCK = f"""\
+# Generated by image-syncer lock. Do not edit by hand.
+version: 1
+inputsHash: {DIGEST_A}
+images:
+- source: a:1
+  target: {PREFIX}a:1
+  digest: {DIGEST_B}
+  mediaType: application/vnd.docker.distribution.manifest.v2+json
+  platforms: []
+  referrers: []
+  signedBy: {DIGEST_C}
+  signature:
+    digest: {DIGEST_A}
+    form: cosign-tag
+    proof:
+      key: {DIGEST_B}
+- source: b:1
+  target: {PREFIX}b:1
+  digest: {DIGEST_B}
+  mediaType: application/vnd.docker.distribution.manifest.v2+json
+  platforms: []
+  referrers: []
+  signedBy: {DIGEST_C}
+  signature:
+    digest: {DIGEST_C}
+    form: bundle
+    proof:
+      identity: ci@example.com
+      issuer: https://issuer.example
+      integratedTime: 1700000000
+"""
+
+
+def test_a_pinned_signature_is_written_after_signed_by_without_what_it_did_not_prove_and_reads_back(tmp_path):
+    lock = Lockfile(inputs_hash=str(DIGEST_A), images=(
+        pinned("a:1", signed_by=str(DIGEST_C), signature=BY_KEY),
+        pinned("b:1", signed_by=str(DIGEST_C), signature=KEYLESS_BUNDLE)))
+    path = tmp_path / "images.lock"
+
+    text = lockfile.dumps_readable(lock, path)
+    path.write_text(text)
+
+    assert text == SIGNED_LOCK
+    assert lockfile.load(path) == lock
+    assert lockfile.dumps(lockfile.load(path)) == text
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    ("form: bundle", "form: sig", "signature.form: 'sig' is not a valid SignatureForm"),
+    ("    form: bundle\n", "", 'signature: missing required key "form"'),
+    (f"    digest: {DIGEST_C}", "    digest: sha256:c", "signature.digest: invalid sha256 digest 'sha256:c'"),
+    ("integratedTime: 1700000000", "integratedTime: '1700000000'",
+     "signature.proof.integratedTime: expected a number, got a string '1700000000'"),
+    ("      issuer: https://issuer.example\n", "", "signature.proof: an identity and its issuer go together"),
+    ("      identity: ci@example.com\n      issuer: https://issuer.example\n", "",
+     "signature.proof: names neither a key nor an identity"),
+    ("      identity: ci@example.com", "      subject: ci@example.com", 'signature.proof: unknown key "subject"'),
+    (SIGNED_LOCK[SIGNED_LOCK.rindex("  signature:"):], "  signature: {}\n",
+     'signature: missing required key "digest"'),
+], ids=["unknown form", "no form", "bad digest", "time a string", "identity without issuer", "no signer",
+        "unknown proof key", "signature empty"])
+def test_a_malformed_signature_is_refused_with_its_line(tmp_path, old, new, message):
+    path = tmp_path / "images.lock"
+    assert old in SIGNED_LOCK
+    path.write_text(SIGNED_LOCK[::-1].replace(old[::-1], new[::-1], 1)[::-1])  # in the second image
+
+    with pytest.raises(InputError) as raised:
+        lockfile.load(path)
+
+    assert raised.value.entry == f'images[2] (target "{PREFIX}b:1")'
+    assert raised.value.problem == message
+    assert raised.value.line is not None and raised.value.line > 17
