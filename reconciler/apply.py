@@ -29,7 +29,7 @@ from reconciler.registry.errors import PullLimitReached, RegistryError, Response
 from reconciler.registry.referrers import ReferrerRefused, ReferrerWriter
 from reconciler.runtime import Interrupted, Interruption
 from reconciler.shard import Shard, lock_part
-from reconciler.signatures import Unsigned, check_signature
+from reconciler.signatures import Unsigned, check_pinned
 
 class Outcome(enum.Enum):
     COPIED = "copied"
@@ -194,7 +194,7 @@ async def _admit(
         return _result(image, Outcome.DEFERRED, deferred)
     if signed is not None:
         try:
-            await check_signature(registries.repository(image.source.repository), signed, image.digest)
+            await check_pinned(registries.repository(image.source.repository), signed, image)
         except Unsigned as refusal:
             return _result(image, Outcome.REFUSED, str(refusal))
     return None

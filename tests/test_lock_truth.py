@@ -105,7 +105,7 @@ def test_verify_added_for_an_unsigned_source_is_refused_by_lock_check_and_plan(w
     refused_by_check(workspace, "its signature was not checked against the cosign key cosign.pub")
     relocked = workspace.run("lock")
     assert relocked.code == 1, relocked
-    assert f"({image.digest}): no cosign signature" in relocked.stderr
+    assert f"({image.digest}): no signature (no Sigstore bundle among its referrers" in relocked.stderr
     assert workspace.lock_text() == before
 
 
@@ -122,7 +122,7 @@ def test_a_signed_pin_records_its_key_and_a_new_key_checks_it_again(workspace, p
 
     cosign_keys.write_public_key(other, workspace.workdir / "cosign.pub")
 
-    refused_by_check(workspace, "its signature was checked against another key than cosign.pub")
+    refused_by_check(workspace, "its signature was checked against another verify: than the cosign key cosign.pub")
     relocked = workspace.run("lock")
     assert relocked.code == 1 and "does not verify with the key" in relocked.stderr, relocked
 

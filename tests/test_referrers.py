@@ -180,9 +180,10 @@ def test_lock_pins_only_sources_signed_by_the_key_and_apply_checks_again(
 
     assert refused.code == 1 and not (tmp_path / "images.lock").exists()
     errors = "\n".join(refused.stderr_lines)
-    assert f"{unsigned.repo}:v1 ({unsigned.digest}): no cosign signature (no tag " in errors
+    assert f"{unsigned.repo}:v1 ({unsigned.digest}): no signature (no Sigstore bundle among its referrers, " \
+           f"no tag {cosign_keys.signature_tag(unsigned.digest)}); the cosign key cosign.pub is required" in errors
     assert f"{forged.repo}:v1 ({forged.digest}): no valid cosign signature: 1 checked, the first: signature " \
-           "does not verify with the key, by the key cosign.pub" in errors
+           "does not verify with the key; the cosign key cosign.pub is required" in errors
     assert signed.repo not in errors
 
     (tmp_path / "images.yaml").write_text(yaml.safe_dump({
@@ -199,7 +200,9 @@ def test_lock_pins_only_sources_signed_by_the_key_and_apply_checks_again(
     applied = run_cli(tmp_path, "apply")
 
     assert applied.code == 1
-    assert "no valid cosign signature: 1 checked" in applied.stdout and "refused" in applied.stdout
+    replaced = cosign_keys.signature_tag(signed.digest)
+    assert f"refused: {plain_registry.host}/{signed.repo}:v1 ({signed.digest}): its pinned signature {signature} " \
+           f"was replaced upstream: the tag {replaced} holds sha256:" in applied.stdout
 
 
 def test_an_unusable_key_is_one_line_naming_the_file_and_place(tmp_path):
@@ -470,7 +473,7 @@ def test_a_signature_nested_10000_deep_is_one_line_naming_its_image_with_verify_
     if nested == "signed-payload":
         assert verified.error_lines[0].endswith(f"{deep.repo}:v1 ({deep.digest}): no valid cosign signature: "
                                                 "1 checked, the first: payload is not a cosign simple signing "
-                                                "payload, by the key cosign.pub")
+                                                "payload; the cosign key cosign.pub is required")
         assert unverified.code == 0 and written_unverified, unverified.stderr
     else:
         assert unverified.code == 1 and not written_unverified, unverified.stderr

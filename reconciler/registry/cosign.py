@@ -4,8 +4,9 @@ The signatures of ``repo@sha256:<hex>`` are the layers of the image manifest tag
 ``sha256-<hex>.sig`` in the same repository. A layer of media type ``SIMPLE_SIGNING`` is a
 simple signing payload naming the signed digest; its ``SIGNATURE_ANNOTATION`` holds the
 base64 of an ASN.1 DER ECDSA signature, with SHA-256, over the payload's exact bytes.
-Keyless signing (Fulcio certificates, Rekor bundles) is not verified: those annotations
-are ignored, so such a signature counts only if it also verifies with the key.
+Keyless signing in this form (Fulcio certificates, Rekor bundles in annotations) is not
+verified: those annotations are ignored, so such a signature counts only if it also
+verifies with the key. Finding the tag is referrers.find's (cosign's kinds among them).
 """
 
 from __future__ import annotations
@@ -24,9 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from reconciler.oci import limits
 from reconciler.oci.digest import Digest
-from reconciler.oci.manifest import Descriptor
-from reconciler.oci.referrer import FoundBy
-from reconciler.registry.client import NotFound
+from reconciler.oci.manifest import Descriptor, Manifest
 from reconciler.registry.errors import SignatureRefused
 from reconciler.registry.repository import RemoteRepository
 from reconciler.files import read_text
@@ -85,19 +84,13 @@ def check_signature(payload: bytes, signature: str, digest: Digest, key: ec.Elli
         raise InvalidSignature(f"payload signs {signed} not {digest}")
 
 
-async def verify(repository: RemoteRepository, digest: Digest, key: ec.EllipticCurvePublicKey) -> Digest:
-    """The digest of the ``.sig`` manifest in which a signature of ``digest`` by ``key`` verifies.
-
-    Raises SignatureRefused when none does; a failure to read the registry is its own RegistryError.
-    """
-    tag = FoundBy.COSIGN_SIGNATURE.tag(digest)
-    try:
-        manifest = await repository.get_manifest(tag)
-    except NotFound:
-        raise SignatureRefused(f"no cosign signature (no tag {tag})") from None
+async def verify(repository: RemoteRepository, manifest: Manifest, digest: Digest,
+                 key: ec.EllipticCurvePublicKey) -> None:
+    """Raise SignatureRefused unless a simple-signing layer of ``manifest`` (the ``.sig`` tag's)
+    holds a signature of ``digest`` by ``key``; one among several suffices."""
     layers = [layer for layer in manifest.layers() if layer.media_type == SIMPLE_SIGNING]
     if not layers:
-        raise SignatureRefused(f"no cosign signature (the tag {tag} holds no simple signing layer)")
+        raise SignatureRefused("no cosign signature (no simple signing layer)")
     first_failure: InvalidSignature | None = None
     for layer in layers:
         try:
@@ -105,7 +98,7 @@ async def verify(repository: RemoteRepository, digest: Digest, key: ec.EllipticC
         except InvalidSignature as failure:
             first_failure = first_failure or failure
         else:
-            return manifest.digest
+            return
     raise SignatureRefused(f"no valid cosign signature: {len(layers)} checked, the first: {first_failure}")
 
 
