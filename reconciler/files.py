@@ -32,6 +32,23 @@ def read_text(path: str | os.PathLike[str]) -> str:
     return data.decode("utf-8")
 
 
+class Unusable(ValueError):
+    """A file images.yaml names that cannot be read, in a few words without its name."""
+
+
+def read_named(path: str | os.PathLike[str], not_text: str) -> str:
+    """A file images.yaml names (a key, a trusted root), as ``read_text`` reads it; Unusable
+    says why not (``not_text`` when its bytes are no UTF-8)."""
+    try:
+        return read_text(path)
+    except FileNotFoundError:
+        raise Unusable("no such file") from None
+    except UnicodeDecodeError:
+        raise Unusable(not_text) from None
+    except OSError as error:
+        raise Unusable(f"cannot be read: {error.strerror or error}") from None
+
+
 def check_writable(path: Path) -> None:
     """Refuse before any work a path that write_atomic could not replace."""
     if path.is_dir():

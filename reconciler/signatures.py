@@ -14,7 +14,8 @@ from collections.abc import Collection
 
 import attrs
 
-from reconciler.config import DesiredImage, SignaturePolicy
+from reconciler.config import DesiredImage
+from reconciler.policy import SignaturePolicy
 from reconciler.lockfile import LockedImage
 from reconciler.oci.digest import Digest
 from reconciler.oci.mediatypes import BUNDLE_MEDIA_TYPE

@@ -15,6 +15,7 @@ from reconciler.oci.mediatypes import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 from reconciler.oci.platforms import PlatformSubset
 from reconciler.oci.referrer import COSIGN_ARTIFACT_TYPES, FoundBy, Referrer
 from reconciler.oci.signature import PinnedSignature, SignatureForm, SignatureProof
+from reconciler.policy import SignaturePolicy
 from reconciler.registry.sigstore import Trust
 from tests.harness.artifacts import subject_descriptor
 from tests.harness.images import canonical_json
@@ -565,9 +566,9 @@ def test_lock_refuses_to_write_a_lock_larger_than_its_reader_takes_and_leaves_th
 
 # --- one rule for "does this pin still fit its entry" (issue 21) -------------------------------
 
-KEY = config.SignaturePolicy(Trust(), Path("cosign.pub"), str(DIGEST_C), "the cosign key cosign.pub")
-OTHER_KEY = config.SignaturePolicy(Trust(), Path("cosign.pub"), str(DIGEST_B), "the cosign key cosign.pub")
-KEYLESS = config.SignaturePolicy(Trust(issuer="https://issuer.example", identity="ci@example.com"), None,
+KEY = SignaturePolicy(Trust(), Path("cosign.pub"), str(DIGEST_C), "the cosign key cosign.pub")
+OTHER_KEY = SignaturePolicy(Trust(), Path("cosign.pub"), str(DIGEST_B), "the cosign key cosign.pub")
+KEYLESS = SignaturePolicy(Trust(issuer="https://issuer.example", identity="ci@example.com"), None,
                                  str(DIGEST_C), 'keyless identity "ci@example.com" from issuer "https://issuer.example"')
 BY_KEY = PinnedSignature(DIGEST_A, SignatureForm.COSIGN_TAG, SignatureProof(key=str(DIGEST_B)))
 KEYLESS_BUNDLE = PinnedSignature(DIGEST_C, SignatureForm.BUNDLE, SignatureProof(

@@ -28,7 +28,7 @@ from reconciler.oci.digest import Digest
 from reconciler.oci.manifest import Descriptor, Manifest
 from reconciler.registry.errors import SignatureRefused
 from reconciler.registry.repository import RemoteRepository
-from reconciler.files import read_text
+from reconciler.files import Unusable, read_named
 
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
@@ -46,13 +46,9 @@ class InvalidSignature(ValueError):
 def load_public_key(path: str | os.PathLike[str]) -> ec.EllipticCurvePublicKey:
     """A PEM (PKIX) public key, as ``cosign generate-key-pair`` writes; only ECDSA P-256 is taken."""
     try:
-        text = read_text(path)
-    except FileNotFoundError:
-        raise InvalidKey("no such file") from None
-    except UnicodeDecodeError:
-        raise InvalidKey("not a PEM public key") from None
-    except OSError as error:
-        raise InvalidKey(f"cannot be read: {error.strerror or error}") from None
+        text = read_named(path, not_text="not a PEM public key")
+    except Unusable as error:
+        raise InvalidKey(str(error)) from None
     try:
         key = serialization.load_pem_public_key(text.encode())
     except (ValueError, UnsupportedAlgorithm):
