@@ -20,6 +20,7 @@ from reconciler.oci.errors import OCIError
 from reconciler.oci.manifest import Manifest
 from reconciler.oci.platforms import SubsetChanged
 from reconciler.oci.reference import Reference
+from reconciler.oci.referrer import in_levels
 from reconciler.plan import Action, Plan, PlannedImage, lock_digest, plan_image
 from reconciler.planfile import SavedPlan, first_difference, restored
 from reconciler.pulls import PullBudgets
@@ -225,8 +226,10 @@ async def _apply_image(
 
 
 async def _write_referrers(writer: ReferrerWriter, image: LockedImage) -> None:
-    await asyncio.gather(*(writer.write(image.source.repository, image.target.repository, referrer)
-                           for referrer in image.referrers))
+    """Level by level: a referrer of a referrer (a signature of an SBOM) after its subject."""
+    for level in in_levels(image.referrers):
+        await asyncio.gather(*(writer.write(image.source.repository, image.target.repository, referrer)
+                               for referrer in level))
 
 
 async def _copy_image(

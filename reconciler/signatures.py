@@ -49,7 +49,7 @@ async def find_signature(
     policy = desired.signature
     assert policy is not None, "asked only under a policy"
     failures: list[SignatureRefused] = []
-    for candidate in await referrers.find(source, [digest], SIGNATURE_TYPES, tags=tags):
+    for candidate in await referrers.find(source, [digest], SIGNATURE_TYPES, tags=tags, depth=1):
         form = SignatureForm.COSIGN_TAG if candidate.found_by is FoundBy.COSIGN_SIGNATURE else SignatureForm.BUNDLE
         try:
             return FoundSignature(await _checked(source, candidate.digest, form, digest, policy), candidate)

@@ -502,3 +502,73 @@ def test_a_referrer_listed_with_a_type_that_is_no_media_type_is_not_pinned_nor_f
         f"WARNING: {source.host}/{image.repo}: {other.digest} is listed as a referrer of {image.digest} "
         "with a type that is no media type; not pinned"]
     assert source.count("GET", f"/manifests/{other.digest}$") == 0
+
+
+# -- referrers of referrers (issue 23) -----------------------------------------------------------
+
+
+def _chain(raw, repo: str, subject: dict, length: int) -> list:
+    """``length`` artifacts, each referring to the one before (the first to ``subject``), each
+    listed in its subject's fallback index."""
+    chain = []
+    for level in range(length):
+        artifact = push_artifact(raw, repo, subject, SBOM, b'{"level": %d}' % level)
+        push_referrers_index(raw, repo, subject["digest"], [artifact])
+        chain.append(artifact)
+        subject = {"mediaType": OCI_MANIFEST, "digest": artifact.digest, "size": len(artifact.raw)}
+    return chain
+
+
+def test_a_signature_of_an_sbom_is_pinned_and_written_after_the_sbom(
+    tmp_path, plain_registry, second_plain_registry, push_image, unique_repo
+):
+    image = push_image("oci")
+    key = cosign_keys.new_key()
+    with RawRegistry(plain_registry) as raw:
+        (sbom,) = _chain(raw, image.repo, subject_descriptor(image.manifest, image.media_type), 1)
+        signature = cosign_keys.push_signatures(raw, image.repo, sbom.digest, [cosign_keys.signature_by(key, sbom.digest)])
+    write_images(tmp_path, f"{second_plain_registry.host}/{unique_repo('mirror')}/",
+                 [{"source": f"{plain_registry.host}/{image.repo}:v1"}])
+
+    assert run_cli(tmp_path, "lock").code == 0
+    pinned = yaml.safe_load((tmp_path / "images.lock").read_text())["images"][0]["referrers"]
+    assert {(referrer["subject"], referrer["digest"]) for referrer in pinned} == {
+        (image.digest, sbom.digest), (sbom.digest, signature)}
+    applied = run_cli(tmp_path, "apply")
+
+    assert applied.code == 0, applied
+    target = yaml.safe_load((tmp_path / "images.yaml").read_text())["targetRepoPrefix"].split("/", 1)[1] + \
+        f"{plain_registry.host.replace(':', '_')}/{image.repo}"
+    with RawRegistry(second_plain_registry) as raw:
+        assert raw.get_manifest(target, sbom.digest).content == sbom.raw
+        assert raw.head_manifest(target, cosign_keys.signature_tag(sbom.digest)).headers[
+            "Docker-Content-Digest"] == signature
+
+
+def test_referrers_are_followed_three_levels_deep_and_a_deeper_one_is_a_warning(plain_registry, push_image, caplog):
+    image = push_image("oci")
+    with RawRegistry(plain_registry) as raw:
+        chain = _chain(raw, image.repo, subject_descriptor(image.manifest, image.media_type), limits.REFERRER_DEPTH + 1)
+
+    found = discovered(plain_registry, image.repo, [image.digest])
+
+    assert {(str(referrer.subject), str(referrer.digest)) for referrer in found} == {
+        (subject, artifact.digest) for subject, artifact in zip([image.digest, *(a.digest for a in chain)],
+                                                                 chain[:limits.REFERRER_DEPTH])}
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert warnings == [f"{plain_registry.host}/{image.repo}: {chain[limits.REFERRER_DEPTH - 1].digest} and 0 more "
+                        f"have referrers of their own, more than {limits.REFERRER_DEPTH} levels deep; those are "
+                        "not pinned"]
+
+
+def test_more_referrers_of_one_image_than_its_cap_over_all_levels_refuse_it(plain_registry, push_image, monkeypatch):
+    monkeypatch.setattr(limits, "REFERRERS_PER_IMAGE", 2)
+    image = push_image("oci")
+    with RawRegistry(plain_registry) as raw:
+        chain = _chain(raw, image.repo, subject_descriptor(image.manifest, image.media_type), 3)
+
+    with pytest.raises(OCIError, match=f"^{plain_registry.host}/{image.repo}: more than 2 referrers of one image, "
+                                            "over its subjects and what refers to them; not pinned$"):
+        discovered(plain_registry, image.repo, [image.digest])
+    assert {str(referrer.digest) for referrer in discovered(plain_registry, image.repo, [chain[1].digest])} == {
+        chain[2].digest}

@@ -33,6 +33,12 @@ REFERRERS_LISTING_BYTES = MANIFEST_BYTES
 however the registry pages it."""
 REFERRERS_PER_SUBJECT = 1_000
 """Referrers pinned for one digest; more are refused, so that the lock stays readable."""
+REFERRER_DEPTH = 3
+"""Levels of referrers followed: what refers to an image, what refers to those (a signature of
+an SBOM), and one more (a signature of an attestation's attestation); deeper ones are not pinned."""
+REFERRERS_PER_IMAGE = 10_000
+"""Referrers pinned for one image over all its subjects and levels (an index's children each
+have their own): a registry cannot make one image cost more listings than this."""
 PAGES = 1_000
 """Pages of one listing followed by their ``Link``: a loop of links ends here."""
 TOKEN_BYTES = 1 * MiB

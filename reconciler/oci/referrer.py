@@ -7,6 +7,7 @@ under cosign's tag, or listed in the spec's fallback index.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 
 import attrs
 
@@ -47,3 +48,19 @@ class Referrer:
     media_type: str
     artifact_type: str | None
     found_by: FoundBy
+
+
+def in_levels(referrers: Iterable[Referrer]) -> list[tuple[Referrer, ...]]:
+    """``referrers`` in the order they can be written: first those whose subject is none of
+    them (the image's), then those whose subject is in an earlier level (a signature of an SBOM)."""
+    remaining = list(referrers)
+    pending = {referrer.digest for referrer in remaining}
+    levels = []
+    while remaining:
+        level = tuple(referrer for referrer in remaining if referrer.subject not in pending)
+        if not level:  # only a cycle is left, which content addressing cannot make: write it as it is
+            level = tuple(remaining)
+        levels.append(level)
+        pending -= {referrer.digest for referrer in level}
+        remaining = [referrer for referrer in remaining if referrer not in level]
+    return levels

@@ -63,24 +63,50 @@ _converter.register_structure_hook(_Entry, cattrs.gen.make_dict_structure_fn(
 
 async def find(
     repository: RemoteRepository, subjects: Sequence[Digest], artifact_types: frozenset[str] | None = None,
-    tags: Collection[str] | None = None, pinned: Collection[Digest] = (),
+    tags: Collection[str] | None = None, pinned: Collection[Digest] = (), depth: int = limits.REFERRER_DEPTH,
 ) -> tuple[Referrer, ...]:
-    """Every referrer of each of ``subjects`` (an image and, for an index, its children), sorted.
+    """Every referrer of each of ``subjects`` (an image and, for an index, its children), and
+    what refers to those in turn, ``depth`` levels deep; sorted.
 
-    ``artifact_types`` keeps only referrers of those types; None keeps all. ``tags``: the
-    repository's, when the caller listed them already. ``pinned``: referrers the lock holds,
-    checked when they were pinned; they are left out, and a listed one costs no GET.
+    ``artifact_types`` keeps only referrers of those types, at every level; None keeps all.
+    ``tags``: the repository's, when the caller listed them already. ``pinned``: referrers the
+    lock holds, checked when they were pinned; they are left out, and a listed one costs no GET.
     """
     tags = set(await repository.tags() if tags is None else tags)
-    found = await asyncio.gather(*(_of_subject(repository, subject, tags, artifact_types, frozenset(pinned))
-                                   for subject in subjects))
-    referrers = {(referrer.subject, referrer.digest): referrer for group in found for referrer in group}
-    return tuple(sorted(referrers.values(), key=lambda referrer: (str(referrer.subject), str(referrer.digest))))
+    found: dict[tuple[Digest, Digest], Referrer] = {}
+    listed = _Listed()
+    seen = set(subjects)  # a registry's listings may claim a cycle; each digest is asked once
+    level = list(subjects)
+    for levels_left in range(depth, 0, -1):
+        groups = await asyncio.gather(*(_of_subject(repository, subject, tags, artifact_types, frozenset(pinned),
+                                                    listed) for subject in level))
+        level = []
+        for referrer in (referrer for group in groups for referrer in group):
+            found[referrer.subject, referrer.digest] = referrer
+            if referrer.digest not in seen:
+                seen.add(referrer.digest)
+                level.append(referrer.digest)
+        if levels_left == 1 and (deeper := [digest for digest in level if _tagged_referrers(digest, tags)]):
+            log.warning("%s/%s: %s and %d more have referrers of their own, more than %d levels deep; those are "
+                        "not pinned", repository.host, repository.path, deeper[0], len(deeper) - 1, depth)
+    return tuple(sorted(found.values(), key=lambda referrer: (str(referrer.subject), str(referrer.digest))))
+
+
+@attrs.define
+class _Listed:
+    """Referrers listed for one image so far, over its subjects and levels: counted before any is fetched."""
+
+    count: int = 0
+
+
+def _tagged_referrers(digest: Digest, tags: set[str]) -> bool:
+    """Whether the tags show referrers of ``digest`` (a fallback index, cosign's tags): a free look."""
+    return any(kind.tag(digest) in tags for kind in FoundBy if kind.tag(digest) is not None)
 
 
 async def _of_subject(
     repository: RemoteRepository, subject: Digest, tags: set[str], artifact_types: frozenset[str] | None,
-    pinned: frozenset[Digest],
+    pinned: frozenset[Digest], listed_before: _Listed,
 ) -> list[Referrer]:
     """The referrers of one digest of the types kept, counted against the cap before any is fetched."""
     listed = await repository.referrers(subject)
@@ -96,6 +122,10 @@ async def _of_subject(
     if len(entries) + len(cosign_kinds) > limits.REFERRERS_PER_SUBJECT:
         raise RegistryError(f"{repository.host}/{repository.path}: {subject} has {len(entries) + len(cosign_kinds)} "
                             f"referrers, more than the limit of {limits.REFERRERS_PER_SUBJECT}; not pinned")
+    listed_before.count += len(entries) + len(cosign_kinds)
+    if listed_before.count > limits.REFERRERS_PER_IMAGE:
+        raise RegistryError(f"{repository.host}/{repository.path}: more than {limits.REFERRERS_PER_IMAGE} referrers "
+                            "of one image, over its subjects and what refers to them; not pinned")
 
     async def claimed(entry: _Entry) -> Referrer | None:
         if not all(mediatypes.is_media_type(kind) for kind in (entry.media_type, entry.artifact_type) if kind):
