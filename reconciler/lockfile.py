@@ -50,6 +50,8 @@ class LockedImage:
     signature against; None when none was asked."""
     signature: PinnedSignature | None = attrs.field(default=None, metadata=documents.OMITTED_WHEN_DEFAULT)
     """The signature that satisfied that policy, which apply checks again."""
+    attestations: tuple[PinnedSignature, ...] = attrs.field(default=(), metadata=documents.OMITTED_WHEN_DEFAULT)
+    """The signed attestations that policy requires, one per predicate type, checked again by apply too."""
 
     @property
     def pushed_digest(self) -> Digest:
@@ -203,6 +205,10 @@ def _structure(document: YamlDocument) -> Lockfile:
             raise document.error(("images", index), "target is locked twice")
         if image.signature is not None and (problem := _unproven(image.signature.proof)):
             raise document.error(("images", index, "signature", "proof"), problem)
+        for number, attestation in enumerate(image.attestations):
+            if problem := _unproven(attestation.proof) or (
+                    None if attestation.proof.predicate_type else "names no predicate type"):
+                raise document.error(("images", index, "attestations", number, "proof"), problem)
         seen_targets.add(image.target)
     return lock
 
@@ -258,6 +264,9 @@ def _signature_misfit(desired: DesiredImage, locked: LockedImage) -> str | None:
         return f"its signature was checked against another verify: than {required.described}"
     if locked.signature is None:  # also every pin locked before signatures were pinned
         return "its signature was not pinned; `image-syncer lock` pins it"
+    attested = {attestation.proof.predicate_type for attestation in locked.attestations}
+    if missing := [kind for kind in required.attestations if kind not in attested]:
+        return f"its attestation of {missing[0]} was not pinned; `image-syncer lock` pins it"
     return None
 
 

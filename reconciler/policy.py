@@ -34,6 +34,7 @@ class VerifyEntry:
     cosign_key: str | None = None
     keyless: KeylessEntry | None = None
     trusted_root: str | None = None
+    attestations: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -47,6 +48,9 @@ class SignaturePolicy:
     input, so the pins get checked again. For a key alone, the digest of the key file's bytes."""
     described: str
     """For one-line messages: ``the cosign key cosign.pub``, ``keyless identity "…" from issuer "…"``."""
+    attestations: tuple[str, ...] = ()
+    """Predicate types (SLSA provenance, …) of in-toto attestations the same signer must have made
+    of the image, each besides its signature."""
 
 
 def signature_policy(
@@ -68,14 +72,25 @@ def signature_policy(
                               if verify.trusted_root is not None else (None, None))
     # KeylessEntry's fields are Trust's, by name.
     trust = Trust(key=key, trusted_root=root_file, **(attrs.asdict(keyless) if keyless else {}))
-    if keyless is None and root_file is None:
+    attestations = _attestations(document, (*where, "attestations"), verify.attestations)
+    if keyless is None and root_file is None and not attestations:
         digest = key_digest  # as before keyless signatures: the locks made then keep matching
     else:
         digest = str(Digest.of(json.dumps(
             {"key": key_digest, "issuer": trust.issuer, "identity": trust.identity,
-             "identityRegexp": trust.identity_regexp, "trustedRoot": root_digest},
+             "identityRegexp": trust.identity_regexp, "trustedRoot": root_digest,
+             **({"attestations": list(attestations)} if attestations else {})},
             sort_keys=True, separators=(",", ":")).encode()))
-    return SignaturePolicy(trust=trust, key_file=key_file, digest=digest, described=_described(verify))
+    return SignaturePolicy(trust=trust, key_file=key_file, digest=digest, described=_described(verify),
+                           attestations=attestations)
+
+
+def _attestations(document: YamlDocument, where: tuple, written: tuple[str, ...]) -> tuple[str, ...]:
+    """The predicate types required, each once, sorted: the order they are written in says nothing."""
+    for index, predicate_type in enumerate(written):
+        if not predicate_type:
+            raise document.error((*where, index), "must not be empty")
+    return tuple(sorted(set(written)))
 
 
 def _check_keyless(document: YamlDocument, where: tuple, keyless: KeylessEntry) -> None:
@@ -100,7 +115,8 @@ def _described(verify: VerifyEntry) -> str:
                     else f"identity matching /{keyless.identity_regexp}/")
         signers.append(f'keyless {identity} from issuer "{keyless.issuer}"')
     trusted_root = f" (trusted root {verify.trusted_root})" if verify.trusted_root is not None else ""
-    return " or ".join(signers) + trusted_root
+    attested = f", with attestations of {', '.join(sorted(set(verify.attestations)))}" if verify.attestations else ""
+    return " or ".join(signers) + trusted_root + attested
 
 
 @attrs.define

@@ -35,7 +35,7 @@ from reconciler.registry import referrers
 from reconciler.registry.errors import RegistryError
 from reconciler.registry.registries import Registries
 from reconciler.registry.repository import RemoteRepository
-from reconciler.signatures import FoundSignature, find_signature
+from reconciler.signatures import FoundSignatures, find_signature
 
 
 class SourceUnusable(RegistryError):
@@ -69,10 +69,10 @@ async def resolve(registries: Registries, listings: TagListings, desired: Desire
     needs_body = (head.digest is None or head.media_type not in mediatypes.IMAGE_TYPES
                   or bool(desired.platforms) or bool(desired.only_platforms))  # a subset is refused for a single image
     if not needs_body:
-        signature = await _signature(remote, listings, desired, head.digest)
-        return LockedImage(desired.source, desired.target, head.digest, head.media_type, (),
-                           await _referrers(remote, listings, desired, [head.digest], signature), rule=desired.rule,
-                           signature=signature.pinned if signature else None)
+        signed = await _signatures(remote, listings, desired, head.digest)
+        return _with_signatures(LockedImage(
+            desired.source, desired.target, head.digest, head.media_type, (),
+            await _referrers(remote, listings, desired, [head.digest], signed), rule=desired.rule), signed)
     manifest = await remote.get_manifest(head.digest or source.identifier)
     if manifest.is_index:
         platforms = manifest.platforms()
@@ -86,7 +86,7 @@ async def resolve(registries: Registries, listings: TagListings, desired: Desire
             f"{source.as_written} ({manifest.digest}) does not provide platform(s) {', '.join(missing)}; "
             f"it has {', '.join(platforms) or 'none listed'}"
         )
-    signature = await _signature(remote, listings, desired, manifest.digest)
+    signed = await _signatures(remote, listings, desired, manifest.digest)
     subset = None
     if desired.only_platforms:
         try:
@@ -100,33 +100,40 @@ async def resolve(registries: Registries, listings: TagListings, desired: Desire
         subjects = [manifest.digest, *(child.digest for child in manifest.children())]
     else:
         subjects = [manifest.digest]
-    return LockedImage(desired.source, desired.target, manifest.digest, manifest.media_type, platforms,
-                       await _referrers(remote, listings, desired, subjects, signature), subset=subset,
-                       rule=desired.rule, signature=signature.pinned if signature else None)
+    return _with_signatures(LockedImage(
+        desired.source, desired.target, manifest.digest, manifest.media_type, platforms,
+        await _referrers(remote, listings, desired, subjects, signed), subset=subset, rule=desired.rule), signed)
 
 
-async def _signature(
+async def _signatures(
     source: RemoteRepository, listings: TagListings, desired: DesiredImage, digest: Digest
-) -> FoundSignature | None:
+) -> FoundSignatures | None:
     if desired.signature is None:
         return None
     return await find_signature(source, desired, digest, await listings.tags(desired.source.repository))
 
 
+def _with_signatures(locked: LockedImage, signed: FoundSignatures | None) -> LockedImage:
+    if signed is None:
+        return locked
+    return attrs.evolve(locked, signature=signed.signature.pinned,
+                        attestations=tuple(found.pinned for found in signed.attestations))
+
+
 async def _referrers(
     source: RemoteRepository, listings: TagListings, desired: DesiredImage, subjects: list[Digest],
-    signature: FoundSignature | None,
+    signed: FoundSignatures | None,
 ) -> tuple[Referrer, ...]:
-    """What images.yaml chose to copy, and the signature that satisfied its policy, which always
-    travels with the image (unless its subject stays behind: the source index of a subset)."""
+    """What images.yaml chose to copy, and the signature and attestations that satisfied its
+    policy, which always travel with the image (unless their subject stays behind: the source
+    index of a subset)."""
     rule = desired.referrers
     found: tuple[Referrer, ...] = ()
     if rule.copied:
         types = frozenset(rule.artifact_types) if rule.artifact_types is not None else None
         found = await referrers.find(source, subjects, types, tags=await listings.tags(desired.source.repository))
-    if signature is None or signature.referrer.subject not in subjects:
-        return found
-    return tuple(sorted({*found, signature.referrer},
+    travelling = [referrer for referrer in (signed.referrers if signed else ()) if referrer.subject in subjects]
+    return tuple(sorted({*found, *travelling},
                         key=lambda referrer: (str(referrer.subject), str(referrer.digest))))
 
 

@@ -41,51 +41,82 @@ class FoundSignature:
     """The signature as a referrer of the image: it travels to the target with it."""
 
 
+@attrs.frozen
+class FoundSignatures:
+    """What satisfied a policy: a signature, and an attestation of each predicate type it requires."""
+
+    signature: FoundSignature
+    attestations: tuple[FoundSignature, ...] = ()
+
+    @property
+    def referrers(self) -> tuple[Referrer, ...]:
+        return tuple(found.referrer for found in (self.signature, *self.attestations))
+
+
 async def find_signature(
     source: RemoteRepository, desired: DesiredImage, digest: Digest, tags: Collection[str]
-) -> FoundSignature:
+) -> FoundSignatures:
     """The first signature of ``digest`` (by its manifest's digest) that satisfies the entry's
-    policy; ``tags``: the source repository's, which show cosign's ``.sig`` tag."""
+    policy, and the first of each attestation it requires (a signature is any verified
+    statement of the digest, an attestation one of the predicate type required); ``tags``:
+    the source repository's, which show cosign's ``.sig`` tag."""
     policy = desired.signature
     assert policy is not None, "asked only under a policy"
+    where = f"{desired.source.as_written} ({digest})"
     failures: list[SignatureRefused] = []
+    signature: FoundSignature | None = None
+    attestations: dict[str, FoundSignature] = {}
     for candidate in await referrers.find(source, [digest], SIGNATURE_TYPES, tags=tags, depth=1):
+        if signature is not None and set(policy.attestations) <= attestations.keys():
+            break
         form = SignatureForm.COSIGN_TAG if candidate.found_by is FoundBy.COSIGN_SIGNATURE else SignatureForm.BUNDLE
         try:
-            return FoundSignature(await _checked(source, candidate.digest, form, digest, policy), candidate)
+            found = FoundSignature(await _checked(source, candidate.digest, form, digest, policy), candidate)
         except SignatureRefused as failure:
             failures.append(failure)
+            continue
+        signature = signature or found
+        if (kind := found.pinned.proof.predicate_type) in policy.attestations:
+            attestations.setdefault(kind, found)
+    if signature is None:
+        raise Unsigned(f"{where}: {_none_valid(failures, digest)}; {policy.described} is required")
+    if missing := [kind for kind in policy.attestations if kind not in attestations]:
+        raise Unsigned(f"{where}: no attestation of {missing[0]} verifies; {policy.described} is required")
+    return FoundSignatures(signature, tuple(attestations[kind] for kind in policy.attestations))
+
+
+def _none_valid(failures: list[SignatureRefused], digest: Digest) -> str:
     if not failures:
-        found = f"no signature (no Sigstore bundle among its referrers, no tag {FoundBy.COSIGN_SIGNATURE.tag(digest)})"
-    else:
-        found = f"{len(failures)} signatures, none valid; the first: {failures[0]}" if len(failures) > 1 else str(
-            failures[0])
-    raise Unsigned(f"{desired.source.as_written} ({digest}): {found}; {policy.described} is required")
+        return f"no signature (no Sigstore bundle among its referrers, no tag {FoundBy.COSIGN_SIGNATURE.tag(digest)})"
+    return f"{len(failures)} signatures, none valid; the first: {failures[0]}" if len(failures) > 1 else str(
+        failures[0])
 
 
 async def check_pinned(source: RemoteRepository, desired: DesiredImage, locked: LockedImage) -> None:
-    """Refuse the image unless the signature lock pinned is still in the source and still proves
-    what it proved then (its bytes are fetched by digest, so they are the pinned ones). A
-    ``.sig`` tag must still hold it: a tag that moved is a signature replaced upstream."""
+    """Refuse the image unless the signature (and each attestation) lock pinned is still in the
+    source and still proves what it proved then (its bytes are fetched by digest, so they are
+    the pinned ones). A ``.sig`` tag must still hold it: a tag that moved is a signature
+    replaced upstream."""
     policy = desired.signature
     assert policy is not None, "asked only under a policy"
     where = f"{desired.source.as_written} ({locked.digest})"
-    pinned = locked.signature
-    if pinned is None:
+    if locked.signature is None:
         raise Unsigned(f"{where}: no signature pinned; run `image-syncer lock`")
-    if pinned.form is SignatureForm.COSIGN_TAG:
-        tag = FoundBy.COSIGN_SIGNATURE.tag(locked.digest)
-        if (now := await source.resolve_digest(tag)) != pinned.digest:
-            raise Unsigned(f"{where}: its pinned signature {pinned.digest} was replaced upstream: the tag {tag} "
-                           f"holds {now or 'nothing'}")
-    try:
-        checked = await _checked(source, pinned.digest, pinned.form, locked.digest, policy)
-    except NotFound:
-        raise Unsigned(f"{where}: its pinned signature {pinned.digest} is gone from the source") from None
-    except SignatureRefused as failure:
-        raise Unsigned(f"{where}: its pinned signature {pinned.digest} no longer verifies: {failure}") from None
-    if checked.proof != pinned.proof:
-        raise Unsigned(f"{where}: its pinned signature {pinned.digest} proves other than the lock records")
+    for pinned in (locked.signature, *locked.attestations):
+        what = "attestation" if pinned in locked.attestations else "signature"
+        if pinned.form is SignatureForm.COSIGN_TAG:
+            tag = FoundBy.COSIGN_SIGNATURE.tag(locked.digest)
+            if (now := await source.resolve_digest(tag)) != pinned.digest:
+                raise Unsigned(f"{where}: its pinned {what} {pinned.digest} was replaced upstream: the tag {tag} "
+                               f"holds {now or 'nothing'}")
+        try:
+            checked = await _checked(source, pinned.digest, pinned.form, locked.digest, policy)
+        except NotFound:
+            raise Unsigned(f"{where}: its pinned {what} {pinned.digest} is gone from the source") from None
+        except SignatureRefused as failure:
+            raise Unsigned(f"{where}: its pinned {what} {pinned.digest} no longer verifies: {failure}") from None
+        if checked.proof != pinned.proof:
+            raise Unsigned(f"{where}: its pinned {what} {pinned.digest} proves other than the lock records")
 
 
 async def _checked(

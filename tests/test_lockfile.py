@@ -573,6 +573,10 @@ KEYLESS = SignaturePolicy(Trust(issuer="https://issuer.example", identity="ci@ex
 BY_KEY = PinnedSignature(DIGEST_A, SignatureForm.COSIGN_TAG, SignatureProof(key=str(DIGEST_B)))
 KEYLESS_BUNDLE = PinnedSignature(DIGEST_C, SignatureForm.BUNDLE, SignatureProof(
     identity="ci@example.com", issuer="https://issuer.example", integrated_time=1_700_000_000))
+PROVENANCE = "https://slsa.dev/provenance/v1"
+ATTESTED = attrs.evolve(KEYLESS, attestations=(PROVENANCE,))
+PROVENANCE_BUNDLE = attrs.evolve(KEYLESS_BUNDLE, digest=DIGEST_A,
+                                 proof=attrs.evolve(KEYLESS_BUNDLE.proof, predicate_type=PROVENANCE))
 SEMVER_1 = config.TagRule(semver="^1")
 ONLY_TYPES = config.ReferrersRule(artifact_types=("application/spdx+json",))
 
@@ -633,12 +637,17 @@ RULED_PIN = {"rule": '{semver: "^1"}'}
     (wanted(), pinned(signed_by=str(DIGEST_C), signature=BY_KEY),
      "its signature was checked against a verify: that images.yaml no longer asks for"),
     (wanted(), pinned(signature=BY_KEY), "its signature was checked against a verify: that images.yaml no longer asks for"),
+    (wanted(signature=ATTESTED), pinned(signed_by=str(DIGEST_C), signature=KEYLESS_BUNDLE,
+                                        attestations=(PROVENANCE_BUNDLE,)), None),
+    (wanted(signature=ATTESTED), pinned(signed_by=str(DIGEST_C), signature=KEYLESS_BUNDLE),
+     f"its attestation of {PROVENANCE} was not pinned; `image-syncer lock` pins it"),
 ], ids=["fits", "source", "target", "tag", "platform of an index", "platform missing from an index",
         "platform of a single image not recorded", "platform of a single image", "another platform of a single image",
         "subset", "subset changed", "subset dropped", "rule", "rule changed", "rule dropped", "tag outside the rule",
         "referrers off", "referrers filtered", "referrers filtered as pinned", "referrers on again", "verify added",
         "verify by the pinned key", "verify by the key, locked before signatures were pinned", "verify by another key",
-        "verify keyless as pinned", "verify keyless changed", "verify dropped", "verify dropped, a signature pinned"])
+        "verify keyless as pinned", "verify keyless changed", "verify dropped", "verify dropped, a signature pinned",
+        "attestation as pinned", "attestation not pinned"])
 def test_misfit_names_the_one_input_that_changed(desired, locked, reason):
     assert lockfile.misfit(desired, locked) == reason
 

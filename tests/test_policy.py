@@ -112,6 +112,17 @@ def test_sigstore_is_imported_only_for_a_trusted_root(signers):
     assert ran.stdout.split() == ["False", "False"]
 
 
+def test_attestations_are_required_by_predicate_type_each_once_and_count_in_the_digest(signers):
+    plain = policy_of(signers, "{cosignKey: cosign.pub}")
+    attested = policy_of(signers, "{cosignKey: cosign.pub, attestations: [https://slsa.dev/provenance/v1, "
+                                  "https://spdx.dev/Document, https://slsa.dev/provenance/v1]}")
+
+    assert attested.attestations == ("https://slsa.dev/provenance/v1", "https://spdx.dev/Document")
+    assert attested.digest != plain.digest and plain.attestations == ()
+    assert attested.described == ("the cosign key cosign.pub, with attestations of https://slsa.dev/provenance/v1, "
+                                  "https://spdx.dev/Document")
+
+
 KEYLESS_AT = 'images[1] (source "busybox:1"): verify.keyless'
 
 
@@ -131,6 +142,8 @@ KEYLESS_AT = 'images[1] (source "busybox:1"): verify.keyless'
     ("{keyless: {issuer: i, identity: a, subject: b}}", f'{KEYLESS_AT}: unknown key "subject"'),
     ("{keyless: {issuer: 7, identity: a}}", f"{KEYLESS_AT}.issuer: expected a string, got a number 7"),
     ("{cosignKey: ''}", 'images[1] (source "busybox:1"): verify.cosignKey: must not be empty'),
+    ("{cosignKey: cosign.pub, attestations: ['']}",
+     'images[1] (source "busybox:1"): verify.attestations[1]: must not be empty'),
     ("{cosignKey: cosign.pub, trustedRoot: ''}", 'images[1] (source "busybox:1"): verify.trustedRoot: must not be empty'),
     ("{cosignKey: cosign.pub, trustedRoot: absent.json}",
      'images[1] (source "busybox:1"): verify.trustedRoot: absent.json: no such file'),
@@ -146,6 +159,7 @@ KEYLESS_AT = 'images[1] (source "busybox:1"): verify.keyless'
      'images[1] (source "busybox:1"): verify.trustedRoot: latin-1.json: not UTF-8 text'),
 ], ids=["empty", "trusted root alone", "no issuer", "no identity", "two identities", "empty issuer", "empty identity",
         "empty regexp", "regexp that does not compile", "unknown key", "issuer a number", "empty key file name",
+        "empty attestation",
         "empty trusted root name", "trusted root missing", "trusted root not JSON", "trusted root not a root",
         "trusted root over the cap", "trusted root not UTF-8"])
 def test_a_verify_that_asks_nothing_or_the_impossible_is_one_line(signers, verify, message):

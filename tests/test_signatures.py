@@ -206,3 +206,45 @@ def test_a_pinned_bundle_removed_upstream_refuses_the_image_and_copies_nothing(
     with RawRegistry(second_plain_registry) as raw:
         assert raw.head_manifest(mirror.target(image), "v1").status_code == 404
         assert raw.head_manifest(mirror.target(image), image.digest).status_code == 404
+
+
+PROVENANCE = "https://slsa.dev/provenance/v1"
+
+
+def test_an_attestation_the_policy_requires_is_pinned_and_checked_again_by_apply(
+    tmp_path, mirror, push_image, plain_registry, second_plain_registry
+):
+    image, bare = push_image("oci"), push_image("oci")
+    hexes = [pushed.digest.removeprefix("sha256:") for pushed in (image, bare)]
+    signature, provenance, bare_signature = SIGSTORE.sign_many([
+        SignRequest(statement(hexes[0]), identity=IDENTITY, issuer=GITHUB_ISSUER),
+        SignRequest(statement(hexes[0], predicate_type=PROVENANCE), identity=IDENTITY, issuer=GITHUB_ISSUER),
+        SignRequest(statement(hexes[1]), identity=IDENTITY, issuer=GITHUB_ISSUER)])
+    signed = attach(plain_registry, image, signature)
+    with RawRegistry(plain_registry) as raw:
+        attested = attach_bundle(raw, image.repo, subject_descriptor(image.manifest, image.media_type), provenance,
+                                 listed_with=[signed])
+    attach(plain_registry, bare, bare_signature)
+    policy = {**keyless(), "attestations": [PROVENANCE]}
+    mirror([bare], policy)
+
+    refused = run_cli(tmp_path, "lock")
+
+    assert refused.code == 1 and not (tmp_path / "images.lock").exists()
+    assert f"({bare.digest}): no attestation of {PROVENANCE} verifies; " in refused.error_lines[0]
+
+    mirror([image], policy)
+    assert run_cli(tmp_path, "lock").code == 0
+    entry = locked(tmp_path)
+    assert [(pinned["digest"], pinned["proof"]["predicateType"]) for pinned in entry["attestations"]] == [
+        (attested.digest, PROVENANCE)]
+    assert {signed.digest, attested.digest} <= {referrer["digest"] for referrer in entry["referrers"]}
+    with RawRegistry(plain_registry) as raw:
+        assert raw.delete_manifest(image.repo, attested.digest).status_code == 202
+
+    applied = run_cli(tmp_path, "apply")
+
+    assert applied.code == 1, applied
+    assert f"its pinned attestation {attested.digest} is gone from the source" in applied.stdout
+    with RawRegistry(second_plain_registry) as raw:
+        assert raw.head_manifest(mirror.target(image), "v1").status_code == 404

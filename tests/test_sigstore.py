@@ -25,7 +25,9 @@ from reconciler.registry import sigstore as module
 from reconciler.registry.errors import SignatureRefused
 from reconciler.registry.sigstore import Trust, key_fingerprint, verify_bundle
 from tests.harness import sigstore as harness
-from tests.harness.sigstore import PrivateSigstore, SignRequest, statement, tamper_payload
+from tests.harness.sigstore import (
+    COSIGN_SIGN_PREDICATE, PrivateSigstore, SignRequest, statement, tamper_payload,
+)
 
 IMAGE = Digest.of(b"image")
 OTHER = Digest.of(b"other image")
@@ -106,7 +108,8 @@ def test_keyless_bundle_proves_its_identity_issuer_and_logged_time(bundles, work
     assert "timestampVerificationData" not in material or not material["timestampVerificationData"].get(
         "rfc3161Timestamps"), "the signed entry timestamp alone dates this bundle"
     assert verify_bundle(bundles["keyless"], IMAGE, workflow) == SignatureProof(
-        identity=WORKFLOW, issuer=GITHUB, integrated_time=integrated_time(bundles["keyless"])
+        identity=WORKFLOW, issuer=GITHUB, integrated_time=integrated_time(bundles["keyless"]),
+        predicate_type=COSIGN_SIGN_PREDICATE,
     )
 
 
@@ -231,7 +234,8 @@ def test_cosign_public_good_bundle(trusted_root):
     trust = Trust(issuer=harness.COSIGN_ISSUER, identity=harness.COSIGN_IDENTITY, trusted_root=trusted_root)
     bundle = harness.COSIGN_BUNDLE.read_bytes()
     assert verify_bundle(bundle, EMPTY_IMAGE, trust) == SignatureProof(
-        identity=harness.COSIGN_IDENTITY, issuer=harness.COSIGN_ISSUER, integrated_time=integrated_time(bundle)
+        identity=harness.COSIGN_IDENTITY, issuer=harness.COSIGN_ISSUER, integrated_time=integrated_time(bundle),
+        predicate_type="https://cosign.sigstore.dev/attestation/v1",
     )
     assert refusal(bundle, IMAGE, trust) == f"signed digest {EMPTY_IMAGE} is another image's"
 
@@ -248,7 +252,8 @@ def test_cosign_bundle_against_a_private_root(root):
 @pytest.mark.parametrize("name", ["key_logged", "key_only"])
 def test_key_bundle_with_or_without_a_log_entry(bundles, key, name):
     assert bool(json.loads(bundles[name])["verificationMaterial"].get("tlogEntries")) is (name == "key_logged")
-    assert verify_bundle(bundles[name], IMAGE, Trust(key=key)) == SignatureProof(key=key_fingerprint(key))
+    assert verify_bundle(bundles[name], IMAGE, Trust(key=key)) == SignatureProof(
+        key=key_fingerprint(key), predicate_type=COSIGN_SIGN_PREDICATE)
 
 
 def test_key_bundle_log_entry_is_not_read(bundles, key):
@@ -538,3 +543,11 @@ def certificate_with(extensions: dict[str, bytes]):
 )
 def test_the_issuer_a_proof_records(extensions, issuer):
     assert module._issuer(certificate_with(extensions)) == issuer
+
+
+@pytest.mark.parametrize("predicate_type", ["x" * 501, "https://example.com/\nv1", ""], ids=["long", "newline", "empty"])
+def test_a_predicate_type_the_lock_could_not_hold_readably_is_recorded_as_none(private, key, predicate_type):
+    bundle = private.sign_many([SignRequest(statement(IMAGE.hex, predicate_type=predicate_type),
+                                            key=private.signing_key(), tlog=False)])[0]
+
+    assert verify_bundle(bundle, IMAGE, Trust(key=key)).predicate_type is None

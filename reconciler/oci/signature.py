@@ -26,6 +26,8 @@ class SignatureProof:
     """``sha256:<hex>`` of the public key's DER SubjectPublicKeyInfo, for a signature made with a key."""
     integrated_time: int | None = None
     """When the transparency log recorded the signature (seconds since the epoch); None without a log entry."""
+    predicate_type: str | None = None
+    """What the signed in-toto statement attests (its ``predicateType``); None for a legacy ``.sig``."""
 
 
 @attrs.frozen

@@ -161,8 +161,8 @@ def _verify_with_key(document: dict[str, Any], digest: Digest, trust: Trust) -> 
         trust.key.verify(signature, _pre_authentication_encoding(payload_type, payload), ec.ECDSA(hashes.SHA256()))
     except InvalidSignature:
         raise SignatureRefused(f"signature does not verify with the key {key_fingerprint(trust.key)}") from None
-    _check_statement(payload_type, payload, digest)
-    return SignatureProof(key=key_fingerprint(trust.key))
+    predicate_type = _check_statement(payload_type, payload, digest)
+    return SignatureProof(key=key_fingerprint(trust.key), predicate_type=predicate_type)
 
 
 def _pre_authentication_encoding(payload_type: str, payload: bytes) -> bytes:
@@ -192,7 +192,7 @@ def _verify_keyless(bundle: bytes, digest: Digest, trust: Trust) -> SignaturePro
         raise SignatureRefused(str(refusal)) from None
     except (SigstoreError, ValueError) as error:
         raise SignatureRefused(_explained(error)) from None
-    _check_statement(payload_type, payload, digest)
+    predicate_type = _check_statement(payload_type, payload, digest)
     certificate = parsed.signing_certificate
     entry = parsed.log_entry._inner
     return SignatureProof(
@@ -201,6 +201,7 @@ def _verify_keyless(bundle: bytes, digest: Digest, trust: Trust) -> SignaturePro
         # sigstore-python verifies the integrated time (through the signed entry timestamp)
         # only when the entry carries a promise; an entry without one proves no time.
         integrated_time=(entry.integrated_time or None) if entry.inclusion_promise else None,
+        predicate_type=predicate_type,
     )
 
 
@@ -325,9 +326,14 @@ def _detail(error: Exception) -> str:
 # ---- what was signed --------------------------------------------------------------------
 
 
-def _check_statement(payload_type: str, payload: bytes, digest: Digest) -> None:
+_PREDICATE_TYPE_CHARACTERS = 500
+"""A predicate type is a URI the lock records; a longer or unprintable one records none (and meets no policy)."""
+
+
+def _check_statement(payload_type: str, payload: bytes, digest: Digest) -> str | None:
     """The payload must be an in-toto statement whose subject names ``digest``, exactly: a
-    signature over another image proves nothing of this one. Any predicate, as cosign's."""
+    signature over another image proves nothing of this one. Any predicate, as cosign's; its
+    type is returned (None when it names none), for a policy that requires an attestation."""
     if payload_type != IN_TOTO_PAYLOAD_TYPE:
         raise SignatureRefused(f'payload type "{shorten(payload_type)}" is not {IN_TOTO_PAYLOAD_TYPE}')
     try:
@@ -342,7 +348,9 @@ def _check_statement(payload_type: str, payload: bytes, digest: Digest) -> None:
     signed = [subject["digest"].get(digest.algorithm) for subject in subjects
               if isinstance(subject, dict) and isinstance(subject.get("digest"), dict)]
     if digest.hex in signed:
-        return
+        predicate_type = statement.get("predicateType")
+        readable = isinstance(predicate_type, str) and 0 < len(predicate_type) <= _PREDICATE_TYPE_CHARACTERS
+        return predicate_type if readable and predicate_type.isprintable() else None
     named = [value for value in signed if isinstance(value, str)]
     if not named:
         raise SignatureRefused(f"the signed statement names no {digest.algorithm} digest")
