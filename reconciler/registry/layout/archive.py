@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +44,8 @@ class TarLayout(Layout):
         except OSError as error:
             raise LayoutError(f"{path}: cannot be read: {error.strerror or error}") from None
         try:
+            if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+                raise LayoutError(f"{path}: not a regular file, so no tar")
             layout = cls(path, descriptor, _members(path, descriptor))
             layout.check_version()
         except BaseException:

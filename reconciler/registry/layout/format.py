@@ -97,7 +97,7 @@ def parse_index(data: bytes, where: str) -> tuple[IndexEntry, ...]:
     what = f"{where}: {INDEX_FILE}"
     try:
         index = limits.parse_json(data)
-    except (ValueError, UnicodeDecodeError) as error:
+    except ValueError as error:
         raise LayoutError(f"{what} is not JSON: {str(error).splitlines()[0]}") from None
     if not isinstance(index, dict):
         raise LayoutError(f"{what} is not a JSON object")
@@ -127,8 +127,8 @@ def _index_entry(descriptor: object, what: str) -> IndexEntry:
         raise LayoutError(f"{what}: annotations are not strings naming strings")
     try:
         parsed = Digest.parse(digest if isinstance(digest, str) else "")
-    except InvalidDigest as error:
-        raise LayoutError(f"{what}: {error}") from None
+    except InvalidDigest:
+        raise LayoutError(f"{what}: digest {_quoted(digest)} is not a sha256 or sha512 digest") from None
     ref_name = annotations.get(REF_NAME)
     others = {key: value for key, value in annotations.items() if key != REF_NAME}
     return IndexEntry(Descriptor(media_type, parsed, size, annotations=others), ref_name)
