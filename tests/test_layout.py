@@ -124,6 +124,32 @@ def test_layout_written_by_skopeo_reads_and_verifies(kind, push_image, tmp_path)
     assert run(layout.get_manifest("release")).data == pushed.manifest
 
 
+@pytest.mark.parametrize("packed", [False, True], ids=["directory", "tar"])
+def test_layout_as_the_copiers_source_pushes_the_same_digests(packed, push_image, plain_registry, unique_repo, tmp_path):
+    """What apply --from will do: the Copier reads the layout (duck-typed as its source) and writes a registry."""
+    pushed = push_image("oci-index")
+    _export([pushed], tmp_path / "layout", ["mirror/app:v1"])
+    if packed:
+        pack(tmp_path / "layout", tmp_path / "layout.tar")
+    target = unique_repo("applied")
+
+    async def main():
+        with open_layout(tmp_path / ("layout.tar" if packed else "layout")) as layout:
+            async with registries() as regs, Copier(regs) as copier:
+                repository = regs.repository(reference.parse(f"{plain_registry.host}/{target}").repository)
+                manifest = await layout.get_manifest(await layout.resolve_digest("mirror/app:v1"))
+                await copier._copy_references(layout, repository, manifest)  # the wiring will open this up
+                await repository.put_manifest("v1", manifest)
+                return copier.stats
+
+    stats = run(main())
+    assert stats.blobs_uploaded == len(pushed.blobs)
+    with RawRegistry(plain_registry) as raw:
+        assert raw.get_manifest(target, "v1").content == pushed.manifest
+        for digest, size in pushed.blobs.items():
+            assert int(raw.head_blob(target, digest).headers["Content-Length"]) == size
+
+
 # -- tar ------------------------------------------------------------------------------
 
 

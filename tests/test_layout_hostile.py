@@ -12,12 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.oci import reference
 from reconciler.oci.digest import Digest, DigestMismatch
+from reconciler.registry.copy import BlobTransferFailed, Copier
 from reconciler.registry.layout import open_layout
 from reconciler.registry.layout.archive import pack
 from reconciler.registry.layout.directory import DirectoryLayout
 from reconciler.registry.layout.format import LayoutError, MissingFromLayout
-from tests.helpers_clients import run
+from tests.harness.rawhttp import RawRegistry
+from tests.helpers_clients import registries, run
 from tests.helpers_layout import one_line_naming, read_all, small_layout
 
 SEED = int(os.environ.get("LAYOUT_TEST_SEED", "2024"))
@@ -183,3 +186,23 @@ def test_pack_refuses_a_stranger_in_the_layout(tmp_path):
     one_line_naming(raised.value, "notes.txt", "not packed")
     assert not (tmp_path / "layout.tar").exists()
     assert not list(tmp_path.glob(".layout.tar*"))
+
+
+def test_corrupt_blob_fails_a_copy_from_the_layout_and_reaches_no_registry(plain_registry, unique_repo, tmp_path):
+    digest, layout = small_layout(tmp_path / "layout")
+    blob = run(layout.get_manifest(digest)).blobs()[1]
+    path = tmp_path / "layout" / "blobs" / "sha256" / blob.digest.hex
+    path.write_bytes(path.read_bytes().upper())
+    target = unique_repo("applied")
+
+    async def main():
+        async with registries() as regs, Copier(regs) as copier:
+            repository = regs.repository(reference.parse(f"{plain_registry.host}/{target}").repository)
+            source = open_layout(tmp_path / "layout")
+            await copier._copy_references(source, repository, await source.get_manifest("test:v1"))
+
+    with pytest.raises(BlobTransferFailed) as raised:
+        run(main())
+    one_line_naming(raised.value, "reading the source", str(path), str(blob.digest))
+    with RawRegistry(plain_registry) as raw:
+        assert raw.head_blob(target, str(blob.digest)).status_code == 404

@@ -28,7 +28,7 @@ _FORMAT = tarfile.PAX_FORMAT
 
 
 class TarLayout(Layout):
-    """A tar of a layout, read in place: close it (or use it in ``with``) to release the file."""
+    """A tar of a layout, read in place from one open file: close it (or use it in ``with``)."""
 
     def __init__(self, path: str, descriptor: int, members: dict[str, tuple[int, int]]) -> None:
         super().__init__(path)
@@ -55,12 +55,6 @@ class TarLayout(Layout):
 
     def close(self) -> None:
         os.close(self._descriptor)
-
-    def __enter__(self) -> TarLayout:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def where(self, name: str) -> str:
         return f"{self.path}:{name}"

@@ -46,6 +46,15 @@ class Layout:
         self.path = path
         self._index: tuple[IndexEntry, ...] | None = None
 
+    def close(self) -> None:
+        """Release what the layout holds open (a tar's file); a directory holds nothing between reads."""
+
+    def __enter__(self) -> Layout:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     # -- where the bytes are: the subclass's ----------------------------------------
 
     def _locate(self, name: str) -> contextlib.AbstractContextManager[Region | None]:
