@@ -246,7 +246,8 @@ async def _copy_image(
     target = locked.target
     try:
         manifest = await interruption.run(
-            copier.copy_referenced(locked.source.repository, locked.digest, target.repository, locked.subset),
+            copier.copy_referenced(registries.repository(locked.source.repository), locked.digest,
+                                   registries.repository(target.repository), locked.subset),
             "stopped while copying; its tag was not pushed")
     except SubsetChanged as refusal:
         return _result(locked, Outcome.REFUSED, str(refusal))

@@ -37,7 +37,8 @@ async def copy_image(regs: Registries, source: str, target: str) -> tuple[Copier
     source_ref, target_ref = reference.parse(source), reference.parse(target)
     digest = await regs.resolve_digest(source_ref)
     async with Copier(regs) as copier:
-        manifest = await copier.copy_referenced(source_ref.repository, digest, target_ref.repository)
+        manifest = await copier.copy_referenced(regs.repository(source_ref.repository), digest,
+                                                regs.repository(target_ref.repository))
     await regs.repository(target_ref.repository).put_manifest(target_ref.tag, manifest)
     return copier, manifest
 

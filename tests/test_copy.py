@@ -39,7 +39,8 @@ def test_second_repository_mounts_instead_of_uploading(push_image, plain_registr
             uploaded = copier.stats.blobs_uploaded
             source = reference.parse(pushed.ref)
             target = reference.parse(f"{second_plain_registry.host}/{second}:v1")
-            manifest = await copier.copy_referenced(source.repository, Digest.parse(pushed.digest), target.repository)
+            manifest = await copier.copy_referenced(regs.repository(source.repository), Digest.parse(pushed.digest),
+                                                    regs.repository(target.repository))
             await regs.repository(target.repository).put_manifest(str(manifest.digest), manifest)
             return copier.stats, uploaded
 

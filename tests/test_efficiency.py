@@ -136,7 +136,8 @@ def test_memory_does_not_grow_with_layer_size(push_image, second_plain_registry,
         async with registries() as regs:
             digest = await regs.repository(source.repository).resolve_digest("v1")
             async with Copier(regs) as copier:
-                await copier.copy_referenced(source.repository, digest, target.repository)
+                await copier.copy_referenced(regs.repository(source.repository), digest,
+                                             regs.repository(target.repository))
             return copier.stats
 
     tracemalloc.start()

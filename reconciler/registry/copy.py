@@ -17,7 +17,6 @@ from reconciler.oci.digest import Digest
 from reconciler.oci.errors import OCIError
 from reconciler.oci.manifest import Descriptor, Manifest
 from reconciler.oci.platforms import PlatformSubset
-from reconciler.oci.reference import Repository
 from reconciler.registry.registries import Registries
 from reconciler.registry.repository import RemoteRepository
 from reconciler.registry.errors import RegistryError
@@ -84,7 +83,7 @@ class Copier:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def copy_referenced(
-        self, source: Repository, digest: Digest, target: Repository, subset: PlatformSubset | None = None
+        self, source: RemoteRepository, digest: Digest, target: RemoteRepository, subset: PlatformSubset | None = None
     ) -> Manifest:
         """Put into ``target`` everything ``source@digest`` references; return that manifest.
         With ``subset``, the manifest returned is that subset of the index, rebuilt and
@@ -93,11 +92,10 @@ class Copier:
         The manifest itself is left to the caller, who checks right before pushing it
         under its tag that nobody claimed the tag meanwhile: one PUT then stores and tags it.
         """
-        source_repository = self._registries.repository(source)
-        manifest = await source_repository.get_manifest(digest)
+        manifest = await source.get_manifest(digest)
         if subset is not None:
             manifest = subset.rebuild(manifest)
-        await self._copy_references(source_repository, self._registries.repository(target), manifest)
+        await self._copy_references(source, target, manifest)
         return manifest
 
     async def _copy_references(self, source: RemoteRepository, target: RemoteRepository, manifest: Manifest) -> None:

@@ -211,11 +211,11 @@ class ReferrerWriter:
             if held is not None:
                 raise ReferrerRefused(f"{target}:{tag} holds {held}, not the locked referrer {referrer.digest}; "
                                       "not overwritten")
-            manifest = await self._copier.copy_referenced(source, referrer.digest, target)
+            manifest = await self._copier.copy_referenced(self._registries.repository(source), referrer.digest, remote)
             await remote.put_manifest(tag, manifest)
             return
         if await remote.resolve_digest(str(referrer.digest)) is None:
-            manifest = await self._copier.copy_referenced(source, referrer.digest, target)
+            manifest = await self._copier.copy_referenced(self._registries.repository(source), referrer.digest, remote)
             await remote.put_manifest(str(referrer.digest), manifest)
         else:
             manifest = await remote.get_manifest(referrer.digest)
