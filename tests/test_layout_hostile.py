@@ -58,6 +58,12 @@ def test_corrupt_or_missing_blob_fails_naming_it(tmp_path):
         run(read_all(open_layout(tmp_path / "layout"), digest))
     one_line_naming(missing.value, str(blob.digest), "missing")
 
+    (tmp_path / "layout" / "blobs" / "sha256" / digest.hex).unlink()
+    assert run(open_layout(tmp_path / "layout").resolve_digest(str(digest))) is None
+    with pytest.raises(MissingFromLayout) as listed:
+        run(open_layout(tmp_path / "layout").resolve_digest("test:v1"))
+    one_line_naming(listed.value, str(digest), "missing")
+
 
 def test_corrupt_manifest_fails_naming_it(tmp_path):
     digest, _ = small_layout(tmp_path / "layout")

@@ -96,9 +96,10 @@ class Layout:
         return head.digest if head else None
 
     async def head_manifest(self, identifier: str) -> ManifestHead | None:
-        """What ``identifier`` names, read and verified; None where the layout does not hold it."""
+        """What ``identifier`` names, read and verified; None where the layout does not hold it.
+        A ref name index.json lists whose manifest is gone is a damaged layout, not an absence."""
         digest, _ = self._find(identifier)
-        if digest is None or not await self._holds(digest):
+        if digest is None or (str(digest) == identifier and not await self._holds(digest)):
             return None
         manifest = await self.get_manifest(identifier)
         return ManifestHead(manifest.media_type, manifest.digest)
@@ -112,12 +113,9 @@ class Layout:
         data = await self.read_blob(descriptor, limits.MANIFEST_BYTES)
         return parse(data, media_type, digest)
 
-    def open_blob(self, descriptor: Descriptor) -> contextlib.AbstractAsyncContextManager[AsyncIterator[bytes]]:
-        """The blob's bytes streamed from its file; the last chunk held back until digest and size check out."""
-        return self._open_blob(descriptor)
-
     @contextlib.asynccontextmanager
-    async def _open_blob(self, descriptor: Descriptor) -> AsyncIterator[AsyncIterator[bytes]]:
+    async def open_blob(self, descriptor: Descriptor) -> AsyncIterator[AsyncIterator[bytes]]:
+        """The blob's bytes streamed from its file; the last chunk held back until digest and size check out."""
         name = blob_name(descriptor.digest)
         with self._locate(name) as region:
             if region is None:
