@@ -40,8 +40,7 @@ def _export(pushed_images: list[images.PushedImage], directory: Path, ref_names:
         async with registries() as regs, Copier(regs) as copier:
             for pushed in pushed_images:
                 source = regs.repository(reference.parse(pushed.ref).repository)
-                manifest = await source.get_manifest(Digest.parse(pushed.digest))
-                await copier._copy_references(source, layout, manifest)  # the wiring will open this up
+                manifest = await copier.copy_referenced(source, Digest.parse(pushed.digest), layout)
                 await layout.put_manifest(str(manifest.digest), manifest)
                 manifests.append(manifest)
         layout.write_index([IndexEntry(manifest_descriptor(manifest), name) for manifest, name in zip(manifests, ref_names)])
@@ -137,8 +136,7 @@ def test_layout_as_the_copiers_source_pushes_the_same_digests(packed, push_image
         with open_layout(tmp_path / ("layout.tar" if packed else "layout")) as layout:
             async with registries() as regs, Copier(regs) as copier:
                 repository = regs.repository(reference.parse(f"{plain_registry.host}/{target}").repository)
-                manifest = await layout.get_manifest(await layout.resolve_digest("mirror/app:v1"))
-                await copier._copy_references(layout, repository, manifest)  # the wiring will open this up
+                manifest = await copier.copy_referenced(layout, await layout.resolve_digest("mirror/app:v1"), repository)
                 await repository.put_manifest("v1", manifest)
                 return copier.stats
 

@@ -205,7 +205,7 @@ def test_corrupt_blob_fails_a_copy_from_the_layout_and_reaches_no_registry(plain
         async with registries() as regs, Copier(regs) as copier:
             repository = regs.repository(reference.parse(f"{plain_registry.host}/{target}").repository)
             source = open_layout(tmp_path / "layout")
-            await copier._copy_references(source, repository, await source.get_manifest("test:v1"))
+            await copier.copy_referenced(source, await source.resolve_digest("test:v1"), repository)
 
     with pytest.raises(BlobTransferFailed) as raised:
         run(main())
