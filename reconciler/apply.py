@@ -164,14 +164,10 @@ async def _apply(
             with bugs_fail_this_image():
                 planned = await interruption.run(decide(index), "not started")
                 result = await _apply_image(registries, copier, writer, planned, interruption,
-                                            functools.partial(_admit, registries, budgets, index, image,
+                                            functools.partial(admit_copy, registries, budgets, index, image,
                                                               signed.get(image.target)))
-        except Interrupted as stop:
-            result = _result(image, Outcome.INTERRUPTED, str(stop))
-        except PullLimitReached as error:
-            result = _result(image, Outcome.DEFERRED, error.deferral)
-        except OCIError as error:
-            result = _result(image, Outcome.FAILED, str(error))
+        except (Interrupted, OCIError) as error:
+            result = ended_by(image, error)
         finally:
             budgets.skip(index)  # unless admitted: then its pulls are counted already
         if observer:
@@ -187,21 +183,30 @@ async def _apply(
     return [planned for planned, _ in done], report
 
 
-async def _admit(
+async def admit_copy(
     registries: Registries, budgets: PullBudgets, index: int, image: LockedImage, signed: DesiredImage | None
 ) -> AppliedImage | None:
     """None when the image may be copied now: within the pull budget, and still signed if it must be."""
     if (deferred := await budgets.admit(index)) is not None:
-        return _result(image, Outcome.DEFERRED, deferred)
+        return applied(image, Outcome.DEFERRED, deferred)
     if signed is not None:
         try:
             await check_pinned(registries.repository(image.source.repository), signed, image)
         except Unsigned as refusal:
-            return _result(image, Outcome.REFUSED, str(refusal))
+            return applied(image, Outcome.REFUSED, str(refusal))
     return None
 
 
-def _result(image: LockedImage, outcome: Outcome, message: str | None = None) -> AppliedImage:
+def ended_by(image: LockedImage, error: Interrupted | OCIError) -> AppliedImage:
+    """The outcome of an image whose work stopped on ``error``: a stop, a pull limit met, or a failure."""
+    if isinstance(error, Interrupted):
+        return applied(image, Outcome.INTERRUPTED, str(error))
+    if isinstance(error, PullLimitReached):
+        return applied(image, Outcome.DEFERRED, error.deferral)
+    return applied(image, Outcome.FAILED, str(error))
+
+
+def applied(image: LockedImage, outcome: Outcome, message: str | None = None) -> AppliedImage:
     return AppliedImage(image.source, image.target, str(image.pushed_digest), outcome, message)
 
 
@@ -219,9 +224,9 @@ async def _apply_image(
             await interruption.run(_write_referrers(writer, locked),
                                    f"{result.outcome.value}, but stopped before its referrers were written")
     except ReferrerRefused as refusal:
-        return _result(locked, Outcome.REFUSED, f"{result.outcome.value}, but a referrer was refused: {refusal}")
+        return applied(locked, Outcome.REFUSED, f"{result.outcome.value}, but a referrer was refused: {refusal}")
     except OCIError as error:
-        return _result(locked, Outcome.FAILED, f"{result.outcome.value}, but its referrers failed: {error}")
+        return applied(locked, Outcome.FAILED, f"{result.outcome.value}, but its referrers failed: {error}")
     return result
 
 
@@ -238,9 +243,9 @@ async def _copy_image(
 ) -> AppliedImage:
     locked = image.locked
     if image.action is Action.UNCHANGED:
-        return _result(locked, Outcome.UNCHANGED)
+        return applied(locked, Outcome.UNCHANGED)
     if image.action is not Action.CREATE:
-        return _result(locked, Outcome.REFUSED if image.action is Action.CONFLICT else Outcome.FAILED, image.message)
+        return applied(locked, Outcome.REFUSED if image.action is Action.CONFLICT else Outcome.FAILED, image.message)
     if (held_back := await interruption.run(admit(), "not started")) is not None:
         return held_back
     target = locked.target
@@ -250,17 +255,17 @@ async def _copy_image(
                                    registries.repository(target.repository), locked.subset),
             "stopped while copying; its tag was not pushed")
     except SubsetChanged as refusal:
-        return _result(locked, Outcome.REFUSED, str(refusal))
+        return applied(locked, Outcome.REFUSED, str(refusal))
     held = await interruption.run(registries.resolve_digest(target), "copied, but stopped before its tag was pushed")
     if held is not None and held != locked.pushed_digest:
-        return _result(locked, Outcome.REFUSED,
+        return applied(locked, Outcome.REFUSED,
                        f"target tag was set to {held} while copying; refusing to overwrite")
     if held is None:
         return await interruption.run(
             _push_tag(registries, locked, manifest),
             "copied, but stopped while its tag was pushed: the tag holds this image or what it held before",
             grace=registries.options.timeout)
-    return _result(locked, Outcome.COPIED)
+    return applied(locked, Outcome.COPIED)
 
 
 async def _push_tag(registries: Registries, image: LockedImage, manifest: Manifest) -> AppliedImage:
@@ -277,11 +282,11 @@ async def _push_tag(registries: Registries, image: LockedImage, manifest: Manife
         if held is None:
             raise
         if held != image.pushed_digest:
-            return _result(image, Outcome.REFUSED, f"target tag was set to {held} while copying, and "
+            return applied(image, Outcome.REFUSED, f"target tag was set to {held} while copying, and "
                                                    f"the registry refused to overwrite it (HTTP {refusal.status})")
     if held is None:  # the registry did not say what it stored: ask
         held = await registries.resolve_digest(target)
     if held != image.pushed_digest:
-        return _result(image, Outcome.FAILED,
+        return applied(image, Outcome.FAILED,
                        f"after pushing, target tag holds {held or 'nothing'}, not {image.pushed_digest}")
-    return _result(image, Outcome.COPIED)
+    return applied(image, Outcome.COPIED)

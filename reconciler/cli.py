@@ -9,7 +9,6 @@ turns anything unexpected into one line).
 from __future__ import annotations
 
 import importlib.metadata
-import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -17,20 +16,17 @@ from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
-from rich.text import Text
 from typer._click.exceptions import NoArgsIsHelpError, UsageError  # click, as typer bundles it
 
 from reconciler.oci.errors import OCIError
 from reconciler import config as config_file
-from reconciler import arguments, compat, files, planfile, render, runtime, workflow
+from reconciler import arguments, compat, files, output, planfile, render, runtime, workflow
 from reconciler.arguments import (
     AccessToken, CaFile, Debug, FormatOption, ImagesFile, InsecureRegistry, LockFile, MaxRequests, PlanFormat,
     Retries, ShardOption, TargetKeyFile, Timeout, UploadChunk,
 )
 from reconciler.apply import Report
-from reconciler.errors import InputError, one_line
+from reconciler.errors import InputError
 from reconciler.progress import apply_progress
 from reconciler.registry import credentials
 from reconciler.registry.options import tls_trust
@@ -49,13 +45,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},  # the original accepted -h
 )
-stdout = Console(highlight=False, soft_wrap=True)
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _print_version(wanted: bool) -> None:
     if wanted:
-        stdout.print(f"image-syncer {importlib.metadata.version('image-syncer')}", markup=False)
+        output.stdout.print(f"image-syncer {importlib.metadata.version('image-syncer')}", markup=False)
         raise typer.Exit()
 
 
@@ -67,34 +61,6 @@ def _options(
     """Options before any command."""
 
 
-def _print_error(message: str) -> None:
-    """Expected failures: one red line, never read as rich markup (paths may hold brackets)."""
-    stderr.print(f"error: {one_line(message)}", style="red", markup=False)
-
-
-def _print_usage_error(error: UsageError, args: Sequence[str]) -> None:
-    """click's message as our one line, instead of its usage text in a box."""
-    _print_error(error.format_message())
-    if error.ctx is not None:
-        command = error.ctx.command_path
-    else:  # a flag's missing value is found before the subcommand has a context
-        command = " ".join(["image-syncer", *[arg for arg in args if arg in compat.COMMANDS][:1]])
-    stderr.print(f"Try '{command} -h' for help.", markup=False)
-
-
-
-
-def _setup_logging(debug: bool) -> None:
-    if stderr.is_terminal:
-        handler: logging.Handler = RichHandler(console=stderr, show_time=False, show_path=False, markup=False)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-    else:
-        # CI logs: one plain line per message, never wrapped at a guessed width.
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
-    # Only our own loggers go below WARNING: aiohttp's debug output is not ours to vouch for.
-    logging.getLogger("reconciler").setLevel(logging.DEBUG if debug else logging.INFO)
 
 
 def _session(
@@ -103,7 +69,7 @@ def _session(
 ) -> SessionOptions:
     """The options every command that talks to registries shares, as the run's SessionOptions;
     logging is set up, and the CA file and the auth files are read, before any work."""
-    _setup_logging(debug)
+    output.setup_logging(debug)
     if ca_file:
         tls_trust(verify=True, ca_file=ca_file)  # loaded once per run; a bad file fails here, not per image
     credentials.check_auth_files()
@@ -123,30 +89,6 @@ def _with_registries(
             return await work(registries)
 
     return runtime.run(opened, interruption)
-
-
-def _to_step_summary(markdown: str) -> None:
-    """In GitHub Actions, what is appended to $GITHUB_STEP_SUMMARY shows on the run's page."""
-    path = os.environ.get("GITHUB_STEP_SUMMARY")
-    if not path:
-        return
-    try:
-        with open(path, "a", encoding="utf-8") as summary:
-            summary.write(markdown + "\n")
-    except OSError as error:
-        logging.getLogger("reconciler").warning("GITHUB_STEP_SUMMARY %s: cannot append: %s", path,
-                                                error.strerror or error)
-
-
-def _print_as(output_format: PlanFormat, *, json_text: str, markdown: str, text: Text) -> None:
-    """The chosen rendering on stdout; the markdown one also goes to the step summary."""
-    _to_step_summary(markdown)
-    if output_format is PlanFormat.json:
-        stdout.out(json_text, end="")
-    elif output_format is PlanFormat.markdown:
-        stdout.out(markdown, end="")
-    else:
-        stdout.print(text)
 
 
 @app.command(epilog="Example: image-syncer lock --upgrade busybox:1.31.1")
@@ -169,28 +111,29 @@ def lock(
     lock_path = arguments.lock_path(images_file, lock_file)
     if check:
         lines = workflow.lock_problems(loaded, lock_path)
-        _to_step_summary(render.lock_check_markdown(str(lock_path), str(images_file), lines))
+        output.to_step_summary(render.lock_check_markdown(str(lock_path), str(images_file), lines))
         if lines:
-            _print_error(f"{lock_path} does not match {images_file}: run `image-syncer lock` and commit the result")
+            output.print_error(f"{lock_path} does not match {images_file}: "
+                               "run `image-syncer lock` and commit the result")
             for line in lines:
-                stderr.print(f"  {line}", markup=False)
+                output.stderr.print(f"  {line}", markup=False)
             raise typer.Exit(1)
-        stderr.print(f"{lock_path} matches {images_file}.", markup=False)
+        output.stderr.print(f"{lock_path} matches {images_file}.", markup=False)
         return
     files.check_writable(lock_path)
     result = _with_registries(session, loaded, lambda registries: workflow.lock(
         registries, loaded, lock_path, upgrade_all=upgrade and not names, upgrade_names=names or ()))
     if result.errors:
         for line in result.errors:
-            _print_error(str(line))
-        stderr.print(f"{lock_path} left unchanged.", markup=False)
+            output.print_error(str(line))
+        output.stderr.print(f"{lock_path} left unchanged.", markup=False)
         raise typer.Exit(1)
     for target in result.resolved:
-        stderr.print(f"  pinned {target}", markup=False)
+        output.stderr.print(f"  pinned {target}", markup=False)
     for target in result.dropped:
-        stderr.print(f"  dropped {target}", markup=False)
+        output.stderr.print(f"  dropped {target}", markup=False)
     verb = "wrote" if result.written else "unchanged:"
-    stderr.print(f"{verb} {lock_path} ({len(result.lock.images)} images)", markup=False)
+    output.stderr.print(f"{verb} {lock_path} ({len(result.lock.images)} images)", markup=False)
 
 
 @app.command(epilog="Example: image-syncer plan --shard 1/4 --format markdown --out plan.json")
@@ -220,10 +163,10 @@ def plan(
     result = _with_registries(session, loaded, lambda registries: workflow.plan(registries, loaded, lock_path, shard))
     if out is not None:
         planfile.save(out, result)
-    _print_as(output_format, json_text=render.plan_json(result), markdown=render.plan_markdown(result),
-              text=render.plan_text(result, verbose=verbose))
+    output.print_as(output_format, json_text=render.plan_json(result), markdown=render.plan_markdown(result),
+                    text=render.plan_text(result, verbose=verbose))
     if out is not None:
-        stderr.print(f"Saved the plan to {out}; apply it with `image-syncer apply {out}`.", markup=False)
+        output.stderr.print(f"Saved the plan to {out}; apply it with `image-syncer apply {out}`.", markup=False)
     if result.has_refusals:
         raise typer.Exit(1)
     if detailed_exitcode and result.has_changes:
@@ -249,13 +192,42 @@ def apply(
     interruption = Interruption()
 
     async def work(registries: Registries) -> Report:
-        with apply_progress(stderr) as observer:
+        with apply_progress(output.stderr) as observer:
             return await workflow.apply(registries, loaded, arguments.lock_path(images_file, lock_file), saved,
                                         observer=observer, interruption=interruption, shard=shard)
 
-    report = _with_registries(session, loaded, work, interruption)
-    _print_as(output_format, json_text=render.report_json(report), markdown=render.report_markdown(report),
-              text=render.report_text(report))
+    _finish("apply", _with_registries(session, loaded, work, interruption), output_format, interruption)
+
+
+@app.command(epilog="Example (to carry across an air gap): image-syncer export mirror.tar")
+def export(
+    path: Annotated[Path, typer.Argument(help="A directory, or a .tar, to hold the OCI image layout.")],
+    images_file: ImagesFile = Path("images.yaml"),
+    lock_file: LockFile = None,
+    output_format: FormatOption = PlanFormat.text,
+    shard: ShardOption = None,
+    target_key_file: TargetKeyFile = None, access_token: AccessToken = None, ca_file: CaFile = None,
+    insecure_registry: InsecureRegistry = None, max_requests: MaxRequests = 64, retries: Retries = 4,
+    timeout: Timeout = 60.0, upload_chunk_mib: UploadChunk = None, debug: Debug = False,
+) -> None:
+    """Write the locked images and their referrers into one OCI image layout, reading only the sources."""
+    session = _session(target_key_file, access_token, ca_file, insecure_registry, max_requests, retries, timeout,
+                       upload_chunk_mib, debug)
+    loaded = workflow.load_config(images_file)
+    interruption = Interruption()
+
+    async def work(registries: Registries) -> Report:
+        with apply_progress(output.stderr) as observer:
+            return await workflow.export(registries, loaded, arguments.lock_path(images_file, lock_file), path,
+                                         observer=observer, interruption=interruption, shard=shard)
+
+    _finish("export", _with_registries(session, loaded, work, interruption), output_format, interruption)
+
+
+def _finish(command: str, report: Report, output_format: PlanFormat, interruption: Interruption) -> None:
+    """The report as chosen; the exit status it calls for."""
+    output.print_as(output_format, json_text=render.report_json(report),
+                    markdown=render.report_markdown(report, command), text=render.report_text(report, command))
     if interruption.signal is not None:
         raise Stopped(interruption.signal)
     if not report.ok:
@@ -278,8 +250,8 @@ def verify(
     loaded = workflow.load_config(images_file)
     lock_path = arguments.lock_path(images_file, lock_file)
     result = _with_registries(session, loaded, lambda registries: workflow.verify(registries, loaded, lock_path, shard))
-    _print_as(output_format, json_text=render.verify_json(result), markdown=render.verify_markdown(result),
-              text=render.verify_text(result))
+    output.print_as(output_format, json_text=render.verify_json(result), markdown=render.verify_markdown(result),
+                    text=render.verify_text(result))
     if not result.ok:
         raise typer.Exit(1)
 
@@ -305,7 +277,7 @@ def sync(
     interruption = Interruption()
 
     async def work(registries: Registries) -> workflow.SyncResult:
-        with apply_progress(stderr) as observer:
+        with apply_progress(output.stderr) as observer:
             return await workflow.sync(registries, loaded, dry, observer=observer, interruption=interruption)
 
     result = _with_registries(session, loaded, work, interruption)
@@ -314,11 +286,11 @@ def sync(
         if image.message:
             line += f": {image.message}"
         failed = image.status in (workflow.SyncStatus.FAILED, workflow.SyncStatus.DIFFER)
-        stdout.print(line, style="red" if failed else None, markup=False)
+        output.stdout.print(line, style="red" if failed else None, markup=False)
     if result.report is not None:
-        stdout.print(render.report_text(result.report))
+        output.stdout.print(render.report_text(result.report))
     elif dry:
-        stdout.print("Dry run: nothing was copied (pass --dry-run=false to copy).", markup=False)
+        output.stdout.print("Dry run: nothing was copied (pass --dry-run=false to copy).", markup=False)
     if interruption.signal is not None:
         raise Stopped(interruption.signal)
     if not result.ok:
@@ -337,10 +309,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         error.show()
         return error.exit_code
     except UsageError as error:
-        _print_usage_error(error, args)
+        output.print_usage_error(error, args)
         return error.exit_code
     except (InputError, OCIError) as error:
-        _print_error(str(error))
+        output.print_error(str(error))
         return 1
     if status == INTERRUPTED:
         raise KeyboardInterrupt  # typer made a Ctrl-C exit status 130; the entry point reports every interrupt

@@ -218,13 +218,13 @@ def _markdown_outcomes(
     return _document(lines)
 
 
-def report_text(report: Report) -> Text:
+def report_text(report: Report, command: str = "apply") -> Text:
     text = Text()
     for image in report.images:
         if image.outcome in _PROBLEM_STYLES:  # the progress lines listed the rest
             symbol, style = _PROBLEM_STYLES[image.outcome]
             _problem_line(text, symbol, style, image.target, image.outcome.value, image.message)
-    text.append(f"Apply: {_report_counts(report)} ({_transfer_summary(report)}).", style="bold")
+    text.append(f"{command.capitalize()}: {_report_counts(report)} ({_transfer_summary(report)}).", style="bold")
     return text
 
 
@@ -234,14 +234,14 @@ _REPORT_ORDER = {outcome: rank for rank, outcome in enumerate(
 _REPORT_SYMBOLS = {Outcome.COPIED: "+", Outcome.UNCHANGED: "=", **{o: s for o, (s, _) in _PROBLEM_STYLES.items()}}
 
 
-def report_markdown(report: Report) -> str:
+def report_markdown(report: Report, command: str = "apply") -> str:
     """For a CI run's summary: what was copied, refused and failed, with bytes and time."""
     done = sorted((image for image in report.images if image.outcome is not Outcome.UNCHANGED),
                   key=lambda image: (_REPORT_ORDER[image.outcome], str(image.target)))
     unchanged = sorted((image for image in report.images if image.outcome is Outcome.UNCHANGED),
                        key=lambda image: str(image.target))
     return _markdown_outcomes(
-        "image-syncer apply",
+        f"image-syncer {command}",
         f"**{_report_counts(report).replace(', ', ' · ')}** ({_transfer_summary(report)} in {report.seconds:.1f} s)",
         ("Outcome", "Digest"),
         [(_REPORT_SYMBOLS[image.outcome], image.outcome.value, f"`{image.target}`", f"`{_short(image.digest)}`",

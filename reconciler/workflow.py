@@ -16,7 +16,8 @@ import attrs
 from reconciler import config as config_file
 from reconciler import files, lockfile, tagwriters
 from reconciler.apply import ApplyObserver, Outcome, Report, apply_plan, check_fresh, plan_and_apply
-from reconciler.config import Config
+from reconciler.config import Config, DesiredImage
+from reconciler.export import export_lock
 from reconciler.errors import InputError, first_and_count
 from reconciler.lockfile import Lockfile
 from reconciler.oci.reference import Reference
@@ -119,7 +120,7 @@ async def apply(
 ) -> Report:
     """Apply a saved plan after checking it is still fresh, or plan and apply image by image."""
     current = matching_lock(config, lock_path)
-    signed = {image.target: image for image in lockfile.every_desired(config, current) if image.signature is not None}
+    signed = _signed(config, current)
     interruption = interruption or Interruption()
     if saved_plan is not None:
         fresh = await interruption.run(check_fresh(registries, saved_plan, current, shard), "stopped before copying")
@@ -127,6 +128,26 @@ async def apply(
     _, report = await plan_and_apply(registries, lock_part(shard, current), observer=observer,
                                      interruption=interruption, signed=signed)
     return report
+
+
+async def export(
+    registries: Registries,
+    config: Config,
+    lock_path: Path,
+    path: Path,
+    observer: ApplyObserver | None = None,
+    interruption: Interruption | None = None,
+    shard: Shard | None = None,
+) -> Report:
+    """The lock's images (or a shard's) into one OCI image layout at ``path``, the lock file beside them."""
+    current = matching_lock(config, lock_path)
+    return await export_lock(registries, lock_part(shard, current), files.read_text(lock_path), path,
+                             observer=observer, interruption=interruption, signed=_signed(config, current))
+
+
+def _signed(config: Config, lock: Lockfile) -> dict[Reference, DesiredImage]:
+    """By target, the images whose pinned signature is checked again before they are copied."""
+    return {image.target: image for image in lockfile.every_desired(config, lock) if image.signature is not None}
 
 
 async def verify(registries: Registries, config: Config, lock_path: Path, shard: Shard | None = None) -> Verification:

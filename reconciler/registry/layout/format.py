@@ -22,7 +22,8 @@ INDEX_FILE = "index.json"
 LAYOUT_VERSION = "1.0.0"
 LAYOUT_FILE_BYTES = b'{"imageLayoutVersion":"1.0.0"}'
 REF_NAME = "org.opencontainers.image.ref.name"
-EXTRA_FILES = frozenset({"images.lock"})
+LOCK_FILE = "images.lock"
+EXTRA_FILES = frozenset({LOCK_FILE})
 """Files beside the spec's that a layout of ours may hold (the lock it was exported from)."""
 TOP_FILES = frozenset({LAYOUT_FILE, INDEX_FILE}) | EXTRA_FILES
 _BLOB_NAME = re.compile(r"blobs/([a-z0-9]+)/([a-f0-9]+)")

@@ -19,7 +19,8 @@ from reconciler.oci.digest import Digest, DigestMismatch, InvalidDigest
 from reconciler.oci.manifest import Descriptor, Manifest, parse
 from reconciler.registry.client import CHUNK_BYTES, ManifestHead
 from reconciler.registry.layout.format import (
-    HOST, INDEX_FILE, LAYOUT_FILE, IndexEntry, LayoutError, MissingFromLayout, blob_name, check_layout_file,
+    HOST, INDEX_FILE, LAYOUT_FILE, LOCK_FILE, IndexEntry, LayoutError, MissingFromLayout, blob_name,
+    check_layout_file,
     parse_index,
 )
 
@@ -76,6 +77,13 @@ class Layout:
         if self._index is None:
             self._index = parse_index(self._read_small(INDEX_FILE, limits.MANIFEST_BYTES), self.path)
         return self._index
+
+    def lock_text(self) -> str:
+        """The copy of images.lock an export put beside the index: what the layout holds, and for which lock."""
+        try:
+            return self._read_small(LOCK_FILE, limits.FILE_BYTES).decode()
+        except UnicodeDecodeError:
+            raise LayoutError(f"{self.where(LOCK_FILE)}: not UTF-8 text") from None
 
     def _read_small(self, name: str, limit: int) -> bytes:
         with self._locate(name) as region:
