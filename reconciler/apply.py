@@ -26,6 +26,8 @@ from reconciler.planfile import SavedPlan, first_difference, restored
 from reconciler.pulls import PullBudgets
 from reconciler.registry.registries import Registries
 from reconciler.registry.copy import Copier, CopyStats
+from reconciler.registry.layout.reader import Layout
+from reconciler.registry.repository import RemoteRepository
 from reconciler.registry.errors import PullLimitReached, RegistryError, ResponseError
 from reconciler.registry.referrers import ReferrerRefused, ReferrerWriter
 from reconciler.runtime import Interrupted, Interruption
@@ -117,14 +119,16 @@ async def apply_plan(
     observer: ApplyObserver | None = None,
     interruption: Interruption | None = None,
     signed: Mapping[Reference, DesiredImage] = MappingProxyType({}),
+    layout: Layout | None = None,
 ) -> Report:
     """Exactly what a plan says (a saved one checked fresh first). ``signed``: by target, the
-    images whose source must still carry a valid signature right before it is copied."""
+    images whose source must still carry a valid signature right before it is copied.
+    ``layout``: an export of the lock to read every source from instead of the registries."""
     async def as_planned(index: int) -> PlannedImage:
         return plan.images[index]
 
     _, report = await _apply(registries, [image.locked for image in plan.images], as_planned, observer,
-                             interruption, signed)
+                             interruption, signed, layout)
     return report
 
 
@@ -134,6 +138,7 @@ async def plan_and_apply(
     observer: ApplyObserver | None = None,
     interruption: Interruption | None = None,
     signed: Mapping[Reference, DesiredImage] = MappingProxyType({}),
+    layout: Layout | None = None,
 ) -> tuple[list[PlannedImage | None], Report]:
     """Each image is copied as soon as its target tag is found lacking it, not after every
     image was planned: over a slow network no registry sits idle meanwhile. The plan comes
@@ -141,7 +146,7 @@ async def plan_and_apply(
     async def planned(index: int) -> PlannedImage:
         return await plan_image(registries, lock.images[index], ask_source=False)
 
-    return await _apply(registries, lock.images, planned, observer, interruption, signed)
+    return await _apply(registries, lock.images, planned, observer, interruption, signed, layout)
 
 
 async def _apply(
@@ -151,25 +156,30 @@ async def _apply(
     observer: ApplyObserver | None,
     interruption: Interruption | None,
     signed: Mapping[Reference, DesiredImage],
+    layout: Layout | None = None,
 ) -> tuple[list[PlannedImage | None], Report]:
     started = time.monotonic()
     copier = Copier(registries, on_bytes=observer.bytes_sent if observer else None)
     interruption = interruption or Interruption()
-    budgets = PullBudgets(registries, images)
+    budgets = PullBudgets(registries, images) if layout is None else None  # a layout counts no pulls
     writer = ReferrerWriter(registries, copier)
+
+    def source_of(image: LockedImage) -> RemoteRepository | Layout:
+        return layout if layout is not None else registries.repository(image.source.repository)
 
     async def apply_one(index: int) -> tuple[PlannedImage | None, AppliedImage]:
         image, planned = images[index], None
         try:
             with bugs_fail_this_image():
                 planned = await interruption.run(decide(index), "not started")
-                result = await _apply_image(registries, copier, writer, planned, interruption,
-                                            functools.partial(admit_copy, registries, budgets, index, image,
+                result = await _apply_image(registries, copier, writer, planned, source_of(image), interruption,
+                                            functools.partial(admit_copy, source_of(image), budgets, index, image,
                                                               signed.get(image.target)))
         except (Interrupted, OCIError) as error:
             result = ended_by(image, error)
         finally:
-            budgets.skip(index)  # unless admitted: then its pulls are counted already
+            if budgets is not None:
+                budgets.skip(index)  # unless admitted: then its pulls are counted already
         if observer:
             observer.image_done(result)
         return planned, result
@@ -184,14 +194,16 @@ async def _apply(
 
 
 async def admit_copy(
-    registries: Registries, budgets: PullBudgets, index: int, image: LockedImage, signed: DesiredImage | None
+    source: RemoteRepository | Layout, budgets: PullBudgets | None, index: int, image: LockedImage,
+    signed: DesiredImage | None,
 ) -> AppliedImage | None:
-    """None when the image may be copied now: within the pull budget, and still signed if it must be."""
-    if (deferred := await budgets.admit(index)) is not None:
+    """None when the image may be copied now from ``source``: within the pull budget (where
+    there is one), and still signed if it must be."""
+    if budgets is not None and (deferred := await budgets.admit(index)) is not None:
         return applied(image, Outcome.DEFERRED, deferred)
     if signed is not None:
         try:
-            await check_pinned(registries.repository(image.source.repository), signed, image)
+            await check_pinned(source, signed, image)
         except Unsigned as refusal:
             return applied(image, Outcome.REFUSED, str(refusal))
     return None
@@ -211,17 +223,18 @@ def applied(image: LockedImage, outcome: Outcome, message: str | None = None) ->
 
 
 async def _apply_image(
-    registries: Registries, copier: Copier, writer: ReferrerWriter, image: PlannedImage, interruption: Interruption,
+    registries: Registries, copier: Copier, writer: ReferrerWriter, image: PlannedImage,
+    source: RemoteRepository | Layout, interruption: Interruption,
     admit: Callable[[], Coroutine[Any, Any, AppliedImage | None]],
 ) -> AppliedImage:
     """The image, then its locked referrers (their subject must be in the target first)."""
-    result = await _copy_image(registries, copier, image, interruption, admit)
+    result = await _copy_image(registries, copier, image, source, interruption, admit)
     locked = image.locked
     if result.outcome not in (Outcome.COPIED, Outcome.UNCHANGED) or not locked.referrers:
         return result
     try:
         with bugs_fail_this_image():  # the image is there: its line says so, whatever failed after
-            await interruption.run(_write_referrers(writer, locked),
+            await interruption.run(_write_referrers(writer, source, locked),
                                    f"{result.outcome.value}, but stopped before its referrers were written")
     except ReferrerRefused as refusal:
         return applied(locked, Outcome.REFUSED, f"{result.outcome.value}, but a referrer was refused: {refusal}")
@@ -230,16 +243,15 @@ async def _apply_image(
     return result
 
 
-async def _write_referrers(writer: ReferrerWriter, image: LockedImage) -> None:
+async def _write_referrers(writer: ReferrerWriter, source: RemoteRepository | Layout, image: LockedImage) -> None:
     """Level by level: a referrer of a referrer (a signature of an SBOM) after its subject."""
     for level in in_levels(image.referrers):
-        await asyncio.gather(*(writer.write(image.source.repository, image.target.repository, referrer)
-                               for referrer in level))
+        await asyncio.gather(*(writer.write(source, image.target.repository, referrer) for referrer in level))
 
 
 async def _copy_image(
-    registries: Registries, copier: Copier, image: PlannedImage, interruption: Interruption,
-    admit: Callable[[], Coroutine[Any, Any, AppliedImage | None]],
+    registries: Registries, copier: Copier, image: PlannedImage, source: RemoteRepository | Layout,
+    interruption: Interruption, admit: Callable[[], Coroutine[Any, Any, AppliedImage | None]],
 ) -> AppliedImage:
     locked = image.locked
     if image.action is Action.UNCHANGED:
@@ -251,8 +263,7 @@ async def _copy_image(
     target = locked.target
     try:
         manifest = await interruption.run(
-            copier.copy_referenced(registries.repository(locked.source.repository), locked.digest,
-                                   registries.repository(target.repository), locked.subset),
+            copier.copy_referenced(source, locked.digest, registries.repository(target.repository), locked.subset),
             "stopped while copying; its tag was not pushed")
     except SubsetChanged as refusal:
         return applied(locked, Outcome.REFUSED, str(refusal))

@@ -89,6 +89,11 @@ class PlanFormat(str, enum.Enum):
 
 
 FormatOption = Annotated[PlanFormat, typer.Option("--format", help="Output format.")]
+FromOption = Annotated[
+    Path | None,
+    typer.Option("--from", metavar="PATH", help="Read every source from this export of the lock (a directory or "
+                                                ".tar), not from the source registries."),
+]
 
 
 def session_options(

@@ -22,7 +22,7 @@ from reconciler.oci.errors import OCIError
 from reconciler import config as config_file
 from reconciler import arguments, compat, files, output, planfile, render, runtime, workflow
 from reconciler.arguments import (
-    AccessToken, CaFile, Debug, FormatOption, ImagesFile, InsecureRegistry, LockFile, MaxRequests, PlanFormat,
+    AccessToken, CaFile, Debug, FormatOption, FromOption, ImagesFile, InsecureRegistry, LockFile, MaxRequests, PlanFormat,
     Retries, ShardOption, TargetKeyFile, Timeout, UploadChunk,
 )
 from reconciler.apply import Report
@@ -149,6 +149,7 @@ def plan(
         bool, typer.Option("--verbose", "-v", help="List the unchanged images too, not only their count.")
     ] = False,
     shard: ShardOption = None,
+    from_path: FromOption = None,
     target_key_file: TargetKeyFile = None, access_token: AccessToken = None, ca_file: CaFile = None,
     insecure_registry: InsecureRegistry = None, max_requests: MaxRequests = 64, retries: Retries = 4,
     timeout: Timeout = 60.0, upload_chunk_mib: UploadChunk = None, debug: Debug = False,
@@ -160,7 +161,8 @@ def plan(
     if out is not None:
         files.check_writable(out)
     lock_path = arguments.lock_path(images_file, lock_file)
-    result = _with_registries(session, loaded, lambda registries: workflow.plan(registries, loaded, lock_path, shard))
+    result = _with_registries(session, loaded, lambda registries: workflow.plan(registries, loaded, lock_path, shard,
+                                                                                from_path))
     if out is not None:
         planfile.save(out, result)
     output.print_as(output_format, json_text=render.plan_json(result), markdown=render.plan_markdown(result),
@@ -180,6 +182,7 @@ def apply(
     lock_file: LockFile = None,
     output_format: FormatOption = PlanFormat.text,
     shard: ShardOption = None,
+    from_path: FromOption = None,
     target_key_file: TargetKeyFile = None, access_token: AccessToken = None, ca_file: CaFile = None,
     insecure_registry: InsecureRegistry = None, max_requests: MaxRequests = 64, retries: Retries = 4,
     timeout: Timeout = 60.0, upload_chunk_mib: UploadChunk = None, debug: Debug = False,
@@ -194,7 +197,8 @@ def apply(
     async def work(registries: Registries) -> Report:
         with apply_progress(output.stderr) as observer:
             return await workflow.apply(registries, loaded, arguments.lock_path(images_file, lock_file), saved,
-                                        observer=observer, interruption=interruption, shard=shard)
+                                        observer=observer, interruption=interruption, shard=shard,
+                                        from_path=from_path)
 
     _finish("apply", _with_registries(session, loaded, work, interruption), output_format, interruption)
 

@@ -69,7 +69,8 @@ async def export_lock(
 
     async def export_one(index: int) -> tuple[IndexEntry | None, AppliedImage]:
         image, entry = lock.images[index], None
-        admit = functools.partial(admit_copy, registries, budgets, index, image, signed.get(image.target))
+        admit = functools.partial(admit_copy, registries.repository(image.source.repository), budgets, index, image,
+                                  signed.get(image.target))
         try:
             with bugs_fail_this_image():
                 entry, result = await interruption.run(_export_image(registries, copier, layout, image, admit),

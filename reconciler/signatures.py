@@ -24,6 +24,7 @@ from reconciler.oci.signature import PinnedSignature, SignatureForm, SignaturePr
 from reconciler.registry import referrers
 from reconciler.registry.client import NotFound
 from reconciler.registry.errors import RegistryError, SignatureRefused
+from reconciler.registry.layout.reader import Layout
 from reconciler.registry.repository import RemoteRepository
 
 SIGNATURE_TYPES = frozenset({BUNDLE_MEDIA_TYPE, COSIGN_ARTIFACT_TYPES[FoundBy.COSIGN_SIGNATURE]})
@@ -92,7 +93,7 @@ def _none_valid(failures: list[SignatureRefused], digest: Digest) -> str:
         failures[0])
 
 
-async def check_pinned(source: RemoteRepository, desired: DesiredImage, locked: LockedImage) -> None:
+async def check_pinned(source: RemoteRepository | Layout, desired: DesiredImage, locked: LockedImage) -> None:
     """Refuse the image unless the signature (and each attestation) lock pinned is still in the
     source and still proves what it proved then (its bytes are fetched by digest, so they are
     the pinned ones). A ``.sig`` tag must still hold it: a tag that moved is a signature
@@ -104,7 +105,7 @@ async def check_pinned(source: RemoteRepository, desired: DesiredImage, locked: 
         raise Unsigned(f"{where}: no signature pinned; run `image-syncer lock`")
     for pinned in (locked.signature, *locked.attestations):
         what = "attestation" if pinned in locked.attestations else "signature"
-        if pinned.form is SignatureForm.COSIGN_TAG:
+        if pinned.form is SignatureForm.COSIGN_TAG and isinstance(source, RemoteRepository):  # a layout has no tags
             tag = FoundBy.COSIGN_SIGNATURE.tag(locked.digest)
             if (now := await source.resolve_digest(tag)) != pinned.digest:
                 raise Unsigned(f"{where}: its pinned {what} {pinned.digest} was replaced upstream: the tag {tag} "

@@ -6,6 +6,7 @@ fails with InputError before any registry is contacted.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 from collections.abc import Collection
@@ -23,6 +24,8 @@ from reconciler.lockfile import Lockfile
 from reconciler.oci.reference import Reference
 from reconciler.plan import Action, Plan, PlannedImage, make_plan
 from reconciler.planfile import SavedPlan
+from reconciler.registry.layout import open_layout
+from reconciler.registry.layout.reader import Layout
 from reconciler.registry.registries import Registries
 from reconciler.resolve import TagListings, resolve_all, select_tags
 from reconciler.runtime import Interruption
@@ -103,10 +106,28 @@ def matching_lock(config: Config, lock_path: Path) -> Lockfile:
     return current
 
 
-async def plan(registries: Registries, config: Config, lock_path: Path, shard: Shard | None = None) -> Plan:
+async def plan(
+    registries: Registries, config: Config, lock_path: Path, shard: Shard | None = None, from_path: Path | None = None,
+) -> Plan:
+    """``from_path``: an export of the lock, to apply from: then only the targets are asked."""
     current = matching_lock(config, lock_path)
+    if from_path is not None:
+        with _export_of(from_path, lock_path):
+            return await make_plan(registries, current, ask_sources=False, shard=shard)
     rules = {image.target: image.referrers for image in lockfile.every_desired(config, current)}
     return await make_plan(registries, current, shard=shard, referrer_rules=rules)
+
+
+def _export_of(path: Path, lock_path: Path) -> Layout:
+    """The layout at ``path``, opened to read, when it is an export of the lock at ``lock_path``."""
+    layout = open_layout(path)
+    try:
+        if layout.lock_text() != files.read_text(lock_path):
+            raise InputError(path, f"holds an export of another lock than {lock_path}; export again, or use its lock")
+    except BaseException:
+        layout.close()
+        raise
+    return layout
 
 
 async def apply(
@@ -117,17 +138,22 @@ async def apply(
     observer: ApplyObserver | None = None,
     interruption: Interruption | None = None,
     shard: Shard | None = None,
+    from_path: Path | None = None,
 ) -> Report:
-    """Apply a saved plan after checking it is still fresh, or plan and apply image by image."""
+    """Apply a saved plan after checking it is still fresh, or plan and apply image by image;
+    ``from_path``: reading every source from that export of the lock, not from the registries."""
     current = matching_lock(config, lock_path)
     signed = _signed(config, current)
     interruption = interruption or Interruption()
-    if saved_plan is not None:
-        fresh = await interruption.run(check_fresh(registries, saved_plan, current, shard), "stopped before copying")
-        return await apply_plan(registries, fresh, observer=observer, interruption=interruption, signed=signed)
-    _, report = await plan_and_apply(registries, lock_part(shard, current), observer=observer,
-                                     interruption=interruption, signed=signed)
-    return report
+    with _export_of(from_path, lock_path) if from_path is not None else contextlib.nullcontext() as layout:
+        if saved_plan is not None:
+            fresh = await interruption.run(check_fresh(registries, saved_plan, current, shard),
+                                           "stopped before copying")
+            return await apply_plan(registries, fresh, observer=observer, interruption=interruption, signed=signed,
+                                    layout=layout)
+        _, report = await plan_and_apply(registries, lock_part(shard, current), observer=observer,
+                                         interruption=interruption, signed=signed, layout=layout)
+        return report
 
 
 async def export(

@@ -148,3 +148,93 @@ def test_a_path_that_cannot_hold_a_layout_is_one_error_line(tmp_path, plain_regi
     assert refused.code == 1
     assert refused.error_lines == ["error: taken: not a directory"], refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+# -- across the gap: plan and apply --from the export, never asking a source (issue 24) -----------
+
+
+def gapped(tmp_path, plain_registry, second_plain_registry, push_image, unique_repo, fault_proxy, layout: str):
+    """Two images locked through a proxy to their source, exported to ``layout``; then the proxy
+    answers nothing but 503, so a request to the source cannot go unnoticed."""
+    source = fault_proxy(plain_registry)
+    images = [push_image("oci-index"), push_image("oci")]
+    mirror = unique_repo("mirror")
+    write_images(tmp_path, f"{second_plain_registry.host}/{mirror}/", [
+        {"source": f"{source.host}/{image.repo}:v1"} for image in images])
+    assert run_cli(tmp_path, "lock").code == 0
+    assert run_cli(tmp_path, "export", layout).code == 0
+    source.fail(None, ".*", status=503, times=None)
+    asked = len(source.requests)
+    targets = [f"{mirror}/{source.host.replace(':', '_')}/{image.repo}" for image in images]
+    return source, asked, images, targets
+
+
+def test_apply_from_a_tar_copies_every_image_asking_no_source_and_again_writes_nothing(
+    tmp_path, plain_registry, second_plain_registry, push_image, unique_repo, fault_proxy
+):
+    source, asked, images, targets = gapped(tmp_path, plain_registry, second_plain_registry, push_image,
+                                            unique_repo, fault_proxy, "mirror.tar")
+
+    planned = run_cli(tmp_path, "plan", "--from", "mirror.tar")
+    applied = run_cli(tmp_path, "apply", "--from", "mirror.tar")
+    again = run_cli(tmp_path, "apply", "--from", "mirror.tar")
+
+    assert planned.code == 0 and "2 to create" in planned.stdout, planned
+    assert applied.code == 0, applied
+    assert "Apply: 0 copied, 2 unchanged" in again.stdout, again
+    assert len(source.requests) == asked
+    with RawRegistry(second_plain_registry) as raw:
+        for image, target in zip(images, targets):
+            assert raw.get_manifest(target, "v1").content == image.manifest
+
+
+def test_a_corrupted_blob_in_the_export_fails_its_image_only(
+    tmp_path, plain_registry, second_plain_registry, push_image, unique_repo, fault_proxy
+):
+    _, _, images, targets = gapped(tmp_path, plain_registry, second_plain_registry, push_image, unique_repo,
+                                   fault_proxy, "layout")
+    single = images[1]
+    layer = next(digest for digest in single.blobs if digest not in images[0].blobs)
+    damaged = tmp_path / "layout" / "blobs" / "sha256" / layer.split(":")[1]
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+
+    applied = run_cli(tmp_path, "apply", "--from", "layout")
+
+    assert applied.code == 1, applied
+    assert "Apply: 1 copied, 0 unchanged, 0 refused, 1 failed" in applied.stdout
+    assert layer in [line for line in applied.stdout_lines if "failed:" in line][0]
+    with RawRegistry(second_plain_registry) as raw:
+        assert raw.get_manifest(targets[0], "v1").content == images[0].manifest
+        assert raw.head_manifest(targets[1], "v1").status_code == 404
+
+
+def test_an_export_of_another_lock_is_refused_and_nothing_is_written(
+    tmp_path, plain_registry, second_plain_registry, push_image, unique_repo, fault_proxy
+):
+    _, _, _, targets = gapped(tmp_path, plain_registry, second_plain_registry, push_image, unique_repo,
+                              fault_proxy, "layout")
+    (tmp_path / "layout" / "images.lock").write_text((tmp_path / "images.lock").read_text() + "# another\n")
+
+    refused = run_cli(tmp_path, "apply", "--from", "layout")
+
+    assert refused.code == 1
+    assert refused.error_lines == ["error: layout: holds an export of another lock than images.lock; export again, "
+                                   "or use its lock"], refused.stderr
+    with RawRegistry(second_plain_registry) as raw:
+        assert all(raw.head_manifest(target, "v1").status_code == 404 for target in targets)
+
+
+def test_a_target_tag_that_drifted_is_refused_and_kept_when_applying_from_an_export(
+    tmp_path, plain_registry, second_plain_registry, push_image, unique_repo, fault_proxy
+):
+    _, _, images, targets = gapped(tmp_path, plain_registry, second_plain_registry, push_image, unique_repo,
+                                   fault_proxy, "layout")
+    other = push_image("docker", registry=second_plain_registry, repo=targets[1])
+
+    applied = run_cli(tmp_path, "apply", "--from", "layout")
+
+    assert applied.code == 1 and "1 copied, 0 unchanged, 1 refused" in applied.stdout, applied
+    with RawRegistry(second_plain_registry) as raw:
+        assert raw.get_manifest(targets[1], "v1").content == other.manifest

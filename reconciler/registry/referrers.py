@@ -36,6 +36,7 @@ from reconciler.registry.repository import RemoteRepository
 
 if TYPE_CHECKING:
     from reconciler.registry.copy import Copier
+    from reconciler.registry.layout.reader import Layout
     from reconciler.registry.registries import Registries
 
 log = logging.getLogger("reconciler.registry")
@@ -201,7 +202,8 @@ class ReferrerWriter:
         self._index_locks: collections.defaultdict[tuple[str, str, Digest], asyncio.Lock] = (
             collections.defaultdict(asyncio.Lock))
 
-    async def write(self, source: Repository, target: Repository, referrer: Referrer) -> None:
+    async def write(self, source: RemoteRepository | Layout, target: Repository, referrer: Referrer) -> None:
+        """``referrer``, read from ``source`` (a registry's repository, or a layout), into ``target``."""
         remote = self._registries.repository(target)
         tag = referrer.found_by.tag(referrer.subject)
         if referrer.found_by in COSIGN_ARTIFACT_TYPES:
@@ -211,11 +213,11 @@ class ReferrerWriter:
             if held is not None:
                 raise ReferrerRefused(f"{target}:{tag} holds {held}, not the locked referrer {referrer.digest}; "
                                       "not overwritten")
-            manifest = await self._copier.copy_referenced(self._registries.repository(source), referrer.digest, remote)
+            manifest = await self._copier.copy_referenced(source, referrer.digest, remote)
             await remote.put_manifest(tag, manifest)
             return
         if await remote.resolve_digest(str(referrer.digest)) is None:
-            manifest = await self._copier.copy_referenced(self._registries.repository(source), referrer.digest, remote)
+            manifest = await self._copier.copy_referenced(source, referrer.digest, remote)
             await remote.put_manifest(str(referrer.digest), manifest)
         else:
             manifest = await remote.get_manifest(referrer.digest)
