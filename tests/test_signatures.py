@@ -14,10 +14,10 @@ import pytest
 import yaml
 
 from tests.harness import cosign as cosign_keys
-from tests.harness.artifacts import subject_descriptor
+from tests.harness.artifacts import push_artifact, subject_descriptor
 from tests.harness.rawhttp import RawRegistry
 from tests.harness.sigstore import (
-    GITHUB_ISSUER, PrivateSigstore, SignRequest, attach_bundle, statement, tamper_payload,
+    BUNDLE_MEDIA_TYPE, GITHUB_ISSUER, PrivateSigstore, SignRequest, attach_bundle, statement, tamper_payload,
 )
 from tests.helpers_cli import run_cli
 
@@ -248,3 +248,31 @@ def test_an_attestation_the_policy_requires_is_pinned_and_checked_again_by_apply
     assert f"its pinned attestation {attested.digest} is gone from the source" in applied.stdout
     with RawRegistry(second_plain_registry) as raw:
         assert raw.head_manifest(mirror.target(image), "v1").status_code == 404
+
+
+def test_a_bundle_found_through_the_referrers_api_is_pinned_and_written_where_the_target_has_the_api(
+    tmp_path, push_image, plain_registry, second_plain_registry, unique_repo, fault_proxy
+):
+    source, target = fault_proxy(plain_registry), fault_proxy(second_plain_registry)
+    source.referrers_api()
+    target.referrers_api()
+    image = push_image("oci")
+    bundle = SIGSTORE.sign_image(image.digest.removeprefix("sha256:"), IDENTITY)
+    with RawRegistry(url=source.url) as raw:  # cosign with the API writes no fallback index: only the manifest
+        signed = push_artifact(raw, image.repo, subject_descriptor(image.manifest, image.media_type),
+                               BUNDLE_MEDIA_TYPE, bundle, layer_type=BUNDLE_MEDIA_TYPE)
+    SIGSTORE.write_trusted_root(tmp_path / "trusted_root.json")
+    prefix = f"{target.host}/{unique_repo('mirror')}/"
+    (tmp_path / "images.yaml").write_text(yaml.safe_dump({
+        "targetRepoPrefix": prefix, "verify": keyless(), "images": [{"source": f"{source.host}/{image.repo}:v1"}]}))
+
+    assert run_cli(tmp_path, "lock").code == 0
+    entry = locked(tmp_path)
+    assert entry["signature"]["digest"] == signed.digest
+    assert [(referrer["digest"], referrer["foundBy"]) for referrer in entry["referrers"]] == [
+        (signed.digest, "referrers-api")]
+    assert run_cli(tmp_path, "apply").code == 0
+    repository = f"{prefix.split('/', 1)[1]}{source.host.replace(':', '_')}/{image.repo}"
+    with RawRegistry(url=target.url) as raw:
+        listed = raw.request("GET", f"/v2/{repository}/referrers/{image.digest}").json()["manifests"]
+        assert [descriptor["digest"] for descriptor in listed] == [signed.digest]
