@@ -5,14 +5,24 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
+import re
+import shutil
+import signal
 import subprocess
+import sys
+import threading
+import time
 
+import pytest
 import yaml
 
 from tests.harness import cosign as cosign_keys
 from tests.harness.artifacts import push_artifact, push_referrers_index, subject_descriptor
+from tests.harness.images import MiB, build_large_image
 from tests.harness.rawhttp import RawRegistry
-from tests.helpers_cli import run_cli, write_images
+from tests.harness.sigstore import GITHUB_ISSUER, PrivateSigstore, attach_bundle
+from tests.helpers_cli import cli_env, run_cli, write_images
 
 SBOM = "application/spdx+json"
 
@@ -238,3 +248,187 @@ def test_a_target_tag_that_drifted_is_refused_and_kept_when_applying_from_an_exp
     assert applied.code == 1 and "1 copied, 0 unchanged, 1 refused" in applied.stdout, applied
     with RawRegistry(second_plain_registry) as raw:
         assert raw.get_manifest(targets[1], "v1").content == other.manifest
+
+
+# -- killed and run again; a signed image across the gap (issue 24) --------------------------------
+
+
+def served_blob_bytes(source, since: int = 0) -> int:
+    """The blob bytes the proxy passed back from the source in its requests from number ``since`` on
+    (it records each answer's body size once the answer is sent whole)."""
+    return sum(request.response_bytes for request in source.requests[since:]
+               if request.method == "GET" and "/blobs/sha256:" in request.url_path)
+
+
+class _Holding:
+    """A proxy handler's output that stops, ``after`` bytes in (headers and all), until ``release``."""
+
+    def __init__(self, output, after: int, held: threading.Event, release: threading.Event) -> None:
+        self.output, self.left, self.held, self.release = output, after, held, release
+
+    def write(self, data: bytes) -> int:
+        written = self.output.write(data)
+        self.left -= len(data)
+        if self.left <= 0 and not self.held.is_set():
+            self.output.flush()
+            self.held.set()
+            self.release.wait(120)
+        return written
+
+    def __getattr__(self, name: str):
+        return getattr(self.output, name)
+
+
+def hold_answer(proxy, path: str, after: int) -> tuple[threading.Event, threading.Event]:
+    """Make ``proxy`` stop in the middle of its answer to the first GET of ``path`` (a regexp), ``after``
+    bytes in, until the second event returned is set; the first is set once it holds. The fault proxy
+    delays only before an answer, so this wraps its handler's output."""
+    held, release = threading.Event(), threading.Event()
+    handler = proxy._server.RequestHandlerClass
+    forward = handler._forward
+
+    def holding(self, rec, rule, pull_limit):
+        if self.command == "GET" and re.search(path, self.path) and not held.is_set():
+            self.wfile = _Holding(self.wfile, after, held, release)
+        return forward(self, rec, rule, pull_limit)
+
+    handler._forward = holding
+    return held, release
+
+
+def test_an_export_killed_mid_way_finishes_when_run_again_reading_less_than_a_whole_export(
+    tmp_path, plain_registry, second_plain_registry, push_image, unique_repo, fault_proxy
+):
+    seed = int(os.environ.get("EXPORT_KILL_SEED", random.randrange(2 ** 32)))
+    chosen = random.Random(seed)
+    source = fault_proxy(plain_registry)
+    images = [push_image(build_large_image(f"resume-{seed}-{n}", size=chosen.choice((4, 6, 8)) * MiB))
+              for n in range(3)]
+    write_images(tmp_path, f"{second_plain_registry.host}/{unique_repo('mirror')}/",
+                 [{"source": f"{source.host}/{image.repo}:v1"} for image in images])
+    assert run_cli(tmp_path, "lock").code == 0
+    asked = len(source.requests)
+    assert run_cli(tmp_path, "export", "whole").code == 0
+    whole = served_blob_bytes(source, asked)
+    held_image = chosen.choice(images)  # its big layer's answer stops half-way while the rest are exported
+    big = max(held_image.blobs, key=held_image.blobs.get)
+    held, release = hold_answer(source, f"/{held_image.repo}/blobs/{big}$", after=held_image.blobs[big] // 2)
+    asked = len(source.requests)
+
+    blobs, hex_ = tmp_path / "layout" / "blobs" / "sha256", big.split(":")[1]
+
+    def mid_way() -> bool:
+        """The big layer half sent and some of it in a file; another blob sent whole and kept."""
+        names = os.listdir(blobs) if blobs.is_dir() else []
+        return held.is_set() and served_blob_bytes(source, asked) > 0 and any(
+            hex_ in name and (blobs / name).stat().st_size > 0 for name in names) and any(
+            not name.startswith(".") and hex_ not in name for name in names)
+
+    export = subprocess.Popen([sys.executable, "-m", "reconciler", "export", "layout"], cwd=tmp_path,
+                              env=cli_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):  # at most a minute
+            try:
+                if mid_way():
+                    break
+            except FileNotFoundError:  # a temporary renamed meanwhile
+                pass
+            assert export.poll() is None, f"export ended before it was killed (seed {seed})"
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"the export never got mid-way (seed {seed})")
+    finally:
+        os.kill(export.pid, signal.SIGKILL)
+        export.wait()
+        release.set()
+
+    kept = {name: (blobs / name).read_bytes() for name in os.listdir(blobs) if not name.startswith(".")}
+    assert kept, f"nothing written before the kill (seed {seed})"
+    assert all(hashlib.sha256(data).hexdigest() == name for name, data in kept.items()), f"seed {seed}"
+    assert hex_ not in kept, f"seed {seed}"
+    asked = len(source.requests)
+
+    again = run_cli(tmp_path, "export", "layout")
+
+    assert again.code == 0, f"seed {seed}: {again}"
+    manifests = {image.digest: image.manifest for image in images}
+    assert sorted(pin["digest"] for pin in pins(tmp_path)) == sorted(manifests)
+    for pin in pins(tmp_path):
+        assert skopeo_raw(f"oci:{tmp_path / 'layout'}:{pin['target']}") == manifests[pin["digest"]], f"seed {seed}"
+    assert not [name for name in os.listdir(blobs) if name.startswith(".")], f"seed {seed}"
+    rerun = served_blob_bytes(source, asked)
+    assert 0 < rerun < whole, f"seed {seed}: the rerun read {rerun} blob bytes, a whole export {whole}"
+
+
+SIGSTORE = PrivateSigstore("test_export")
+IDENTITY = "https://github.com/acme/app/.github/workflows/release.yml@refs/tags/v1.0.0"
+
+
+def signed_export(tmp_path, plain_registry, second_plain_registry, push_image, unique_repo, fault_proxy):
+    """An image with a keyless Sigstore bundle, locked under ``verify:`` through a proxy to its source and
+    exported to ``layout``; a copy, ``damaged``, whose bundle blob has one byte flipped; then the proxy
+    answers nothing but 503. Returns the proxy, requests it had seen, image, bundle, bundle blob, target."""
+    source = fault_proxy(plain_registry)
+    image = push_image("oci")
+    signed = SIGSTORE.sign_image(image.digest.removeprefix("sha256:"), IDENTITY)
+    with RawRegistry(plain_registry) as raw:
+        bundle = attach_bundle(raw, image.repo, subject_descriptor(image.manifest, image.media_type), signed)
+    SIGSTORE.write_trusted_root(tmp_path / "trusted_root.json")
+    mirror = unique_repo("mirror")
+    (tmp_path / "images.yaml").write_text(yaml.safe_dump({
+        "targetRepoPrefix": f"{second_plain_registry.host}/{mirror}/",
+        "verify": {"keyless": {"issuer": GITHUB_ISSUER, "identity": IDENTITY}, "trustedRoot": "trusted_root.json"},
+        "images": [{"source": f"{source.host}/{image.repo}:v1"}]}, sort_keys=False))
+    assert run_cli(tmp_path, "lock").code == 0
+    assert pins(tmp_path)[0]["signature"]["digest"] == bundle.digest
+    assert run_cli(tmp_path, "export", "layout").code == 0
+    shutil.copytree(tmp_path / "layout", tmp_path / "damaged")
+    blob = "sha256:" + hashlib.sha256(signed).hexdigest()
+    damaged = tmp_path / "damaged" / "blobs" / "sha256" / blob.split(":")[1]
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    source.fail(None, ".*", status=503, times=None)
+    target = f"{mirror}/{source.host.replace(':', '_')}/{image.repo}"
+    return source, len(source.requests), image, bundle, blob, target
+
+
+def test_a_signed_image_is_checked_again_from_the_export_offline_and_a_damaged_bundle_copies_nothing(
+    tmp_path, plain_registry, second_plain_registry, push_image, unique_repo, fault_proxy
+):
+    source, asked, image, bundle, blob, target = signed_export(
+        tmp_path, plain_registry, second_plain_registry, push_image, unique_repo, fault_proxy)
+
+    refused = run_cli(tmp_path, "apply", "--from", "damaged")
+
+    assert refused.code == 1, str(refused)
+    assert "Apply: 0 copied, 0 unchanged" in refused.stdout, str(refused)
+    lines = [line for line in refused.stdout_lines if "failed:" in line or "refused:" in line]
+    assert len(lines) == 1 and blob in lines[0], str(refused)
+    with RawRegistry(second_plain_registry) as raw:
+        assert raw.head_manifest(target, "v1").status_code == 404
+        assert raw.head_manifest(target, bundle.digest).status_code == 404
+        assert all(raw.head_blob(target, digest).status_code == 404 for digest in [*image.blobs, blob])
+
+    applied = run_cli(tmp_path, "apply", "--from", "layout")
+
+    assert applied.code == 0, str(applied)
+    assert len(source.requests) == asked
+    with RawRegistry(second_plain_registry) as raw:
+        assert raw.get_manifest(target, "v1").content == image.manifest
+        assert raw.get_manifest(target, bundle.digest).content == bundle.raw
+
+
+@pytest.mark.xfail(strict=True, reason="the line names the damaged blob's digest mismatch, not the pinned "
+                                       "signature it belongs to (signatures.check_pinned lets the layout's "
+                                       "digest error through unnamed)")
+def test_a_damaged_bundle_in_the_export_is_named_as_the_images_signature(
+    tmp_path, plain_registry, second_plain_registry, push_image, unique_repo, fault_proxy
+):
+    _, _, _, bundle, _, _ = signed_export(tmp_path, plain_registry, second_plain_registry, push_image,
+                                          unique_repo, fault_proxy)
+
+    refused = run_cli(tmp_path, "apply", "--from", "damaged")
+
+    lines = [line for line in refused.stdout_lines if "failed:" in line or "refused:" in line]
+    assert len(lines) == 1 and "signature" in lines[0] and bundle.digest in lines[0], str(refused)
