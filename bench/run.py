@@ -4,6 +4,7 @@
     .venv/bin/python bench/run.py [--n 100] [--n 1000] [--profile oci|index]
                                   [--repeat 3] [--quick] [--big-mib 1024] [--no-rss]
                                   [--commit REV | --worktree] [--baseline REV] [--rtt 0] [--rtt 40]
+                                  [--export | --export-only]
 
 See bench/README.md for what is measured.  Everything runs on loopback against
 local ``docker-registry`` processes started (and stopped) here; with ``--rtt``,
@@ -43,6 +44,24 @@ TIME = "/usr/bin/time"
 SYNCER = [str(VENV_PYTHON), "-m", "reconciler"]  # with PYTHONPATH at the snapshot under test
 TIMEOUT = 3600  # skopeo sync of 1000 images over a 40 ms round trip takes about half an hour
 CPUS = len(os.sched_getaffinity(0))
+
+# Runs ARGV (after the file to write to) and writes its wall seconds and peak RSS (KiB) there, from
+# the rusage os.wait4 gives for that one child. Forked from this small process, not from the
+# benchmark (whose pages a forked child's peak RSS would count until its exec).
+LAUNCHER = """
+import os, sys, time
+started = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(sys.argv[2], sys.argv[2:])
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as out:
+    out.write(f"{time.perf_counter() - started} {usage.ru_maxrss}\\n")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
 
 # Timed run kinds, in the order they are reported.
 KINDS = {
@@ -370,6 +389,77 @@ class Bench:
             target.stop()
             shutil.rmtree(work, ignore_errors=True)
 
+    # ------------------------------------------------- across an air gap
+    def bench_export(self, n: int) -> dict:
+        """For ``n`` images (RTT 0): ``export`` into a layout directory and ``apply --from`` it into a
+        fresh target with the source stopped, against ``skopeo sync --dest dir`` of the same images and
+        ``skopeo sync --src dir`` back into a registry: wall time, peak RSS, bytes on disk."""
+        profile = self.args.profile
+        work = Path(tempfile.mkdtemp(prefix=f"export-n{n}-", dir=self.tmp))
+        source, target, skopeo_target = self.registry("source-export"), None, None
+        try:
+            log(f"export N={n}: seeding {n} {profile} images into {source.host}")
+            pusher = _images.Pusher(source.url)
+            digests = pusher.push_all(profile, n)
+            pusher.close()
+            distinct = distinct_blob_bytes(profile, n)
+            repos = [_images.repo_name(i) for i in range(n)]
+            target, skopeo_target = self.registry("target-export"), self.registry("target-skopeo-dir")
+            lines = [f'targetRepoPrefix: "{target.host}/mirror/"', "images:"]
+            lines += [f'  - source: "{source.host}/{repo}:{_images.TAG}"' for repo in repos]
+            (work / "images.yaml").write_text("\n".join(lines) + "\n")
+            self.run([*SYNCER, "lock"], work, env=self.main.env)  # not timed
+            sync_yaml = work / "sync.yaml"
+            lines = [f'"{source.host}":', "  tls-verify: false", "  images:"]
+            lines += [f'    {repo}: ["{_images.TAG}"]' for repo in repos]
+            sync_yaml.write_text("\n".join(lines) + "\n")
+
+            out: dict = {"n": n, "profile": profile, "distinct_blob_bytes": distinct}
+
+            def record(name: str, argv: list[str], directory: Path | None = None) -> None:
+                seconds, peak = self.child_usage(argv, work)
+                out[name] = {"seconds": seconds, "peak_rss_mib": peak}
+                if directory is not None:
+                    out[name] |= disk_use(directory)
+                log(f"export N={n}: {EXPORT_KINDS[name]} {seconds:.2f}s, peak RSS {peak:.1f} MiB"
+                    + (f", {out[name]['disk_bytes'] / _images.MiB:.1f} MiB in {out[name]['files']} files"
+                       if directory is not None else ""))
+
+            record("export", [*SYNCER, "export", str(work / "layout")], work / "layout")
+            record("skopeo_to_dir", [SKOPEO, "--policy", str(self.policy), "sync", "--all", "--src", "yaml",
+                                     "--dest", "dir", "--src-tls-verify=false", str(sync_yaml),
+                                     str(work / "skopeo-dir")], work / "skopeo-dir")
+            source.stop()  # across the gap: nothing may reach it now
+            record("apply_from", [*SYNCER, "apply", "--from", str(work / "layout")])
+            self.verify(target, [f"mirror/{source.host.replace(':', '_')}/{repo}" for repo in repos], digests,
+                        "apply --from")
+            record("skopeo_from_dir", [SKOPEO, "--policy", str(self.policy), "sync", "--all", "--src", "dir",
+                                       "--dest", "docker", "--dest-tls-verify=false", str(work / "skopeo-dir"),
+                                       f"{skopeo_target.host}/skopeo"])
+            self.verify(skopeo_target, [f"skopeo/{repo.rsplit('/', 1)[1]}" for repo in repos], digests,
+                        "skopeo sync --src dir")
+            return out
+        finally:
+            for registry in (source, target, skopeo_target):
+                if registry is not None:
+                    registry.stop()
+            shutil.rmtree(work, ignore_errors=True)
+
+    def child_usage(self, argv: list[str], cwd: Path) -> tuple[float, float]:
+        """Wall seconds and peak RSS (MiB) of one command, as LAUNCHER measures them."""
+        self.run_no += 1
+        log_file, measured = cwd / f"run-{self.run_no:03d}.log", cwd / f"run-{self.run_no:03d}.usage"
+        with log_file.open("w") as output:
+            output.write(f"$ {' '.join(argv)}\n")
+            output.flush()
+            code = subprocess.run([sys.executable, "-c", LAUNCHER, str(measured), *argv], cwd=cwd,
+                                  env=self.main.env, stdout=output, stderr=subprocess.STDOUT,
+                                  timeout=TIMEOUT, check=False).returncode
+        if code != 0:
+            raise RuntimeError(f"{' '.join(argv)} exited {code}:\n{log_file.read_text()[-3000:]}")
+        seconds, peak_kib = measured.read_text().split()
+        return float(seconds), int(peak_kib) / 1024
+
     def peak_rss(self, argv: list[str], cwd: Path) -> tuple[float, float]:
         if os.access(TIME, os.X_OK):
             usage, proc = self.run([TIME, "-v", *argv], cwd, env=self.main.env)
@@ -381,6 +471,51 @@ class Bench:
                    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)")
         usage, proc = self.run([sys.executable, "-c", wrapper, *argv], cwd, env=self.main.env)
         return usage.seconds, int(proc.stderr.strip().splitlines()[-1]) / 1024
+
+
+# ------------------------------------------------------ across an air gap
+EXPORT_KINDS = {
+    "export": "image-syncer export DIR",
+    "skopeo_to_dir": "skopeo sync --dest dir",
+    "apply_from": "image-syncer apply --from DIR",
+    "skopeo_from_dir": "skopeo sync --src dir",
+}
+
+
+def distinct_blob_bytes(profile: str, n: int) -> int:
+    """The bytes of the ``n`` images' distinct configs and layers, generated one image at a time."""
+    bases = _images.base_layers(profile)
+    sizes: dict[str, int] = {}
+    for i in range(n):
+        sizes |= {digest: blob.size for digest, blob in _images.make_image(profile, i, bases).blobs.items()}
+    return sum(sizes.values())
+
+
+def disk_use(directory: Path) -> dict:
+    """The sum of the sizes of the files under ``directory`` (``du -b``'s apparent size), and their count."""
+    sizes = [os.lstat(os.path.join(root, name)).st_size
+             for root, _, names in os.walk(directory) for name in names]
+    return {"disk_bytes": sum(sizes), "files": len(sizes)}
+
+
+def export_table(exports: list[dict]) -> list[str]:
+    """Per N: wall seconds, peak RSS and, for what writes a directory, its bytes and their ratio to the
+    distinct blobs' bytes."""
+    lines = ["across an air gap (RTT 0, one run each; disk = sum of file sizes; ratio = disk / distinct "
+             "config+layer bytes; apply --from with the source registry stopped):"]
+    width = max(len(name) for name in EXPORT_KINDS.values()) + 8
+    for e in exports:
+        lines.append(f"N={e['n']} ({e['profile']}): distinct blobs {e['distinct_blob_bytes'] / _images.MiB:.1f} MiB")
+        lines.append("  ".join(["".ljust(width)] + [c.rjust(10) for c in ("wall s", "peak MiB", "disk MiB",
+                                                                             "files", "ratio")]))
+        for kind, name in EXPORT_KINDS.items():
+            run = e[kind]
+            disk = run.get("disk_bytes")
+            values = [_fmt(run["seconds"]), _fmt(run["peak_rss_mib"]),
+                      _fmt(None if disk is None else disk / _images.MiB), str(run.get("files", "-")),
+                      "-" if disk is None else f"{disk / e['distinct_blob_bytes']:.3f}x"]
+            lines.append("  ".join([name.ljust(width)] + [v.rjust(10) for v in values]))
+    return lines
 
 
 # ------------------------------------------------------------------ report
@@ -565,6 +700,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rtt", type=float, action="append", metavar="MS",
                         help="round trip time the tools see to every registry, through delay lines "
                              "(repeatable; default 0: plain loopback)")
+    parser.add_argument("--export", action="store_true",
+                        help="also measure export and apply --from against skopeo sync --dest dir / --src dir")
+    parser.add_argument("--export-only", action="store_true",
+                        help="measure only that (no cold, no-op or RSS runs)")
     parser.add_argument("--concurrency", type=int, default=16,
                         help="parallel requests of the floor (16: where image-syncer's adaptive limit starts)")
     args = parser.parse_args(argv)
@@ -583,13 +722,18 @@ def main(argv: list[str] | None = None) -> int:
     log("image-syncer under test: " + ", ".join(f"{s.role} {s.code}" for s in bench.syncers))
     started = time.perf_counter()
     try:
-        results = [bench.bench_size(n, rtt) for n in args.n for rtt in args.rtt]
-        rss = None if args.no_rss else bench.bench_rss()
+        results = [] if args.export_only else [bench.bench_size(n, rtt) for n in args.n for rtt in args.rtt]
+        rss = None if args.no_rss or args.export_only else bench.bench_rss()
+        exports = [bench.bench_export(n) for n in args.n] if args.export or args.export_only else []
     finally:
         bench.close()
-    table, verdicts = report(results, rss)
-    lines, client_ms_per_request = client_cpu(results, bench.syncers)
-    table += "\n\n" + "\n".join(lines)
+    table, verdicts, client_ms_per_request = "", {}, None
+    if results:
+        table, verdicts = report(results, rss)
+        lines, client_ms_per_request = client_cpu(results, bench.syncers)
+        table += "\n\n" + "\n".join(lines)
+    if exports:
+        table += ("\n\n" if table else "") + "\n".join(export_table(exports))
     print(table)
     out_dir = HERE / "results"
     out_dir.mkdir(exist_ok=True)
@@ -600,7 +744,7 @@ def main(argv: list[str] | None = None) -> int:
         "baseline": bench.syncers[1].code if args.baseline else None, "skopeo": skopeo_version,
         "machine": {"cpus": CPUS, "python": platform.python_version()},
         "args": {k: v for k, v in vars(args).items()}, "total_seconds": time.perf_counter() - started,
-        "sizes": results, "peak_rss": rss, "targets": verdicts, "client_ms_per_request": client_ms_per_request,
+        "sizes": results, "peak_rss": rss, "export": exports, "targets": verdicts, "client_ms_per_request": client_ms_per_request,
         "table": table,
     }, indent=2) + "\n")
     log(f"wrote {out_dir / 'latest.json'} (total {time.perf_counter() - started:.0f}s)")
