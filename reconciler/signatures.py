@@ -17,7 +17,7 @@ import attrs
 from reconciler.config import DesiredImage
 from reconciler.policy import SignaturePolicy
 from reconciler.lockfile import LockedImage
-from reconciler.oci.digest import Digest
+from reconciler.oci.digest import Digest, DigestMismatch
 from reconciler.oci.mediatypes import BUNDLE_MEDIA_TYPE
 from reconciler.oci.referrer import COSIGN_ARTIFACT_TYPES, FoundBy, Referrer
 from reconciler.oci.signature import PinnedSignature, SignatureForm, SignatureProof
@@ -116,6 +116,8 @@ async def check_pinned(source: RemoteRepository | Layout, desired: DesiredImage,
             raise Unsigned(f"{where}: its pinned {what} {pinned.digest} is gone from the source") from None
         except SignatureRefused as failure:
             raise Unsigned(f"{where}: its pinned {what} {pinned.digest} no longer verifies: {failure}") from None
+        except DigestMismatch as failure:  # damaged, or not what was pinned: either way it proves nothing
+            raise Unsigned(f"{where}: its pinned {what} {pinned.digest} is not the bytes pinned: {failure}") from None
         if checked.proof != pinned.proof:
             raise Unsigned(f"{where}: its pinned {what} {pinned.digest} proves other than the lock records")
 
