@@ -19,7 +19,7 @@ import yaml
 
 from tests.harness import cosign as cosign_keys
 from tests.harness.artifacts import push_artifact, push_referrers_index, subject_descriptor
-from tests.harness.images import MiB, build_large_image
+from tests.harness.images import MiB, build_large_image, build_oci_index, linux
 from tests.harness.rawhttp import RawRegistry
 from tests.harness.sigstore import GITHUB_ISSUER, PrivateSigstore, attach_bundle
 from tests.helpers_cli import cli_env, run_cli, write_images
@@ -40,7 +40,8 @@ def blob_files(layout) -> dict[str, bytes]:
 def mirrored(tmp_path, plain_registry, second_plain_registry, push_image, unique_repo):
     """A locked mirror of: an index, a subset of another, one image pushed to two repositories
     (its blobs shared), signed (a .sig) and with an SBOM in its fallback index."""
-    index, subset, single = push_image("oci-index"), push_image("oci-index"), push_image("oci")
+    three = build_oci_index("three platforms", platforms=(linux("amd64"), linux("arm64", "v8"), linux("s390x")))
+    index, subset, single = push_image(three), push_image("oci-index"), push_image("oci")
     twin = push_image(single.image, repo=unique_repo("twin"))
     with RawRegistry(plain_registry) as raw:
         signature = cosign_keys.push_signatures(raw, single.repo, single.digest,
