@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from reconciler import compat
+from reconciler import compat, files
 from reconciler.registry.options import TransportOptions
 from reconciler.registry.proxy import ProxySettings
 from reconciler.registry.retry import RetryPolicy
@@ -93,6 +93,21 @@ FromOption = Annotated[
     Path | None,
     typer.Option("--from", metavar="PATH", help="Read every source from this export of the lock (a directory or "
                                                 ".tar), not from the source registries."),
+]
+
+
+def check_metrics_file(path: Path | None) -> Path | None:
+    """A --metrics-file that could not be written is refused before any work (one ``error:`` line)."""
+    if path is not None:
+        files.check_writable(path)
+    return path
+
+
+MetricsFile = Annotated[
+    Path | None,
+    typer.Option("--metrics-file", metavar="PATH", callback=check_metrics_file,
+                 help="Also write the run's counts, bytes and duration here as Prometheus text, for "
+                      "node-exporter's textfile collector (name it *.prom); written even when the run fails."),
 ]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -20,10 +21,10 @@ from typer._click.exceptions import NoArgsIsHelpError, UsageError  # click, as t
 
 from reconciler.oci.errors import OCIError
 from reconciler import config as config_file
-from reconciler import arguments, compat, files, output, planfile, render, runtime, workflow
+from reconciler import arguments, compat, files, metrics, output, planfile, render, runtime, workflow
 from reconciler.arguments import (
-    AccessToken, CaFile, Debug, FormatOption, FromOption, ImagesFile, InsecureRegistry, LockFile, MaxRequests, PlanFormat,
-    Retries, ShardOption, TargetKeyFile, Timeout, UploadChunk,
+    AccessToken, CaFile, Debug, FormatOption, FromOption, ImagesFile, InsecureRegistry, LockFile, MaxRequests,
+    MetricsFile, PlanFormat, Retries, ShardOption, TargetKeyFile, Timeout, UploadChunk,
 )
 from reconciler.apply import Report
 from reconciler.errors import InputError
@@ -33,6 +34,7 @@ from reconciler.registry.options import tls_trust
 from reconciler.registry.registries import Registries
 from reconciler.runtime import Interruption, Stopped, note_signals, stop_if_signalled
 from reconciler.session import SessionOptions, open_registries
+from reconciler.shard import Shard
 
 T = TypeVar("T")
 INTERRUPTED = 130
@@ -183,6 +185,7 @@ def apply(
     output_format: FormatOption = PlanFormat.text,
     shard: ShardOption = None,
     from_path: FromOption = None,
+    metrics_file: MetricsFile = None,
     target_key_file: TargetKeyFile = None, access_token: AccessToken = None, ca_file: CaFile = None,
     insecure_registry: InsecureRegistry = None, max_requests: MaxRequests = 64, retries: Retries = 4,
     timeout: Timeout = 60.0, upload_chunk_mib: UploadChunk = None, debug: Debug = False,
@@ -200,7 +203,8 @@ def apply(
                                         observer=observer, interruption=interruption, shard=shard,
                                         from_path=from_path)
 
-    _finish("apply", _with_registries(session, loaded, work, interruption), output_format, interruption)
+    _finish("apply", _with_registries(session, loaded, work, interruption), output_format, interruption, shard,
+            metrics_file)
 
 
 @app.command(epilog="Example (to carry across an air gap): image-syncer export mirror.tar")
@@ -210,6 +214,7 @@ def export(
     lock_file: LockFile = None,
     output_format: FormatOption = PlanFormat.text,
     shard: ShardOption = None,
+    metrics_file: MetricsFile = None,
     target_key_file: TargetKeyFile = None, access_token: AccessToken = None, ca_file: CaFile = None,
     insecure_registry: InsecureRegistry = None, max_requests: MaxRequests = 64, retries: Retries = 4,
     timeout: Timeout = 60.0, upload_chunk_mib: UploadChunk = None, debug: Debug = False,
@@ -225,13 +230,18 @@ def export(
             return await workflow.export(registries, loaded, arguments.lock_path(images_file, lock_file), path,
                                          observer=observer, interruption=interruption, shard=shard)
 
-    _finish("export", _with_registries(session, loaded, work, interruption), output_format, interruption)
+    _finish("export", _with_registries(session, loaded, work, interruption), output_format, interruption, shard,
+            metrics_file)
 
 
-def _finish(command: str, report: Report, output_format: PlanFormat, interruption: Interruption) -> None:
-    """The report as chosen; the exit status it calls for."""
+def _finish(command: str, report: Report, output_format: PlanFormat, interruption: Interruption,
+            shard: Shard | None, metrics_file: Path | None) -> None:
+    """The report as chosen, and as metrics (also of a run that failed or was stopped); the exit status it
+    calls for."""
     output.print_as(output_format, json_text=render.report_json(report),
                     markdown=render.report_markdown(report, command), text=render.report_text(report, command))
+    if metrics_file is not None:
+        files.write_atomic(metrics_file, metrics.report_metrics(command, shard, report))
     if interruption.signal is not None:
         raise Stopped(interruption.signal)
     if not report.ok:
@@ -244,6 +254,7 @@ def verify(
     lock_file: LockFile = None,
     output_format: FormatOption = PlanFormat.text,
     shard: ShardOption = None,
+    metrics_file: MetricsFile = None,
     target_key_file: TargetKeyFile = None, access_token: AccessToken = None, ca_file: CaFile = None,
     insecure_registry: InsecureRegistry = None, max_requests: MaxRequests = 64, retries: Retries = 4,
     timeout: Timeout = 60.0, upload_chunk_mib: UploadChunk = None, debug: Debug = False,
@@ -253,9 +264,12 @@ def verify(
                        upload_chunk_mib, debug)
     loaded = workflow.load_config(images_file)
     lock_path = arguments.lock_path(images_file, lock_file)
+    started = time.monotonic()
     result = _with_registries(session, loaded, lambda registries: workflow.verify(registries, loaded, lock_path, shard))
     output.print_as(output_format, json_text=render.verify_json(result), markdown=render.verify_markdown(result),
                     text=render.verify_text(result))
+    if metrics_file is not None:
+        files.write_atomic(metrics_file, metrics.verification_metrics(result, time.monotonic() - started))
     if not result.ok:
         raise typer.Exit(1)
 
