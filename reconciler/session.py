@@ -2,8 +2,9 @@
 
 The whole precedence is here: the target key file, else the access token, for the
 target registry (as in the original image-syncer) and Google registries; then, for
-Google registries, Google's application default credentials; then, for every registry,
-the podman and docker auth files (``credentials.lookup``); else anonymous.
+Google registries, Google's application default credentials from a file, then the metadata
+server (GCE, GKE workload identity, Cloud Run); then, for every registry, the podman and
+docker auth files (``credentials.lookup``); else anonymous.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class CredentialSources:
         if self._explicit is not None and (registry in self._targets or google):
             token_source = self._explicit
         elif google:
-            token_source = self._application_default
+            token_source = self._application_default or self._metadata_server
         if token_source is not None:
             log.debug("credentials for %s from %s", registry, token_source.source)
             return token_source.credentials
@@ -78,6 +79,11 @@ class CredentialSources:
     def _application_default(self) -> GoogleTokenSource | None:
         """Looked up once per run, and only when a Google registry is contacted."""
         return _google().GoogleTokenSource.from_application_default()
+
+    @functools.cached_property
+    def _metadata_server(self) -> GoogleTokenSource | None:
+        """Probed at most once per run (one attempt), only for a Google registry without other Google credentials."""
+        return _google().GoogleTokenSource.from_metadata_server()
 
 
 def _google():

@@ -1,20 +1,24 @@
-"""Google registry credentials (registry/google.py) against a fake OAuth2 token endpoint on loopback."""
+"""Google registry credentials (registry/google.py) against a fake OAuth2 token endpoint and a fake
+metadata server on loopback."""
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from reconciler.registry.credentials import CredentialsError
-from reconciler.registry.google import ACCESS_TOKEN_USERNAME, GoogleTokenSource
+from reconciler.registry import google as google_module
+from reconciler.registry.credentials import Credentials, CredentialsError
+from reconciler.registry.google import ACCESS_TOKEN_USERNAME, METADATA_LOCATION_VARIABLES, GoogleTokenSource
 from reconciler.oci.reference import is_google_registry
+from tests.harness.metadata import AcceptAndClose, FakeMetadataServer, named_metadata_server, point_google_auth_at
 from tests.harness.oauth import (
     FakeTokenEndpoint,
     private_key_pem,
@@ -230,3 +234,134 @@ def test_broken_application_default_file_is_an_error(
     expected = f"^application default credentials from {re.escape(str(path))} are unusable: "
     with pytest.raises(CredentialsError, match=expected):
         GoogleTokenSource.from_application_default()
+
+
+# The metadata server (GCE, GKE workload identity, Cloud Run), faked on loopback.
+
+@pytest.fixture
+def metadata(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeMetadataServer]:
+    with named_metadata_server(monkeypatch) as fake:
+        yield fake
+
+
+@pytest.fixture
+def product_name(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[[str], None]:
+    """This machine's DMI product name, as google.py reads it (``/sys/class/dmi/id/product_name``)."""
+    def write(name: str) -> None:
+        (tmp_path / "product_name").write_text(name + "\n")
+        monkeypatch.setattr(google_module, "PRODUCT_NAME_FILE", str(tmp_path / "product_name"))
+    return write
+
+
+@pytest.fixture
+def pings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """google-auth's probe, counted and answered 'no server' without reaching 169.254.169.254."""
+    from google.auth.compute_engine import _metadata
+
+    calls: list[str] = []
+    monkeypatch.setattr(_metadata, "ping", lambda request, **kwargs: calls.append("ping") or False)
+    for variable in METADATA_LOCATION_VARIABLES + ("NO_GCE_CHECK",):
+        monkeypatch.delenv(variable, raising=False)
+    return calls
+
+
+def test_metadata_server_token_is_fetched_once_and_reused(
+    metadata: FakeMetadataServer, caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        source = GoogleTokenSource.from_metadata_server()
+        assert source is not None
+        first, second = source.credentials(), source.credentials()
+
+    assert first == second == Credentials(username=ACCESS_TOKEN_USERNAME,
+                                          password=metadata.issued_tokens[0])
+    assert metadata.probes == 1
+    assert len(metadata.token_requests) == 1
+    assert "scopes=https%3A%2F%2Fwww.googleapis.com%2Fauth%2Fcloud-platform" in metadata.token_requests[0]
+    assert metadata.without_flavor == []
+    assert source.source == f"the metadata server at {metadata.host}"
+    for text in (caplog.text, repr(source), str(source), repr(first)):
+        assert metadata.issued_tokens[0] not in text
+
+
+def test_absent_metadata_server_is_one_attempt_and_no_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    with AcceptAndClose() as nothing, caplog.at_level(logging.DEBUG):
+        point_google_auth_at(monkeypatch, nothing.host)
+        source = GoogleTokenSource.from_metadata_server()
+
+    assert source is None
+    assert nothing.connections == 1  # google-auth's own probe tries three times, with pauses
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING] == []
+    assert f"no metadata server: GET http://{nothing.host} failed: " in caplog.text
+
+
+@pytest.mark.parametrize(("probe_status", "flavor", "why"), [
+    (500, "Google", "answered HTTP 500"),
+    (200, "Not-Google", "answered HTTP 200 without Metadata-Flavor: Google"),
+])
+def test_metadata_server_answering_an_error_is_no_metadata_server(
+    metadata: FakeMetadataServer, caplog: pytest.LogCaptureFixture, probe_status: int, flavor: str,
+    why: str,
+) -> None:
+    metadata.probe_status, metadata.flavor = probe_status, flavor
+
+    with caplog.at_level(logging.DEBUG, logger="reconciler"):
+        assert GoogleTokenSource.from_metadata_server() is None
+
+    assert metadata.probes == 1
+    assert metadata.token_requests == []
+    assert f"no metadata server: GET http://{metadata.host} {why}" in caplog.messages
+
+
+def test_metadata_server_refusing_the_token_is_one_line(metadata: FakeMetadataServer) -> None:
+    metadata.token_status = 403
+    source = GoogleTokenSource.from_metadata_server()
+    assert source is not None
+
+    with pytest.raises(CredentialsError) as raised:
+        source.credentials()
+
+    assert str(raised.value) == (f"could not get a Google access token with the metadata server "
+                                 f"at {metadata.host}: it answered HTTP 403")
+    assert len(metadata.token_requests) == 1  # a 403 is not retried
+
+
+def test_off_google_cloud_nothing_is_probed(pings: list[str], product_name: Callable[[str], None]) -> None:
+    product_name("Standard PC (Q35 + ICH9, 2009)")
+
+    assert GoogleTokenSource.from_metadata_server() is None
+    assert pings == []
+
+
+def test_on_a_google_machine_the_metadata_server_is_probed_once(
+    pings: list[str], product_name: Callable[[str], None],
+) -> None:
+    product_name("Google Compute Engine")
+
+    assert GoogleTokenSource.from_metadata_server() is None
+    assert pings == ["ping"]
+
+
+def test_a_named_metadata_server_is_probed_whatever_the_machine(
+    metadata: FakeMetadataServer, product_name: Callable[[str], None],
+) -> None:
+    product_name("Standard PC (Q35 + ICH9, 2009)")
+
+    assert GoogleTokenSource.from_metadata_server() is not None
+    assert metadata.probes == 1
+
+
+def test_no_gce_check_means_no_probe(monkeypatch: pytest.MonkeyPatch, metadata: FakeMetadataServer) -> None:
+    monkeypatch.setenv("NO_GCE_CHECK", "true")
+
+    assert GoogleTokenSource.from_metadata_server() is None
+    assert metadata.requests == []
+
+
+def test_application_default_never_asks_the_metadata_server(
+    no_application_default: None, metadata: FakeMetadataServer,
+) -> None:
+    assert GoogleTokenSource.from_application_default() is None
+    assert metadata.requests == []
