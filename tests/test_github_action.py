@@ -82,7 +82,7 @@ def test_the_schemas_catch_a_broken_file(tmp_path):
 
 
 def test_the_example_workflows_exist():
-    assert [path.name for path in WORKFLOWS] == ["apply.yml", "pull-request.yml"]
+    assert [path.name for path in WORKFLOWS] == ["apply.yml", "pull-request.yml", "upgrade.yml"]
 
 
 @pytest.mark.parametrize("path", [ACTION, *WORKFLOWS], ids=lambda path: path.name)
@@ -441,3 +441,313 @@ def test_markdown_without_the_marker_is_not_posted(pull_request):
     posted = pull_request.post("### image-syncer plan\n")
     assert posted.returncode == 1 and f"the plan does not start with {PLAN_MARKER}" in posted.stderr
     assert pull_request.comments == [] and pull_request.calls == []
+
+
+# -- 4. the weekly upgrade pull request (upgrade.yml), its steps run as the runner runs them -----
+
+UPGRADE = ROOT / "examples" / "github-actions" / "upgrade.yml"
+UPGRADE_BRANCH = "image-syncer/upgrade"
+# gh for the tests: one repository's pull requests in $GH_STATE (a directory), every call logged.
+FAKE_GH = r"""#!/usr/bin/env python3
+import json, os, pathlib, shutil, sys
+state = pathlib.Path(os.environ["GH_STATE"])
+args = sys.argv[1:]
+with (state / "calls").open("a") as calls:
+    calls.write(json.dumps(args) + "\n")
+assert os.environ.get("GH_TOKEN") == "job-token", "gh without the job's token"
+def value(flag):
+    return args[args.index(flag) + 1]
+opened = state / "open"
+if args[:2] == ["pr", "list"]:
+    assert value("--head") and value("--state") == "open"
+    if opened.exists():
+        print(opened.read_text())
+elif args[:2] == ["pr", "create"]:
+    assert not opened.exists(), "a second pull request"
+    opened.write_text("1")
+    shutil.copy(value("--body-file"), state / "body.md")
+    print("https://github.test/o/r/pull/1")
+elif args[:2] == ["pr", "edit"]:
+    assert args[2] == opened.read_text()
+    shutil.copy(value("--body-file"), state / "body.md")
+else:
+    sys.exit(f"fake gh: unexpected {args}")
+"""
+
+
+def upgrade_job() -> dict:
+    [job] = load_yaml(UPGRADE)["jobs"].values()
+    return job
+
+
+def upgrade_step(name: str) -> dict:
+    return next(step for step in upgrade_job()["steps"] if name in (step.get("id"), step.get("name")))
+
+
+def test_the_upgrade_workflow_is_weekly_with_the_least_permissions():
+    workflow = load_yaml(UPGRADE)
+    triggers = workflow[True] if True in workflow else workflow["on"]  # YAML 1.1 reads `on` as true
+    assert set(triggers) == {"schedule", "workflow_dispatch"}
+    [schedule] = triggers["schedule"]
+    minute, hour, day, month, weekday = schedule["cron"].split()
+    assert minute.isdigit() and hour.isdigit() and weekday.isdigit() and (day, month) == ("*", "*")  # weekly
+    assert workflow["permissions"] == {"contents": "write", "pull-requests": "write", "id-token": "write"}
+    assert workflow["concurrency"]["cancel-in-progress"] is False
+    assert upgrade_job()["env"]["BRANCH"] == UPGRADE_BRANCH
+
+
+def test_the_upgrade_workflow_runs_lock_upgrade_then_the_plan_and_posts_it_as_the_body():
+    steps = upgrade_job()["steps"]
+    upgrade, plan, post = upgrade_step("upgrade"), upgrade_step("plan"), upgrade_step("Open or update the pull request")
+    assert steps.index(upgrade) < steps.index(plan) < steps.index(post) == len(steps) - 1
+    assert 'image-syncer lock --upgrade --lock-file "$LOCK_FILE"' in upgrade["run"]
+    assert plan["uses"].endswith("/image-syncer@v1") and plan["with"]["command"] == "plan"
+    assert plan["with"]["python-version"] == ""  # the image-syncer installed for lock --upgrade
+    assert plan["if"] == "steps.upgrade.outputs.changed == 'true'"
+    assert post["if"] == "${{ !cancelled() && steps.plan.outputs.plan-markdown != '' }}"
+    assert post["env"]["PLAN_MARKDOWN"] == "${{ steps.plan.outputs.plan-markdown }}"
+    assert post["env"]["GH_TOKEN"] == "${{ github.token }}"
+    assert 'gh pr create --head "$BRANCH" --base "$BASE"' in post["run"]
+    assert 'gh pr edit "$number" --body-file "$body"' in post["run"]
+    installed = upgrade_step("Install image-syncer")
+    assert installed["env"]["IMAGE_SYNCER"] == "git+https://github.com/your-org/image-syncer@v1"
+
+
+def workflow_condition(condition: str | None, contexts: dict, failed: bool) -> bool:
+    """The conditions upgrade.yml uses: ``!cancelled()``, ``X == 'v'``, ``X != 'v'``, joined by ``&&``."""
+    if condition is None:
+        return not failed
+    terms = condition.removeprefix("${{ ").removesuffix(" }}").split(" && ")
+    holds = "!cancelled()" in terms or not failed
+    for term in terms:
+        if term == "!cancelled()":
+            continue
+        match = re.fullmatch(r"(\S+) (==|!=) '([^']*)'", term)
+        assert match, f"not a condition this test evaluates: {term!r}"
+        holds = holds and ((evaluate(match.group(1), contexts) == match.group(3)) == (match.group(2) == "=="))
+    return holds
+
+
+@attrs.frozen
+class UpgradeRun:
+    ran: list[str]
+    failed: bool
+    log: str
+    plan_markdown: str
+
+
+def run_workflow_step(step: dict, base: Path, workdir: Path, env: dict, contexts: dict) -> tuple[int, str, dict]:
+    """One ``run:`` step under bash as the runner runs it: its env: substituted, its own GITHUB_OUTPUT."""
+    script, output = base.with_suffix(".sh"), base.with_suffix(".output")
+    script.write_text(step["run"])
+    step_env = {name: substitute(str(value), contexts) for name, value in step.get("env", {}).items()}
+    completed = subprocess.run([*GITHUB_BASH, str(script)], cwd=workdir, timeout=120, check=False,
+                               env=env | {"GITHUB_OUTPUT": str(output)} | step_env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return completed.returncode, completed.stdout, {"outputs": read_outputs(output)}
+
+
+def run_upgrade(workdir: Path, gh_state: Path) -> UpgradeRun:
+    """upgrade.yml's job in a clone: its shell steps under bash, the plan through the action, and
+    the steps that only log in (checkout, Google, Docker Hub, setup-python, pip install) skipped."""
+    job = upgrade_job()
+    runner = Path(tempfile.mkdtemp(prefix="runner-", dir=workdir.parent))
+    fake = runner / "bin"
+    fake.mkdir()
+    (fake / "gh").write_text(FAKE_GH.replace("/usr/bin/env python3", sys.executable))
+    (fake / "gh").chmod(0o755)
+    contexts: dict = {
+        "github": {"token": "job-token", "ref_name": "main", "server_url": "https://github.test",
+                   "repository": "o/r", "run_id": "9"},
+        "env": dict(job["env"]),
+        "steps": {},
+    }
+    env = cli_env(workdir) | job["env"] | {
+        "PATH": os.pathsep.join([str(fake), str(Path(sys.executable).parent), os.environ["PATH"]]),
+        "GITHUB_ACTIONS": "true", "RUNNER_TEMP": str(runner), "GH_STATE": str(gh_state),
+        "GITHUB_STEP_SUMMARY": str(runner / "summary"),
+    }
+    ran, log, failed, markdown = [], [], False, ""
+    for index, step in enumerate(job["steps"]):
+        step_id = step.get("id", step.get("name", str(index)))
+        if not workflow_condition(step.get("if"), contexts, failed):
+            continue
+        uses = step.get("uses", "")
+        if uses.endswith("/image-syncer@v1"):
+            inputs = {name: substitute(str(value), contexts) for name, value in step["with"].items()}
+            action = run_action(workdir, inputs)
+            contexts["steps"][step_id] = {"outputs": action.outputs}
+            log.append(action.log)
+            failed = failed or action.failed
+            if action.outputs["plan-markdown"]:
+                markdown = Path(action.outputs["plan-markdown"]).read_text()
+        elif uses or step.get("name") == "Install image-syncer":
+            assert uses.split("@")[0] in {"", "actions/checkout", "google-github-actions/auth",
+                                          "docker/login-action", "actions/setup-python"}, step
+            contexts["steps"][step_id] = {"outputs": {"access_token": ""}}
+            continue
+        else:
+            status, output, contexts["steps"][step_id] = run_workflow_step(step, runner / str(index), workdir, env,
+                                                                           contexts)
+            log.append(output)
+            failed = failed or status != 0
+        ran.append(step_id)
+    return UpgradeRun(ran, failed, "".join(log), markdown)
+
+
+@attrs.define
+class Origin:
+    """A bare repository standing in for GitHub's, and a fresh shallow clone per run, as checkout makes."""
+
+    root: Path
+    runs: int = 0
+
+    @property
+    def bare(self) -> Path:
+        return self.root / "origin.git"
+
+    def git(self, *args: str, cwd: Path | None = None) -> str:
+        completed = subprocess.run(["git", *args], cwd=cwd or self.bare, capture_output=True, text=True,
+                                   timeout=60, check=False,
+                                   env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t.test",
+                                        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t.test"})
+        assert completed.returncode == 0, completed.stderr
+        return completed.stdout.strip()
+
+    def branch(self, name: str) -> str | None:
+        heads = self.git("for-each-ref", "--format=%(refname:short) %(objectname)", "refs/heads/")
+        return dict(line.split() for line in heads.splitlines()).get(name)
+
+    def clone(self) -> Path:
+        self.runs += 1
+        work = self.root / f"run-{self.runs}"
+        self.git("clone", "--quiet", "--depth", "1", "--branch", "main", self.bare.as_uri(), str(work), cwd=self.root)
+        return work
+
+
+@pytest.fixture
+def origin(tmp_path) -> Origin:
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    origin = Origin(tmp_path)
+    origin.git("init", "--quiet", "--bare", "--initial-branch", "main", str(origin.bare), cwd=tmp_path)
+    return origin
+
+
+def gh_calls(gh_state: Path) -> list[list[str]]:
+    calls = gh_state / "calls"
+    lines = calls.read_text().splitlines() if calls.exists() else []
+    calls.unlink(missing_ok=True)
+    return [json.loads(line) for line in lines]
+
+
+def test_the_upgrade_opens_one_pull_request_only_when_the_lock_changed(origin, push_image, plain_registry,
+                                                                       second_plain_registry, unique_repo):
+    source_repo = unique_repo("upstream")
+    first = push_image("oci", repo=source_repo)
+    prefix = f"{second_plain_registry.host}/{unique_repo('mirror')}/"
+    seed = origin.root / "seed"
+    origin.git("clone", "--quiet", str(origin.bare), str(seed), cwd=origin.root)
+    write_images(seed, prefix, [{"source": first.ref}])
+    assert run_cli(seed, "lock").code == 0
+    origin.git("add", "images.yaml", "images.lock", cwd=seed)
+    origin.git("commit", "--quiet", "-m", "images", cwd=seed)
+    origin.git("push", "--quiet", "origin", "HEAD:main", cwd=seed)
+    main = origin.branch("main")
+    gh_state = origin.root / "gh"
+    gh_state.mkdir()
+
+    unchanged = run_upgrade(origin.clone(), gh_state)
+    assert not unchanged.failed, unchanged.log
+    assert "images.lock is up to date: no pull request" in unchanged.log
+    assert "plan" not in unchanged.ran and "Open or update the pull request" not in unchanged.ran
+    assert origin.branch(UPGRADE_BRANCH) is None and gh_calls(gh_state) == []
+
+    moved = push_image(harness_images.build_image("oci", seed="moved upstream"), repo=source_repo)
+    opened = run_upgrade(origin.clone(), gh_state)
+    assert not opened.failed, opened.log
+    assert opened.ran[-2:] == ["plan", "Open or update the pull request"]
+    assert f"`{target_of(prefix, first)}`" in opened.plan_markdown
+    pushed = origin.branch(UPGRADE_BRANCH)
+    assert pushed and origin.git("rev-parse", f"{pushed}^") == main  # one commit on top of main
+    assert origin.git("diff", "--name-only", main, pushed).splitlines() == ["images.lock"]
+    assert moved.digest in origin.git("show", f"{pushed}:images.lock")
+    assert moved.digest not in origin.git("show", f"{main}:images.lock")
+    assert gh_calls(gh_state) == [
+        ["pr", "list", "--head", UPGRADE_BRANCH, "--base", "main", "--state", "open", "--json", "number",
+         "--jq", ".[0].number // empty"],
+        ["pr", "create", "--head", UPGRADE_BRANCH, "--base", "main", "--title", "image-syncer: upgrade images.lock",
+         "--body-file", ANY_PATH],
+    ]
+    assert (gh_state / "body.md").read_text() == opened.plan_markdown  # the plan is the body, as it is
+
+    again = run_upgrade(origin.clone(), gh_state)  # next week, nothing new upstream
+    assert not again.failed, again.log
+    assert origin.branch(UPGRADE_BRANCH) == pushed  # the same files: not pushed again
+    assert f"{UPGRADE_BRANCH} already holds this images.lock" in again.log
+    assert [call[:3] for call in gh_calls(gh_state)] == [["pr", "list", "--head"], ["pr", "edit", "1"]]
+
+    newer = push_image(harness_images.build_image("oci", seed="moved again"), repo=source_repo)
+    updated = run_upgrade(origin.clone(), gh_state)
+    assert not updated.failed, updated.log
+    repushed = origin.branch(UPGRADE_BRANCH)
+    assert repushed != pushed and origin.git("rev-parse", f"{repushed}^") == main
+    assert newer.digest in origin.git("show", f"{repushed}:images.lock")
+    assert [call[:3] for call in gh_calls(gh_state)] == [["pr", "list", "--head"], ["pr", "edit", "1"]]
+    assert (gh_state / "body.md").read_text() == updated.plan_markdown
+
+
+class _AnyPath(str):
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and Path(other).is_absolute()
+
+    __hash__ = str.__hash__
+
+
+ANY_PATH = _AnyPath("<an absolute path>")
+
+
+def test_a_plan_too_long_for_a_pull_request_body_is_cut_at_a_line(origin, tmp_path):
+    seed = origin.root / "seed"
+    origin.git("clone", "--quiet", str(origin.bare), str(seed), cwd=origin.root)
+    (seed / "images.lock").write_text("old pins\n")
+    origin.git("add", "images.lock", cwd=seed)
+    origin.git("commit", "--quiet", "-m", "lock", cwd=seed)
+    origin.git("push", "--quiet", "origin", "HEAD:main", cwd=seed)
+    work = origin.clone()
+    (work / "images.lock").write_text("new pins\n")
+    rows = [f"| + | `registry.test/mirror/image-{n}:v1` | create |" for n in range(2000)]
+    plan = tmp_path / "plan.md"
+    plan.write_text("\n".join([PLAN_MARKER, "### image-syncer plan", *rows]) + "\n")
+    gh_state = tmp_path / "gh"
+    gh_state.mkdir()
+    step = upgrade_step("Open or update the pull request")
+    contexts = {"github": {"token": "job-token", "ref_name": "main", "server_url": "https://github.test",
+                           "repository": "o/r", "run_id": "9"},
+                "steps": {"plan": {"outputs": {"plan-markdown": str(plan)}}}}
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "gh").write_text(FAKE_GH.replace("/usr/bin/env python3", sys.executable))
+    (fake / "gh").chmod(0o755)
+    env = cli_env(work) | upgrade_job()["env"] | {
+        "PATH": f"{fake}{os.pathsep}{os.environ['PATH']}", "RUNNER_TEMP": str(tmp_path), "GH_STATE": str(gh_state),
+    }
+
+    status, log, _ = run_workflow_step(step, tmp_path / "post", work, env, contexts)
+
+    assert status == 0, log
+    body = (gh_state / "body.md").read_text()
+    assert len(plan.read_text()) > 65536 >= len(body)
+    kept, note = body.split("\n\n…cut here: ")
+    assert plan.read_text().startswith(kept + "\n")
+    assert note == "the whole plan is in the [run's summary](https://github.test/o/r/actions/runs/9).\n"
+
+
+def test_the_schema_catches_a_broken_upgrade_workflow(tmp_path):
+    broken = tmp_path / "upgrade.yml"
+    broken.write_text(UPGRADE.read_text().replace("  pull-requests: write ", "  pull-requests: admin ", 1))
+    assert broken.read_text() != UPGRADE.read_text()
+
+    checked = check_schema("vendor.github-workflows", broken)
+
+    assert checked.returncode == 1 and "$.permissions" in checked.stdout, checked.stdout
