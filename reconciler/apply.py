@@ -120,15 +120,17 @@ async def apply_plan(
     interruption: Interruption | None = None,
     signed: Mapping[Reference, DesiredImage] = MappingProxyType({}),
     layout: Layout | None = None,
+    budget_shares: int = 1,
 ) -> Report:
     """Exactly what a plan says (a saved one checked fresh first). ``signed``: by target, the
     images whose source must still carry a valid signature right before it is copied.
-    ``layout``: an export of the lock to read every source from instead of the registries."""
+    ``layout``: an export of the lock to read every source from instead of the registries.
+    ``budget_shares``: how many shards split each source's pull budget."""
     async def as_planned(index: int) -> PlannedImage:
         return plan.images[index]
 
     _, report = await _apply(registries, [image.locked for image in plan.images], as_planned, observer,
-                             interruption, signed, layout)
+                             interruption, signed, layout, budget_shares)
     return report
 
 
@@ -139,6 +141,7 @@ async def plan_and_apply(
     interruption: Interruption | None = None,
     signed: Mapping[Reference, DesiredImage] = MappingProxyType({}),
     layout: Layout | None = None,
+    budget_shares: int = 1,
 ) -> tuple[list[PlannedImage | None], Report]:
     """Each image is copied as soon as its target tag is found lacking it, not after every
     image was planned: over a slow network no registry sits idle meanwhile. The plan comes
@@ -146,7 +149,7 @@ async def plan_and_apply(
     async def planned(index: int) -> PlannedImage:
         return await plan_image(registries, lock.images[index], ask_source=False)
 
-    return await _apply(registries, lock.images, planned, observer, interruption, signed, layout)
+    return await _apply(registries, lock.images, planned, observer, interruption, signed, layout, budget_shares)
 
 
 async def _apply(
@@ -157,11 +160,12 @@ async def _apply(
     interruption: Interruption | None,
     signed: Mapping[Reference, DesiredImage],
     layout: Layout | None = None,
+    budget_shares: int = 1,
 ) -> tuple[list[PlannedImage | None], Report]:
     started = time.monotonic()
     copier = Copier(registries, on_bytes=observer.bytes_sent if observer else None)
     interruption = interruption or Interruption()
-    budgets = PullBudgets(registries, images) if layout is None else None  # a layout counts no pulls
+    budgets = PullBudgets(registries, images, budget_shares) if layout is None else None  # a layout counts no pulls
     writer = ReferrerWriter(registries, copier)
 
     def source_of(image: LockedImage) -> RemoteRepository | Layout:

@@ -68,9 +68,9 @@ Debug = Annotated[bool, typer.Option("--debug", help="Log each registry request 
 
 
 def parse_shard(text: str) -> Shard:
-    """A bad K/N as click's usage error: one line, exit 2."""
+    """A bad K/N (or ``auto/N`` without its Indexed Job's index) as click's usage error: one line, exit 2."""
     try:
-        return Shard.parse(text)
+        return Shard.from_argument(text, os.environ)
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
 
@@ -78,7 +78,8 @@ def parse_shard(text: str) -> Shard:
 ShardOption = Annotated[
     Shard | None,
     typer.Option("--shard", metavar="K/N", parser=parse_shard,
-                 help="Only shard K of N (1-based): N parallel jobs split the images so that no two write the same tag."),
+                 help="Only shard K of N (1-based): N parallel jobs split the images so that no two write the same tag. "
+                 "auto/N: K is JOB_COMPLETION_INDEX + 1 (a Kubernetes Indexed Job's pod)."),
 ]
 
 

@@ -53,10 +53,12 @@ async def export_lock(
     observer: ApplyObserver | None = None,
     interruption: Interruption | None = None,
     signed: Mapping[Reference, DesiredImage] = MappingProxyType({}),
+    budget_shares: int = 1,
 ) -> Report:
     """``lock``'s images into the layout at ``path`` (a directory, or a ``.tar``), the lock file's
     ``lock_text`` beside them. ``signed``: by target, the images whose pinned signature is
-    checked again before they are read."""
+    checked again before they are read. ``budget_shares``: how many shards split each source's
+    pull budget."""
     started = time.monotonic()
     interruption = interruption or Interruption()
     wanted = [_entry_name(image) for image in lock.images]
@@ -65,7 +67,7 @@ async def export_lock(
     directory = path.with_name(path.name + PARTIAL) if path.suffix == ".tar" else path
     layout = DirectoryLayout.create(directory)
     copier = Copier(registries, on_bytes=observer.bytes_sent if observer else None)
-    budgets = PullBudgets(registries, lock.images)
+    budgets = PullBudgets(registries, lock.images, budget_shares)
 
     async def export_one(index: int) -> tuple[IndexEntry | None, AppliedImage]:
         image, entry = lock.images[index], None

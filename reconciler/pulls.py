@@ -6,6 +6,10 @@ image's first GET from such a registry, its pulls are counted against the budget
 registry last stated: when the whole run fits, nothing waits; when it does not, images
 are admitted in lock order while they fit (a rerun goes on from there), and the others
 are deferred without a request. What an image counts is ``plan.pulls_needed``.
+
+N shards run at once from one address share one budget: each plans for its share alone,
+``remaining // N`` of what the registry states when it first asks, so that together they
+never spend more than it had (a shard that starts later asks later and sees what is left).
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+
+import attrs
 
 from reconciler.lockfile import LockedImage
 from reconciler.oci.errors import OCIError
@@ -26,9 +32,11 @@ log = logging.getLogger("reconciler")
 class PullBudgets:
     """For one apply: each image's pulls, decided in lock order per source registry."""
 
-    def __init__(self, registries: Registries, images: Sequence[LockedImage]) -> None:
+    def __init__(self, registries: Registries, images: Sequence[LockedImage], shares: int = 1) -> None:
+        """``shares``: how many runs split each budget (``shard.budget_shares``)."""
         self._registries = registries
         self._images = images
+        self._shares = shares
         self._decided = [asyncio.get_running_loop().create_future() for _ in images]
         self._by_host: dict[str, list[int]] = {}
         for index, image in enumerate(images):
@@ -77,8 +85,13 @@ class PullBudgets:
             except OCIError:
                 return None  # the copy will meet the same failure and report it
         limit = source.pull_limit
-        if limit is not None and self._worst_case[host] > limit.remaining:
-            log.warning("%s: %d of %d pulls left, and this run may need up to %d: images are copied in lock "
+        if limit is None:
+            return None
+        stated = limit.remaining
+        limit = attrs.evolve(limit, remaining=stated // self._shares)
+        if self._worst_case[host] > limit.remaining:
+            share = "" if self._shares == 1 else f" (this shard's share: {limit.remaining}, 1/{self._shares} of them)"
+            log.warning("%s: %d of %d pulls left%s, and this run may need up to %d: images are copied in lock "
                         "order while pulls are left; the others are deferred to a later run",
-                        registry_name(host), limit.remaining, limit.limit, self._worst_case[host])
+                        registry_name(host), stated, limit.limit, share, self._worst_case[host])
         return limit

@@ -11,8 +11,9 @@ without talking to the others.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import attrs
 
@@ -21,6 +22,9 @@ from reconciler.lockfile import LockedImage, Lockfile
 from reconciler.tagwriters import TargetTag
 
 _SHARD = re.compile(r"(\d+)/(\d+)")
+_AUTO = re.compile(r"auto/(\d+)")
+INDEX_VARIABLE = "JOB_COMPLETION_INDEX"
+"""What a Kubernetes Indexed Job sets in each pod: 0 to completions - 1."""
 
 
 @attrs.frozen
@@ -39,6 +43,24 @@ class Shard:
         if count < 1 or not 1 <= number <= count:
             raise ValueError(f"{text!r}: K must be 1 to N, and N at least 1")
         return cls(number, count)
+
+    @classmethod
+    def from_argument(cls, text: str, environ: Mapping[str, str] = os.environ) -> Shard:
+        """``K/N``, or ``auto/N``: K is ``JOB_COMPLETION_INDEX`` + 1, as an Indexed Job of N
+        completions numbers its pods from 0. The ValueError's message is what the user reads."""
+        match = _AUTO.fullmatch(text.strip())
+        if not match:
+            return cls.parse(text)
+        count = int(match[1])
+        if count < 1:
+            raise ValueError(f"{text!r}: N must be at least 1")
+        index = environ.get(INDEX_VARIABLE)
+        if index is None:
+            raise ValueError(f"{text!r}: auto takes K from {INDEX_VARIABLE} (set by a Kubernetes Indexed Job), "
+                             "which is not set")
+        if not (index.isascii() and index.isdigit() and len(index) < 20 and int(index) < count):
+            raise ValueError(f"{text!r}: {INDEX_VARIABLE} is {index!r}, not a number from 0 to {count - 1}")
+        return cls(int(index) + 1, count)
 
     def holds(self, key: str) -> bool:
         """Whether the group keyed by ``key`` (see ``group_keys``) is in this shard."""
@@ -69,6 +91,11 @@ def group_keys(images: Sequence[LockedImage]) -> list[str]:
         group = root(index)
         least[group] = min(least.get(group, str(image.target)), str(image.target))
     return [least[root(index)] for index in range(len(images))]
+
+
+def budget_shares(shard: Shard | None) -> int:
+    """How many runs share one pull budget: N shards, run at once from one address, split it."""
+    return 1 if shard is None else shard.count
 
 
 def select(shard: Shard | None, images: Sequence[LockedImage]) -> tuple[LockedImage, ...]:

@@ -29,7 +29,7 @@ from reconciler.registry.layout.reader import Layout
 from reconciler.registry.registries import Registries
 from reconciler.resolve import TagListings, resolve_all, select_tags
 from reconciler.runtime import Interruption
-from reconciler.shard import Shard, lock_part
+from reconciler.shard import Shard, budget_shares, lock_part
 from reconciler.verify import Verification, verify_lock
 
 
@@ -150,9 +150,10 @@ async def apply(
             fresh = await interruption.run(check_fresh(registries, saved_plan, current, shard),
                                            "stopped before copying")
             return await apply_plan(registries, fresh, observer=observer, interruption=interruption, signed=signed,
-                                    layout=layout)
+                                    layout=layout, budget_shares=budget_shares(shard))
         _, report = await plan_and_apply(registries, lock_part(shard, current), observer=observer,
-                                         interruption=interruption, signed=signed, layout=layout)
+                                         interruption=interruption, signed=signed, layout=layout,
+                                         budget_shares=budget_shares(shard))
         return report
 
 
@@ -168,7 +169,8 @@ async def export(
     """The lock's images (or a shard's) into one OCI image layout at ``path``, the lock file beside them."""
     current = matching_lock(config, lock_path)
     return await export_lock(registries, lock_part(shard, current), files.read_text(lock_path), path,
-                             observer=observer, interruption=interruption, signed=_signed(config, current))
+                             observer=observer, interruption=interruption, signed=_signed(config, current),
+                             budget_shares=budget_shares(shard))
 
 
 def _signed(config: Config, lock: Lockfile) -> dict[Reference, DesiredImage]:

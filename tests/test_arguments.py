@@ -37,3 +37,12 @@ def test_session_options_say_what_each_option_becomes(monkeypatch):
     assert transport.ca_file is None  # SSL_CERT_FILE set but empty names no file
     assert transport.insecure_registries == frozenset({"a.example"})
     assert session.target_key_file == "key.json"
+
+
+def test_shard_auto_reads_the_indexed_jobs_completion_index(monkeypatch):
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "1")
+    assert str(arguments.parse_shard("auto/3")) == "2/3"
+    monkeypatch.delenv("JOB_COMPLETION_INDEX")
+    with pytest.raises(typer.BadParameter) as refused:
+        arguments.parse_shard("auto/3")
+    assert "JOB_COMPLETION_INDEX" in refused.value.format_message()

@@ -8,10 +8,13 @@ cost the image they come with one line, never the run.
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from tests.harness.skopeo import skopeo_inspect_raw
 from tests.helpers_cli import run_cli, write_images
+from tests.test_shard import expected_shard
 
 TOOMANYREQUESTS = (b'{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit."}]}')
 
@@ -147,3 +150,44 @@ def test_a_ratelimit_count_in_superscripts_is_no_budget_the_image_fails_alone(tm
     assert "2 copied, 0 unchanged, 0 refused, 1 failed" in applied.stdout
     for name in ("b", "c"):
         assert skopeo_inspect_raw(targets[name]) == pushed[name].manifest
+
+
+def test_shards_behind_one_address_each_plan_for_their_share_of_the_budget(
+    tmp_path, push_image, plain_registry, second_plain_registry, unique_repo, fault_proxy,
+):
+    """--shard K/N admits at most remaining // N pulls: N shards that all read the same budget
+    at the start (as an Indexed Job's pods do) never spend more than it had between them."""
+    source = fault_proxy(plain_registry)
+    base = unique_repo("pulls")
+    prefix = f"{second_plain_registry.host}/{unique_repo('mirror')}/"
+    mirror = f"{prefix}{source.host.replace(':', '_')}/"
+    # shard 1: a (1 pull), b (3), c (1), d (3): 8 pulls; shard 2: e (3), f (3): 6; 14 in all
+    wanted = {"a": (1, "oci"), "b": (1, "oci-index"), "c": (1, "docker"), "d": (1, "oci-index"),
+              "e": (2, "oci-index"), "f": (2, "oci-index")}
+    names = {letter: next(f"{letter}{index}" for index in itertools.count()
+                          if expected_shard(f"{mirror}{base}/{letter}{index}:v1", 2) == shard)
+             for letter, (shard, _) in wanted.items()}
+    pushed = {letter: push_image(kind, repo=f"{base}/{names[letter]}") for letter, (_, kind) in wanted.items()}
+    write_images(tmp_path, prefix, [{"source": f"{source.host}/{pushed[letter].repo}:v1"} for letter in wanted])
+    assert run_cli(tmp_path, "lock").code == 0
+    source.clear()
+    targets = {letter: f"{mirror}{image.repo}:v1" for letter, image in pushed.items()}
+
+    spent = {}
+    for shard, deferred, left, needs in (("1/2", "d", 0, 8), ("2/2", "f", 2, 6)):
+        source.pull_limit(100, remaining=10)  # each shard starts from the budget the registry states
+        applied = run_cli(tmp_path, "apply", "--shard", shard)
+        spent[shard] = 10 - source.pulls_remaining
+
+        assert applied.code == 1, str(applied)
+        assert (f"10 of 100 pulls left (this shard's share: 5, 1/2 of them), and this run may need up to {needs}"
+                in applied.stderr), str(applied)
+        assert report_line(applied, targets[deferred]) == (
+            f"> {targets[deferred]}  deferred: {source.host} pull limit ({left} left, pulls age out over 6h)")
+        assert source.count("GET", f"/{pushed[deferred].repo}/manifests/") == 0
+        assert source.pulls_refused == 0
+
+    assert spent == {"1/2": 5, "2/2": 3}  # a, b and c; e: each within 10 // 2
+    assert sum(spent.values()) <= 10  # while the whole lock's shards would need 14
+    for letter in "abce":
+        assert skopeo_inspect_raw(targets[letter]) == pushed[letter].manifest

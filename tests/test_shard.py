@@ -254,3 +254,58 @@ def test_a_bad_shard_is_a_usage_error(tmp_path, command, value):
     assert len(result.stderr_lines) == 2, str(result)
     assert result.stderr_lines[0].startswith("error: Invalid value for '--shard': "), str(result)
     assert result.stderr_lines[1] == f"Try 'image-syncer {command} -h' for help."
+
+
+def test_auto_takes_k_from_the_indexed_jobs_completion_index(tmp_path, push_image, prefix, monkeypatch):
+    """A Kubernetes Indexed Job numbers its pods 0 to N-1 in JOB_COMPLETION_INDEX; shards count from 1."""
+    monkeypatch.delenv("JOB_COMPLETION_INDEX", raising=False)
+    pushed = push_image("oci")
+    names = names_by_shard(prefix, 3, 1)
+    lock_entries(tmp_path, prefix, f"{pushed.host}/{pushed.repo}:v1", names)
+
+    for index in range(3):
+        result = ok(run_cli(tmp_path, "plan", "--shard", "auto/3", "--format", "json",
+                            env={"JOB_COMPLETION_INDEX": str(index)}))
+        document = json.loads(result.stdout)
+        assert document["shard"] == f"{index + 1}/3"
+        assert [image["target"] for image in document["images"]] == [f"{prefix}{names[index + 1][0]}:v1"]
+
+
+@pytest.mark.parametrize("command", ["plan", "apply", "verify", "export"])
+def test_auto_without_the_completion_index_is_a_usage_error_naming_it(tmp_path, command, monkeypatch):
+    monkeypatch.delenv("JOB_COMPLETION_INDEX", raising=False)
+    arguments = [command, "--shard", "auto/3", *(["out"] if command == "export" else [])]
+    result = run_cli(tmp_path, *arguments)
+    assert result.code == 2, str(result)
+    assert result.stdout == ""
+    assert result.stderr_lines == [
+        "error: Invalid value for '--shard': 'auto/3': auto takes K from JOB_COMPLETION_INDEX "
+        "(set by a Kubernetes Indexed Job), which is not set",
+        f"Try 'image-syncer {command} -h' for help.",
+    ], str(result)
+
+
+@pytest.mark.parametrize("index", ["3", "-1", "x", "", " 1", "1.0", "\u0661", "9" * 30])
+def test_auto_with_a_completion_index_outside_0_to_n_minus_1_is_a_usage_error_naming_it(tmp_path, index):
+    result = run_cli(tmp_path, "plan", "--shard", "auto/3", env={"JOB_COMPLETION_INDEX": index})
+    assert result.code == 2, str(result)
+    assert len(result.stderr_lines) == 2, str(result)
+    assert result.stderr_lines[0] == (f"error: Invalid value for '--shard': 'auto/3': JOB_COMPLETION_INDEX is "
+                                      f"{index!r}, not a number from 0 to 2"), str(result)
+
+
+@pytest.mark.parametrize(("text", "environ", "shard"), [
+    ("auto/1", {"JOB_COMPLETION_INDEX": "0"}, Shard(1, 1)),
+    ("auto/4", {"JOB_COMPLETION_INDEX": "3"}, Shard(4, 4)),
+    (" auto/4 ", {"JOB_COMPLETION_INDEX": "00"}, Shard(1, 4)),
+    ("2/4", {}, Shard(2, 4)),  # K/N needs no variable, and ignores one
+    ("2/4", {"JOB_COMPLETION_INDEX": "0"}, Shard(2, 4)),
+])
+def test_a_shard_argument_is_k_of_n_or_auto_of_n(text, environ, shard):
+    assert Shard.from_argument(text, environ) == shard
+
+
+@pytest.mark.parametrize("text", ["auto/0", "auto/", "auto", "Auto/2", "auto/x"])
+def test_auto_needs_a_count_of_at_least_one(text):
+    with pytest.raises(ValueError):
+        Shard.from_argument(text, {"JOB_COMPLETION_INDEX": "0"})
