@@ -639,12 +639,13 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", "application/json")
         if self.close_connection:
             self.send_header("Connection", "close")
+        # Recorded before the answer leaves: a client that has it may look at the record at once.
+        rec.status = status
+        rec.response_bytes = 0 if self.command == "HEAD" else len(body_sent)
         self.end_headers()
         if self.command != "HEAD" and body_sent:
             self.wfile.write(body_sent)
         self.wfile.flush()
-        rec.status = status
-        rec.response_bytes = 0 if self.command == "HEAD" else len(body_sent)
         if cut is not None:
             self._hang_up(cut.reset)
 
