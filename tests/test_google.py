@@ -268,7 +268,7 @@ def pings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_metadata_server_token_is_fetched_once_and_reused(
     metadata: FakeMetadataServer, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.DEBUG):
+    with caplog.at_level(logging.DEBUG), caplog.at_level(logging.DEBUG, logger="reconciler"):
         source = GoogleTokenSource.from_metadata_server()
         assert source is not None
         first, second = source.credentials(), source.credentials()
@@ -287,7 +287,8 @@ def test_metadata_server_token_is_fetched_once_and_reused(
 def test_absent_metadata_server_is_one_attempt_and_no_warning(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with AcceptAndClose() as nothing, caplog.at_level(logging.DEBUG):
+    # The reconciler logger's own level: another test's CLI run may have set it to INFO.
+    with AcceptAndClose() as nothing, caplog.at_level(logging.DEBUG, logger="reconciler"):
         point_google_auth_at(monkeypatch, nothing.host)
         source = GoogleTokenSource.from_metadata_server()
 
