@@ -1,5 +1,5 @@
 """The local files a run depends on: read whole but never without a bound (ours, auth files, keys,
-CAs), and ours written atomically (images.lock, saved plans)."""
+CAs), and ours written atomically (images.lock, saved plans, an export's files)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import errno
 import fcntl
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from reconciler.errors import InputError
@@ -16,7 +16,7 @@ from reconciler.oci import limits
 
 MAX_BYTES = limits.FILE_BYTES
 """None of these files comes near this; /dev/zero or a misnamed disk image must not fill the memory."""
-_TEMPORARY_SUFFIX = ".image-syncer-tmp"
+TEMPORARY_SUFFIX = ".image-syncer-tmp"
 
 
 def read_text(path: str | os.PathLike[str]) -> str:
@@ -60,34 +60,38 @@ def check_writable(path: Path) -> None:
 
 
 def write_atomic(path: str | Path, text: str) -> None:
-    """Replace ``path`` all at once: killed at any point, it leaves the old file or the new one.
-
-    The new text is written beside it to ``.<name>.<random>.image-syncer-tmp``, which its
-    writer holds locked while it lives; the next write removes those of killed writers.
-    """
-    path = Path(path)
+    """Replace one of our files (``replace``), a failure said as one line naming it."""
     try:
-        _remove_abandoned_temporaries(path)
-        with _temporary_beside(path) as (descriptor, temporary):
-            unwritten = memoryview(text.encode("utf-8"))
-            while unwritten:
-                unwritten = unwritten[os.write(descriptor, unwritten):]
-            os.fchmod(descriptor, 0o644)  # mkstemp's 0600 would stick to a committed file
-            os.fsync(descriptor)
-            os.replace(temporary, path)
+        replace(Path(path), text.encode("utf-8"))
     except OSError as error:
         raise InputError(path, f"cannot write: {error.strerror or error}") from None
 
 
+def replace(path: Path, data: bytes) -> None:
+    """Replace ``path`` all at once: killed at any point, it leaves the old file or the new one.
+
+    The new bytes are written beside it (``temporary_beside``); temporaries of killed
+    writers found there are removed first. Raises what the disk raises.
+    """
+    prefix = f".{path.name}."
+    with os.scandir(path.parent) as entries:
+        remove_abandoned([entry.path for entry in entries
+                          if entry.name.startswith(prefix) and entry.name.endswith(TEMPORARY_SUFFIX)])
+    with temporary_beside(path) as (descriptor, temporary):
+        write_all(descriptor, data)
+        commit(descriptor, temporary, path)
+
+
 @contextlib.contextmanager
-def _temporary_beside(path: Path) -> Iterator[tuple[int, str]]:
-    """A new file beside ``path``, locked until closed; removed again unless renamed."""
+def temporary_beside(path: Path) -> Iterator[tuple[int, str]]:
+    """A new file ``.<name>.<random>`` + TEMPORARY_SUFFIX beside ``path``, locked while it is
+    written (so no other run takes it for abandoned); removed again unless committed."""
     while True:
-        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TEMPORARY_SUFFIX)
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
         fcntl.flock(descriptor, fcntl.LOCK_EX)
         if _is_same_file(descriptor, temporary):
             break
-        os.close(descriptor)  # another write took it for abandoned before we locked it
+        os.close(descriptor)  # another writer took it for abandoned before we locked it
     try:
         yield descriptor, temporary
     except BaseException:
@@ -97,12 +101,24 @@ def _temporary_beside(path: Path) -> Iterator[tuple[int, str]]:
         os.close(descriptor)
 
 
-def _remove_abandoned_temporaries(path: Path) -> None:
-    """Remove the temporaries beside ``path`` whose writer is gone: nobody holds their lock."""
-    prefix = f".{path.name}."
-    with os.scandir(path.parent) as entries:
-        candidates = [entry.path for entry in entries
-                      if entry.name.startswith(prefix) and entry.name.endswith(_TEMPORARY_SUFFIX)]
+def commit(descriptor: int, temporary: str, path: Path) -> None:
+    """Put a written temporary under its final name, on disk before and after the rename."""
+    os.fchmod(descriptor, 0o644)  # mkstemp's 0600 would stick to the file
+    os.fsync(descriptor)
+    os.replace(temporary, path)
+    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def is_temporary(name: str) -> bool:
+    return name.startswith(".") and name.endswith(TEMPORARY_SUFFIX)
+
+
+def remove_abandoned(candidates: Iterable[str | os.PathLike[str]]) -> None:
+    """Remove the temporaries among ``candidates`` whose writer is gone: nobody holds their lock."""
     for candidate in candidates:
         try:
             descriptor = os.open(candidate, os.O_RDONLY | os.O_NOFOLLOW)
@@ -110,12 +126,18 @@ def _remove_abandoned_temporaries(path: Path) -> None:
             continue
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if _is_same_file(descriptor, candidate):
+            if _is_same_file(descriptor, os.fspath(candidate)):
                 os.unlink(candidate)
         except OSError:
             pass  # still being written (locked), or not ours to remove
         finally:
             os.close(descriptor)
+
+
+def write_all(descriptor: int, data: bytes) -> None:
+    unwritten = memoryview(data)
+    while unwritten:
+        unwritten = unwritten[os.write(descriptor, unwritten):]
 
 
 def _is_same_file(descriptor: int, name: str) -> bool:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler import files
 from reconciler.oci import reference
 from reconciler.oci.digest import Digest, DigestMismatch
 from reconciler.oci.manifest import Descriptor, Manifest
@@ -169,7 +170,7 @@ def test_tar_is_deterministic_and_read_in_place(push_image, tmp_path):
         assert run(layout.resolve_digest("mirror/app:v1")) == Digest.parse(pushed.digest)
         assert run(read_all(layout, Digest.parse(pushed.digest))) == run(
             read_all(open_layout(tmp_path / "layout"), Digest.parse(pushed.digest)))
-    assert not list(tmp_path.glob(".*partial"))
+    assert not list(tmp_path.glob(f".*{files.TEMPORARY_SUFFIX}"))
     archive = run_skopeo(["inspect", "--raw", f"oci-archive:{tmp_path / 'first.tar'}:mirror/app:v1"])
     assert archive.stdout == pushed.manifest.decode()
 
@@ -228,7 +229,7 @@ def test_a_correct_blob_is_kept_and_a_corrupt_one_replaced(tmp_path):
 
 def test_abandoned_temporaries_are_removed_when_the_layout_is_opened_to_write(tmp_path):
     DirectoryLayout.create(tmp_path / "layout")
-    abandoned = tmp_path / "layout" / "blobs" / "sha256" / ".abc.x1.partial"
+    abandoned = tmp_path / "layout" / "blobs" / "sha256" / f".abc.x1{files.TEMPORARY_SUFFIX}"
     abandoned.parent.mkdir()
     abandoned.write_bytes(b"half")
     DirectoryLayout.create(tmp_path / "layout")

@@ -16,8 +16,9 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from reconciler import files
 from reconciler.errors import shorten
-from reconciler.registry.layout.directory import DirectoryLayout, commit, is_temporary, temporary_beside, writing
+from reconciler.registry.layout.directory import DirectoryLayout, writing
 from reconciler.registry.layout.format import TOP_FILES, LayoutError, blob_digest, is_layout_directory
 from reconciler.registry.layout.reader import Layout, Region
 
@@ -115,26 +116,26 @@ def pack(directory: str | os.PathLike[str], tar_path: str | os.PathLike[str]) ->
     layout = DirectoryLayout.open(directory)
     tar_path = Path(tar_path)
     names = _layout_names(Path(layout.path))
-    with writing(str(tar_path)), temporary_beside(tar_path) as (descriptor, temporary):
+    with writing(str(tar_path)), files.temporary_beside(tar_path) as (descriptor, temporary):
         with open(descriptor, "wb", closefd=False) as out:
             with tarfile.open(fileobj=out, mode="w", format=_FORMAT) as tar:
                 for name in names:
                     _add(tar, Path(layout.path, name), name)
-        commit(descriptor, temporary, tar_path)
+        files.commit(descriptor, temporary, tar_path)
 
 
 def _layout_names(root: Path) -> list[str]:
     """Every name the layout holds, sorted (a directory before what it holds); a stranger refuses the pack."""
     names = []
-    for directory, subdirectories, files in os.walk(root):
+    for directory, subdirectories, names_here in os.walk(root):
         relative = Path(directory).relative_to(root).as_posix()
         prefix = "" if relative == "." else relative + "/"
         for name in subdirectories:
             if not is_layout_directory(prefix + name) or os.path.islink(os.path.join(directory, name)):
                 raise LayoutError(f"{root}: {prefix + name} is no directory of an OCI layout; not packed")
             names.append(prefix + name)
-        for name in files:
-            if is_temporary(name):
+        for name in names_here:
+            if files.is_temporary(name):
                 continue  # a blob being written, or abandoned by a killed run
             if prefix + name not in TOP_FILES and blob_digest(prefix + name) is None:
                 raise LayoutError(f"{root}: {prefix + name} is no file of an OCI layout; not packed")

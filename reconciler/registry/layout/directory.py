@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import fcntl
 import os
 import stat
-import tempfile
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 
+from reconciler import files
 from reconciler.oci.digest import Digest, DigestMismatch
 from reconciler.oci.manifest import Descriptor, Manifest
 from reconciler.registry.layout.format import (
@@ -25,9 +24,6 @@ from reconciler.registry.layout.format import (
 )
 from reconciler.registry.layout.reader import Layout, Region, hash_region
 from reconciler.registry.upload import BlobTransfer
-
-_TEMPORARY_SUFFIX = ".partial"
-
 
 class DirectoryLayout(Layout):
     """A layout directory: a source as ``Layout`` reads one, and a target its writer fills."""
@@ -58,7 +54,7 @@ class DirectoryLayout(Layout):
             if os.path.exists(os.path.join(layout.path, LAYOUT_FILE)):
                 layout.check_version()
             else:
-                write_atomic(Path(layout.path, LAYOUT_FILE), [LAYOUT_FILE_BYTES])
+                files.replace(Path(layout.path, LAYOUT_FILE), LAYOUT_FILE_BYTES)
             _remove_abandoned_temporaries(Path(layout.path, "blobs"))
         return layout
 
@@ -129,7 +125,7 @@ class DirectoryLayout(Layout):
     def write_index(self, entries: Iterable[IndexEntry]) -> None:
         """Replace ``index.json`` at once with ``entries`` in their fixed order (``format.index_bytes``)."""
         with writing(self.where(INDEX_FILE)):
-            write_atomic(Path(self.path, INDEX_FILE), [index_bytes(entries)])
+            files.replace(Path(self.path, INDEX_FILE), index_bytes(entries))
         self._index = None
 
     async def _write_blob(self, descriptor: Descriptor, stream: AsyncIterator[bytes]) -> None:
@@ -140,19 +136,19 @@ class DirectoryLayout(Layout):
         with contextlib.ExitStack() as stack:
             with writing(where):
                 final.parent.mkdir(exist_ok=True)
-                file, temporary = stack.enter_context(temporary_beside(final))
+                file, temporary = stack.enter_context(files.temporary_beside(final))
             async for chunk in stream:
                 hasher.update(chunk)
                 if hasher.size > descriptor.size:
                     raise LayoutError(f"{where}: blob {digest}: more than the {descriptor.size} bytes expected")
                 with writing(where):
-                    await asyncio.to_thread(_write_all, file, chunk)
+                    await asyncio.to_thread(files.write_all, file, chunk)
             if hasher.digest() != digest:
                 raise DigestMismatch(digest, hasher.digest(), f"{where}: blob {digest}")
             if hasher.size != descriptor.size:
                 raise LayoutError(f"{where}: blob {digest}: {hasher.size} bytes, expected {descriptor.size}")
             with writing(where):
-                await asyncio.to_thread(commit, file, temporary, final)
+                await asyncio.to_thread(files.commit, file, temporary, final)
         self._checked.add(digest)
 
 
@@ -165,64 +161,9 @@ def writing(where: str) -> Iterator[None]:
         raise LayoutError(f"{where}: cannot write: {error.strerror or error}") from None
 
 
-def write_atomic(path: Path, chunks: Iterable[bytes]) -> None:
-    """``path`` replaced at once by ``chunks``: killed at any point, the old file or the new one is there."""
-    with temporary_beside(path) as (file, temporary):
-        for chunk in chunks:
-            _write_all(file, chunk)
-        commit(file, temporary, path)
-
-
-@contextlib.contextmanager
-def temporary_beside(path: Path) -> Iterator[tuple[int, str]]:
-    """A new file beside ``path``, locked while written (so no other run takes it for abandoned); removed unless committed."""
-    file, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TEMPORARY_SUFFIX)
-    try:
-        fcntl.flock(file, fcntl.LOCK_EX)
-        yield file, temporary
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    finally:
-        os.close(file)
-
-
-def commit(file: int, temporary: str, path: Path) -> None:
-    """Put the written temporary under its final name, on disk before and after the rename."""
-    os.fchmod(file, 0o644)  # mkstemp's 0600 would stick to the file
-    os.fsync(file)
-    os.replace(temporary, path)
-    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
-def is_temporary(name: str) -> bool:
-    return name.startswith(".") and name.endswith(_TEMPORARY_SUFFIX)
-
-
 def _remove_abandoned_temporaries(blobs: Path) -> None:
-    """Temporaries of a killed writer (nobody holds their lock) in ``blobs/<alg>/``."""
-    for candidate in blobs.glob(f"*/.*{_TEMPORARY_SUFFIX}"):
-        try:
-            file = os.open(candidate, os.O_RDONLY | os.O_NOFOLLOW)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            candidate.unlink()
-        except OSError:
-            pass  # being written by another run
-        finally:
-            os.close(file)
-
-
-def _write_all(file: int, data: bytes) -> None:
-    unwritten = memoryview(data)
-    while unwritten:
-        unwritten = unwritten[os.write(file, unwritten):]
+    """Temporaries of a killed writer in ``blobs/<alg>/``."""
+    files.remove_abandoned(blobs.glob(f"*/.*{files.TEMPORARY_SUFFIX}"))
 
 
 async def _one_chunk(data: bytes) -> AsyncIterator[bytes]:
