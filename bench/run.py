@@ -4,7 +4,7 @@
     .venv/bin/python bench/run.py [--n 100] [--n 1000] [--profile oci|index]
                                   [--repeat 3] [--quick] [--big-mib 1024] [--no-rss]
                                   [--commit REV | --worktree] [--baseline REV] [--rtt 0] [--rtt 40]
-                                  [--export | --export-only]
+                                  [--export | --export-only] [--no-skopeo] [--no-floor]
 
 See bench/README.md for what is measured.  Everything runs on loopback against
 local ``docker-registry`` processes started (and stopped) here; with ``--rtt``,
@@ -45,9 +45,10 @@ SYNCER = [str(VENV_PYTHON), "-m", "reconciler"]  # with PYTHONPATH at the snapsh
 TIMEOUT = 3600  # skopeo sync of 1000 images over a 40 ms round trip takes about half an hour
 CPUS = len(os.sched_getaffinity(0))
 
-# Runs ARGV (after the file to write to) and writes its wall seconds and peak RSS (KiB) there, from
-# the rusage os.wait4 gives for that one child. Forked from this small process, not from the
-# benchmark (whose pages a forked child's peak RSS would count until its exec).
+# Runs ARGV (after the file to write to) and writes its wall seconds, peak RSS (KiB) and CPU
+# seconds (user + sys) there, from the rusage os.wait4 gives for that one child. Forked from this
+# small process, not from the benchmark (whose pages a forked child's peak RSS would count until
+# its exec).
 LAUNCHER = """
 import os, sys, time
 started = time.perf_counter()
@@ -59,19 +60,29 @@ if pid == 0:
         os._exit(127)
 _, status, usage = os.wait4(pid, 0)
 with open(sys.argv[1], "w") as out:
-    out.write(f"{time.perf_counter() - started} {usage.ru_maxrss}\\n")
+    out.write(f"{time.perf_counter() - started} {usage.ru_maxrss} {usage.ru_utime + usage.ru_stime}\\n")
 sys.exit(os.waitstatus_to_exitcode(status))
 """
 
 # Timed run kinds, in the order they are reported.
 KINDS = {
+    "lock": "cold: image-syncer lock",
     "cold_syncer": "cold: image-syncer apply",
     "cold_skopeo": "cold: skopeo sync",
     "floor": "cold: floor, raw HTTP",
     "noop_plan": "no-op: image-syncer plan",
     "noop_apply": "no-op: image-syncer apply",
     "noop_skopeo": "no-op: skopeo sync",
+    "verify": "verify: image-syncer verify",
 }
+
+# image-syncer's own runs, whose time per image and peak RSS are reported (issue 26: N=10,000
+# no slower per image than N=1,000, peak RSS <= 200 MiB).
+SYNCER_KINDS = ("lock", "cold_syncer", "noop_plan", "noop_apply", "verify")
+
+# The kinds --no-skopeo and --no-floor leave out (skopeo sync takes about an hour at N=10,000).
+SKOPEO_KINDS = ("cold_skopeo", "noop_skopeo")
+FLOOR_KINDS = ("floor",)
 
 # The runs a --baseline snapshot makes too, alternating with the main snapshot's.
 BASELINE_KINDS = ("cold_syncer", "noop_plan")
@@ -85,6 +96,9 @@ TARGETS = {
     # plus one referrers API question per source registry and run (checked as 2 + 1/N)
     "noop_plan_source_requests_per_image": 2.0,
     "peak_rss_mib": 150.0,
+    # issue 26, at N >= 10,000: each image-syncer run's peak RSS, and its time per image against N=1,000's
+    "fleet_peak_rss_mib": 200.0,
+    "per_image_seconds_vs_n1000": 1.0,
 }
 
 
@@ -112,6 +126,7 @@ class Syncer(NamedTuple):
 class Usage(NamedTuple):
     seconds: float  # wall clock
     cpu: float  # user + sys CPU seconds of the client
+    peak_rss_mib: float | None = None  # of the command, where LAUNCHER ran it
 
 
 T = TypeVar("T")
@@ -195,6 +210,13 @@ class Bench:
             raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}:\n{proc.stderr[-3000:]}\n{proc.stdout[-2000:]}")
         return usage, proc
 
+    def launched(self, argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> Usage:
+        """``argv`` run by LAUNCHER: its wall seconds, CPU seconds and peak RSS as ``os.wait4`` gives them."""
+        measured = cwd / f"run-{self.run_no + 1:03d}.usage"
+        self.run([sys.executable, "-c", LAUNCHER, str(measured), *argv], cwd, env=env)
+        seconds, peak_kib, cpu = measured.read_text().split()
+        return Usage(float(seconds), float(cpu), int(peak_kib) / 1024)
+
     def skopeo_sync(self, sync_yaml: Path, target: Registry, cwd: Path) -> Usage:
         return self.run([SKOPEO, "--policy", str(self.policy), "sync", "--all", "--src", "yaml",
                          "--dest", "docker", "--src-tls-verify=false", "--dest-tls-verify=false",
@@ -253,12 +275,13 @@ class Bench:
                 lines = [f'targetRepoPrefix: "{target.front_host}/mirror/"', "images:"]
                 lines += [f'  - source: "{source.front_host}/{repo}:{_images.TAG}"' for repo in repos]
                 (work / s.role / "images.yaml").write_text("\n".join(lines) + "\n")
-                self.run([*SYNCER, "lock"], work / s.role, env=s.env)  # not timed
+                (work / s.role / "images.lock").unlink(missing_ok=True)
 
             def syncer(s: Syncer, *command: str) -> Usage:
-                return self.run([*SYNCER, *command], work / s.role, env=s.env)[0]
+                return self.launched([*SYNCER, *command], work / s.role, env=s.env)
 
-            runs: dict[str, list] = {kind: [] for kind in KINDS}
+            skipped = (SKOPEO_KINDS if self.args.no_skopeo else ()) + (FLOOR_KINDS if self.args.no_floor else ())
+            runs: dict[str, list] = {kind: [] for kind in KINDS if kind not in skipped}
             runs |= {s.kind(kind): [] for s in self.syncers[1:] for kind in BASELINE_KINDS}
 
             def measure(kind: str, r: int, target: Registry, action: Callable[[], Usage]) -> None:
@@ -272,9 +295,11 @@ class Bench:
                 # read after the access log settled, so that the tail of the last requests counts too
                 cpu = {"client": usage.cpu, "source": source.cpu_seconds() - cpu_before[0],
                        "target": target.cpu_seconds() - cpu_before[1]}
-                runs[kind].append({"seconds": usage.seconds, "cpu": cpu, "requests": requests})
+                runs[kind].append({"seconds": usage.seconds, "cpu": cpu, "requests": requests,
+                                   "peak_rss_mib": usage.peak_rss_mib})
                 log(f"{column} #{r + 1}: {label(kind)} {usage.seconds:.2f}s, CPU s "
-                    + " ".join(f"{k} {v:.2f}" for k, v in cpu.items()) + f", requests {requests}")
+                    + " ".join(f"{k} {v:.2f}" for k, v in cpu.items()) + f", requests {requests}"
+                    + (f", peak RSS {usage.peak_rss_mib:.1f} MiB" if usage.peak_rss_mib is not None else ""))
 
             kept: dict[str, Registry] = {}  # the last round's targets serve the no-op runs
 
@@ -284,7 +309,7 @@ class Bench:
                 target = self.registry("target", rtt_ms)
                 try:
                     if setup is not None:
-                        setup(target)  # not timed
+                        setup(target)
                     measure(kind, r, target, lambda: action(target))
                     self.verify(target, target_repos, digests, label(kind))
                 finally:
@@ -307,14 +332,24 @@ class Bench:
                 for r in range(repeat):
                     last = r == repeat - 1
                     for s in self.syncers:
+                        def lock_then(target: Registry, s: Syncer = s) -> None:
+                            """images.yaml for ``target``, then ``lock`` (resolving every source) timed, by the main syncer."""
+                            configure(s, target)
+                            if s is self.main:
+                                measure("lock", r, target, lambda: syncer(s, "lock"))
+                            else:
+                                syncer(s, "lock")
+
                         cold(s.kind("cold_syncer"), r, syncer_repos, lambda _target, s=s: syncer(s, "apply"),
-                             keep=last, setup=lambda target, s=s: configure(s, target))
-                    cold("cold_skopeo", r, skopeo_repos, lambda target: self.skopeo_sync(sync_yaml, target, work),
-                         keep=last)
-                    if images is None:
-                        images = _images.generate_all(profile, n)
-                    cold("floor", r, repos, floor)
-                unique = _images.unique_bytes(images)
+                             keep=last, setup=lock_then)
+                    if "cold_skopeo" in runs:
+                        cold("cold_skopeo", r, skopeo_repos,
+                             lambda target: self.skopeo_sync(sync_yaml, target, work), keep=last)
+                    if "floor" in runs:
+                        if images is None:
+                            images = _images.generate_all(profile, n)
+                        cold("floor", r, repos, floor)
+                unique = _images.unique_bytes(images) if images is not None else distinct_blob_bytes(profile, n)
                 images = None
 
                 # no-op: everything already there (each syncer's images.yaml names its kept cold target)
@@ -323,12 +358,15 @@ class Bench:
                         measure(s.kind("noop_plan"), r, kept[s.kind("cold_syncer")],
                                 lambda s=s: syncer(s, "plan", "--detailed-exitcode"))
                     measure("noop_apply", r, kept["cold_syncer"], lambda: syncer(self.main, "apply"))
-                    measure("noop_skopeo", r, kept["cold_skopeo"],
-                            lambda: self.skopeo_sync(sync_yaml, kept["cold_skopeo"], work))
+                    measure("verify", r, kept["cold_syncer"], lambda: syncer(self.main, "verify"))
+                    if "noop_skopeo" in runs:
+                        measure("noop_skopeo", r, kept["cold_skopeo"],
+                                lambda: self.skopeo_sync(sync_yaml, kept["cold_skopeo"], work))
                 for s in self.syncers:
                     self.verify(kept[s.kind("cold_syncer")], syncer_repos, digests,
                                 f"image-syncer ({s.role}) after no-op")
-                self.verify(kept["cold_skopeo"], skopeo_repos, digests, "skopeo after no-op")
+                if "cold_skopeo" in kept:
+                    self.verify(kept["cold_skopeo"], skopeo_repos, digests, "skopeo after no-op")
             finally:
                 for target in kept.values():
                     target.stop()
@@ -352,9 +390,12 @@ class Bench:
                 cpu[f"{name}_ms_per_request"] = statistics.median(
                     1000 * c / max(q, 1) for c, q in zip(used, requests))
             medians_cpu[k] = cpu
+        peaks = {k: statistics.median(x["peak_rss_mib"] for x in v) for k, v in runs.items()
+                 if v and v[0]["peak_rss_mib"] is not None}
         return {"n": n, "rtt_ms": rtt_ms, "profile": profile, "repeat": repeat, "cpus": CPUS,
                 "seed_seconds": seed_seconds, "unique_bytes": unique, "medians_seconds": medians,
-                "medians_cpu_seconds": medians_cpu, "requests_per_image": per_image, "runs": runs}
+                "medians_cpu_seconds": medians_cpu, "requests_per_image": per_image,
+                "medians_peak_rss_mib": peaks, "runs": runs}
 
     # ------------------------------------------------------------ peak RSS
     def bench_rss(self) -> dict:
@@ -417,48 +458,38 @@ class Bench:
             out: dict = {"n": n, "profile": profile, "distinct_blob_bytes": distinct}
 
             def record(name: str, argv: list[str], directory: Path | None = None) -> None:
-                seconds, peak = self.child_usage(argv, work)
-                out[name] = {"seconds": seconds, "peak_rss_mib": peak}
+                offset = source.log_offset() if source.running else None
+                usage = self.launched(argv, work, env=self.main.env)
+                out[name] = {"seconds": usage.seconds, "peak_rss_mib": usage.peak_rss_mib}
+                if offset is not None:
+                    out[name]["source_requests"] = source.requests_since(offset).get("total", 0)
                 if directory is not None:
                     out[name] |= disk_use(directory)
-                log(f"export N={n}: {EXPORT_KINDS[name]} {seconds:.2f}s, peak RSS {peak:.1f} MiB"
+                log(f"export N={n}: {EXPORT_KINDS[name]} {usage.seconds:.2f}s, peak RSS {usage.peak_rss_mib:.1f} MiB"
                     + (f", {out[name]['disk_bytes'] / _images.MiB:.1f} MiB in {out[name]['files']} files"
                        if directory is not None else ""))
 
             record("export", [*SYNCER, "export", str(work / "layout")], work / "layout")
-            record("skopeo_to_dir", [SKOPEO, "--policy", str(self.policy), "sync", "--all", "--src", "yaml",
-                                     "--dest", "dir", "--src-tls-verify=false", str(sync_yaml),
-                                     str(work / "skopeo-dir")], work / "skopeo-dir")
+            if not self.args.no_skopeo:
+                record("skopeo_to_dir", [SKOPEO, "--policy", str(self.policy), "sync", "--all", "--src", "yaml",
+                                         "--dest", "dir", "--src-tls-verify=false", str(sync_yaml),
+                                         str(work / "skopeo-dir")], work / "skopeo-dir")
             source.stop()  # across the gap: nothing may reach it now
             record("apply_from", [*SYNCER, "apply", "--from", str(work / "layout")])
             self.verify(target, [f"mirror/{source.host.replace(':', '_')}/{repo}" for repo in repos], digests,
                         "apply --from")
-            record("skopeo_from_dir", [SKOPEO, "--policy", str(self.policy), "sync", "--all", "--src", "dir",
-                                       "--dest", "docker", "--dest-tls-verify=false", str(work / "skopeo-dir"),
-                                       f"{skopeo_target.host}/skopeo"])
-            self.verify(skopeo_target, [f"skopeo/{repo.rsplit('/', 1)[1]}" for repo in repos], digests,
-                        "skopeo sync --src dir")
+            if not self.args.no_skopeo:
+                record("skopeo_from_dir", [SKOPEO, "--policy", str(self.policy), "sync", "--all", "--src", "dir",
+                                           "--dest", "docker", "--dest-tls-verify=false", str(work / "skopeo-dir"),
+                                           f"{skopeo_target.host}/skopeo"])
+                self.verify(skopeo_target, [f"skopeo/{repo.rsplit('/', 1)[1]}" for repo in repos], digests,
+                            "skopeo sync --src dir")
             return out
         finally:
             for registry in (source, target, skopeo_target):
                 if registry is not None:
                     registry.stop()
             shutil.rmtree(work, ignore_errors=True)
-
-    def child_usage(self, argv: list[str], cwd: Path) -> tuple[float, float]:
-        """Wall seconds and peak RSS (MiB) of one command, as LAUNCHER measures them."""
-        self.run_no += 1
-        log_file, measured = cwd / f"run-{self.run_no:03d}.log", cwd / f"run-{self.run_no:03d}.usage"
-        with log_file.open("w") as output:
-            output.write(f"$ {' '.join(argv)}\n")
-            output.flush()
-            code = subprocess.run([sys.executable, "-c", LAUNCHER, str(measured), *argv], cwd=cwd,
-                                  env=self.main.env, stdout=output, stderr=subprocess.STDOUT,
-                                  timeout=TIMEOUT, check=False).returncode
-        if code != 0:
-            raise RuntimeError(f"{' '.join(argv)} exited {code}:\n{log_file.read_text()[-3000:]}")
-        seconds, peak_kib = measured.read_text().split()
-        return float(seconds), int(peak_kib) / 1024
 
     def peak_rss(self, argv: list[str], cwd: Path) -> tuple[float, float]:
         if os.access(TIME, os.X_OK):
@@ -509,6 +540,8 @@ def export_table(exports: list[dict]) -> list[str]:
         lines.append("  ".join(["".ljust(width)] + [c.rjust(10) for c in ("wall s", "peak MiB", "disk MiB",
                                                                              "files", "ratio")]))
         for kind, name in EXPORT_KINDS.items():
+            if kind not in e:
+                continue
             run = e[kind]
             disk = run.get("disk_bytes")
             values = [_fmt(run["seconds"]), _fmt(run["peak_rss_mib"]),
@@ -557,6 +590,8 @@ def cpu_table(results: list[dict]) -> list[str]:
     for r in results:
         lines.append("  ".join([column_name(r["n"], r["rtt_ms"]).ljust(width)] + [c.rjust(10) for c in columns]))
         for kind, label in KINDS.items():
+            if kind not in r["medians_cpu_seconds"]:
+                continue
             cpu = r["medians_cpu_seconds"][kind]
             values = [cpu["client"], cpu["source"], cpu["target"], cpu["registries"],
                       r["medians_seconds"][kind], cpu["registry_ms_per_request"], cpu["registries"] / r["cpus"]]
@@ -564,6 +599,8 @@ def cpu_table(results: list[dict]) -> list[str]:
         lines.append("registry-bound lower limit of image-syncer's run (the wall time it could not beat here "
                      "even with a zero-cost client) vs the target:")
         for key, kind, versus in SKOPEO_RATIO_TARGETS:
+            if versus not in r["medians_seconds"]:
+                continue
             b = registry_bound(r, key, kind, versus)
             lines.append(f"  {KINDS[kind]} <= {TARGETS[key]:g} x skopeo: target {b['target_seconds']:.3g}s, "
                          f"lower limit {b['registry_bound_seconds']:.3g}s -> "
@@ -618,19 +655,28 @@ def report(results: list[dict], rss: dict | None) -> tuple[str, dict]:
 
     med = [r["medians_seconds"] for r in results]
     req = [r["requests_per_image"] for r in results]
+
+    def ratio(m: dict, kind: str, versus: str) -> float | None:
+        """``kind`` / ``versus`` where both ran (--no-skopeo and --no-floor leave some out)."""
+        return m[kind] / m[versus] if kind in m and versus in m else None
+
     row("seed source (s, not timed in ratios)", [r["seed_seconds"] for r in results])
     row("unique bytes (MiB)", [r["unique_bytes"] / _images.MiB for r in results])
-    for kind in ("cold_syncer", "cold_skopeo", "floor"):
-        row(f"{KINDS[kind]} (s)", [m[kind] for m in med])
-    cold_sk = [m["cold_syncer"] / m["cold_skopeo"] for m in med]
-    cold_fl = [m["cold_syncer"] / m["floor"] for m in med]
+    for kind in ("lock", "cold_syncer", "cold_skopeo", "floor"):
+        row(f"{KINDS[kind]} (s)", [m.get(kind) for m in med])
+    cold_sk = [ratio(m, "cold_syncer", "cold_skopeo") for m in med]
+    cold_fl = [ratio(m, "cold_syncer", "floor") for m in med]
     row("cold: image-syncer / skopeo  [<= 0.2]", cold_sk, "x")
     row("cold: image-syncer / floor   [<= 1.5]", cold_fl, "x")
-    for kind in ("noop_plan", "noop_apply", "noop_skopeo"):
-        row(f"{KINDS[kind]} (s)", [m[kind] for m in med])
-    plan_sk = [m["noop_plan"] / m["noop_skopeo"] for m in med]
+    for kind in ("noop_plan", "noop_apply", "noop_skopeo", "verify"):
+        row(f"{KINDS[kind]} (s)", [m.get(kind) for m in med])
+    plan_sk = [ratio(m, "noop_plan", "noop_skopeo") for m in med]
     row("no-op: plan / skopeo  [<= 0.1 at N=1000]", plan_sk, "x")
-    row("no-op: apply / skopeo", [m["noop_apply"] / m["noop_skopeo"] for m in med], "x")
+    row("no-op: apply / skopeo", [ratio(m, "noop_apply", "noop_skopeo") for m in med], "x")
+    for kind in SYNCER_KINDS:
+        row(f"{KINDS[kind]}: ms per image", [1000 * m[kind] / r["n"] for r, m in zip(results, med)])
+    for kind in SYNCER_KINDS:
+        row(f"{KINDS[kind]}: peak RSS (MiB)", [r["medians_peak_rss_mib"].get(kind) for r in results])
     at_rtt0 = {r["n"]: r["medians_seconds"] for r in results if r["rtt_ms"] == 0}
     for kind in ("cold_syncer", "noop_plan"):
         row(f"{KINDS[kind]}: RTT / RTT=0", [m[kind] / at_rtt0[r["n"]][kind] if r["n"] in at_rtt0 else None
@@ -638,7 +684,7 @@ def report(results: list[dict], rss: dict | None) -> tuple[str, dict]:
     for kind, label in KINDS.items():
         label += " [<= 2 source, 1 target]" if kind == "noop_plan" else ""
         for side in ("source", "target") if kind != "floor" else ("target",):
-            row(f"requests/image {label}, {side}", [q[f"{kind}.{side}"] for q in req])
+            row(f"requests/image {label}, {side}", [q.get(f"{kind}.{side}") for q in req])
 
     def verdict(key: str, value: float, per_run: float = 0.0) -> dict:
         target = TARGETS[key] + per_run
@@ -646,15 +692,29 @@ def report(results: list[dict], rss: dict | None) -> tuple[str, dict]:
 
     for r, a, b, c in zip(results, cold_sk, cold_fl, plan_sk):
         at = result_key(r)
-        verdicts[f"cold_vs_skopeo@{at}"] = verdict("cold_vs_skopeo", a) | registry_bound(r, *SKOPEO_RATIO_TARGETS[0])
-        verdicts[f"cold_vs_floor@{at}"] = verdict("cold_vs_floor", b)
+        if a is not None:
+            verdicts[f"cold_vs_skopeo@{at}"] = (verdict("cold_vs_skopeo", a)
+                                               | registry_bound(r, *SKOPEO_RATIO_TARGETS[0]))
+        if b is not None:
+            verdicts[f"cold_vs_floor@{at}"] = verdict("cold_vs_floor", b)
         q = r["requests_per_image"]
         for side in ("source", "target"):
             verdicts[f"noop_plan_{side}_requests_per_image@{at}"] = verdict(
                 f"noop_plan_{side}_requests_per_image", q[f"noop_plan.{side}"], 1 / r["n"] if side == "source" else 0)
-        if r["n"] >= 1000:
+        if r["n"] >= 1000 and c is not None:
             verdicts[f"noop_plan_vs_skopeo@{at}"] = (verdict("noop_plan_vs_skopeo_at_1000", c)
                                                     | registry_bound(r, *SKOPEO_RATIO_TARGETS[1]))
+    for r in results:
+        if r["n"] < 10000:
+            continue
+        at = result_key(r)
+        small = next((x for x in results if x["n"] == 1000 and x["rtt_ms"] == r["rtt_ms"]), None)
+        for kind in SYNCER_KINDS:
+            if (peak := r["medians_peak_rss_mib"].get(kind)) is not None:
+                verdicts[f"{kind}_peak_rss_mib@{at}"] = verdict("fleet_peak_rss_mib", peak)
+            if small is not None:
+                per_image = (r["medians_seconds"][kind] / r["n"]) / (small["medians_seconds"][kind] / small["n"])
+                verdicts[f"{kind}_per_image_vs_n1000@{at}"] = verdict("per_image_seconds_vs_n1000", per_image)
     if rss is not None:
         verdicts["peak_rss_mib"] = verdict("peak_rss_mib", rss["image-syncer"]["peak_rss_mib"])
 
@@ -704,6 +764,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="also measure export and apply --from against skopeo sync --dest dir / --src dir")
     parser.add_argument("--export-only", action="store_true",
                         help="measure only that (no cold, no-op or RSS runs)")
+    parser.add_argument("--no-skopeo", action="store_true",
+                        help="skip skopeo's runs (at N=10,000 a cold skopeo sync takes about an hour)")
+    parser.add_argument("--no-floor", action="store_true", help="skip the raw-HTTP floor's runs")
     parser.add_argument("--concurrency", type=int, default=16,
                         help="parallel requests of the floor (16: where image-syncer's adaptive limit starts)")
     args = parser.parse_args(argv)
