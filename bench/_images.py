@@ -30,7 +30,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root, for tests.harness
 
 from tests.harness.images import (DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, MiB, OCI_INDEX, OCI_LAYER_GZIP,
-                                  OCI_MANIFEST, Blob, Image, build_index, build_manifest, layer, linux,
+                                  OCI_MANIFEST, Blob, Image, Manifest, build_index, build_manifest, layer, linux,
                                   seeded_bytes, stream_gzip_stored, stream_tar)
 
 BASE_SIZE = 4 * MiB
@@ -184,18 +184,29 @@ def unique_bytes(images: list[Image]) -> int:
 # --------------------------------------------------------------- big image
 def push_big_image(pusher: Pusher, repo: str, payload_size: int) -> str:
     """One image whose only layer is a tar of ``payload_size`` random bytes, streamed, never in memory."""
+    return push_streamed_image(pusher, repo, [payload_size]).digest
+
+
+def push_streamed_image(pusher: Pusher, repo: str, payload_sizes: list[int]) -> Manifest:
+    """One image with a layer per payload size, each a tar of that many random bytes (seeded by the
+    layer's index) streamed into ``repo``, never whole in memory; returns its manifest."""
+    layers = [_push_streamed_layer(pusher, repo, index, size) for index, size in enumerate(payload_sizes)]
+    manifest = build_manifest(layers, linux("amd64"), {})
+    pusher.upload(repo, manifest.config)
+    pusher.put_manifest(repo, TAG, manifest.raw, manifest.media_type)
+    return manifest
+
+
+def _push_streamed_layer(pusher: Pusher, repo: str, index: int, payload_size: int) -> Blob:
     tar_hash = hashlib.sha256()
+    seed = f"bench:{SEED}-big-" + (f"{index}-" if index else "")
 
     def tar() -> Iterator[bytes]:
-        payload = (seeded_bytes(f"bench:{SEED}-big-{offset}", min(MiB, payload_size - offset))
+        payload = (seeded_bytes(f"{seed}{offset}", min(MiB, payload_size - offset))
                    for offset in range(0, payload_size, MiB))
-        for piece in stream_tar("big.bin", payload_size, payload):
+        for piece in stream_tar(f"big-{index}.bin", payload_size, payload):
             tar_hash.update(piece)
             yield piece
 
     digest, size = pusher.upload_stream(repo, stream_gzip_stored(tar()))
-    big = Blob(digest, size, OCI_LAYER_GZIP, None, "sha256:" + tar_hash.hexdigest())
-    manifest = build_manifest([big], linux("amd64"), {})
-    pusher.upload(repo, manifest.config)
-    pusher.put_manifest(repo, TAG, manifest.raw, manifest.media_type)
-    return manifest.digest
+    return Blob(digest, size, OCI_LAYER_GZIP, None, "sha256:" + tar_hash.hexdigest())

@@ -257,10 +257,10 @@ def probe(host: str) -> tuple[float, float]:
 
 class Bulk:
     """What the receivers of a bulk transfer saw: seconds until the last one ended, bytes each got,
-    and how many ended with a reset."""
+    how many ended with a reset; and the delay line's counters at the end (None without one)."""
 
-    def __init__(self, seconds: float, received: list[int], resets: int) -> None:
-        self.seconds, self.received, self.resets = seconds, received, resets
+    def __init__(self, seconds: float, received: list[int], resets: int, counters: dict | None) -> None:
+        self.seconds, self.received, self.resets, self.counters = seconds, received, resets, counters
 
 
 def bulk(size: int, connections: int = 1, rtt_ms: float | None = None, rate: float | None = None,
@@ -305,12 +305,13 @@ def bulk(size: int, connections: int = 1, rtt_ms: float | None = None, rate: flo
         for thread in receivers:
             thread.join()
         elapsed = time.perf_counter() - started
+        counters = line.counters() if line else None
     finally:
         acceptor.join()
         listener.close()
         if line:
             line.stop()
-    return Bulk(elapsed, received, resets)
+    return Bulk(elapsed, received, resets, counters)
 
 
 def selftest(rtt_ms: float, rate: float | None) -> None:
