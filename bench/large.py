@@ -17,12 +17,14 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -44,6 +46,45 @@ RESET_AT = 0.9  # of the largest layer's blob
 GiB = 1024 * _images.MiB
 TARGETS = {"syncer_vs_floor": 1.1, "syncer_reset_source_bytes_vs_image": 1.15}
 TOOLS = ("image-syncer", "skopeo")
+SAMPLE_SECONDS = 0.05
+
+
+class Timeline:
+    """The bytes the line has delivered from the source, sampled every SAMPLE_SECONDS while a run
+    goes on, to split its wall time: until the first MiB had arrived (start-up: the process, its
+    imports, the first round trips), until the last byte had (the transfer), and after (the tail:
+    the uploads' commits, the manifest, exit)."""
+
+    def __init__(self, line: DelayLine) -> None:
+        self._line = line
+        self._samples: list[tuple[float, int]] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample)
+
+    def __enter__(self) -> Timeline:
+        self._started = time.perf_counter()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._done.wait(SAMPLE_SECONDS):
+            self._samples.append((time.perf_counter() - self._started, self._line.counters()["to_client"]))
+
+    def phases(self, seconds: float, rate: float) -> dict[str, float | None]:
+        """Seconds to the first MiB and to the last byte, the tail after it, and the transfer's time
+        between them against those bytes / rate (1.0: the link was full all along)."""
+        if not self._samples or self._samples[-1][1] - self._samples[0][1] < 2 * _images.MiB:
+            return {"first_mib_seconds": None, "last_byte_seconds": None, "tail_seconds": None,
+                    "transfer_vs_rate": None}
+        start, end = self._samples[0][1], self._samples[-1][1]
+        first = next((t, b) for t, b in self._samples if b - start >= _images.MiB)
+        last = next(t for t, b in self._samples if b == end)
+        return {"first_mib_seconds": first[0], "last_byte_seconds": last, "tail_seconds": max(0.0, seconds - last),
+                "transfer_vs_rate": (last - first[0]) / ((end - first[1]) / rate)}
 
 
 class Large:
@@ -80,12 +121,12 @@ class Large:
         line = self.line(reset=False)
         try:
             before = line.counters()
-            with ThreadPoolExecutor(len(self.blobs)) as pool:
+            with Timeline(line) as timeline, ThreadPoolExecutor(len(self.blobs)) as pool:
                 usage, sizes = timed(resource.RUSAGE_SELF, lambda: list(pool.map(
                     lambda blob: _get(line.host, f"/v2/{REPO}/blobs/{blob.digest}"), self.blobs)))
             if sizes != [blob.size for blob in self.blobs]:
                 raise RuntimeError(f"raw GET through the line: {sizes} bytes, expected {[b.size for b in self.blobs]}")
-            return self.record("raw GET", usage.seconds, None, usage.cpu, before, line.counters(), {})
+            return self.record("raw GET", usage.seconds, None, usage.cpu, before, line.counters(), {}, timeline)
         finally:
             line.stop()
 
@@ -105,25 +146,30 @@ class Large:
                         f"docker://{target.host}/skopeo/large:{_images.TAG}"]
                 target_repo = "skopeo/large"
             before, offset = line.counters(), self.source.log_offset()
-            usage = self.bench.launched(argv, self.work, env=self.bench.main.env)
+            with Timeline(line) as timeline:
+                usage = self.bench.launched(argv, self.work, env=self.bench.main.env)
             after, requests = line.counters(), self.source.requests_since(offset)
             self.bench.verify(target, [target_repo], [self.manifest.digest], tool)
-            return self.record(tool, usage.seconds, usage.peak_rss_mib, usage.cpu, before, after, dict(requests))
+            return self.record(tool, usage.seconds, usage.peak_rss_mib, usage.cpu, before, after, dict(requests),
+                               timeline)
         finally:
             line.stop()
             target.stop()
 
     def record(self, name: str, seconds: float, peak_mib: float | None, cpu: float, before: dict, after: dict,
-               requests: dict) -> dict:
+               requests: dict, timeline: Timeline) -> dict:
         source_bytes = after["to_client"] - before["to_client"]
         run = {"seconds": seconds, "peak_rss_mib": peak_mib, "client_cpu_seconds": cpu,
+               "load_average": os.getloadavg()[0], **timeline.phases(seconds, self.args.rate),
                "client_cpu_seconds_per_gib": cpu * GiB / self.image_bytes, "source_bytes": source_bytes,
                "source_bytes_vs_image": source_bytes / self.image_bytes, "source_requests": requests,
                "resets": after["resets"] - before["resets"],
                "line_cpu_seconds": after["cpu_seconds"] - before["cpu_seconds"]}
         log(f"{name}: {seconds:.2f}s, CPU {cpu:.2f}s, peak RSS {_fmt(peak_mib)} MiB, "
             f"source bytes {source_bytes / self.image_bytes:.3f}x the image, resets {run['resets']}, "
-            f"line CPU {run['line_cpu_seconds']:.2f}s, source requests {requests}")
+            f"line CPU {run['line_cpu_seconds']:.2f}s, first MiB at {_fmt(run['first_mib_seconds'])}s, "
+            f"last byte at {_fmt(run['last_byte_seconds'])}s, transfer {_fmt(run['transfer_vs_rate'])}x bytes/rate, "
+            f"load {run['load_average']:.1f}, source requests {requests}")
         return run
 
 
@@ -153,19 +199,22 @@ def summarise(runs: dict[str, list[dict]], floor_seconds: float) -> dict[str, di
     for kind, measured in runs.items():
         medians = {key: statistics.median(run[key] for run in measured) if measured[0][key] is not None else None
                    for key in ("seconds", "peak_rss_mib", "client_cpu_seconds", "client_cpu_seconds_per_gib",
-                               "source_bytes", "source_bytes_vs_image", "line_cpu_seconds")}
+                               "source_bytes", "source_bytes_vs_image", "line_cpu_seconds", "first_mib_seconds",
+                               "tail_seconds", "transfer_vs_rate", "load_average")}
         out[kind] = medians | {"vs_floor": medians["seconds"] / floor_seconds}
     return out
 
 
 def table(summary: dict[str, dict], head: str) -> str:
-    columns = ("wall s", "x floor", "peak MiB", "CPU s", "CPU s/GiB", "src MiB", "x image", "line CPU s")
+    columns = ("wall s", "x floor", "peak MiB", "CPU s", "CPU s/GiB", "src MiB", "x image", "1st MiB s",
+               "transfer x", "tail s", "line CPU s", "load")
     width = max(len(kind) for kind in summary) + 2
     lines = [head, "  ".join(["".ljust(width)] + [c.rjust(10) for c in columns])]
     for kind, m in summary.items():
         values = [m["seconds"], m["vs_floor"], m["peak_rss_mib"], m["client_cpu_seconds"],
                   m["client_cpu_seconds_per_gib"], m["source_bytes"] / _images.MiB, m["source_bytes_vs_image"],
-                  m["line_cpu_seconds"]]
+                  m["first_mib_seconds"], m["transfer_vs_rate"], m["tail_seconds"], m["line_cpu_seconds"],
+                  m["load_average"]]
         lines.append("  ".join([kind.ljust(width)] + [_fmt(v).rjust(10) for v in values]))
     return "\n".join(lines)
 
