@@ -21,7 +21,7 @@ from typer._click.exceptions import NoArgsIsHelpError, UsageError  # click, as t
 
 from reconciler.oci.errors import OCIError
 from reconciler import config as config_file
-from reconciler import arguments, compat, files, metrics, output, planfile, render, runtime, workflow
+from reconciler import arguments, compat, files, markdown, metrics, output, planfile, render, runtime, workflow
 from reconciler.arguments import (
     AccessToken, CaFile, Debug, FormatOption, FromOption, ImagesFile, InsecureRegistry, LockFile, MaxRequests,
     MetricsFile, PlanFormat, Retries, ShardOption, TargetKeyFile, Timeout, UploadChunk,
@@ -113,7 +113,7 @@ def lock(
     lock_path = arguments.lock_path(images_file, lock_file)
     if check:
         lines = workflow.lock_problems(loaded, lock_path)
-        output.to_step_summary(render.lock_check_markdown(str(lock_path), str(images_file), lines))
+        output.to_step_summary(markdown.lock_check_markdown(str(lock_path), str(images_file), lines))
         if lines:
             output.print_error(f"{lock_path} does not match {images_file}: "
                                "run `image-syncer lock` and commit the result")
@@ -167,7 +167,7 @@ def plan(
                                                                                 from_path))
     if out is not None:
         planfile.save(out, result)
-    output.print_as(output_format, json_text=render.plan_json(result), markdown=render.plan_markdown(result),
+    output.print_as(output_format, json_text=render.plan_json(result), markdown=markdown.plan_markdown(result),
                     text=render.plan_text(result, verbose=verbose))
     if out is not None:
         output.stderr.print(f"Saved the plan to {out}; apply it with `image-syncer apply {out}`.", markup=False)
@@ -239,7 +239,7 @@ def _finish(command: str, report: Report, output_format: PlanFormat, interruptio
     """The report as chosen, and as metrics (also of a run that failed or was stopped); the exit status it
     calls for."""
     output.print_as(output_format, json_text=render.report_json(report),
-                    markdown=render.report_markdown(report, command), text=render.report_text(report, command))
+                    markdown=markdown.report_markdown(report, command), text=render.report_text(report, command))
     if metrics_file is not None:
         files.write_atomic(metrics_file, metrics.report_metrics(command, shard, report))
     if interruption.signal is not None:
@@ -266,7 +266,7 @@ def verify(
     lock_path = arguments.lock_path(images_file, lock_file)
     started = time.monotonic()
     result = _with_registries(session, loaded, lambda registries: workflow.verify(registries, loaded, lock_path, shard))
-    output.print_as(output_format, json_text=render.verify_json(result), markdown=render.verify_markdown(result),
+    output.print_as(output_format, json_text=render.verify_json(result), markdown=markdown.verify_markdown(result),
                     text=render.verify_text(result))
     if metrics_file is not None:
         files.write_atomic(metrics_file, metrics.verification_metrics(result, time.monotonic() - started))

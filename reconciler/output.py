@@ -16,6 +16,7 @@ from typer._click.exceptions import UsageError  # click, as typer bundles it
 from reconciler import compat
 from reconciler.arguments import PlanFormat
 from reconciler.errors import one_line
+from reconciler.markdown import COMMENT_BYTES, SUMMARY_BYTES, Document, Room
 
 stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -50,25 +51,36 @@ def setup_logging(debug: bool) -> None:
     logging.getLogger("reconciler").setLevel(logging.DEBUG if debug else logging.INFO)
 
 
-def to_step_summary(markdown: str) -> None:
+def to_step_summary(markdown: Document) -> None:
     """In GitHub Actions, what is appended to $GITHUB_STEP_SUMMARY shows on the run's page."""
     path = os.environ.get("GITHUB_STEP_SUMMARY")
     if not path:
         return
     try:
         with open(path, "a", encoding="utf-8") as summary:
-            summary.write(markdown + "\n")
+            summary.write(markdown.fit(Room(SUMMARY_BYTES)) + "\n")
     except OSError as error:
         logging.getLogger("reconciler").warning("GITHUB_STEP_SUMMARY %s: cannot append: %s", path,
                                                 error.strerror or error)
 
 
-def print_as(output_format: PlanFormat, *, json_text: str, markdown: str, text: Text) -> None:
+def comment_room() -> Room:
+    """Markdown on stdout is for a pull request: a comment's room, pointing to the run's fuller job summary."""
+    if not os.environ.get("GITHUB_STEP_SUMMARY"):
+        return Room(COMMENT_BYTES)
+    server, repository, run = (os.environ.get(name) for name in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY",
+                                                                 "GITHUB_RUN_ID"))
+    if server and repository and run:
+        return Room(COMMENT_BYTES, f"[this run's job summary]({server}/{repository}/actions/runs/{run})")
+    return Room(COMMENT_BYTES, "this run's job summary")
+
+
+def print_as(output_format: PlanFormat, *, json_text: str, markdown: Document, text: Text) -> None:
     """The chosen rendering on stdout; the markdown one also goes to the step summary."""
     to_step_summary(markdown)
     if output_format is PlanFormat.json:
         stdout.out(json_text, end="")
     elif output_format is PlanFormat.markdown:
-        stdout.out(markdown, end="")
+        stdout.out(markdown.fit(comment_room()), end="")
     else:
         stdout.print(text)

@@ -114,9 +114,9 @@ def test_upgrade_adds_what_now_matches_and_drops_what_fell_out_while_the_target_
     assert f"{target}:3.0.1" in upgraded.stdout + upgraded.stderr  # named as dropped
 
     plan = ok(run_cli(tmp_path, "plan", "--format", "markdown")).stdout
-    created = [line for line in plan.splitlines() if line.startswith("| + |")]
-    assert len(created) == 1 and f"`{target}:3.1.0`" in created[0]
-    assert 'tag rule {semver: "^3", latest: 2}' in created[0]
+    created = plan[plan.index("#### To create"):].split("\n\n")[1].splitlines()
+    assert len(created) == 2 and created[0].startswith(f"- `{target.rsplit('/', 1)[-1]}:3.1.0` ← ")
+    assert created[1] == '  - tag rule {semver: "^3", latest: 2}'
 
     ok(run_cli(tmp_path, "apply"))
     for tag in ("3.0.1", "3.0.2", "3.1.0"):  # 3.0.1 left the lock; the target keeps it

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from reconciler.registry.google import ACCESS_TOKEN_USERNAME
-from reconciler.render import PLAN_MARKER
+from reconciler.markdown import PLAN_MARKER
 from tests.harness import images as harness_images
 from tests.harness.skopeo import skopeo_inspect_raw
 from tests.helpers_cli import ROOT, cli_env, run_cli, write_images
@@ -239,6 +239,12 @@ def failed_with(run: ActionRun, status: int) -> ActionRun:
     return run
 
 
+def names(markdown: str, target: str) -> bool:
+    """The plan says the targets' common prefix once; each line names the rest."""
+    prefix, name = target.rsplit("/", 1)
+    return f"Every target below is under `{prefix}/`" in markdown and f"`{name}` ← `" in markdown
+
+
 def plan_markdown(run: ActionRun) -> str:
     markdown = Path(run.outputs["plan-markdown"]).read_text()
     assert markdown.splitlines()[:2] == [PLAN_MARKER, "### image-syncer plan"], markdown
@@ -266,7 +272,7 @@ def test_lock_check_plan_apply_verify_through_the_action(tmp_path, push_image, s
 
     planned = succeeded(run_action(tmp_path, {"command": "plan", **files}))
     markdown = plan_markdown(planned)
-    assert f"`{target}`" in markdown and "**1 to create · 0 refused · 0 unchanged**" in markdown
+    assert names(markdown, target) and "**1 to create · 0 refused · 0 unchanged**" in markdown
     assert markdown in planned.log and markdown in planned.summary
 
     succeeded(run_action(tmp_path, {"command": "apply", **files}))
@@ -667,7 +673,7 @@ def test_the_upgrade_opens_one_pull_request_only_when_the_lock_changed(origin, p
     opened = run_upgrade(origin.clone(), gh_state)
     assert not opened.failed, opened.log
     assert opened.ran[-2:] == ["plan", "Open or update the pull request"]
-    assert f"`{target_of(prefix, first)}`" in opened.plan_markdown
+    assert names(opened.plan_markdown, target_of(prefix, first))
     pushed = origin.branch(UPGRADE_BRANCH)
     assert pushed and origin.git("rev-parse", f"{pushed}^") == main  # one commit on top of main
     assert origin.git("diff", "--name-only", main, pushed).splitlines() == ["images.lock"]

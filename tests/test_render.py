@@ -1,14 +1,12 @@
 """What people and machines read, over plain values: the plan for review, the report of a run and a
-verification, as text, markdown and JSON (the JSON checked against schemas/ here; against real runs in
-test_schemas.py)."""
+verification, as text and JSON (the JSON checked against schemas/ here; against real runs in
+test_schemas.py). The markdown views: test_markdown.py."""
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
-import attrs
 import jsonschema
 import pytest
 
@@ -64,30 +62,6 @@ def test_verbose_lists_the_unchanged_in_target_order():
 
     assert [line.split()[1] for line in lines if line.startswith("  = ")] == [
         "r.example/mirror/a:1", "r.example/mirror/b:1"]
-
-
-def test_plan_markdown_is_the_same_bytes_whatever_the_order_of_the_images():
-    shuffled = attrs.evolve(PLAN, images=tuple(reversed(PLAN.images)))
-
-    assert render.plan_markdown(shuffled) == render.plan_markdown(PLAN)
-    assert render.plan_markdown(PLAN).startswith(render.PLAN_MARKER + "\n### image-syncer plan\n")
-    assert "<details><summary>2 unchanged</summary>" in render.plan_markdown(PLAN)
-
-
-def test_report_markdown_lists_problems_before_copies_and_folds_the_unchanged():
-    def applied(target: str, outcome: Outcome, message: str | None = None) -> AppliedImage:
-        image = locked(target)
-        return AppliedImage(image.source, image.target, str(LOCKED), outcome, message)
-
-    report = Report(images=(applied("a:1", Outcome.COPIED), applied("b:1", Outcome.UNCHANGED),
-                            applied("c:1", Outcome.FAILED, "HTTP 500")),
-                    stats=CopyStats(), seconds=1.5)
-    markdown = render.report_markdown(report)
-
-    rows = [line for line in markdown.splitlines() if "`r.example/mirror/" in line]
-    assert [re.search(r"`r\.example/mirror/(\w+:1)`", row)[1] for row in rows] == ["c:1", "a:1", "b:1"]
-    assert "HTTP 500" in rows[0]
-    assert "<details><summary>1 unchanged</summary>" in markdown
 
 
 REPORT = Report(images=(AppliedImage(locked("a:1").source, locked("a:1").target, str(LOCKED), Outcome.COPIED),

@@ -50,21 +50,28 @@ def test_a_67_image_plan_shows_the_three_changes_first_and_folds_the_rest(big_mi
     digest = f"`{short(pushed.digest)}`"
     platforms = "linux/amd64, linux/arm64/v8"
     source = f"`{pushed.host}/{pushed.repo}:v1`"
-    assert lines[:10] == [
+    assert lines[:17] == [
         "<!-- image-syncer plan -->",
         "### image-syncer plan",
         "",
         "**2 to create · 1 refused · 64 unchanged**",
         "",
-        "| | Action | Target | Source | Digest | Platforms | Note |",
-        "|---|---|---|---|---|---|---|",
-        f"| ! | conflict | `{prefix}app-taken:v1` | {source} | {digest} | {platforms} | the target holds "
-        f"`{short(squatter.digest)}`, the lock wants {digest}: choose another target tag for this entry, or remove it |",
-        f"| + | create | `{prefix}app-new-a:v1` | {source} | {digest} | {platforms} |  |",
-        f"| + | create | `{prefix}app-new-b:v1` | {source} | {digest} | {platforms} |  |",
+        f"Every target below is under `{prefix}` and named after its source, unless ← names another.",
+        "",
+        "#### Refused: apply leaves these targets as they are",
+        "",
+        f"- **conflict** `app-taken:v1` ← {source} · {digest} · {platforms}",
+        f"  - the target holds `{short(squatter.digest)}`, the lock wants {digest}: choose another target tag for "
+        "this entry, or remove it",
+        "",
+        "#### To create",
+        "",
+        f"- `app-new-a:v1` ← {source} · {digest} · {platforms}",
+        f"- `app-new-b:v1` ← {source} · {digest} · {platforms}",
+        "",
     ]
-    assert lines[10:15] == ["", "<details><summary>64 unchanged</summary>", "", "| Target | Digest |", "|---|---|"]
-    assert lines[15] == f"| `{prefix}app-00:v1` | {digest} |"
+    assert lines[17:19] == ["<details><summary>64 unchanged</summary>", ""]
+    assert lines[19] == f"- `app-00:v1` · {digest}"
     assert lines[-2:] == ["", "</details>"]
     assert summary.read_text() == planned.stdout + "\n"
 
@@ -100,8 +107,8 @@ def test_apply_and_lock_check_leave_their_markdown_in_the_step_summary(tmp_path,
     report = text[text.index("### image-syncer apply"):].splitlines()
     assert report[2].startswith("**1 copied · 0 unchanged · 0 refused · 0 failed** (3 blobs uploaded, 0 mounted, ")
     assert " sent in " in report[2] and report[2].endswith(" s)")
-    assert report[4:6] == ["| | Outcome | Target | Digest | Note |", "|---|---|---|---|---|"]
-    assert report[6].startswith("| + | copied | `") and f"`{short(image.digest)}`" in report[6]
+    assert report[4].startswith("Every target below is under `") and report[6:8] == ["#### Copied", ""]
+    assert report[8] == f"- `{image.repo.rsplit('/', 1)[-1]}:v1` · `{short(image.digest)}`"
 
 
 def test_a_step_summary_that_cannot_be_written_is_a_warning_not_a_failure(tmp_path, push_image,

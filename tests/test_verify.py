@@ -114,9 +114,11 @@ def test_verify_lists_a_re_pointed_tag_and_deleted_ones_and_changes_nothing(
 
     markdown = ok(run_cli(tmp_path, "verify", "--format", "markdown"), 1).stdout_lines
     assert markdown[:3] == ["### image-syncer verify", "", "**1 intact · 1 changed · 2 deleted · 0 errors**"]
-    assert (f"| ! | changed | `{mirror.target(repointed)}` | `{repointed.digest[:19]}` | "
-            f"target tag holds {squatter.digest}, not the locked {repointed.digest} |") in markdown
-    assert f"| `{mirror.target(intact)}` | `{intact.digest[:19]}` |" in markdown
+    prefix = markdown[3 + 1].removeprefix("Every target below is under `").removesuffix("`.")
+    changed = markdown.index(f"- **changed** `{mirror.target(repointed).removeprefix(prefix)}` · locked "
+                             f"`{repointed.digest[:19]}`")
+    assert markdown[changed + 1] == f"  - target tag holds {squatter.digest}, not the locked {repointed.digest}"
+    assert f"- `{mirror.target(intact).removeprefix(prefix)}` · `{intact.digest[:19]}`" in markdown
 
 
 def test_verify_reports_a_target_registry_it_cannot_reach_as_an_error(tmp_path, push_image, unique_repo):

@@ -428,11 +428,11 @@ def test_saved_plan_naming_a_digest_that_is_not_locked_is_refused(tmp_path, push
 
 
 def platforms(pushed) -> str:
-    """As the markdown plan lists them: an index's platforms, sorted; a dash for a single image."""
+    """As the markdown plan lists them: an index's platforms, sorted; nothing for a single image."""
     names = sorted("/".join(part for part in (child.platform["os"], child.platform["architecture"],
                                                child.platform.get("variant")) if part)
                    for child in pushed.children)
-    return ", ".join(names) or "–"
+    return "".join(f" · {name}" for name in [", ".join(names)] if name)
 
 
 def test_json_and_markdown_plans(tmp_path, push_image, mirror):
@@ -451,11 +451,9 @@ def test_json_and_markdown_plans(tmp_path, push_image, mirror):
     assert document["summary"] == {"create": 2, "unchanged": 0, "refused": 0, "moved": 0}
 
     markdown = ok(run_cli(tmp_path, "plan", "--format", "markdown"))
-    rows = [line for line in markdown.stdout_lines if line.startswith("| + |")]
-    assert rows == sorted(
-        f"| + | create | `{mirror.target(p)}` | `{source(p)}` | `{short(p.digest)}` | "
-        f"{platforms(p)} |  |" for p in (one, two)
-    )
+    rows = sorted(line for line in markdown.stdout_lines if line.startswith("- `"))
+    ends = sorted(f"` ← `{source(p)}` · `{short(p.digest)}`{platforms(p)}" for p in (one, two))
+    assert len(rows) == 2 and all(row.endswith(end) for row, end in zip(rows, ends)), rows
     assert "**2 to create · 0 refused · 0 unchanged**" in markdown.stdout_lines
 
 
