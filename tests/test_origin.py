@@ -136,6 +136,9 @@ def test_an_upload_session_on_another_origin_gets_no_credentials():
                         yield data
 
                     class Source:
+                        def __init__(self, offset: int) -> None:
+                            assert offset == 0
+
                         async def __aenter__(self):
                             return chunks()
 

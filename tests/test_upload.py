@@ -12,9 +12,11 @@ import pytest
 
 from reconciler.oci.digest import Digest
 from reconciler.oci.manifest import Descriptor
-from reconciler.registry.upload import BlobTransfer, upload
+from reconciler.registry.upload import BlobTransfer, Uploads
+from tests.harness.images import build_large_image
 from tests.harness.rawhttp import RawRegistry
-from tests.helpers_clients import assert_same_image, mirror
+from tests.harness.skopeo import skopeo_inspect_raw
+from tests.helpers_clients import assert_same_image, largest_blob, mirror
 
 BLOB = b"abcdefg"
 DIGEST = Digest.of(BLOB)
@@ -50,7 +52,7 @@ class RecordingExchange:
 
 
 @contextlib.asynccontextmanager
-async def source() -> AsyncIterator[AsyncIterator[bytes]]:
+async def source(offset: int = 0) -> AsyncIterator[AsyncIterator[bytes]]:
     async def chunks() -> AsyncIterator[bytes]:
         yield BLOB[:4]
         yield BLOB[4:]
@@ -60,7 +62,7 @@ async def source() -> AsyncIterator[AsyncIterator[bytes]]:
 
 def uploaded(exchange: RecordingExchange, chunk_size: int | None, mount_from: str | None = None) -> BlobTransfer:
     descriptor = Descriptor("application/octet-stream", DIGEST, len(BLOB))
-    return asyncio.run(upload(exchange, "app", descriptor, source, mount_from, chunk_size))
+    return asyncio.run(Uploads(exchange, chunk_size).upload("app", descriptor, source, mount_from))
 
 
 def test_chunks_are_patched_in_order_with_their_ranges_then_committed_by_digest():
@@ -112,3 +114,81 @@ def test_chunked_upload_path(push_image, second_plain_registry, unique_repo):
     with RawRegistry(second_plain_registry) as raw:
         for digest in pushed.blobs:
             assert raw.head_blob(target_repo, digest).status_code == 200
+
+
+MiB = 1024 * 1024
+
+
+def layer_reads(proxy, layer: str) -> list:
+    return proxy.requests_matching("GET", f"/blobs/sha256:{layer}")
+
+
+def test_a_chunked_upload_cut_short_goes_on_from_the_offset_the_registry_reports(
+        push_image, fault_proxy, plain_registry, second_plain_registry, unique_repo):
+    """The PATCH from 12 MiB is cut before the registry got a byte of it: the session goes on from 12 MiB,
+    the source read again from the checkpoint at 8 MiB (hashed, not sent, up to 12 MiB)."""
+    pushed = push_image(build_large_image("resume-chunked", size=20 * MiB))
+    layer = largest_blob(pushed)
+    size = pushed.blobs[f"sha256:{layer}"]
+    source = fault_proxy(plain_registry)
+    target = fault_proxy(second_plain_registry)
+    target.cut_request("PATCH", "/blobs/uploads/", after_bytes=0, header=("Content-Range", f"^{12 * MiB}-"))
+    target_repo = unique_repo()
+
+    mirror(f"{source.host}/{pushed.repo}:v1", f"{target.host}/{target_repo}:v1", chunk_size=4 * MiB)
+    assert_same_image(pushed, second_plain_registry.host, target_repo)
+    assert skopeo_inspect_raw(f"{second_plain_registry.host}/{target_repo}@{pushed.digest}") == pushed.manifest
+    with RawRegistry(second_plain_registry) as raw:
+        assert raw.head_blob(target_repo, f"sha256:{layer}").status_code == 200
+    asked = target.requests_matching("GET", "/blobs/uploads/")
+    assert [(r.status, r.action) for r in asked] == [(204, "pass")]
+    patches = [r.headers["Content-Range"] for r in target.requests_matching("PATCH") if r.action == "pass"]
+    assert patches.count(f"{12 * MiB}-{16 * MiB - 1}") == 1 and patches.count(f"{8 * MiB}-{12 * MiB - 1}") == 1
+    assert target.count("POST") == len(pushed.blobs), "no new session"
+    first, then = layer_reads(source, layer)
+    assert (then.headers["Range"], then.status, then.response_bytes) == (f"bytes={8 * MiB}-", 206, size - 8 * MiB)
+    assert first.response_bytes + then.response_bytes < 2 * size
+
+
+def test_a_whole_upload_cut_short_starts_whole_where_docker_registry_forgets_the_session(
+        push_image, fault_proxy, plain_registry, second_plain_registry, unique_repo):
+    """docker-registry 2.8 cancels a session whose bytes outgrew its state token (a body cut midway):
+    it answers the GET on the upload URL 404, and the next try starts whole in a new session."""
+    pushed = push_image("large")
+    layer = largest_blob(pushed)
+    source = fault_proxy(plain_registry)
+    target = fault_proxy(second_plain_registry)
+    target.cut_request("PUT", f"digest=sha256%3A{layer}", after_bytes=3 * MiB)
+    target_repo = unique_repo()
+
+    mirror(f"{source.host}/{pushed.repo}:v1", f"{target.host}/{target_repo}:v1")
+    assert_same_image(pushed, second_plain_registry.host, target_repo)
+    asked = target.requests_matching("GET", "/blobs/uploads/")
+    assert [r.status for r in asked] == [404]
+    puts = target.requests_matching("PUT", f"digest=sha256%3A{layer}")
+    assert [r.action for r in puts] == ["cut_request", "pass"] and puts[0].request_bytes == 3 * MiB
+    assert puts[0].url_path == asked[0].url_path != puts[1].url_path
+    assert [r.headers.get("Range") for r in layer_reads(source, layer)] == [None, None]
+
+
+@pytest.mark.parametrize("status, headers", [
+    (404, {}),
+    (204, {"Range": f"0-{8 * MiB}", "Location": "/v2/elsewhere/blobs/uploads/beyond-what-was-sent"}),
+    (204, {"Range": "bytes=0-100", "Location": "/v2/elsewhere/blobs/uploads/malformed"}),
+    (204, {"Location": "/v2/elsewhere/blobs/uploads/no-range"}),
+    (204, {"Range": "0-99"}),
+], ids=["404", "beyond-what-was-sent", "malformed", "no-range", "no-location"])
+def test_a_session_whose_offset_is_not_told_starts_whole(status, headers, push_image, fault_proxy, plain_registry,
+                                                        second_plain_registry, unique_repo):
+    """The PATCH from 4 MiB (8 MiB sent at most) cut; the registry's answer about the session says no usable offset."""
+    pushed = push_image("large")
+    target = fault_proxy(second_plain_registry)
+    target.cut_request("PATCH", "/blobs/uploads/", after_bytes=0, header=("Content-Range", f"^{4 * MiB}-"))
+    target.fail("GET", "/blobs/uploads/", status=status, headers=headers)
+    target_repo = unique_repo()
+
+    mirror(f"{plain_registry.host}/{pushed.repo}:v1", f"{target.host}/{target_repo}:v1", chunk_size=4 * MiB)
+    assert_same_image(pushed, second_plain_registry.host, target_repo)
+    assert [r.action for r in target.requests_matching("GET", "/blobs/uploads/")] == ["respond"]
+    assert target.count("POST") == len(pushed.blobs) + 1, "one new session"
+    assert target.count(None, "/v2/elsewhere/") == 0

@@ -74,3 +74,10 @@ class Hasher:
 
     def digest(self) -> Digest:
         return Digest(self._algorithm, self._hash.hexdigest())
+
+    def copy(self) -> Hasher:
+        """This state, to go on from later: a resumed read hashes on from a checkpoint, not from byte 0."""
+        twin = Hasher(self._algorithm)
+        twin._hash = self._hash.copy()
+        twin.size = self.size
+        return twin

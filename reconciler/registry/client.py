@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import attrs
 import httpx
@@ -25,6 +25,7 @@ from reconciler.registry.exchange import Exchange, parse_header_digest
 from reconciler.registry.listing import next_link, page_tags
 from reconciler.registry.options import TransportOptions
 from reconciler.registry.origin import follow, origin, same_origin
+from reconciler.registry.resumable import BlobReader
 from reconciler.registry.retry import retrying
 from reconciler.registry.transport import with_query
 from reconciler.registry.upload import BlobTransfer
@@ -52,7 +53,7 @@ class RegistryClient(Exchange):
 
     def __init__(self, host: str, options: TransportOptions, credentials: CredentialSource) -> None:
         super().__init__(host, options, credentials)
-        self._chunk_size = options.chunk_size
+        self._uploads = upload.Uploads(self, options.chunk_size)
         self._offers_referrers_api: bool | None = None
         self._referrers_probe = asyncio.Lock()
 
@@ -218,19 +219,27 @@ class RegistryClient(Exchange):
 
     # -- blobs ----------------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def open_blob(self, path: str, descriptor: Descriptor) -> AsyncIterator[AsyncIterator[bytes]]:
-        """Stream a blob's bytes as sent (never decoded); the last chunk is held back until the digest checks out."""
+    def open_blob(self, path: str, descriptor: Descriptor) -> contextlib.AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        """Stream a blob's bytes as sent (never decoded), going on with a Range request where an answer is cut short."""
+        return self.blob_reader(path, descriptor).open()
+
+    def blob_reader(self, path: str, descriptor: Descriptor) -> BlobReader:
+        """The blob's reader, kept over the tries of a transfer: each opening goes on where the last one stopped."""
+        return BlobReader(descriptor, lambda start: self._blob_answer(path, descriptor, start),
+                          self._transport.retry_policy, f"{self.host}/{path}: blob")
+
+    async def _blob_answer(self, path: str, descriptor: Descriptor, start: int) -> httpx.Response:
+        """The registry's answer for the blob from byte ``start`` on, body unread: asked of the registry each time
+        (a CDN's signed redirect may have expired), redirects followed under the origin rule."""
         what = f"blobs/{descriptor.digest}"
-        response = await self.send("GET", await self.url(path, what), pull_scopes(path), stream=True)
-        try:
-            if response.status_code == 404:
-                raise NotFound(f"{self.host}/{path}: blob {descriptor.digest} not found")
-            if response.status_code != 200:
-                raise await self.failure(response, path, what)
-            yield _verified(response.aiter_raw(CHUNK_BYTES), descriptor, f"{self.host}/{path}: blob")
-        finally:
+        headers = {"Range": f"bytes={start}-"} if start else None
+        response = await self.send("GET", await self.url(path, what), pull_scopes(path), headers=headers, stream=True)
+        if response.status_code == 404:
             await response.aclose()
+            raise NotFound(f"{self.host}/{path}: blob {descriptor.digest} not found")
+        if response.status_code not in (200, 206):
+            raise await self.failure(response, path, what)
+        return response
 
     async def read_blob(self, path: str, descriptor: Descriptor, limit: int = limits.MANIFEST_BYTES) -> bytes:
         """A small blob (an image config) read whole and verified; fetched again if cut short."""
@@ -244,42 +253,13 @@ class RegistryClient(Exchange):
         return await retrying(self._transport.retry_policy, read, f"{self.host}/{path}: blob {descriptor.digest}")
 
     async def upload_blob(
-        self,
-        path: str,
-        descriptor: Descriptor,
-        chunks: Callable[[], contextlib.AbstractAsyncContextManager[AsyncIterator[bytes]]],
-        mount_from: str | None = None,
+        self, path: str, descriptor: Descriptor, chunks: upload.Source, mount_from: str | None = None
     ) -> BlobTransfer:
         """Mount from ``mount_from`` when the registry can, else upload the streamed bytes.
 
-        ``chunks`` opens the source only when an upload is really needed, so a
-        successful mount never touches the source registry. One call is one attempt:
-        a failed upload is restarted whole, in a new session, by the caller.
+        ``chunks`` opens the source (from an offset) only when an upload is really needed,
+        so a successful mount never touches the source registry. One call is one try; the
+        caller's next try of a blob whose upload was cut short goes on in its session from
+        the offset the registry reports, or starts whole in a new one (``upload.py``).
         """
-        return await upload.upload(self, path, descriptor, chunks, mount_from, self._chunk_size)
-
-
-async def _verified(chunks: AsyncIterator[bytes], descriptor: Descriptor, what: str) -> AsyncIterator[bytes]:
-    """Pass chunks through, hashing them; fail before the last chunk leaves if the digest is wrong.
-
-    Holding back one chunk means a consumer that uploads these bytes never
-    completes an upload of content that does not match its digest.
-    """
-    hasher = descriptor.digest.hasher()
-    pending: bytes | None = None
-    async for chunk in chunks:
-        if not chunk:
-            continue
-        hasher.update(chunk)
-        if pending is not None:
-            yield pending
-        pending = chunk
-        if hasher.size > descriptor.size:
-            raise RegistryError(f"{what} {descriptor.digest}: more than the {descriptor.size} bytes expected")
-    actual = hasher.digest()
-    if actual != descriptor.digest:
-        raise DigestMismatch(descriptor.digest, actual, f"{what} {descriptor.digest}")
-    if hasher.size != descriptor.size:
-        raise RegistryError(f"{what} {descriptor.digest}: {hasher.size} bytes, expected {descriptor.size}")
-    if pending is not None:
-        yield pending
+        return await self._uploads.upload(path, descriptor, chunks, mount_from)

@@ -17,11 +17,12 @@ from reconciler.oci.digest import Digest
 from reconciler.oci.errors import OCIError
 from reconciler.oci.manifest import Descriptor, Manifest
 from reconciler.oci.platforms import PlatformSubset
+from reconciler.registry.layout.reader import Layout
 from reconciler.registry.registries import Registries
 from reconciler.registry.repository import RemoteRepository
 from reconciler.registry.errors import RegistryError
 from reconciler.registry.retry import retrying
-from reconciler.registry.upload import BlobTransfer
+from reconciler.registry.upload import BlobTransfer, Source
 
 
 _READING = "reading the source"
@@ -144,20 +145,24 @@ class Copier:
         await self._transfer(source, target, blob, mount_from)
 
     async def _transfer(
-        self, source: RemoteRepository, target: RemoteRepository, blob: Descriptor, mount_from: str | None
+        self, source: RemoteRepository | Layout, target: RemoteRepository, blob: Descriptor, mount_from: str | None
     ) -> None:
+        # A registry's blob is read by one reader over every try, so a try that goes on from
+        # an offset reads the source from there (a Range), not from byte 0; a layout's file is local.
+        open_blob = source.blob_reader(blob).open if isinstance(source, RemoteRepository) else _skipping(source, blob)
+
         @contextlib.asynccontextmanager
-        async def open_source() -> AsyncIterator[AsyncIterator[bytes]]:
+        async def open_source(offset: int = 0) -> AsyncIterator[AsyncIterator[bytes]]:
             async with contextlib.AsyncExitStack() as stack:
                 try:
-                    chunks = await stack.enter_async_context(source.open_blob(blob))
+                    chunks = await stack.enter_async_context(open_blob(offset))
                 except OCIError as error:
                     raise BlobTransferFailed(_READING, error) from None
                 yield self._from_source(chunks)
 
         async with self._transfer_slots:
-            # One retry budget for the whole transfer: a streamed body is never sent twice
-            # into one upload session; each try opens a new session and reads the source again.
+            # One retry budget for the whole transfer: its source reads going on after a cut,
+            # and its uploads, each going on in its session or starting whole in a new one.
             try:
                 result = await retrying(
                     self._registries.options.retry,
@@ -185,6 +190,24 @@ class Copier:
                 yield chunk
         except OCIError as error:
             raise BlobTransferFailed(_READING, error) from None
+
+
+def _skipping(layout: Layout, blob: Descriptor) -> Source:
+    """A layout's blob from an offset: read whole from its local file (verified), the bytes before the offset dropped."""
+
+    @contextlib.asynccontextmanager
+    async def open_at(offset: int = 0) -> AsyncIterator[AsyncIterator[bytes]]:
+        async def after_offset(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+            skip = offset
+            async for chunk in chunks:
+                if skip < len(chunk):
+                    yield chunk[skip:]
+                skip = max(0, skip - len(chunk))
+
+        async with layout.open_blob(blob) as chunks:
+            yield after_offset(chunks)
+
+    return open_at
 
 
 async def _gather(coroutines) -> None:

@@ -8,7 +8,7 @@ reference into a client and a path string, as go-containerregistry's ``remote`` 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import attrs
 
@@ -19,7 +19,8 @@ from reconciler.oci.reference import Repository
 from reconciler.registry import ratelimit
 from reconciler.registry.client import ManifestHead, RegistryClient
 from reconciler.registry.limiter import AdaptiveLimit
-from reconciler.registry.upload import BlobTransfer
+from reconciler.registry.resumable import BlobReader
+from reconciler.registry.upload import BlobTransfer, Source
 
 
 @attrs.frozen
@@ -70,13 +71,16 @@ class RemoteRepository:
     def open_blob(self, descriptor: Descriptor) -> contextlib.AbstractAsyncContextManager[AsyncIterator[bytes]]:
         return self.client.open_blob(self.path, descriptor)
 
+    def blob_reader(self, descriptor: Descriptor) -> BlobReader:
+        return self.client.blob_reader(self.path, descriptor)
+
     async def read_blob(self, descriptor: Descriptor, limit: int = limits.MANIFEST_BYTES) -> bytes:
         return await self.client.read_blob(self.path, descriptor, limit)
 
     async def upload_blob(
         self,
         descriptor: Descriptor,
-        chunks: Callable[[], contextlib.AbstractAsyncContextManager[AsyncIterator[bytes]]],
+        chunks: Source,
         mount_from: str | None = None,
     ) -> BlobTransfer:
         return await self.client.upload_blob(self.path, descriptor, chunks, mount_from)

@@ -3,7 +3,8 @@
 A budget belongs to one operation: a single request, or a whole blob transfer (its
 source GET, upload POST and PUT together, since a streamed body cannot be replayed
 into the same upload). ``retrying`` is the only retry loop; an operation run inside
-another one gets a single attempt, so retries never nest.
+another one gets a single attempt, so retries never nest. A stream that goes on after
+a cut (``resumable.py``) spends its tries from the budget of the operation it runs in.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ T = TypeVar("T")
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER = 60.0
 """The longest wait a registry may ask for; beyond it the operation fails at once, saying when to retry."""
-_inside_retry_loop = contextvars.ContextVar("inside_retry_loop", default=False)
+_running_budget: contextvars.ContextVar[Budget | None] = contextvars.ContextVar("running_budget", default=None)
 
 
 class TransientError(RegistryError):
@@ -59,28 +60,50 @@ class RetryPolicy:
         return random.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
 
 
+@attrs.define
+class Budget:
+    """The tries of one operation, counted wherever they are spent: by ``retrying``, or by a stream going on after a cut."""
+
+    policy: RetryPolicy
+    tries: int = 1
+
+    @property
+    def spent(self) -> bool:
+        return self.tries >= self.policy.attempts
+
+    async def try_again(self, error: RegistryError, what: str) -> None:
+        """Wait before the next try; raise ``error`` if it is not transient or no try is left."""
+        if not error.transient or self.spent:
+            raise error
+        delay = self.policy.delay(self.tries - 1, error.retry_after)
+        self.tries += 1
+        log.debug("%s: %s; try %d of %d in %.1fs", what, error, self.tries, self.policy.attempts, delay)
+        await asyncio.sleep(delay)
+
+
+def running_budget(policy: RetryPolicy) -> Budget:
+    """The budget of the operation running now (a resume inside it spends from it), else a budget of its own."""
+    return _running_budget.get() or Budget(policy)
+
+
 async def retrying(policy: RetryPolicy, operation: Callable[[], Awaitable[T]], what: str) -> T:
     """Run ``operation`` until it succeeds, fails for good, or the budget is spent.
 
     Only a RegistryError marked ``transient`` is tried again; the last one is raised.
     """
-    if _inside_retry_loop.get():
+    if _running_budget.get() is not None:
         return await operation()
-    marker = _inside_retry_loop.set(True)
+    budget = Budget(policy)
+    marker = _running_budget.set(budget)
     try:
-        attempt = 0
         while True:
             try:
                 return await operation()
             except RegistryError as error:
-                if not error.transient or attempt + 1 >= policy.attempts:
-                    raise
-                delay = policy.delay(attempt, error.retry_after)
-                log.debug("%s: %s; try %d of %d in %.1fs", what, error, attempt + 2, policy.attempts, delay)
-            attempt += 1
-            await asyncio.sleep(delay)
+                failed = error
+            await budget.try_again(failed, what)
     finally:
-        _inside_retry_loop.reset(marker)
+        _running_budget.reset(marker)
 
 
 def worth_retrying(response: httpx.Response) -> bool:

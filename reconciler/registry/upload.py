@@ -1,5 +1,12 @@
 """A blob's upload, the distribution spec's way: a cross-repository mount where the registry can,
 else one upload session, sent whole or in fixed-size chunks, checked when committed.
+
+A try cut short (no answer) leaves its session to the next try of the same blob, which asks
+the registry how far it got (a GET on the session's URL: ``Range: 0-<last>``, the spec's
+"Resuming an upload") and sends only the rest, read from the source from that offset. Where
+the registry cannot say (docker-registry forgets a session cut mid-body: its state token no
+longer matches), reports more than was sent, or answered the request at all, the next try
+starts whole in a new session.
 """
 
 from __future__ import annotations
@@ -7,8 +14,10 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 
+import attrs
 import httpx
 
 from reconciler.oci.digest import Digest, DigestMismatch
@@ -17,9 +26,14 @@ from reconciler.registry.auth import push_scopes
 from reconciler.registry.exchange import Exchange, parse_header_digest
 from reconciler.registry.limiter import lending_slot
 from reconciler.registry.origin import follow
+from reconciler.registry.retry import TransientError
 from reconciler.registry.transport import with_query
 
 log = logging.getLogger("reconciler.registry")
+
+Source = Callable[[int], contextlib.AbstractAsyncContextManager[AsyncIterator[bytes]]]
+"""The blob's bytes from an offset on (0: all), opened only when an upload needs them."""
+_HELD_RANGE = re.compile(r"0-([0-9]{1,18})")
 
 
 class BlobTransfer(enum.Enum):
@@ -27,25 +41,67 @@ class BlobTransfer(enum.Enum):
     UPLOADED = "uploaded"
 
 
-async def upload(
-    exchange: Exchange,
-    path: str,
-    descriptor: Descriptor,
-    chunks: Callable[[], contextlib.AbstractAsyncContextManager[AsyncIterator[bytes]]],
-    mount_from: str | None,
-    chunk_size: int | None,
-) -> BlobTransfer:
-    """One attempt at placing the blob (``RegistryClient.upload_blob`` says how); ``chunk_size``: None sends it whole."""
-    location = await _start(exchange, path, descriptor.digest, mount_from)
-    if location is None:
-        return BlobTransfer.MOUNTED
-    async with chunks() as stream:
-        with lending_slot():
-            if chunk_size:
-                await _upload_in_chunks(exchange, path, location, descriptor, stream, chunk_size)
-            else:
-                await _upload_whole(exchange, path, location, descriptor, stream)
-    return BlobTransfer.UPLOADED
+@attrs.define
+class _Session:
+    """An upload session: where it goes on, the bytes the registry confirmed, and the most it may hold."""
+
+    location: str
+    offset: int = 0
+    sent: int = 0
+
+
+class Uploads:
+    """One registry's uploads; a session cut short is kept for the next try of its blob."""
+
+    def __init__(self, exchange: Exchange, chunk_size: int | None) -> None:
+        self._exchange = exchange
+        self._chunk_size = chunk_size
+        self._cut: dict[tuple[str, Digest], _Session] = {}
+
+    async def upload(
+        self, path: str, descriptor: Descriptor, chunks: Source, mount_from: str | None
+    ) -> BlobTransfer:
+        """One try at placing the blob (``RegistryClient.upload_blob`` says how)."""
+        exchange, key = self._exchange, (path, descriptor.digest)
+        cut = self._cut.pop(key, None)
+        session = await _resumed(exchange, path, cut) if cut else None
+        if session is None:
+            location = await _start(exchange, path, descriptor.digest, mount_from)
+            if location is None:
+                return BlobTransfer.MOUNTED
+            session = _Session(location)
+        async with chunks(session.offset) as stream:
+            with lending_slot():
+                try:
+                    if self._chunk_size or session.offset:
+                        await _patch_then_commit(exchange, path, session, descriptor, stream, self._chunk_size)
+                    else:
+                        await _upload_whole(exchange, path, session, descriptor, stream)
+                except TransientError:
+                    self._cut[key] = session
+                    raise
+        return BlobTransfer.UPLOADED
+
+
+async def _resumed(exchange: Exchange, path: str, cut: _Session) -> _Session | None:
+    """The cut session as the registry reports it; None where it cannot say, and the try starts whole."""
+    response = await exchange.send("GET", cut.location, push_scopes(path))
+    held = _held_bytes(response.headers.get("Range")) if response.status_code == 204 else None
+    if held is None or held > cut.sent or "Location" not in response.headers:
+        log.debug("%s/%s: the upload cut short answered HTTP %s with Range %.40r after %d bytes sent; "
+                  "starting whole in a new session", exchange.host, path, response.status_code,
+                  response.headers.get("Range"), cut.sent)
+        return None
+    return _Session(_session_url(exchange, response, path), offset=held, sent=held)
+
+
+def _held_bytes(value: str | None) -> int | None:
+    """``Range: 0-<last>`` as a count; ``0-0`` is 0 (docker-registry says it for 0 bytes and for 1)."""
+    match = _HELD_RANGE.fullmatch(value.strip()) if value else None
+    if match is None:
+        return None
+    last = int(match[1])
+    return last + 1 if last else 0
 
 
 async def _start(exchange: Exchange, path: str, digest: Digest, mount_from: str | None) -> str | None:
@@ -79,52 +135,63 @@ def _session_url(exchange: Exchange, response: httpx.Response, path: str) -> str
 
 
 async def _upload_whole(
-    exchange: Exchange, path: str, location: str, descriptor: Descriptor, stream: AsyncIterator[bytes]
+    exchange: Exchange, path: str, session: _Session, descriptor: Descriptor, stream: AsyncIterator[bytes]
 ) -> None:
+    session.sent = descriptor.size
     response = await exchange.send(
-        "PUT", with_query(location, {"digest": str(descriptor.digest)}), push_scopes(path),
+        "PUT", with_query(session.location, {"digest": str(descriptor.digest)}), push_scopes(path),
         headers={"Content-Type": "application/octet-stream", "Content-Length": str(descriptor.size)},
         content=stream,
     )
     await _check_committed(exchange, response, path, descriptor.digest)
 
 
-async def _upload_in_chunks(
-    exchange: Exchange, path: str, location: str, descriptor: Descriptor, stream: AsyncIterator[bytes],
-    chunk_size: int,
+async def _patch_then_commit(
+    exchange: Exchange, path: str, session: _Session, descriptor: Descriptor, stream: AsyncIterator[bytes],
+    chunk_size: int | None,
 ) -> None:
-    """PATCH fixed-size chunks for registries that refuse or cap monolithic uploads."""
-    offset = 0
-    buffer = bytearray()
-
-    async def send_chunk(data: bytes) -> None:
-        nonlocal location, offset
-        response = await exchange.send(
-            "PATCH", location, push_scopes(path),
-            headers={
-                "Content-Type": "application/octet-stream",
-                "Content-Length": str(len(data)),
-                "Content-Range": f"{offset}-{offset + len(data) - 1}",
-            },
-            content=data,
-        )
-        if response.status_code != 202 or "Location" not in response.headers:
-            raise await exchange.failure(response, path, "blobs/uploads/ (chunk)")
-        location = _session_url(exchange, response, path)
-        offset += len(data)
-
-    async for chunk in stream:
-        buffer.extend(chunk)
-        while len(buffer) >= chunk_size:
-            await send_chunk(bytes(buffer[:chunk_size]))
-            del buffer[:chunk_size]
-    if buffer:
-        await send_chunk(bytes(buffer))
+    """PATCH the bytes from the session's offset on, then commit by digest: in fixed-size chunks (for registries
+    that refuse or cap monolithic uploads), else the rest in one streamed request."""
+    if chunk_size is None:
+        rest = descriptor.size - session.offset
+        if rest:
+            await _patch(exchange, path, session, stream, rest)
+        else:
+            async for _ in stream:  # nothing left to send; the bytes are still read for the digest check
+                pass
+    else:
+        buffer = bytearray()
+        async for chunk in stream:
+            buffer.extend(chunk)
+            while len(buffer) >= chunk_size:
+                await _patch(exchange, path, session, bytes(buffer[:chunk_size]), chunk_size)
+                del buffer[:chunk_size]
+        if buffer:
+            await _patch(exchange, path, session, bytes(buffer), len(buffer))
     response = await exchange.send(
-        "PUT", with_query(location, {"digest": str(descriptor.digest)}), push_scopes(path),
+        "PUT", with_query(session.location, {"digest": str(descriptor.digest)}), push_scopes(path),
         headers={"Content-Length": "0"},
     )
     await _check_committed(exchange, response, path, descriptor.digest)
+
+
+async def _patch(
+    exchange: Exchange, path: str, session: _Session, content: bytes | AsyncIterator[bytes], length: int
+) -> None:
+    session.sent = session.offset + length
+    response = await exchange.send(
+        "PATCH", session.location, push_scopes(path),
+        headers={
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(length),
+            "Content-Range": f"{session.offset}-{session.offset + length - 1}",
+        },
+        content=content,
+    )
+    if response.status_code != 202 or "Location" not in response.headers:
+        raise await exchange.failure(response, path, "blobs/uploads/ (chunk)")
+    session.location = _session_url(exchange, response, path)
+    session.offset += length
 
 
 async def _check_committed(exchange: Exchange, response: httpx.Response, path: str, digest: Digest) -> None:

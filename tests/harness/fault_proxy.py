@@ -5,10 +5,12 @@ forwarded on a fresh upstream connection with its body streamed both ways
 (Content-Length or chunked), the ``Host`` header passed through unchanged
 (so the registry's ``Location`` headers point back at the proxy) and
 hop-by-hop headers dropped.  Rules, tried in insertion order, match
-method + path regex (``re.search`` on path+query) and apply to the next
-``times`` matching requests (``None`` = forever).  A rule that hangs up
-(drop, drop_answer, truncate) ends the connection with a FIN, or with a TCP
-RST when ``reset`` is set.
+method + path regex (``re.search`` on path+query), and a request header
+regex where given, and apply to the next ``times`` matching requests
+(``None`` = forever).  A rule that hangs up (drop, drop_answer, truncate)
+ends the connection with a FIN, or with a TCP RST when ``reset`` is set;
+cut_request resets both connections, the client's and the registry's, after
+forwarding part of the request body (the registry keeps what it got).
 
 Three modes change what the registry looks like rather than inject network
 faults; all are turned off by ``clear_rules()``/``reset()``:
@@ -115,7 +117,8 @@ class Headers:
 
 @dataclass
 class Rule:
-    """A fault rule; ``action`` is respond | drop | drop_answer | redirect | delay | truncate."""
+    """A fault rule; ``action`` is respond | drop | drop_answer | redirect | delay | truncate
+    | cut_request | strip (forward without the request headers named in ``strip``)."""
 
     method: str | None
     path: str
@@ -131,15 +134,21 @@ class Rule:
     reset: bool = False
     hits: int = 0
     name: str = ""
+    header: tuple[str, str] | None = None  # (name, regex): matches only requests whose header matches
+    strip: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self._re = re.compile(self.path)
 
-    def matches(self, method: str, path: str) -> bool:
+    def matches(self, method: str, path: str, headers: "Headers | None" = None) -> bool:
         if self.times is not None and self.times <= 0:
             return False
         if self.method not in (None, "*") and self.method.upper() != method.upper():
             return False
+        if self.header is not None:
+            value = headers.get(self.header[0]) if headers is not None else None
+            if value is None or re.search(self.header[1], value) is None:
+                return False
         return self._re.search(path) is not None
 
     @property
@@ -300,6 +309,20 @@ class FaultProxy(ThreadedServer):
         """Forward, but cut the response body after ``after_bytes`` and close."""
         return self.add_rule(Rule(method, path, "truncate", times, after_bytes=after_bytes, reset=reset))
 
+    def cut_request(self, method: str | None, path: str, after_bytes: int, *,
+                    times: int | None = 1, header: tuple[str, str] | None = None) -> Rule:
+        """Forward the request's head and the first ``after_bytes`` of its body,
+        then reset both connections: the registry keeps a partial upload, the
+        client gets no answer.  ``header``: (name, regex) the request must carry."""
+        return self.add_rule(Rule(method, path, "cut_request", times, after_bytes=after_bytes,
+                                  reset=True, header=header))
+
+    def strip_headers(self, method: str | None, path: str, *names: str,
+                      times: int | None = 1) -> Rule:
+        """Forward without the request headers ``names`` (a registry that
+        ignores ``Range`` answers the whole body, 200)."""
+        return self.add_rule(Rule(method, path, "strip", times, strip=tuple(n.lower() for n in names)))
+
     def overload(self, max_in_flight: int | None, status: int = 429,
                  retry_after: str | None = None) -> None:
         """Shed every request that arrives while ``max_in_flight`` are in
@@ -344,10 +367,10 @@ class FaultProxy(ThreadedServer):
         self.clear_rules()
         self.clear()
 
-    def _match(self, method: str, path: str) -> Rule | None:
+    def _match(self, method: str, path: str, headers: Headers) -> Rule | None:
         with self._lock:
             for r in self.rules:
-                if r.matches(method, path):
+                if r.matches(method, path, headers):
                     if r.times is not None:
                         r.times -= 1
                     r.hits += 1
@@ -616,6 +639,13 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
+    def _cut_both(self, up: http.client.HTTPConnection) -> None:
+        """Reset the registry's connection mid-body, then the client's."""
+        if up.sock is not None:
+            up.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        up.close()
+        self._hang_up(reset=True)
+
     def _has_body(self) -> bool:
         return ("chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
                 or int(self.headers.get("Content-Length") or 0) > 0)
@@ -673,7 +703,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 proxy._depart()
 
     def _serve(self, rec: RecordedRequest) -> None:
-        rule = self.proxy._match(self.command, self.path)
+        rule = self.proxy._match(self.command, self.path, Headers(list(self.headers.items())))
         if rule is not None:
             rec.rule = rule
             rec.action = rule.action
@@ -752,13 +782,15 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         answers 200."""
         proxy = self.proxy
         truncate = rule.after_bytes if rule and rule.action == "truncate" else None
+        cut = rule.after_bytes if rule and rule.action == "cut_request" else None
+        strip = rule.strip if rule and rule.action == "strip" else ()
         reserved = pull_limit is not None and self.command == "GET"
         up = proxy._connect()
         try:
             try:
                 up.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
                 for k, v in self.headers.items():
-                    if k.lower() in HOP_BY_HOP:
+                    if k.lower() in HOP_BY_HOP or k.lower() in strip:
                         continue
                     up.putheader(k, v)
                 chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
@@ -767,11 +799,16 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 up.putheader("Connection", "close")
                 up.endheaders()
                 for data in self._request_body():
+                    if cut is not None and rec.request_bytes + len(data) >= cut:
+                        data = data[:cut - rec.request_bytes]
                     rec.request_bytes += len(data)
-                    if chunked:
+                    if chunked and data:
                         up.send(b"%x\r\n%s\r\n" % (len(data), data))
-                    else:
+                    elif data:
                         up.send(data)
+                    if cut is not None and rec.request_bytes >= cut:
+                        self._cut_both(up)
+                        return
                 if chunked:
                     up.send(b"0\r\n\r\n")
                 resp = up.getresponse()
