@@ -14,8 +14,8 @@ like data; a reset or error on either side closes both.
 
 ``--rate`` (bytes per second, or e.g. ``400mbit``) makes each direction a link of
 that capacity shared by all connections, as an access link is: a chunk read
-reserves the link for its size / rate (a token bucket per direction, one chunk
-deep) and the next read of that connection waits until it has left, so a fast
+reserves the link for its size / rate (a token bucket per direction, 20 ms of
+the rate deep) and the next read of that connection waits until it has left, so a fast
 sender meets TCP back-pressure, not a growing queue; the chunk is written RTT/2
 after its last byte left.  Without it, bandwidth is loopback's.
 
@@ -49,6 +49,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 CHUNK = 256 * 1024
+# Depth of a rated link's token bucket, in seconds of its rate (and at least a chunk): what an idle
+# link may send at once, and what it catches up after the line's own process woke late (on a
+# loaded machine, tens of ms), as a real link with data queued would never have fallen behind.
+BUCKET_SECONDS = 0.02
 # Chunks queued per connection and direction before reading pauses: far more than a
 # loopback bandwidth-delay product, so it bounds memory, not throughput.
 QUEUED_CHUNKS = 1024
@@ -61,6 +65,11 @@ def parse_rate(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a rate: {text!r} (bytes per second, or e.g. 400mbit)")
     number, prefix, bits = match.groups()
     return float(number) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[prefix] / (8 if bits else 1)
+
+
+def bucket_bytes(rate: float) -> float:
+    """The depth of the token bucket of a link of ``rate`` bytes per second."""
+    return max(CHUNK, rate * BUCKET_SECONDS)
 
 
 class Link:
@@ -79,9 +88,7 @@ class Link:
         now = asyncio.get_running_loop().time()
         if self.rate is None:
             return max(now, not_before) + self.half
-        # An idle link may send one chunk at once (the bucket's depth), and a late wake-up
-        # catches up by as much; never more.
-        self.free_at = max(self.free_at, now - CHUNK / self.rate) + size / self.rate
+        self.free_at = max(self.free_at, now - bucket_bytes(self.rate) / self.rate) + size / self.rate
         await asyncio.sleep(self.free_at - now)
         return max(self.free_at, not_before) + self.half
 
