@@ -192,3 +192,45 @@ def test_a_session_whose_offset_is_not_told_starts_whole(status, headers, push_i
     assert [r.action for r in target.requests_matching("GET", "/blobs/uploads/")] == ["respond"]
     assert target.count("POST") == len(pushed.blobs) + 1, "one new session"
     assert target.count(None, "/v2/elsewhere/") == 0
+
+
+def test_a_session_reported_at_another_origin_gets_no_credentials(push_image, fault_proxy, plain_registry,
+                                                                 htpasswd_registry, unique_repo):
+    """The GET on a cut session answers a Location at another origin: the rest goes there without the target's
+    Authorization (the origin rule of every upload Location); refused there (an answer, not a cut), the blob
+    starts whole in a new session at the target."""
+    pushed = push_image("large")
+    target = fault_proxy(htpasswd_registry)
+    elsewhere = fault_proxy(htpasswd_registry)
+    target.cut_request("PATCH", "/blobs/uploads/", after_bytes=0, header=("Content-Range", f"^{4 * MiB}-"))
+    target.redirect("GET", "/blobs/uploads/", lambda path: elsewhere.url + path, status=204,
+                    headers={"Range": f"0-{4 * MiB - 1}"})
+    target_repo = unique_repo()
+
+    mirror(f"{plain_registry.host}/{pushed.repo}:v1", f"{target.host}/{target_repo}:v1",
+           {target.host: htpasswd_registry.credentials}, chunk_size=4 * MiB)
+    assert_same_image(pushed, htpasswd_registry.host, target_repo, creds=htpasswd_registry.credentials)
+    went_on = elsewhere.requests_matching("PATCH")
+    assert [r.headers["Content-Range"] for r in went_on] == [f"{4 * MiB}-{8 * MiB - 1}"]
+    assert "Authorization" not in went_on[0].headers
+    assert all("Authorization" in r.headers for r in target.requests_matching("PATCH"))
+    sessions = [r for r in target.requests_matching("POST", "/blobs/uploads/") if r.status == 202]
+    assert len(sessions) == len(pushed.blobs) + 1
+
+
+def test_a_session_cut_before_its_first_byte_goes_on_from_0(push_image, fault_proxy, plain_registry,
+                                                            second_plain_registry, unique_repo):
+    """docker-registry reports an empty session as ``Range: 0-0`` (as it does one of 1 byte): read as 0 bytes held."""
+    pushed = push_image("large")
+    target = fault_proxy(second_plain_registry)
+    target.cut_request("PATCH", "/blobs/uploads/", after_bytes=0, header=("Content-Range", f"^0-{4 * MiB - 1}$"))
+    target_repo = unique_repo()
+
+    mirror(f"{plain_registry.host}/{pushed.repo}:v1", f"{target.host}/{target_repo}:v1", chunk_size=4 * MiB)
+    assert_same_image(pushed, second_plain_registry.host, target_repo)
+    asked = target.requests_matching("GET", "/blobs/uploads/")
+    assert [r.status for r in asked] == [204]
+    assert target.count("POST") == len(pushed.blobs), "no new session"
+    first_chunks = [r for r in target.requests_matching("PATCH") if r.headers["Content-Range"] == f"0-{4 * MiB - 1}"]
+    assert [r.action for r in first_chunks] == ["cut_request", "pass"]
+    assert first_chunks[0].url_path == first_chunks[1].url_path == asked[0].url_path
