@@ -27,7 +27,8 @@ from tests.helpers_plans import example_plan, large_plan
 CHROMIUM = "/usr/bin/chromium"
 STYLESHEET = Path(__file__).parent / "browser/node_modules/github-markdown-css/github-markdown-light.css"
 COLUMN = 1012
-# GitHub keeps these of a comment's raw HTML; everything else in the views is markdown's own.
+# The only tags the views may make: markdown's own, and <details>/<summary>, the raw HTML GitHub's
+# sanitizer keeps. A registry's message never adds one.
 MARKDOWN_TAGS = {"h3", "h4", "p", "strong", "code", "ul", "li", "details", "summary", "pre", "a"}
 
 
@@ -38,6 +39,7 @@ def html(text: str) -> str:
 
 
 def page_html(body: str) -> str:
+    """The column 1,012 pixels wide, its text 980 (GitHub's 16-pixel padding of a comment body)."""
     return (f"<!doctype html><html><head><meta charset='utf-8'><style>{STYLESHEET.read_text()}</style>"
             f"<style>body {{ margin: 0 }} .markdown-body {{ box-sizing: border-box; width: {COLUMN}px; "
             f"padding: 16px }}</style></head><body><article class='markdown-body'>{body}</article></body></html>")
