@@ -238,3 +238,13 @@ def test_the_reports_fit_their_room_at_any_size():
             assert size(text) <= room.size, noun
             assert listed + read(text).left_out.get(noun, 0) == total and listed > 100, noun
     assert read(views[0][0].fit(COMMENT)).left_out["not done"] > 4000
+
+
+def test_the_pulls_line_stays_above_whatever_is_cut():
+    plan_ = attrs.evolve(large_plan(random.Random(9), refused=0, creates=2000, unchanged=0),
+                         pulls=(plan.SourcePulls("registry-1.docker.io", needed=4000, remaining=80, limit=100),))
+    lines = markdown.plan_markdown(plan_).fit(COMMENT).splitlines()
+
+    assert lines[5:7] == ["⚠️ Docker Hub: applying pulls up to 4000 manifest(s); 80 of 100 pulls left: apply copies "
+                          "what fits, in lock order, and defers the rest.", ""]
+    assert size("\n".join(lines)) < COMMENT_BYTES and read("\n".join(lines)).left_out["to create"] > 1000
