@@ -137,11 +137,10 @@ def _session_url(exchange: Exchange, response: httpx.Response, path: str) -> str
 async def _upload_whole(
     exchange: Exchange, path: str, session: _Session, descriptor: Descriptor, stream: AsyncIterator[bytes]
 ) -> None:
-    session.sent = descriptor.size
     response = await exchange.send(
         "PUT", with_query(session.location, {"digest": str(descriptor.digest)}), push_scopes(path),
         headers={"Content-Type": "application/octet-stream", "Content-Length": str(descriptor.size)},
-        content=stream,
+        content=_counted(stream, session),
     )
     await _check_committed(exchange, response, path, descriptor.digest)
 
@@ -178,7 +177,10 @@ async def _patch_then_commit(
 async def _patch(
     exchange: Exchange, path: str, session: _Session, content: bytes | AsyncIterator[bytes], length: int
 ) -> None:
-    session.sent = session.offset + length
+    if isinstance(content, bytes):
+        session.sent = session.offset + length
+    else:
+        content = _counted(content, session)
     response = await exchange.send(
         "PATCH", session.location, push_scopes(path),
         headers={
@@ -192,6 +194,14 @@ async def _patch(
         raise await exchange.failure(response, path, "blobs/uploads/ (chunk)")
     session.location = _session_url(exchange, response, path)
     session.offset += length
+
+
+async def _counted(stream: AsyncIterator[bytes], session: _Session) -> AsyncIterator[bytes]:
+    """The stream as sent into the session, counted: a registry cannot hold more than that."""
+    session.sent = session.offset
+    async for chunk in stream:
+        session.sent += len(chunk)
+        yield chunk
 
 
 async def _check_committed(exchange: Exchange, response: httpx.Response, path: str, digest: Digest) -> None:
