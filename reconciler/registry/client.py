@@ -242,7 +242,7 @@ class RegistryClient(Exchange):
         return response
 
     async def read_blob(self, path: str, descriptor: Descriptor, limit: int = limits.MANIFEST_BYTES) -> bytes:
-        """A small blob (an image config) read whole and verified; fetched again if cut short."""
+        """A small blob (an image config) read whole and verified; an answer cut short goes on with a Range."""
         if descriptor.size > limit:
             raise RegistryError(f"{self.host}/{path}: blob {descriptor.digest} is over {limit} bytes")
 

@@ -75,9 +75,9 @@ class BlobReader:
 
     def _rewind(self, offset: int) -> None:
         """Go back to the latest checkpoint at or before ``offset``; the bytes up to it will be hashed, not passed on."""
-        if offset > self._delivered - len(self._pending or b""):
-            raise RegistryError(f"{self._what}: asked to go on from byte {offset}, past the "
-                                f"{self._delivered} bytes read")
+        passed_on = self._delivered - len(self._pending or b"")
+        if offset > passed_on:
+            raise RegistryError(f"{self._what}: asked to go on from byte {offset}, past the {passed_on} bytes passed on")
         self._checkpoints = [point for point in self._checkpoints if point.offset <= offset]
         self._hasher = self._checkpoints[-1].hasher.copy()
         self._delivered = offset
