@@ -16,7 +16,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
-from delayline import bucket_bytes, bulk, parse_rate  # noqa: E402
+from _linecheck import bulk  # noqa: E402
+from delayline import bucket_bytes, parse_rate  # noqa: E402
 
 MiB = 1024 * 1024
 
