@@ -2,8 +2,9 @@
 
 The bench measures image-syncer against a link these make; a line that delivered faster than its
 rate, or cut an answer anywhere but where it was told, would make every figure of
-bench/large.py wrong.  The rate is checked as a lower bound only (the line can never be faster
-than its cap, however loaded the machine; it can be slower), sized to take a fraction of a second.
+bench/large.py wrong.  Tests assert no wall-clock time, so the rate itself is checked where it is
+used: each bench/large.py run times raw GETs through the same line against bytes / rate, and
+``delayline.py --selftest --rate R`` checks it on demand; here a rated line must still deliver every byte.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 from _linecheck import bulk  # noqa: E402
-from delayline import bucket_bytes, parse_rate  # noqa: E402
+from delayline import parse_rate  # noqa: E402
 
 MiB = 1024 * 1024
 
@@ -39,8 +40,6 @@ def test_connections_share_the_rate_and_every_byte_arrives():
     seen = bulk(size, connections=2, rtt_ms=0, rate=rate)
     assert seen.received == [size, size]
     assert seen.resets == 0
-    # one shared link: both transfers together take at least their bytes / rate, less what the bucket holds
-    assert seen.seconds >= (2 * size - bucket_bytes(rate)) / rate
     assert seen.counters["to_client"] == 2 * size and seen.counters["connections"] == 2
 
 
