@@ -58,6 +58,12 @@ def second_plain_registry(registry_factory) -> Registry:
 
 
 @pytest.fixture(scope="session")
+def undeleting_registry(registry_factory) -> Registry:
+    """HTTP, no auth, ``storage.delete.enabled: false``: every manifest DELETE is answered 405 UNSUPPORTED."""
+    return registry_factory("undeleting", delete_enabled=False)
+
+
+@pytest.fixture(scope="session")
 def htpasswd_registry(registry_factory) -> Registry:
     """HTTP + htpasswd basic auth; ``.credentials == ("tester", "tester-pw")``;
     also user ``other``/``other-pw``."""

@@ -11,11 +11,13 @@ import pytest
 from reconciler.oci import reference
 from reconciler.oci.digest import Digest
 from reconciler.registry.auth import Challenge, parse_challenges
+from reconciler.registry.client import Deletion
 from reconciler.registry.copy import BlobTransferFailed
 from reconciler.registry.credentials import lookup
-from reconciler.registry.errors import ResponseError
+from reconciler.registry.errors import RegistryError, ResponseError
 from reconciler.registry.options import TransportOptions
 from reconciler.registry.registries import Registries
+from tests.harness.skopeo import skopeo_inspect_raw
 from tests.helpers_clients import FAST_RETRY, assert_same_image, mirror, registries, run
 
 
@@ -126,3 +128,26 @@ def test_identity_token_is_exchanged_with_the_refresh_token_grant(push_image, to
     assert [(r.method, r.grant_type, r.username, r.status) for r in issuer.requests] == [
         ("POST", "refresh_token", "tester", 200)
     ]
+
+
+def test_a_delete_asks_for_the_delete_action(push_image, token_registry):
+    """distribution's token auth grants a manifest DELETE only with ``delete``: push is not enough."""
+    issuer = token_registry.issuer
+    kept, deleted = push_image("oci", registry=token_registry), push_image("docker", registry=token_registry)
+    credentials = {token_registry.host: token_registry.credentials}
+
+    async def delete(pushed):
+        async with registries(credentials) as regs:
+            return await regs.repository(reference.parse(pushed.ref).repository).delete_manifest(pushed.digest)
+
+    issuer.policy = lambda user, password, repository, actions: [a for a in actions if a != "delete"]
+    with pytest.raises(RegistryError, match="HTTP 401") as raised:
+        run(delete(kept))
+    assert "\n" not in str(raised.value) and token_registry.credentials[1] not in str(raised.value)
+    issuer.policy = lambda user, password, repository, actions: list(actions)
+    issuer.clear()
+
+    assert run(delete(deleted)) is Deletion.DELETED
+    # The scope we ask for first, then the challenge's (a first request goes without a token).
+    assert [r.requested[0] for r in issuer.requests] == [f"repository:{deleted.repo}:pull,delete"]
+    assert skopeo_inspect_raw(kept.ref, creds=token_registry.credentials) == kept.manifest

@@ -8,8 +8,10 @@ import pytest
 from reconciler.oci import reference
 from reconciler.oci.digest import Digest, DigestMismatch
 from reconciler.oci.errors import OCIError
-from reconciler.registry.client import NotFound
+from reconciler.registry.client import Deletion, NotFound
+from reconciler.registry.errors import RegistryError
 from tests.harness.rawhttp import RawRegistry
+from tests.harness.skopeo import SkopeoError, skopeo_inspect_raw
 from tests.helpers_clients import assert_same_image, mirror, registries, run
 
 
@@ -106,3 +108,52 @@ def test_tags_are_listed_and_a_missing_repository_has_none(push_image, plain_reg
     assert proxy.count("GET", "/tags/list") == 2
     assert proxy.requests_matching("GET", "/tags/list")[0].path.endswith("/tags/list?n=2")
     assert none == []
+
+
+def _deletions(repository_ref: str, *identifiers: str, credentials=None) -> list[Deletion]:
+    """Each identifier DELETEd in turn, in one run."""
+
+    async def main():
+        async with registries(credentials) as regs:
+            repository = regs.repository(reference.parse(repository_ref).repository)
+            return [await repository.delete_manifest(identifier) for identifier in identifiers]
+
+    return run(main())
+
+
+def test_a_manifest_is_deleted_by_digest_and_its_tag_deletion_is_unsupported(push_image, plain_registry):
+    """docker-registry 2.8 reads a tag DELETE as a digest (400 DIGEST_INVALID): unsupported, and
+    the tag stays; by digest: deleted (every tag with it), then gone."""
+    pushed = push_image("oci")
+
+    by_tag, by_digest, again = _deletions(pushed.ref, "v1", pushed.digest, pushed.digest)
+
+    assert (by_tag, by_digest, again) == (Deletion.UNSUPPORTED, Deletion.DELETED, Deletion.GONE)
+    with pytest.raises(SkopeoError):
+        skopeo_inspect_raw(pushed.ref)
+
+
+def test_a_registry_with_deletion_off_answers_unsupported_and_keeps_the_image(push_image, undeleting_registry):
+    pushed = push_image("oci", registry=undeleting_registry)
+
+    assert _deletions(pushed.ref, "v1", pushed.digest) == [Deletion.UNSUPPORTED, Deletion.UNSUPPORTED]
+    assert skopeo_inspect_raw(f"{undeleting_registry.host}/{pushed.repo}:v1") == pushed.manifest
+
+
+@pytest.mark.parametrize("status, body", [
+    (500, b'{"errors":[{"code":"UNKNOWN","message":"storage on fire"}]}'),
+    # The UNSUPPORTED code past the cap an error body is read to is not read: not unsupported.
+    (400, b'{"errors":[{"code":"DENIED","message":"' + b"x" * (1024 * 1024) + b'"},{"code":"UNSUPPORTED"}]}'),
+    (403, b"\n".join([b"<html>"] * 10_000)),
+])
+def test_any_other_answer_to_a_delete_is_one_line(push_image, fault_proxy, plain_registry, status, body):
+    pushed = push_image("oci")
+    proxy = fault_proxy(plain_registry)
+    proxy.fail("DELETE", "/manifests/", status=status, body=body, times=None)
+
+    with pytest.raises(RegistryError) as raised:
+        _deletions(f"{proxy.host}/{pushed.repo}", pushed.digest)
+    message = str(raised.value)
+    assert f"DELETE manifests/{pushed.digest} failed with HTTP {status}" in message
+    assert "\n" not in message and len(message) < 1000
+    assert skopeo_inspect_raw(f"{plain_registry.host}/{pushed.repo}:v1") == pushed.manifest

@@ -84,6 +84,11 @@ def push_scopes(path: str, mount_from: str | None = None) -> tuple[str, ...]:
     return scopes
 
 
+def delete_scopes(path: str) -> tuple[str, ...]:
+    """Distribution's token servers grant a manifest DELETE only for the ``delete`` action."""
+    return (repository_scope(path, "pull", "delete"),)
+
+
 def _merge_scopes(*groups: Iterable[str]) -> tuple[str, ...]:
     """Union keeping first-seen order, so the push scope stays first."""
     seen: dict[str, None] = {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 from collections.abc import AsyncIterator
 
 import attrs
@@ -18,9 +19,9 @@ from reconciler.oci import limits, mediatypes
 from reconciler.oci.digest import Digest, DigestMismatch
 from reconciler.oci.manifest import Descriptor, InvalidManifest, Manifest, parse
 from reconciler.registry import upload
-from reconciler.registry.auth import pull_scopes, push_scopes
+from reconciler.registry.auth import delete_scopes, pull_scopes, push_scopes
 from reconciler.registry.credentials import CredentialSource
-from reconciler.registry.errors import RegistryError
+from reconciler.registry.errors import RegistryError, ResponseError
 from reconciler.registry.exchange import Exchange, parse_header_digest
 from reconciler.registry.listing import next_link, page_tags
 from reconciler.registry.options import TransportOptions
@@ -36,8 +37,25 @@ CHUNK_BYTES = 1024 * 1024
 _RACED_BLOB_CODES = frozenset({"MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN", "DIGEST_INVALID"})
 
 
+def _unsupported(refusal: ResponseError, identifier: str) -> bool:
+    if refusal.status == 405 or "UNSUPPORTED" in refusal.codes:
+        return True
+    is_tag = ":" not in identifier  # a digest always holds one, a tag never
+    return refusal.status == 400 and "DIGEST_INVALID" in refusal.codes and is_tag
+
+
 class NotFound(RegistryError):
     """The registry does not have the manifest or blob asked for."""
+
+
+class Deletion(enum.Enum):
+    """What a registry said to a manifest DELETE."""
+
+    DELETED = "deleted"
+    GONE = "gone"
+    """Nothing by that reference (404): deleted already, or never there."""
+    UNSUPPORTED = "unsupported"
+    """The registry deletes nothing this way: deletion turned off, or (for a tag) only by digest."""
 
 
 @attrs.frozen
@@ -139,6 +157,24 @@ class RegistryClient(Exchange):
         if stored and stored != manifest.digest:
             raise DigestMismatch(manifest.digest, stored, f"{self.host}/{path}: stored manifest {identifier}")
         return stored
+
+    async def delete_manifest(self, path: str, identifier: str) -> Deletion:
+        """DELETE a tag or a digest; any answer but deleted, gone or unsupported is a RegistryError.
+
+        docker-registry 2.8 answers 405 ``UNSUPPORTED`` while ``storage.delete.enabled`` is off,
+        and a tag's deletion (which it reads as a digest) 400 ``DIGEST_INVALID``. Sent again
+        after a lost answer: a DELETE done twice is answered 404, gone.
+        """
+        what = f"manifests/{identifier}"
+        response = await self.send("DELETE", await self.url(path, what), delete_scopes(path), idempotent=True)
+        if response.status_code in (200, 202, 204):
+            return Deletion.DELETED
+        if response.status_code == 404:
+            return Deletion.GONE
+        refusal = await self.failure(response, path, what)
+        if isinstance(refusal, ResponseError) and _unsupported(refusal, identifier):
+            return Deletion.UNSUPPORTED
+        raise refusal
 
     # -- listings -------------------------------------------------------------------
 

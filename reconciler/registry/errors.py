@@ -22,11 +22,13 @@ class ResponseError(RegistryError):
 
     def __init__(
         self, host: str, repository: str | None, method: str, path: str, status: int, message: str,
-        *, transient: bool = False, retry_after: float | None = None,
+        *, transient: bool = False, retry_after: float | None = None, codes: frozenset[str] = frozenset(),
     ) -> None:
         where = f"{host}/{repository}" if repository else host
         super().__init__(f"{where}: {method} {path} failed with HTTP {status}: {message}")
         self.status = status
+        self.codes = codes
+        """The spec's error codes the answer's body held (read within its cap)."""
         self.transient = transient
         self.retry_after = retry_after
 

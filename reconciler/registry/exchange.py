@@ -110,6 +110,7 @@ class Exchange:
         return ResponseError(
             self.host, path, response.request.method, what, status, message,
             transient=worth_retrying(response) or bool(error_body.codes & transient_codes), retry_after=wait,
+            codes=error_body.codes,
         )
 
 

@@ -17,7 +17,7 @@ from reconciler.oci.digest import Digest
 from reconciler.oci.manifest import Descriptor, Manifest
 from reconciler.oci.reference import Repository
 from reconciler.registry import ratelimit
-from reconciler.registry.client import ManifestHead, RegistryClient
+from reconciler.registry.client import Deletion, ManifestHead, RegistryClient
 from reconciler.registry.limiter import AdaptiveLimit
 from reconciler.registry.resumable import BlobReader
 from reconciler.registry.upload import BlobTransfer, Source
@@ -58,6 +58,9 @@ class RemoteRepository:
 
     async def put_manifest(self, identifier: str, manifest: Manifest) -> Digest | None:
         return await self.client.put_manifest(self.path, identifier, manifest)
+
+    async def delete_manifest(self, identifier: str) -> Deletion:
+        return await self.client.delete_manifest(self.path, identifier)
 
     async def tags(self, page_size: int = 1000) -> list[str]:
         return await self.client.tags(self.path, page_size)
