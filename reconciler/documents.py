@@ -9,6 +9,7 @@ few hundred bytes into billions of nodes) and deep nesting are refused.
 
 from __future__ import annotations
 
+import functools
 import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,17 +27,13 @@ from cattrs.errors import (
 )
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
-from reconciler import files
+from reconciler import files, plainyaml
 from reconciler.errors import InputError
 from reconciler.oci import reference
 from reconciler.oci.digest import Digest
 from reconciler.oci.reference import Reference
 
-# libyaml when PyYAML was built with it: ten times faster on a lock of a thousand images.
-_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-SafeDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-MAX_DEPTH = 16
-"""Our files nest four levels deep; far deeper is a bomb, not a schema error."""
+MAX_DEPTH = plainyaml.MAX_DEPTH
 _YAML_KINDS = {
     bool: "a boolean",
     int: "a number",
@@ -143,7 +140,7 @@ def _failures(error: BaseException, path: KeyPath) -> Iterator[tuple[KeyPath, st
         yield path, str(error), None
 
 
-class _Loader(_SafeLoader):
+class _Loader(plainyaml.SafeLoader):
     """The safe loader, with a value it cannot convert (a 5000-digit number, a 13th month)
     reported as a YAML error at its line instead of a bare ValueError."""
 
@@ -157,7 +154,7 @@ class _Loader(_SafeLoader):
 def _refuse_aliases_and_depth(path: Path, text: str) -> None:
     """Our files never need anchors, aliases or deep nesting; refusing them keeps every later walk linear."""
     depth = 0
-    for event in yaml.parse(text, Loader=_SafeLoader):
+    for event in yaml.parse(text, Loader=plainyaml.SafeLoader):
         if isinstance(event, yaml.NodeEvent) and event.anchor is not None:
             sign = "*" if isinstance(event, yaml.AliasEvent) else "&"
             raise InputError(
@@ -174,13 +171,22 @@ def _refuse_aliases_and_depth(path: Path, text: str) -> None:
 
 @attrs.frozen
 class YamlDocument:
-    """A parsed YAML file plus its node tree, so any error can name its line."""
+    """A parsed YAML file plus its text, whose node tree any error can take its line from."""
 
     path: Path
     data: object
-    root: yaml.Node | None
+    text: str
     entry_key: str
     """The key that identifies a list entry in messages, e.g. ``source``."""
+
+    @functools.cached_property
+    def root(self) -> yaml.Node | None:
+        """Composed only when a line is asked for: a plain document is read without it (plainyaml)."""
+        loader = _Loader(self.text)
+        try:
+            return loader.get_single_node()
+        finally:
+            loader.dispose()
 
     @classmethod
     def read(cls, path: Path, entry_key: str, if_missing: str) -> YamlDocument:
@@ -197,7 +203,16 @@ class YamlDocument:
 
     @classmethod
     def parse(cls, path: Path, text: str, entry_key: str) -> YamlDocument:
-        """``text`` as if read from ``path``: how a file about to be written is checked to read back."""
+        """``text`` as if read from ``path``: how a file about to be written is checked to read back.
+        A plain document is built from the parser's events; any other is read, or refused with its
+        line, by composing its node tree first."""
+        loader = _Loader(text)
+        try:
+            return cls(path=path, data=plainyaml.load(loader), text=text, entry_key=entry_key)
+        except (plainyaml.NotPlain, yaml.YAMLError):
+            pass
+        finally:
+            loader.dispose()
         loader = _Loader(text)
         try:
             _refuse_aliases_and_depth(path, text)
@@ -211,7 +226,7 @@ class YamlDocument:
             raise InputError(path, f"invalid YAML: {error.reason}", line=line) from None
         finally:
             loader.dispose()
-        document = cls(path=path, data=data, root=root, entry_key=entry_key)
+        document = cls(path=path, data=data, text=text, entry_key=entry_key)
         document._refuse_duplicate_keys(root, ())
         return document
 

@@ -12,9 +12,8 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import attrs
-import yaml
 
-from reconciler import config, documents, tagrules
+from reconciler import config, documents, plainyaml, tagrules
 from reconciler.config import Config, DesiredImage, DesiredTags, ReferrersRule, rule_identity
 from reconciler.documents import YamlDocument
 from reconciler.errors import InputError
@@ -154,7 +153,7 @@ def every_desired(config: Config, lock: Lockfile) -> tuple[DesiredImage, ...]:
 
 
 def dumps(lock: Lockfile) -> str:
-    return HEADER + yaml.dump(_converter.unstructure(lock), Dumper=documents.SafeDumper, sort_keys=False)
+    return HEADER + plainyaml.dump(_converter.unstructure(lock))
 
 
 def dumps_readable(lock: Lockfile, path: Path) -> str:

@@ -6,7 +6,7 @@ import attrs
 import pytest
 import yaml
 
-from reconciler import config, files, lockfile
+from reconciler import config, files, lockfile, plainyaml
 from reconciler.errors import InputError
 from reconciler.lockfile import LockedImage, Lockfile
 from reconciler.oci import limits, reference
@@ -796,3 +796,37 @@ def test_a_malformed_signature_is_refused_with_its_line(tmp_path, old, new, mess
     assert raised.value.entry == f'images[2] (target "{PREFIX}b:1")'
     assert raised.value.problem == message
     assert raised.value.line is not None and raised.value.line > 17
+
+
+def test_a_lock_of_ten_thousand_images_is_written_and_read_back_exactly(tmp_path):
+    """A fleet's lock (issue 26): every kind of pin, each with its own digest, read back pin for pin."""
+    lines = ["targetRepoPrefix: registry.example/mirror/", "images:"]
+    for number in range(10_000):
+        lines.append(f"- source: source.example:5000/team-{number % 97}/app-{number}:v{number % 7}")
+        if number % 3 == 0:
+            lines.append("  platforms: [linux/amd64, linux/arm64]")
+    (tmp_path / "images.yaml").write_text("\n".join(lines) + "\n")
+    images = config.load(tmp_path / "images.yaml")
+    plan = lockfile.pending(images, Lockfile(inputs_hash="", images=()))
+
+    def pin(number: int, desired: config.DesiredImage) -> LockedImage:
+        digest = Digest.of(b"image %d" % number)
+        if desired.platforms:
+            return LockedImage(desired.source, desired.target, digest, OCI_INDEX, desired.platforms,
+                               (Referrer(digest, Digest.of(b"signature %d" % number), OCI_MANIFEST,
+                                         COSIGN_ARTIFACT_TYPES[FoundBy.COSIGN_SIGNATURE], FoundBy.COSIGN_SIGNATURE),))
+        return LockedImage(desired.source, desired.target, digest, DOCKER_MANIFEST if number % 2 else OCI_MANIFEST, ())
+
+    lock = lockfile.merge(images, plan.kept, {desired.target: pin(number, desired)
+                                              for number, desired in enumerate(plan.to_resolve)})
+    path = tmp_path / "images.lock"
+
+    files.write_atomic(path, lockfile.dumps_readable(lock, path))
+    read = lockfile.load(path)
+
+    assert len(read.images) == 10_000
+    assert read == lock
+    assert lockfile.differences(images, read) == []
+    # the bytes PyYAML's own dumper writes
+    assert path.read_text() == lockfile.HEADER + yaml.dump(
+        lockfile._converter.unstructure(lock), Dumper=plainyaml.SafeDumper, sort_keys=False)
