@@ -97,7 +97,7 @@ async def check_fresh(registries: Registries, saved: SavedPlan, lock: Lockfile, 
             return f"{image.locked.target} now holds {now or 'nothing'}"
         return None
 
-    moved = [line for line in await asyncio.gather(*(changed(image) for image in plan.images)) if line]
+    moved = [line for line in await registries.map(changed, plan.images) if line]
     if moved:
         raise StalePlan(f"saved plan is stale: {first_and_count(moved)}; run `image-syncer plan` again")
     return plan
