@@ -1,9 +1,9 @@
 """The pre-commit hook (.pre-commit-hooks.yaml): a commit with a stale images.lock fails, a fresh one passes.
 
 pre-commit itself runs the hook: from a throwaway hook repository holding this checkout's package
-and manifest (pre-commit installs it into its own virtualenv from the package index), in a
-throwaway repository whose images.yaml and images.lock are this repository's committed demo pair
-(``lock --check`` is offline: no registry is asked). Where pre-commit is not installed, the hook's
+and manifest (pre-commit installs it into its own virtualenv from the package index, once: one store
+for the module), in a throwaway repository whose images.yaml and images.lock are this repository's
+committed demo pair (``lock --check`` is offline: no registry is asked). Where pre-commit is not installed, the hook's
 entry is run as pre-commit runs it (the ``files`` filter, no file names, in the repository's top).
 """
 
@@ -159,17 +159,20 @@ def readme_config(hook_path: Path, rev: str) -> str:
     return yaml.safe_dump(config)
 
 
-def test_try_repo_fails_a_staged_stale_lock_with_the_error_line(tmp_path, pre_commit, hook_repo):
-    hook_path, _ = hook_repo
+def test_pre_commit_run_fails_a_staged_stale_lock_with_the_error_line(tmp_path, pre_commit, hook_repo):
+    """``pre-commit run``, as CI runs the hooks; the hook's environment is the one the commit test uses
+    (one store for the module: building it is most of this file's time; try-repo would build another)."""
     repo = user_repo(tmp_path / "user")
+    (repo / ".pre-commit-config.yaml").write_text(readme_config(*hook_repo))
+    assert git(repo, "add", ".pre-commit-config.yaml").returncode == 0
     make_stale(repo)
 
-    tried = pre_commit(repo, "try-repo", str(hook_path), HOOK_ID)
+    ran = pre_commit(repo, "run", HOOK_ID)
 
-    assert tried.returncode == 1, tried.stdout + tried.stderr
-    assert re.search(r"^image-syncer lock --check\.+Failed$", tried.stdout, re.MULTILINE), tried.stdout
-    assert "error: images.lock does not match images.yaml: run `image-syncer lock`" in tried.stdout
-    assert STALE_TARGET in tried.stdout
+    assert ran.returncode == 1, ran.stdout + ran.stderr
+    assert re.search(r"^image-syncer lock --check\.+Failed$", ran.stdout, re.MULTILINE), ran.stdout
+    assert "error: images.lock does not match images.yaml: run `image-syncer lock`" in ran.stdout
+    assert STALE_TARGET in ran.stdout
 
 
 def test_a_commit_with_a_stale_lock_fails_and_a_matching_one_passes(tmp_path, pre_commit, hook_repo):
