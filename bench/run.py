@@ -715,6 +715,10 @@ def report(results: list[dict], rss: dict | None) -> tuple[str, dict]:
             if small is not None:
                 per_image = (r["medians_seconds"][kind] / r["n"]) / (small["medians_seconds"][kind] / small["n"])
                 verdicts[f"{kind}_per_image_vs_n1000@{at}"] = verdict("per_image_seconds_vs_n1000", per_image)
+                # the client's CPU per image too: steadier than wall time on a shared machine
+                cpu = [x["medians_cpu_seconds"][kind]["client"] / x["n"] for x in (r, small)]
+                verdicts[f"{kind}_client_cpu_per_image_vs_n1000@{at}"] = verdict("per_image_seconds_vs_n1000",
+                                                                                cpu[0] / cpu[1])
     if rss is not None:
         verdicts["peak_rss_mib"] = verdict("peak_rss_mib", rss["image-syncer"]["peak_rss_mib"])
 
