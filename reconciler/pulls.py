@@ -37,13 +37,20 @@ class PullBudgets:
         self._registries = registries
         self._images = images
         self._shares = shares
-        self._decided = [asyncio.get_running_loop().create_future() for _ in images]
-        self._by_host: dict[str, list[int]] = {}
+        self._pulls: dict[int, int] = {}
+        """Each decided image's pulls."""
+        self._used_through = [asyncio.get_running_loop().create_future() for _ in images]
+        """Pulls of the image's source registry used by it and every image before it in lock order."""
+        self._previous: list[int | None] = [None] * len(images)
+        self._next: list[int | None] = [None] * len(images)
+        self._worst_case: dict[str, int] = {}
+        last: dict[str, int] = {}
         for index, image in enumerate(images):
-            self._by_host.setdefault(image.source.repository.api_host, []).append(index)
-        self._worst_case = {
-            host: sum(pulls_needed(images[i]) for i in indexes) for host, indexes in self._by_host.items()
-        }
+            host = image.source.repository.api_host
+            if host in last:
+                self._previous[index], self._next[last[host]] = last[host], index
+            last[host] = index
+            self._worst_case[host] = self._worst_case.get(host, 0) + pulls_needed(image)
         self._budgets: dict[str, asyncio.Task[PullLimit | None]] = {}
 
     def skip(self, index: int) -> None:
@@ -59,7 +66,8 @@ class PullBudgets:
         if limit is None or self._worst_case[host] <= limit.remaining:
             self._decide(index, needed)
             return None
-        used = sum(await asyncio.gather(*(self._decided[i] for i in self._by_host[host] if i < index)))
+        previous = self._previous[index]
+        used = 0 if previous is None else await self._used_through[previous]
         if used + needed <= limit.remaining:
             self._decide(index, needed)
             return None
@@ -67,8 +75,18 @@ class PullBudgets:
         return deferral(host, limit, left=limit.remaining - used)
 
     def _decide(self, index: int, pulls: int) -> None:
-        if not self._decided[index].done():
-            self._decided[index].set_result(pulls)
+        """Record the image's pulls; running totals settle forward as far as every earlier image is decided."""
+        if index in self._pulls:
+            return
+        self._pulls[index] = pulls
+        at: int | None = index
+        while at is not None and at in self._pulls:
+            previous = self._previous[at]
+            if previous is not None and not self._used_through[previous].done():
+                return
+            before = 0 if previous is None else self._used_through[previous].result()
+            self._used_through[at].set_result(before + self._pulls[at])
+            at = self._next[at]
 
     async def _budget(self, host: str, image: LockedImage) -> PullLimit | None:
         """The budget the registry states; learnt once per run, with a HEAD (which costs no pull)."""

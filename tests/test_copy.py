@@ -42,6 +42,9 @@ def test_second_repository_mounts_instead_of_uploading(push_image, plain_registr
             manifest = await copier.copy_referenced(regs.repository(source.repository), Digest.parse(pushed.digest),
                                                     regs.repository(target.repository))
             await regs.repository(target.repository).put_manifest(str(manifest.digest), manifest)
+            # what a long run must not keep: a finished placement's task (10,000 images hold 40,000)
+            assert len(copier._blob_tasks) == 2 * len(pushed.blobs)
+            assert not [task for task in copier._blob_tasks.values() if task is not None]
             return copier.stats, uploaded
 
     stats, uploaded_first = run(main())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Callable
 
 import attrs
@@ -61,8 +62,10 @@ class Copier:
     def __init__(self, registries: Registries, on_bytes: Callable[[int], None] | None = None) -> None:
         self._on_bytes = on_bytes
         self._registries = registries
-        self._blob_tasks: dict[_BlobKey, asyncio.Task[None]] = {}
-        self._first_placements: dict[tuple[str, Digest], tuple[asyncio.Task[None], str]] = {}
+        # A placement's task is kept while it runs or after it failed; once it succeeded only that
+        # is kept (None): 10,000 images' finished tasks would otherwise hold tens of MiB.
+        self._blob_tasks: dict[_BlobKey, asyncio.Task[None] | None] = {}
+        self._first_placements: dict[tuple[str, Digest], tuple[asyncio.Task[None] | None, str]] = {}
         # A transfer holds a source and a target connection; half the slots keeps a
         # same-registry copy from waiting on itself.
         self._transfer_slots = asyncio.Semaphore(max(1, registries.options.max_connections // 2))
@@ -78,7 +81,7 @@ class Copier:
         had already given up on them: that failure belongs to the image's report, not to
         asyncio's "exception was never retrieved".
         """
-        tasks = list(self._blob_tasks.values())
+        tasks = [task for task in self._blob_tasks.values() if task is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -116,11 +119,21 @@ class Copier:
     async def _copy_blob(self, source: RemoteRepository, target: RemoteRepository, blob: Descriptor) -> None:
         """Concurrent requests for one blob in one repository share a single placement."""
         key = _BlobKey(target.host, target.path, blob.digest)
-        task = self._blob_tasks.get(key)
-        if task is None:
+        if key not in self._blob_tasks:
             task = asyncio.ensure_future(self._place_blob(source, target, blob))
             self._blob_tasks[key] = task
+            task.add_done_callback(functools.partial(self._forget_if_placed, key))
+        elif (task := self._blob_tasks[key]) is None:
+            return  # placed already
         await asyncio.shield(task)
+
+    def _forget_if_placed(self, key: _BlobKey, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            return
+        self._blob_tasks[key] = None
+        first_task, mount_from = self._first_placements[(key.host, key.digest)]
+        if first_task is task:
+            self._first_placements[(key.host, key.digest)] = (None, mount_from)
 
     async def _place_blob(self, source: RemoteRepository, target: RemoteRepository, blob: Descriptor) -> None:
         """The first repository of a registry to need a blob gets it; the others wait, then mount it.
@@ -139,7 +152,8 @@ class Copier:
         else:
             first_task, mount_from = first
             try:
-                await asyncio.shield(first_task)
+                if first_task is not None:
+                    await asyncio.shield(first_task)
             except OCIError:
                 mount_from = same_registry
         await self._transfer(source, target, blob, mount_from)
