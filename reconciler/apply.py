@@ -16,6 +16,7 @@ from reconciler.bounded import bugs_fail_this_image
 from reconciler.config import DesiredImage
 from reconciler.errors import first_and_count
 from reconciler.lockfile import LockedImage, Lockfile
+from reconciler.oci.digest import Digest
 from reconciler.oci.errors import OCIError
 from reconciler.oci.manifest import Manifest
 from reconciler.oci.platforms import SubsetChanged
@@ -23,6 +24,7 @@ from reconciler.oci.reference import Reference
 from reconciler.oci.referrer import in_levels
 from reconciler.plan import Action, Plan, PlannedImage, lock_digest, plan_image
 from reconciler.planfile import SavedPlan, first_difference, restored
+from reconciler.prune import AppliedDeletion, DeletionAction, PlannedDeletion, apply_deletions, skipped
 from reconciler.pulls import PullBudgets
 from reconciler.registry.registries import Registries
 from reconciler.registry.copy import Copier, CopyStats
@@ -59,10 +61,16 @@ class Report:
     stats: CopyStats
     seconds: float = 0.0
     """How long applying took: from the first target asked (or, for a saved plan, its first copy) to the last tag."""
+    deletions: tuple[AppliedDeletion, ...] = ()
+    """What prune deleted (or refused, or skipped), sorted by target."""
+
+    @property
+    def copied_all(self) -> bool:
+        return all(image.outcome in (Outcome.COPIED, Outcome.UNCHANGED) for image in self.images)
 
     @property
     def ok(self) -> bool:
-        return all(image.outcome in (Outcome.COPIED, Outcome.UNCHANGED) for image in self.images)
+        return self.copied_all and all(deletion.ok for deletion in self.deletions)
 
     def count(self, outcome: Outcome) -> int:
         return sum(image.outcome is outcome for image in self.images)
@@ -72,7 +80,8 @@ class StalePlan(RegistryError):
     """A saved plan no longer describes the world; apply refuses it whole, as Terraform does."""
 
 
-async def check_fresh(registries: Registries, saved: SavedPlan, lock: Lockfile, shard: Shard | None) -> Plan:
+async def check_fresh(registries: Registries, saved: SavedPlan, lock: Lockfile, shard: Shard | None,
+                      prune: bool = False) -> Plan:
     """The plan a saved one stands for, unless it says other than planning the lock now gives:
     every image as planning its pin gives it (a plan is a file that travels between jobs, so it
     is input), and every target tag still holding what it held when planned.
@@ -86,21 +95,48 @@ async def check_fresh(registries: Registries, saved: SavedPlan, lock: Lockfile, 
     lock = lock_part(shard, lock)
     if saved.lock_digest != lock_digest(lock):
         raise StalePlan("saved plan is stale: the lock file changed since it was made; run `image-syncer plan` again")
-    if (difference := first_difference(saved, lock)) is not None:
+    if (difference := first_difference(saved, lock, prune)) is not None:
         raise StalePlan(f"saved plan does not match the lock file: {difference}; run `image-syncer plan` again")
 
-    plan = restored(saved, lock)
+    plan = restored(saved, lock, prune)
 
-    async def changed(image: PlannedImage) -> str | None:
-        now = await registries.resolve_digest(image.locked.target)
-        if now != image.target_digest:
-            return f"{image.locked.target} now holds {now or 'nothing'}"
-        return None
+    async def changed(planned: tuple[Reference, Digest | None]) -> str | None:
+        target, held = planned
+        now = await registries.resolve_digest(target)
+        return f"{target} now holds {now or 'nothing'}" if now != held else None
 
-    moved = [line for line in await registries.map(changed, plan.images) if line]
+    targets = [*((image.locked.target, image.target_digest) for image in plan.images),
+               *((deletion.removed.target, deletion.target_digest) for deletion in plan.deletions)]
+    moved = [line for line in await registries.map(changed, targets) if line]
     if moved:
         raise StalePlan(f"saved plan is stale: {first_and_count(moved)}; run `image-syncer plan` again")
     return plan
+
+
+class TooManyDeletions(OCIError):
+    """More deletions than ``--max-deletes`` allows: apply is refused whole, before anything is copied."""
+
+
+def check_deletions(deletions: Sequence[PlannedDeletion], max_deletes: int) -> None:
+    count = sum(deletion.action is DeletionAction.DELETE for deletion in deletions)
+    if count > max_deletes:
+        raise TooManyDeletions(f"{count} deletions planned, over --max-deletes {max_deletes}: nothing copied or "
+                               f"deleted; review them with `image-syncer plan`, then apply with --max-deletes {count}")
+
+
+async def delete_after(registries: Registries, report: Report, deletions: Sequence[PlannedDeletion],
+                       interruption: Interruption) -> Report:
+    """The deletions, once every copy of the run has succeeded; else none is tried, each reported skipped."""
+    if not report.copied_all:
+        failed = sum(image.outcome not in (Outcome.COPIED, Outcome.UNCHANGED) for image in report.images)
+        return attrs.evolve(report, deletions=skipped(
+            deletions, f"not tried: {failed} image(s) of this run were not copied, and deletions run only after "
+                       "every copy succeeded"))
+    try:
+        done = await interruption.run(apply_deletions(registries, deletions), "")
+    except Interrupted:
+        done = skipped(deletions, "stopped while deleting: deleted or not, `image-syncer plan` tells")
+    return attrs.evolve(report, deletions=done)
 
 
 class ApplyObserver(Protocol):

@@ -51,6 +51,10 @@ MaxRequests = Annotated[
                       "number adapts: it grows while answers come quickly and halves on 429, 503, lost "
                       "connections or slowing answers."),
 ]
+MaxDeletes = Annotated[
+    int, typer.Option("--max-deletes", min=0, help="Most tags prune may delete in one run (images.yaml's "
+                      "prune: true); a plan with more is refused whole, nothing copied or deleted."),
+]
 Retries = Annotated[
     int, typer.Option("--retries", min=0, max=20, help="Further tries of a failed request or blob transfer "
                       "(connection lost, answer cut short, 408/429/5xx), with backoff and Retry-After."),

@@ -23,12 +23,13 @@ from reconciler.oci.errors import OCIError
 from reconciler import config as config_file
 from reconciler import arguments, compat, files, markdown, metrics, output, planfile, render, runtime, workflow
 from reconciler.arguments import (
-    AccessToken, CaFile, Debug, FormatOption, FromOption, ImagesFile, InsecureRegistry, LockFile, MaxRequests,
-    MetricsFile, PlanFormat, Retries, ShardOption, TargetKeyFile, Timeout, UploadChunk,
+    AccessToken, CaFile, Debug, FormatOption, FromOption, ImagesFile, InsecureRegistry, LockFile, MaxDeletes,
+    MaxRequests, MetricsFile, PlanFormat, Retries, ShardOption, TargetKeyFile, Timeout, UploadChunk,
 )
-from reconciler.apply import Report
+from reconciler.apply import Report, TooManyDeletions, check_deletions
 from reconciler.errors import InputError
 from reconciler.progress import apply_progress
+from reconciler.prune import DEFAULT_MAX_DELETES
 from reconciler.registry import credentials
 from reconciler.registry.options import tls_trust
 from reconciler.registry.registries import Registries
@@ -132,10 +133,15 @@ def lock(
         raise typer.Exit(1)
     for target in result.resolved:
         output.stderr.print(f"  pinned {target}", markup=False)
+    to_delete = {str(removed.target) for removed in result.lock.removed}
     for target in result.dropped:
-        output.stderr.print(f"  dropped {target}", markup=False)
+        output.stderr.print(f"  dropped {target}" + ("; apply deletes it (prune)" if target in to_delete else ""),
+                            markup=False)
+    for line in result.forgotten:
+        output.stderr.print(f"  forgot {line}", markup=False)
     verb = "wrote" if result.written else "unchanged:"
-    output.stderr.print(f"{verb} {lock_path} ({len(result.lock.images)} images)", markup=False)
+    deletions = f", {len(to_delete)} to delete" if to_delete else ""
+    output.stderr.print(f"{verb} {lock_path} ({len(result.lock.images)} images{deletions})", markup=False)
 
 
 @app.command(epilog="Example: image-syncer plan --shard 1/4 --format markdown --out plan.json")
@@ -145,13 +151,14 @@ def plan(
     output_format: FormatOption = PlanFormat.text,
     out: Annotated[Path | None, typer.Option("--out", help="Save the plan for `image-syncer apply PLANFILE`.")] = None,
     detailed_exitcode: Annotated[
-        bool, typer.Option("--detailed-exitcode", help="Exit 2 when there is something to create.")
+        bool, typer.Option("--detailed-exitcode", help="Exit 2 when there is something to create or delete.")
     ] = False,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="List the unchanged images too, not only their count.")
     ] = False,
     shard: ShardOption = None,
     from_path: FromOption = None,
+    max_deletes: MaxDeletes = DEFAULT_MAX_DELETES,
     target_key_file: TargetKeyFile = None, access_token: AccessToken = None, ca_file: CaFile = None,
     insecure_registry: InsecureRegistry = None, max_requests: MaxRequests = 64, retries: Retries = 4,
     timeout: Timeout = 60.0, upload_chunk_mib: UploadChunk = None, debug: Debug = False,
@@ -171,6 +178,11 @@ def plan(
                     text=render.plan_text(result, verbose=verbose))
     if out is not None:
         output.stderr.print(f"Saved the plan to {out}; apply it with `image-syncer apply {out}`.", markup=False)
+    try:
+        check_deletions(result.deletions, max_deletes)
+    except TooManyDeletions as over:
+        output.print_error(str(over).replace("nothing copied or deleted", "apply would refuse this plan"))
+        raise typer.Exit(1) from None
     if result.has_refusals:
         raise typer.Exit(1)
     if detailed_exitcode and result.has_changes:
@@ -186,6 +198,7 @@ def apply(
     shard: ShardOption = None,
     from_path: FromOption = None,
     metrics_file: MetricsFile = None,
+    max_deletes: MaxDeletes = DEFAULT_MAX_DELETES,
     target_key_file: TargetKeyFile = None, access_token: AccessToken = None, ca_file: CaFile = None,
     insecure_registry: InsecureRegistry = None, max_requests: MaxRequests = 64, retries: Retries = 4,
     timeout: Timeout = 60.0, upload_chunk_mib: UploadChunk = None, debug: Debug = False,
@@ -201,7 +214,7 @@ def apply(
         with apply_progress(output.stderr) as observer:
             return await workflow.apply(registries, loaded, arguments.lock_path(images_file, lock_file), saved,
                                         observer=observer, interruption=interruption, shard=shard,
-                                        from_path=from_path)
+                                        from_path=from_path, max_deletes=max_deletes)
 
     _finish("apply", _with_registries(session, loaded, work, interruption), output_format, interruption, shard,
             metrics_file)

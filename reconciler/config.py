@@ -70,6 +70,7 @@ class ImagesFile:
     images: tuple[ImageEntry, ...]
     referrers: ReferrersRule = ReferrersRule()
     verify: VerifyEntry | None = None
+    prune: bool = False
 
 
 @attrs.frozen
@@ -151,6 +152,8 @@ class Config:
     """Sorted by target, so everything derived from it is in a stable order."""
     tag_rules: tuple[DesiredTags, ...] = ()
     """In file order; what they select is known only once the source's tags are listed."""
+    prune: bool = False
+    """Whether what leaves images.yaml is deleted from the targets (``lock`` records it, apply deletes it)."""
 
 
 _converter = yaml_converter()
@@ -210,7 +213,7 @@ def load(path: str | Path) -> Config:
                        f"target {image.target} is also the target of")
         desired.append(image)
     return Config(path=path, desired=tuple(sorted(desired, key=lambda image: str(image.target))),
-                  tag_rules=tuple(tag_rules))
+                  tag_rules=tuple(tag_rules), prune=images_file.prune)
 
 
 def _refuse_second(document: YamlDocument, index: int, earlier: int, problem: str) -> None:

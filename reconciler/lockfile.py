@@ -63,6 +63,15 @@ class LockedImage:
         return self.subset.platforms if self.subset else self.platforms
 
 
+@attrs.frozen
+class RemovedImage:
+    """A tag we wrote that images.yaml no longer wants (``prune: true``): what prune may delete, and nothing else."""
+
+    target: Reference
+    digest: Digest
+    """What we pushed under the tag (the pin's pushed digest)."""
+
+
 @attrs.frozen(kw_only=True)
 class Lockfile:
     # Field order is the order in the file: version and hash above the long list.
@@ -70,6 +79,8 @@ class Lockfile:
     inputs_hash: str
     images: tuple[LockedImage, ...]
     """Sorted by target."""
+    removed: tuple[RemovedImage, ...] = attrs.field(default=(), metadata=documents.OMITTED_WHEN_DEFAULT)
+    """Sorted by target; never a target of ``images``."""
 
 
 @attrs.frozen
@@ -209,6 +220,13 @@ def _structure(document: YamlDocument) -> Lockfile:
                     None if attestation.proof.predicate_type else "names no predicate type"):
                 raise document.error(("images", index, "attestations", number, "proof"), problem)
         seen_targets.add(image.target)
+    removed_targets = set()
+    for index, removed in enumerate(lock.removed):
+        if removed.target in seen_targets:
+            raise document.error(("removed", index), "target is locked and removed at once")
+        if removed.target in removed_targets:
+            raise document.error(("removed", index), "target is removed twice")
+        removed_targets.add(removed.target)
     return lock
 
 
@@ -340,6 +358,17 @@ def merge(
             raise ValueError(f"no pin for {desired.target}: it was neither kept nor resolved")
         images.append(pin)
     return Lockfile(inputs_hash=inputs_hash(config, selected), images=tuple(images))
+
+
+def removal_candidates(existing: Lockfile, dropped: Iterable[LockedImage], new_lock: Lockfile
+                       ) -> tuple[RemovedImage, ...]:
+    """What prune may delete after this lock, before the targets are asked whether they still hold it:
+    the candidates so far and the pins that left the lock, less any target images.yaml wants again."""
+    wanted = {image.target for image in new_lock.images}
+    candidates = {removed.target: removed for removed in existing.removed}
+    candidates.update((image.target, RemovedImage(image.target, image.pushed_digest)) for image in dropped)
+    return tuple(sorted((removed for target, removed in candidates.items() if target not in wanted),
+                        key=lambda removed: str(removed.target)))
 
 
 def differences(config: Config, lock: Lockfile) -> list[str]:

@@ -15,6 +15,7 @@ from reconciler import render
 from reconciler.apply import AppliedImage, Outcome, Report
 from reconciler.oci.reference import Reference
 from reconciler.plan import Action, Plan, PlannedImage
+from reconciler.prune import AppliedDeletion, DeletionAction, DeletionOutcome, PlannedDeletion
 from reconciler.verify import Status, Verification
 
 COMMENT_BYTES = 64_000
@@ -97,13 +98,14 @@ def _size(lines: Iterable[str]) -> int:
     return sum(len(line.encode()) + 1 for line in lines)
 
 
-def _common_prefix(images: Iterable[tuple[Reference, Reference]]) -> str:
+def _common_prefix(images: Iterable[tuple[Reference, Reference | None]]) -> str:
     """What all targets start with, up to a ``/``, said once so each line names only the rest; never
-    more than the part before a source's own name (a target named after its source needs no source)."""
-    pairs = [(str(target), source.as_written) for target, source in images]
+    more than the part before a source's own name (a target named after its source needs no source).
+    A target to delete has no source (None)."""
+    pairs = [(str(target), source.as_written if source else None) for target, source in images]
     prefix = os.path.commonprefix([target for target, _ in pairs])
     prefix = prefix[: prefix.rfind("/") + 1]
-    named = [len(target) - len(source) for target, source in pairs if target.endswith("/" + source)]
+    named = [len(target) - len(source) for target, source in pairs if source and target.endswith("/" + source)]
     return prefix[: min(named, default=len(prefix))]
 
 
@@ -148,9 +150,11 @@ def plan_markdown(plan: Plan) -> Document:
     """For a pull request: the summary first, then what needs a look (refusals, creates, notes); the
     unchanged folded away."""
     looks, rest = render.for_review(plan)
-    prefix = _common_prefix((image.locked.target, image.locked.source) for image in plan.images)
+    prefix = _common_prefix([*((image.locked.target, image.locked.source) for image in plan.images),
+                             *((deletion.removed.target, None) for deletion in plan.deletions)])
     summary = plan.summary
-    headline = f"{summary.create} to create · {summary.refused} refused · {summary.unchanged} unchanged"
+    deleting = f" · {summary.delete} to delete" if plan.deletions else ""
+    headline = f"{summary.create} to create{deleting} · {summary.refused} refused · {summary.unchanged} unchanged"
     if summary.moved:
         headline += f" · {summary.moved} source tag(s) moved"
     head = [PLAN_MARKER, "### image-syncer plan", "", f"**{headline}**", ""]
@@ -159,13 +163,32 @@ def plan_markdown(plan: Plan) -> Document:
     def items(actions: tuple[Action, ...]) -> list[str]:
         return [_planned(image, prefix) for image in looks if image.action in actions]
 
+    deletions = render.deletions_for_review(plan.deletions)
+
+    def deleting(actions: tuple[DeletionAction, ...]) -> list[str]:
+        return [_deletion(deletion, prefix) for deletion in deletions if deletion.action in actions]
+
     return Document(tuple(head + _plan_prefix_lines(prefix)), (
         _listed("Refused: apply leaves these targets as they are", "refused",
-                items((Action.ERROR, Action.CONFLICT, Action.SOURCE_MISSING))),
+                items((Action.ERROR, Action.CONFLICT, Action.SOURCE_MISSING))
+                + deleting((DeletionAction.ERROR, DeletionAction.REFUSED))),
+        _listed("To delete (prune: true): apply deletes these tags, last", "to delete",
+                deleting((DeletionAction.DELETE,))),
         _listed("To create", "to create", items((Action.CREATE,))),
         _listed("Unchanged, with a note", "unchanged with a note", items((Action.UNCHANGED,))),
-        _folded("unchanged", [_digest_item(image.locked.target, prefix, image.locked.pushed_digest) for image in rest]),
+        _folded("unchanged", [_digest_item(image.locked.target, prefix, image.locked.pushed_digest) for image in rest]
+                + deleting((DeletionAction.GONE,))),
     ), "`image-syncer plan --format json` prints every image")
+
+
+def _deletion(deletion: PlannedDeletion, prefix: str) -> str:
+    """A candidate of the lock's ``removed:``: its whole digest, as what is deleted must be unmistakable."""
+    removed = deletion.removed
+    if deletion.action is DeletionAction.GONE:
+        return f"- {_name(removed.target, prefix)} · gone already, nothing to delete"
+    action = f"**{deletion.action.value}** " if deletion.action.refused else ""
+    line = f"- {action}{_name(removed.target, prefix)} · `{removed.digest}`"
+    return line + (f"\n  - {_plain(deletion.message)}" if deletion.message else "")
 
 
 def _planned(image: PlannedImage, prefix: str) -> str:
@@ -207,7 +230,8 @@ _PROBLEMS = (Outcome.FAILED, Outcome.REFUSED, Outcome.DEFERRED, Outcome.INTERRUP
 
 def report_markdown(report: Report, command: str = "apply") -> Document:
     """For a CI run's summary: what was not done and why, what was copied, the unchanged folded away."""
-    prefix = _common_prefix((image.target, image.source) for image in report.images)
+    prefix = _common_prefix([*((image.target, image.source) for image in report.images),
+                             *((deletion.target, None) for deletion in report.deletions)])
     by_target = sorted(report.images, key=lambda image: str(image.target))
     problems = sorted((image for image in by_target if image.outcome in _PROBLEMS),
                       key=lambda image: _PROBLEMS.index(image.outcome))
@@ -218,14 +242,25 @@ def report_markdown(report: Report, command: str = "apply") -> Document:
     counts = render.report_counts(report).replace(", ", " · ")
     head = [f"### image-syncer {command}", "",
             f"**{counts}** ({render.transfer_summary(report)} in {report.seconds:.1f} s)", "", *_prefix_lines(prefix)]
+    undeleted = [_problem(deletion, prefix) for deletion in report.deletions
+                 if deletion.outcome in (DeletionOutcome.REFUSED, DeletionOutcome.FAILED)]
+    if skipped := render.deletions_skipped(report):
+        undeleted.append(f"- **skipped** {_plain(skipped)}")
+
+    def deleted(outcome: DeletionOutcome) -> list[str]:
+        return [_digest_item(deletion.target, prefix, deletion.digest) for deletion in report.deletions
+                if deletion.outcome is outcome]
+
     return Document(tuple(head), (
-        _listed("Not done", "not done", [_problem(image, prefix) for image in problems]),
+        _listed("Not done", "not done", [_problem(image, prefix) for image in problems] + undeleted),
+        _listed("Deleted (prune: true)", "deleted", deleted(DeletionOutcome.DELETED)),
         _listed("Copied", "copied", digests(Outcome.COPIED)),
         _folded("unchanged", digests(Outcome.UNCHANGED)),
+        _folded("gone already", deleted(DeletionOutcome.GONE)),
     ), f"the run's log names every image it copied or did not; `image-syncer {command} --format json` prints all")
 
 
-def _problem(image: AppliedImage, prefix: str) -> str:
+def _problem(image: AppliedImage | AppliedDeletion, prefix: str) -> str:
     line = f"- **{image.outcome.value}** {_name(image.target, prefix)} · `{render.short_digest(image.digest)}`"
     return line + (f"\n  - {_plain(image.message)}" if image.message else "")
 

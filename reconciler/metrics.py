@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 
 from reconciler.apply import Outcome, Report
+from reconciler.prune import DeletionOutcome
 from reconciler.shard import Shard
 from reconciler.verify import Status, Verification
 
@@ -29,7 +30,10 @@ VERIFY_OUTCOMES = tuple(Status)
 _HELP = {
     "images": "Images of the last run by outcome (apply and export: copied, unchanged, refused, failed, deferred, "
               "interrupted; verify: intact, changed, deleted, error).",
-    "success": "1 when every image of the last run ended well (copied or unchanged; for verify, intact), else 0.",
+    "deletions": "Tags the last apply's prune (images.yaml's prune: true) handled, by outcome: deleted, gone, "
+                 "refused, failed, skipped.",
+    "success": "1 when every image of the last run ended well (copied or unchanged; for verify, intact), and every "
+               "deletion (deleted or gone), else 0.",
     "blobs": "Blobs the last run placed by how: uploaded, mounted from another repository of the target, "
              "or already there.",
     "sent_bytes": "Bytes of blobs the last run uploaded (or, for export, wrote into the layout).",
@@ -43,8 +47,10 @@ Sample = tuple[dict[str, str], float]
 def report_metrics(command: str, shard: Shard | None, report: Report, finished: float | None = None) -> str:
     """An apply's or an export's report; ``finished``: Unix time (default: now)."""
     stats = report.stats
+    deletions = [deletion.outcome for deletion in report.deletions]
     return _exposition(command, shard, [
         ("images", [({"outcome": outcome.value}, report.count(outcome)) for outcome in APPLY_OUTCOMES]),
+        ("deletions", [({"outcome": outcome.value}, deletions.count(outcome)) for outcome in DeletionOutcome]),
         ("success", [({}, int(report.ok))]),
         ("blobs", [({"how": "uploaded"}, stats.blobs_uploaded), ({"how": "mounted"}, stats.blobs_mounted),
                    ({"how": "present"}, stats.blobs_present)]),

@@ -24,6 +24,7 @@ from reconciler.oci.digest import Digest
 from reconciler.oci.errors import OCIError
 from reconciler.oci.reference import Reference
 from reconciler.oci.referrer import Referrer
+from reconciler.prune import DeletionAction, PlannedDeletion, plan_deletions
 from reconciler.registry import referrers
 from reconciler.registry.registries import Registries
 from reconciler.resolve import TagListings
@@ -82,7 +83,9 @@ class Summary:
     create: int
     unchanged: int
     refused: int
+    """Images and deletions refused."""
     moved: int
+    delete: int = attrs.field(default=0, metadata=documents.OMITTED_WHEN_DEFAULT)
 
 
 @attrs.frozen
@@ -94,6 +97,9 @@ class Plan:
     """Made with ``--shard``: applied only with the same one; ``lock_digest`` is then of the shard's part."""
     pulls: tuple[SourcePulls, ...] = ()
     """Only for sources that state a pull budget; a plan that asked no source has none."""
+    deletions: tuple[PlannedDeletion, ...] = ()
+    """The lock's ``removed:`` as the targets answered, sorted by target; none unless images.yaml
+    says ``prune: true``."""
 
     @property
     def summary(self) -> Summary:
@@ -101,17 +107,24 @@ class Plan:
         return Summary(
             create=actions.count(Action.CREATE),
             unchanged=actions.count(Action.UNCHANGED),
-            refused=sum(action.refused for action in actions),
+            refused=sum(action.refused for action in actions) + sum(
+                deletion.action.refused for deletion in self.deletions),
             moved=sum(image.moved_to is not None for image in self.images),
+            delete=self.delete_count,
         )
 
     @property
+    def delete_count(self) -> int:
+        return sum(deletion.action is DeletionAction.DELETE for deletion in self.deletions)
+
+    @property
     def has_changes(self) -> bool:
-        return any(image.action is Action.CREATE for image in self.images)
+        return any(image.action is Action.CREATE for image in self.images) or self.delete_count > 0
 
     @property
     def has_refusals(self) -> bool:
-        return any(image.action.refused for image in self.images)
+        return (any(image.action.refused for image in self.images)
+                or any(deletion.action.refused for deletion in self.deletions))
 
 
 _pins = documents.converter()
@@ -126,14 +139,18 @@ def lock_digest(lock: Lockfile) -> str:
 
 async def make_plan(
     registries: Registries, lock: Lockfile, ask_sources: bool = True, shard: Shard | None = None,
-    referrer_rules: Mapping[Reference, ReferrersRule] = MappingProxyType({}),
+    referrer_rules: Mapping[Reference, ReferrersRule] = MappingProxyType({}), prune: bool = False,
 ) -> Plan:
     """With ``shard`` only its part of the lock is planned. ``referrer_rules`` (by target): for
-    those, the sources are asked what refers to them now, for a note on what the lock lacks."""
+    those, the sources are asked what refers to them now, for a note on what the lock lacks.
+    ``prune``: the lock's ``removed:`` is planned too."""
     lock = lock_part(shard, lock)
     upstream = _UpstreamReferrers(registries, referrer_rules)
-    images = await registries.map(lambda locked: plan_image(registries, locked, ask_sources, upstream), lock.images)
-    return Plan(lock_digest=lock_digest(lock), images=tuple(images), shard=shard, pulls=_pulls(registries, images))
+    images, deletions = await asyncio.gather(
+        registries.map(lambda locked: plan_image(registries, locked, ask_sources, upstream), lock.images),
+        plan_deletions(registries, lock.removed if prune else ()))
+    return Plan(lock_digest=lock_digest(lock), images=tuple(images), shard=shard, pulls=_pulls(registries, images),
+                deletions=deletions)
 
 
 def _pulls(registries: Registries, images: list[PlannedImage]) -> tuple[SourcePulls, ...]:

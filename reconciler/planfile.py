@@ -15,12 +15,13 @@ import attrs
 from reconciler import documents, files
 from reconciler.documents import YamlDocument
 from reconciler.errors import shorten
-from reconciler.lockfile import LockedImage, Lockfile
+from reconciler.lockfile import LockedImage, Lockfile, RemovedImage
 from reconciler.oci.digest import Digest
 from reconciler.oci.platforms import PlatformSubset
 from reconciler.oci.reference import Reference
 from reconciler.oci.referrer import Referrer
 from reconciler.plan import PLAN_VERSION, Action, Plan, PlannedImage, SourcePulls, Summary, decide
+from reconciler.prune import DeletionAction, PlannedDeletion, decide_deletion
 from reconciler.shard import Shard
 
 
@@ -45,11 +46,23 @@ class SavedImage:
 
 
 @attrs.frozen(kw_only=True)
+class SavedDeletion:
+    """A candidate of the lock's ``removed:`` and what planning decided for it."""
+
+    target: Reference
+    digest: Digest
+    action: DeletionAction
+    target_digest: Digest | None = None
+    message: str | None = None
+
+
+@attrs.frozen(kw_only=True)
 class SavedPlan:
     version: int
     lock_digest: str
     shard: Shard | None = None
     images: tuple[SavedImage, ...]
+    deletions: tuple[SavedDeletion, ...] = attrs.field(default=(), metadata=documents.OMITTED_WHEN_DEFAULT)
     pulls: tuple[SourcePulls, ...] = ()
     summary: Summary
 
@@ -57,6 +70,9 @@ class SavedPlan:
 _converter = documents.converter()
 _converter.register_unstructure_hook(Action, lambda action: action.value)
 _converter.register_structure_hook(Action, lambda value, _: Action(_converter.structure(value, str)))
+_converter.register_unstructure_hook(DeletionAction, lambda action: action.value)
+_converter.register_structure_hook(DeletionAction,
+                                   lambda value, _: DeletionAction(_converter.structure(value, str)))
 _converter.register_unstructure_hook(Shard, str)
 _converter.register_structure_hook(Shard, lambda value, _: Shard.parse(_converter.structure(value, str)))
 
@@ -64,7 +80,8 @@ _converter.register_structure_hook(Shard, lambda value, _: Shard.parse(_converte
 def dumps(plan: Plan) -> str:
     document = SavedPlan(
         version=plan.version, lock_digest=plan.lock_digest, shard=plan.shard,
-        images=tuple(_saved(image) for image in plan.images), pulls=plan.pulls, summary=plan.summary,
+        images=tuple(_saved(image) for image in plan.images), deletions=tuple(map(_saved_deletion, plan.deletions)),
+        pulls=plan.pulls, summary=plan.summary,
     )
     return json.dumps(_converter.unstructure(document), indent=2) + "\n"
 
@@ -79,6 +96,11 @@ def _saved(image: PlannedImage) -> SavedImage:
     )
 
 
+def _saved_deletion(deletion: PlannedDeletion) -> SavedDeletion:
+    return SavedDeletion(target=deletion.removed.target, digest=deletion.removed.digest, action=deletion.action,
+                         target_digest=deletion.target_digest, message=deletion.message)
+
+
 def save(path: Path, plan: Plan) -> None:
     files.write_atomic(path, dumps(plan))
 
@@ -91,24 +113,37 @@ def load(path: Path) -> SavedPlan:
     return document.structure(_converter, SavedPlan)
 
 
-def first_difference(saved: SavedPlan, lock: Lockfile) -> str | None:
+def first_difference(saved: SavedPlan, lock: Lockfile, prune: bool = False) -> str | None:
     """Where a saved plan first says other than planning ``lock`` again would: the image's target,
     the field and both values. Every field is compared, as the plan file writes it, so whatever
-    apply acts on (action, digests, subset, referrers, platforms) is the lock's."""
+    apply acts on (action, digests, subset, referrers, platforms) is the lock's. Deletions are
+    the lock's ``removed:`` when ``prune`` (images.yaml's ``prune: true``), else none."""
     if len(saved.images) != len(lock.images):
         return f"it has {len(saved.images)} images, the lock {len(lock.images)} pins"
-    for image, locked in zip(saved.images, lock.images):
-        replanned = _saved(_replanned(locked, image))
-        difference = _first_change("", _converter.unstructure(image), _converter.unstructure(replanned))
+    removed = lock.removed if prune else ()
+    if len(saved.deletions) != len(removed):
+        return f"it has {len(saved.deletions)} deletions, planning the lock gives {len(removed)}"
+    pairs = [*((image, _saved(_replanned(locked, image)), locked.target)
+               for image, locked in zip(saved.images, lock.images)),
+             *((deletion, _saved_deletion(_redecided(candidate, deletion)), candidate.target)
+               for deletion, candidate in zip(saved.deletions, removed))]
+    for written, replanned, target in pairs:
+        difference = _first_change("", _converter.unstructure(written), _converter.unstructure(replanned))
         if difference is not None:
-            return f"{locked.target}: {difference}"
+            return f"{target}: {difference}"
     return None
 
 
-def restored(saved: SavedPlan, lock: Lockfile) -> Plan:
+def restored(saved: SavedPlan, lock: Lockfile, prune: bool = False) -> Plan:
     """The plan a saved one stands for, over the pins of ``lock`` (which ``first_difference`` found it agrees with)."""
     return Plan(lock_digest=saved.lock_digest, images=tuple(map(_replanned, lock.images, saved.images)),
-                version=saved.version, shard=saved.shard, pulls=saved.pulls)
+                version=saved.version, shard=saved.shard, pulls=saved.pulls,
+                deletions=tuple(map(_redecided, lock.removed if prune else (), saved.deletions)))
+
+
+def _redecided(removed: RemovedImage, saved: SavedDeletion) -> PlannedDeletion:
+    """What planning ``removed`` gives with its target tag holding what ``saved`` says it held."""
+    return decide_deletion(removed, saved.target_digest)
 
 
 def _replanned(locked: LockedImage, saved: SavedImage) -> PlannedImage:

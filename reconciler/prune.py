@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import attrs
 
 from reconciler.bounded import bugs_fail_this_image
+from reconciler.lockfile import RemovedImage
 from reconciler.oci import mediatypes
 from reconciler.oci.digest import Digest
 from reconciler.oci.errors import OCIError
@@ -27,15 +28,6 @@ from reconciler.registry.registries import Registries
 from reconciler.registry.repository import RemoteRepository
 
 DEFAULT_MAX_DELETES = 10
-
-
-@attrs.frozen
-class RemovedImage:
-    """A tag we wrote and images.yaml no longer wants: what ``prune`` may delete, and nothing else."""
-
-    target: Reference
-    digest: Digest
-    """What we pushed under the tag (the lock's pushed digest)."""
 
 
 class DeletionAction(enum.Enum):
@@ -81,7 +73,7 @@ class AppliedDeletion:
         return self.outcome in (DeletionOutcome.DELETED, DeletionOutcome.GONE)
 
 
-def decide(removed: RemovedImage, held: Digest | None) -> PlannedDeletion:
+def decide_deletion(removed: RemovedImage, held: Digest | None) -> PlannedDeletion:
     """The rule, over what the target tag holds now."""
     if held is None:
         return PlannedDeletion(removed, DeletionAction.GONE)
@@ -91,7 +83,7 @@ def decide(removed: RemovedImage, held: Digest | None) -> PlannedDeletion:
 
 
 def not_ours(removed: RemovedImage, held: Digest) -> str:
-    return f"{removed.target} now holds {held}, not the {removed.digest} we wrote; kept"
+    return f"now holds {held}, not the {removed.digest} we wrote; kept"
 
 
 async def plan_deletions(registries: Registries, removed: Sequence[RemovedImage]) -> tuple[PlannedDeletion, ...]:
@@ -100,28 +92,53 @@ async def plan_deletions(registries: Registries, removed: Sequence[RemovedImage]
     async def plan_one(candidate: RemovedImage) -> PlannedDeletion:
         try:
             with bugs_fail_this_image():
-                return decide(candidate, await registries.resolve_digest(candidate.target))
+                return decide_deletion(candidate, await registries.resolve_digest(candidate.target))
         except OCIError as error:
             return PlannedDeletion(candidate, DeletionAction.ERROR, message=str(error))
 
     return tuple(await registries.map(plan_one, removed))
 
 
+async def still_ours(
+    registries: Registries, candidates: Sequence[RemovedImage]
+) -> tuple[tuple[RemovedImage, ...], tuple[PlannedDeletion, ...]]:
+    """``lock``'s check, one HEAD each: the candidates whose tag still holds what we wrote (or that
+    could not be asked), and the others, no longer ours to delete: gone, or re-pointed by someone else."""
+    checked = await plan_deletions(registries, candidates)
+    kept = tuple(deletion.removed for deletion in checked
+                 if deletion.action in (DeletionAction.DELETE, DeletionAction.ERROR))
+    return kept, tuple(deletion for deletion in checked if deletion.action in (DeletionAction.GONE,
+                                                                                DeletionAction.REFUSED))
+
+
 async def apply_deletions(registries: Registries, planned: Sequence[PlannedDeletion]) -> tuple[AppliedDeletion, ...]:
-    """Every candidate planned for deletion, each checked again right before. Candidates of one
-    repository and digest go together: deleting the digest takes all of their tags at once."""
+    """Every candidate as planned; those planned for deletion checked again right before. Candidates
+    of one repository and digest go together: deleting the digest takes all of their tags at once."""
     chosen = sorted((deletion.removed for deletion in planned if deletion.action is DeletionAction.DELETE),
                     key=_group_key)
     groups = [tuple(group) for _, group in itertools.groupby(chosen, key=_group_key)]
     done = await registries.map(lambda group: _delete_group(registries, group), groups)
-    by_target = {result.target: result for results in done for result in results}
-    return tuple(by_target[removed.target] for removed in sorted(chosen, key=lambda removed: str(removed.target)))
+    return _by_target([*_not_to_delete(planned), *(result for results in done for result in results)])
 
 
 def skipped(planned: Sequence[PlannedDeletion], why: str) -> tuple[AppliedDeletion, ...]:
-    """What would have been deleted, reported as not tried."""
-    return tuple(AppliedDeletion(deletion.removed.target, deletion.removed.digest, DeletionOutcome.SKIPPED, why)
-                 for deletion in planned if deletion.action is DeletionAction.DELETE)
+    """Every candidate as planned, those planned for deletion reported as not tried."""
+    return _by_target([*_not_to_delete(planned), *(
+        _result(deletion.removed, DeletionOutcome.SKIPPED, why)
+        for deletion in planned if deletion.action is DeletionAction.DELETE)])
+
+
+_AS_PLANNED = {DeletionAction.GONE: DeletionOutcome.GONE, DeletionAction.REFUSED: DeletionOutcome.REFUSED,
+               DeletionAction.ERROR: DeletionOutcome.FAILED}
+
+
+def _not_to_delete(planned: Sequence[PlannedDeletion]) -> list[AppliedDeletion]:
+    return [_result(deletion.removed, _AS_PLANNED[deletion.action], deletion.message)
+            for deletion in planned if deletion.action is not DeletionAction.DELETE]
+
+
+def _by_target(results: list[AppliedDeletion]) -> tuple[AppliedDeletion, ...]:
+    return tuple(sorted(results, key=lambda result: str(result.target)))
 
 
 def _group_key(removed: RemovedImage) -> tuple[str, str]:
@@ -150,7 +167,8 @@ class _Group:
         self._repository: RemoteRepository = registries.repository(group[0].target.repository)
 
     async def delete(self) -> list[AppliedDeletion]:
-        checked = [decide(removed, await self._registries.resolve_digest(removed.target)) for removed in self._group]
+        checked = [decide_deletion(removed, await self._registries.resolve_digest(removed.target))
+                   for removed in self._group]
         results = [_result(deletion.removed, DeletionOutcome.GONE if deletion.action is DeletionAction.GONE
                            else DeletionOutcome.REFUSED, deletion.message)
                    for deletion in checked if deletion.action is not DeletionAction.DELETE]

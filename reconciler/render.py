@@ -4,6 +4,7 @@ plan's is the saved plan's format, planfile.py); the wording markdown.py shares 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import attrs
 from rich.text import Text
@@ -12,6 +13,7 @@ from reconciler import documents, planfile
 from reconciler.apply import AppliedImage, Outcome, Report
 from reconciler.oci.reference import Reference
 from reconciler.plan import Action, Plan, PlannedImage
+from reconciler.prune import AppliedDeletion, DeletionAction, DeletionOutcome, PlannedDeletion
 from reconciler.registry.copy import CopyStats
 from reconciler.registry.ratelimit import registry_name
 from reconciler.shard import Shard
@@ -39,10 +41,48 @@ def short_digest(digest: object) -> str:
 
 def _summary_line(plan: Plan) -> str:
     summary = plan.summary
-    line = f"Plan: {summary.create} to create, {summary.unchanged} unchanged, {summary.refused} refused."
+    deleting = f", {summary.delete} to delete" if plan.deletions else ""
+    line = f"Plan: {summary.create} to create{deleting}, {summary.unchanged} unchanged, {summary.refused} refused."
     if summary.moved:
         line += f" {summary.moved} source tag(s) moved."
     return line
+
+
+_DELETION_STYLES = {
+    DeletionAction.DELETE: ("-", "red"),
+    DeletionAction.REFUSED: ("!", "red"),
+    DeletionAction.ERROR: ("x", "red"),
+    DeletionAction.GONE: ("=", "dim"),
+}
+
+
+def deletion_detail(deletion: PlannedDeletion) -> str:
+    """What the plan's deletions section says of one candidate: ``delete <target> (<digest>)``, or why not."""
+    removed = deletion.removed
+    if deletion.action is DeletionAction.DELETE:
+        return f"delete {removed.target} ({removed.digest})"
+    if deletion.action is DeletionAction.GONE:
+        return f"gone {removed.target}: nothing to delete"
+    return f"{deletion.action.value} {removed.target}: {deletion.message}"
+
+
+def _deletions_text(text: Text, plan: Plan) -> None:
+    """Their own section, every line listed (never a count): refusals first, then deletions, then the gone."""
+    if not plan.deletions:
+        return
+    text.append("Deletions (prune: true):\n", style="bold")
+    for deletion in deletions_for_review(plan.deletions):
+        symbol, style = _DELETION_STYLES[deletion.action]
+        text.append(f"  {symbol} {deletion_detail(deletion)}\n", style=style)
+    text.append("\n")
+
+
+_DELETION_ORDER = {action: rank for rank, action in enumerate(
+    (DeletionAction.ERROR, DeletionAction.REFUSED, DeletionAction.DELETE, DeletionAction.GONE))}
+
+
+def deletions_for_review(deletions: Sequence[PlannedDeletion]) -> list[PlannedDeletion]:
+    return sorted(deletions, key=lambda deletion: (_DELETION_ORDER[deletion.action], str(deletion.removed.target)))
 
 
 def pulls_lines(plan: Plan) -> list[tuple[str, bool]]:
@@ -122,6 +162,7 @@ def plan_text(plan: Plan, verbose: bool = False) -> Text:
         text.append(f"  = {len(rest)} unchanged (--verbose lists them)\n", style="dim")
     if plan.images:
         text.append("\n")
+    _deletions_text(text, plan)
     for line, short in pulls_lines(plan):
         text.append(f"{line}\n", style="yellow" if short else "")
     text.append(_summary_line(plan), style="bold")
@@ -134,6 +175,8 @@ def report_counts(report: Report) -> str:
     for outcome in (Outcome.DEFERRED, Outcome.INTERRUPTED):
         if count := report.count(outcome):
             counts += f", {count} {outcome.value}"
+    if report.deletions:
+        counts += f"; deletions: {deletion_counts(report)}"
     return counts
 
 
@@ -154,8 +197,36 @@ def report_text(report: Report, command: str = "apply") -> Text:
         if image.outcome in _PROBLEM_STYLES:  # the progress lines listed the rest
             symbol, style = _PROBLEM_STYLES[image.outcome]
             _problem_line(text, symbol, style, image.target, image.outcome.value, image.message)
+    for deletion in report.deletions:
+        if deletion.outcome is not DeletionOutcome.SKIPPED:
+            symbol, style = _DELETION_OUTCOME_STYLES[deletion.outcome]
+            _problem_line(text, symbol, style, deletion.target, deletion.outcome.value, deletion.message)
+    if skipped_line := deletions_skipped(report):
+        text.append(f"  > {skipped_line}\n", style="yellow")
     text.append(f"{command.capitalize()}: {report_counts(report)} ({transfer_summary(report)}).", style="bold")
     return text
+
+
+_DELETION_OUTCOME_STYLES = {
+    DeletionOutcome.DELETED: ("-", ""),
+    DeletionOutcome.GONE: ("=", "dim"),
+    DeletionOutcome.REFUSED: ("!", "red"),
+    DeletionOutcome.FAILED: ("x", "red"),
+}
+
+
+def deletions_skipped(report: Report) -> str | None:
+    """Deletions not tried, in one line: they share one reason (the run's copies, or a stop)."""
+    skipped = [deletion for deletion in report.deletions if deletion.outcome is DeletionOutcome.SKIPPED]
+    if not skipped:
+        return None
+    return f"{len(skipped)} deletion(s) skipped: {skipped[0].message}"
+
+
+def deletion_counts(report: Report) -> str:
+    outcomes = [deletion.outcome for deletion in report.deletions]
+    return ", ".join(f"{outcomes.count(outcome)} {outcome.value}" for outcome in DeletionOutcome
+                     if outcomes.count(outcome) or outcome is DeletionOutcome.DELETED)
 
 
 def format_size(count: float) -> str:
@@ -209,6 +280,7 @@ class _ReportDocument:
 
     version: int
     images: tuple[AppliedImage, ...]
+    deletions: tuple[AppliedDeletion, ...] = attrs.field(default=(), metadata=documents.OMITTED_WHEN_DEFAULT)
     summary: _ReportSummary
     stats: CopyStats
     seconds: float
@@ -227,6 +299,7 @@ class _VerifyDocument:
 _converter = documents.converter()
 _converter.register_unstructure_hook(Outcome, lambda outcome: outcome.value)
 _converter.register_unstructure_hook(Status, lambda status: status.value)
+_converter.register_unstructure_hook(DeletionOutcome, lambda outcome: outcome.value)
 _converter.register_unstructure_hook(Shard, str)
 
 
@@ -237,8 +310,8 @@ def _json(document: object) -> str:
 def report_json(report: Report) -> str:
     summary = _ReportSummary(*(report.count(outcome) for outcome in (
         Outcome.COPIED, Outcome.UNCHANGED, Outcome.REFUSED, Outcome.FAILED, Outcome.DEFERRED, Outcome.INTERRUPTED)))
-    return _json(_ReportDocument(version=REPORT_VERSION, images=report.images, summary=summary, stats=report.stats,
-                                 seconds=round(report.seconds, 3)))
+    return _json(_ReportDocument(version=REPORT_VERSION, images=report.images, deletions=report.deletions,
+                                 summary=summary, stats=report.stats, seconds=round(report.seconds, 3)))
 
 
 def verify_json(verification: Verification) -> str:

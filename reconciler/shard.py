@@ -106,5 +106,9 @@ def select(shard: Shard | None, images: Sequence[LockedImage]) -> tuple[LockedIm
 
 
 def lock_part(shard: Shard | None, lock: Lockfile) -> Lockfile:
-    """The pins of ``shard``: what a sharded plan is made from, and what its saved form is checked against."""
-    return lock if shard is None else attrs.evolve(lock, images=select(shard, lock.images))
+    """The pins of ``shard``: what a sharded plan is made from, and what its saved form is checked against.
+    A candidate for deletion goes by its own target, as an image alone does."""
+    if shard is None:
+        return lock
+    return attrs.evolve(lock, images=select(shard, lock.images),
+                        removed=tuple(removed for removed in lock.removed if shard.holds(str(removed.target))))

@@ -16,7 +16,9 @@ import attrs
 
 from reconciler import config as config_file
 from reconciler import files, lockfile, tagwriters
-from reconciler.apply import ApplyObserver, Outcome, Report, apply_plan, check_fresh, plan_and_apply
+from reconciler.apply import (
+    ApplyObserver, Outcome, Report, apply_plan, check_deletions, check_fresh, delete_after, plan_and_apply,
+)
 from reconciler.config import Config, DesiredImage
 from reconciler.export import export_lock
 from reconciler.errors import InputError, first_and_count
@@ -24,6 +26,7 @@ from reconciler.lockfile import Lockfile
 from reconciler.oci.reference import Reference
 from reconciler.plan import Action, Plan, PlannedImage, make_plan
 from reconciler.planfile import SavedPlan
+from reconciler.prune import DEFAULT_MAX_DELETES, DeletionAction, PlannedDeletion, plan_deletions, still_ours
 from reconciler.registry.layout import open_layout
 from reconciler.registry.layout.reader import Layout
 from reconciler.registry.registries import Registries
@@ -53,6 +56,14 @@ class LockResult:
     dropped: tuple[str, ...]
     errors: tuple[str, ...]
     """One line per source that could not be resolved; when any, nothing is written."""
+    forgotten: tuple[str, ...] = ()
+    """Candidates for deletion that left ``removed:``, one line each saying why."""
+
+
+def _forgotten(deletion: PlannedDeletion) -> str:
+    if deletion.action is DeletionAction.GONE:
+        return f"{deletion.removed.target}: gone from the target; nothing left to delete"
+    return f"{deletion.removed.target}: {(deletion.message or '').removesuffix('; kept')}; no longer ours to delete"
 
 
 async def lock(
@@ -78,13 +89,22 @@ async def lock(
     new_lock = lockfile.merge(config, work.kept, resolved, selected)
     if conflicts := tagwriters.conflict_lines(config, new_lock):
         return LockResult(existing, False, (), dropped, (first_and_count(conflicts),))
+    if config.prune:
+        candidates, no_longer_ours = await still_ours(
+            registries, lockfile.removal_candidates(existing, work.dropped, new_lock))
+        forgotten = tuple(map(_forgotten, no_longer_ours))
+    else:
+        candidates = ()
+        forgotten = tuple(f"{removed.target}: not to be deleted: prune is off in images.yaml"
+                          for removed in existing.removed)
+    new_lock = attrs.evolve(new_lock, removed=candidates)
     text = lockfile.dumps_readable(new_lock, lock_path)
     current = files.read_text(lock_path) if lock_path.exists() else None
     if text != current:
         files.write_atomic(lock_path, text)
     previous = {image.target: image for image in existing.images}
     changed = tuple(sorted(str(target) for target, pin in resolved.items() if previous.get(target) != pin))
-    return LockResult(new_lock, text != current, changed, dropped, ())
+    return LockResult(new_lock, text != current, changed, dropped, (), forgotten)
 
 
 def lock_problems(config: Config, lock_path: Path) -> list[str]:
@@ -113,9 +133,9 @@ async def plan(
     current = matching_lock(config, lock_path)
     if from_path is not None:
         with _export_of(from_path, lock_path):
-            return await make_plan(registries, current, ask_sources=False, shard=shard)
+            return await make_plan(registries, current, ask_sources=False, shard=shard, prune=config.prune)
     rules = {image.target: image.referrers for image in lockfile.every_desired(config, current)}
-    return await make_plan(registries, current, shard=shard, referrer_rules=rules)
+    return await make_plan(registries, current, shard=shard, referrer_rules=rules, prune=config.prune)
 
 
 def _export_of(path: Path, lock_path: Path) -> Layout:
@@ -139,22 +159,31 @@ async def apply(
     interruption: Interruption | None = None,
     shard: Shard | None = None,
     from_path: Path | None = None,
+    max_deletes: int = DEFAULT_MAX_DELETES,
 ) -> Report:
     """Apply a saved plan after checking it is still fresh, or plan and apply image by image;
-    ``from_path``: reading every source from that export of the lock, not from the registries."""
+    ``from_path``: reading every source from that export of the lock, not from the registries.
+    Deletions (``prune: true``) come last, once every copy succeeded; more than ``max_deletes``
+    refuse the whole run before anything is copied."""
     current = matching_lock(config, lock_path)
     signed = _signed(config, current)
     interruption = interruption or Interruption()
     with _export_of(from_path, lock_path) if from_path is not None else contextlib.nullcontext() as layout:
         if saved_plan is not None:
-            fresh = await interruption.run(check_fresh(registries, saved_plan, current, shard),
+            fresh = await interruption.run(check_fresh(registries, saved_plan, current, shard, config.prune),
                                            "stopped before copying")
-            return await apply_plan(registries, fresh, observer=observer, interruption=interruption, signed=signed,
-                                    layout=layout, budget_shares=budget_shares(shard))
-        _, report = await plan_and_apply(registries, lock_part(shard, current), observer=observer,
-                                         interruption=interruption, signed=signed, layout=layout,
-                                         budget_shares=budget_shares(shard))
-        return report
+            deletions = fresh.deletions
+            check_deletions(deletions, max_deletes)
+            report = await apply_plan(registries, fresh, observer=observer, interruption=interruption, signed=signed,
+                                      layout=layout, budget_shares=budget_shares(shard))
+        else:
+            part = lock_part(shard, current)
+            deletions = await interruption.run(plan_deletions(registries, part.removed if config.prune else ()),
+                                               "stopped before copying")
+            check_deletions(deletions, max_deletes)
+            _, report = await plan_and_apply(registries, part, observer=observer, interruption=interruption,
+                                             signed=signed, layout=layout, budget_shares=budget_shares(shard))
+        return await delete_after(registries, report, deletions, interruption)
 
 
 async def export(

@@ -256,3 +256,15 @@ def test_input_error_renders_one_line_and_skips_unknown_parts():
     assert str(InputError("images.yaml", "bad")) == "images.yaml: bad"
     assert str(InputError("images.yaml", "bad\nreally", line=3)) == "images.yaml:3: bad really"
     assert str(InputError("a.yaml", "bad", line=2, entry="images[1]")) == "a.yaml:2: images[1]: bad"
+
+
+def test_prune_is_off_unless_the_file_says_true(tmp_path):
+    entries = "images:\n- source: busybox:1\n"
+    assert load_text(tmp_path, f"targetRepoPrefix: p.example/\n{entries}").prune is False
+    assert load_text(tmp_path, f"targetRepoPrefix: p.example/\nprune: true\n{entries}").prune is True
+    path = write(tmp_path, f"targetRepoPrefix: p.example/\nprune: 'yes'\n{entries}")
+
+    with pytest.raises(InputError) as raised:
+        config.load(path)
+
+    assert str(raised.value) == f"{path}:2: prune: expected a boolean, got a string 'yes'"

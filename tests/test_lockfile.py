@@ -830,3 +830,60 @@ def test_a_lock_of_ten_thousand_images_is_written_and_read_back_exactly(tmp_path
     # the bytes PyYAML's own dumper writes
     assert path.read_text() == lockfile.HEADER + yaml.dump(
         lockfile._converter.unstructure(lock), Dumper=plainyaml.SafeDumper, sort_keys=False)
+
+
+# --- removed: (prune) -------------------------------------------------------------------------
+
+REMOVED = f"""\
+removed:
+- target: p.example/mirror/nginx:1.27
+  digest: {DIGEST_C}
+"""
+
+
+def test_removed_is_written_after_the_images_and_omitted_when_empty(tmp_path):
+    lock = lock_from_scratch(load_config(tmp_path, IMAGES))
+    with_removed = attrs.evolve(lock, removed=(lockfile.RemovedImage(reference.parse(PREFIX + "nginx:1.27"),
+                                                                     DIGEST_C),))
+    path = tmp_path / "images.lock"
+    path.write_text(lockfile.dumps(with_removed))
+
+    assert lockfile.dumps(lock) == EXPECTED_LOCK
+    assert lockfile.dumps(with_removed) == EXPECTED_LOCK + REMOVED
+    assert lockfile.load(path) == with_removed
+
+
+@pytest.mark.parametrize(("removed", "message"), [
+    pytest.param(REMOVED.replace("nginx:1.27", "alpine:3.20"),
+                 '25: removed[1] (target "p.example/mirror/alpine:3.20"): target is locked and removed at once',
+                 id="locked and removed"),
+    pytest.param(REMOVED + REMOVED.removeprefix("removed:\n"),
+                 '27: removed[2] (target "p.example/mirror/nginx:1.27"): target is removed twice', id="twice"),
+    pytest.param(REMOVED.replace(str(DIGEST_C), "sha256:12"),
+                 "26: removed[1] (target \"p.example/mirror/nginx:1.27\"): digest: invalid sha256 digest "
+                 "'sha256:12'", id="bad digest"),
+])
+def test_removed_is_read_strictly(tmp_path, removed, message):
+    path = tmp_path / "images.lock"
+    path.write_text(EXPECTED_LOCK + removed)
+
+    with pytest.raises(InputError) as raised:
+        lockfile.load(path)
+
+    assert str(raised.value) == f"{path}:{message}"
+
+
+def test_removal_candidates_are_what_left_less_what_came_back(tmp_path):
+    images = load_config(tmp_path, IMAGES)
+    now = lock_from_scratch(images)
+    busybox, nginx, redis = (reference.parse(PREFIX + name) for name in ("busybox:1.31.1", "nginx:1.27", "redis:7"))
+    existing = attrs.evolve(now, removed=(lockfile.RemovedImage(busybox, DIGEST_A),
+                                          lockfile.RemovedImage(nginx, DIGEST_C)))
+    subset = PlatformSubset(("linux/amd64",), DIGEST_B)
+    dropped = (LockedImage(reference.parse("redis:7"), redis, DIGEST_A, OCI_INDEX, ("linux/amd64",), subset=subset),
+               attrs.evolve(locked("nginx:1.27"), digest=DIGEST_A))
+
+    candidates = lockfile.removal_candidates(existing, dropped, now)
+
+    # busybox is wanted again; nginx left again with another digest; redis holds its subset's index.
+    assert candidates == (lockfile.RemovedImage(nginx, DIGEST_A), lockfile.RemovedImage(redis, DIGEST_B))

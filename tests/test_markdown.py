@@ -12,8 +12,12 @@ import pytest
 
 from reconciler import markdown, plan
 from reconciler.apply import AppliedImage, Outcome, Report
+from reconciler.lockfile import RemovedImage
 from reconciler.markdown import COMMENT_BYTES, SUMMARY_BYTES, Room
+from reconciler.oci import reference
+from reconciler.oci.digest import Digest
 from reconciler.plan import Action, Plan
+from reconciler.prune import AppliedDeletion, DeletionOutcome, decide_deletion
 from reconciler.registry.copy import CopyStats
 from reconciler.verify import Status, VerifiedImage, Verification
 from tests.helpers_plans import PREFIX, example_plan, large_plan, locked
@@ -248,3 +252,51 @@ def test_the_pulls_line_stays_above_whatever_is_cut():
     assert lines[5:7] == ["⚠️ Docker Hub: applying pulls up to 4000 manifest(s); 80 of 100 pulls left: apply copies "
                           "what fits, in lock order, and defers the rest.", ""]
     assert size("\n".join(lines)) < COMMENT_BYTES and read("\n".join(lines)).left_out["to create"] > 1000
+
+
+def removed(name: str) -> RemovedImage:
+    return RemovedImage(reference.parse(f"{PREFIX}{name}"), Digest.of(name.encode()))
+
+
+def test_deletions_are_a_list_of_their_own_after_the_refusals_never_folded():
+    plan_ = attrs.evolve(example_plan(), deletions=(
+        decide_deletion(removed("redis:7.2"), Digest.of(b"redis:7.2")),
+        decide_deletion(removed("memcached:1.6"), Digest.of(b"someone else's")),
+        decide_deletion(removed("etcd:3.5"), None),
+    ))
+    text = markdown.plan_markdown(plan_).fit(COMMENT)
+    shown = read(text)
+
+    assert "**2 to create · 1 to delete · 2 refused · 5 unchanged · 1 source tag(s) moved**" in text
+    assert list(shown.listed)[:2] == [refused_heading(shown), "#### To delete (prune: true): apply deletes these "
+                                                              "tags, last"]
+    assert shown.listed[refused_heading(shown)][-1] == (
+        f"- **refused** `memcached:1.6` · `{Digest.of(b'memcached:1.6')}`")
+    assert shown.listed["#### To delete (prune: true): apply deletes these tags, last"] == [
+        f"- `redis:7.2` · `{Digest.of(b'redis:7.2')}`"]
+    assert "- `etcd:3.5` · gone already, nothing to delete" in shown.listed["<details><summary>6 unchanged</summary>"]
+
+
+def test_deletions_are_counted_where_they_do_not_fit_never_dropped():
+    plan_ = attrs.evolve(large_plan(random.Random(3), refused=0, creates=3000, unchanged=0), deletions=tuple(
+        decide_deletion(removed(f"old/{n}:v1"), Digest.of(f"old/{n}:v1".encode())) for n in range(3000)))
+    shown = read(markdown.plan_markdown(plan_).fit(COMMENT))
+
+    deletions = shown.listed["#### To delete (prune: true): apply deletes these tags, last"]
+    assert deletions and len(deletions) + shown.left_out["to delete"] == 3000
+    assert shown.left_out["to create"] == 3000  # the deletions come first
+
+
+def test_the_report_lists_deletions_not_done_and_deleted():
+    def deleted(name: str, outcome: DeletionOutcome, message: str | None = None) -> AppliedDeletion:
+        return AppliedDeletion(removed(name).target, removed(name).digest, outcome, message)
+
+    report = Report(images=(), stats=CopyStats(), seconds=1.0, deletions=(
+        deleted("a:1", DeletionOutcome.DELETED), deleted("b:1", DeletionOutcome.REFUSED, "also tagged c"),
+        deleted("d:1", DeletionOutcome.GONE)))
+    shown = read(markdown.report_markdown(report).fit(Room(SUMMARY_BYTES)))
+
+    assert list(shown.listed) == ["#### Not done", "#### Deleted (prune: true)",
+                                  "<details><summary>1 gone already</summary>"]
+    assert shown.listed["#### Not done"] == [f"- **refused** `b:1` · `{str(removed('b:1').digest)[:19]}`"]
+    assert shown.listed["#### Deleted (prune: true)"] == [f"- `a:1` · `{str(removed('a:1').digest)[:19]}`"]

@@ -11,6 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from reconciler import metrics
 from reconciler.apply import AppliedImage, Outcome, Report
+from reconciler.oci.digest import Digest
+from reconciler.prune import AppliedDeletion, DeletionOutcome
 from reconciler.oci.reference import parse as reference
 from reconciler.registry.copy import CopyStats
 from reconciler.shard import Shard
@@ -19,7 +21,7 @@ from tests.harness import images as harness_images
 from tests.helpers_cli import run_cli, write_images
 
 DIGEST = "sha256:" + "a" * 64
-NAMES = {"images", "success", "blobs", "sent_bytes", "duration_seconds", "last_run_timestamp_seconds"}
+NAMES = {"images", "deletions", "success", "blobs", "sent_bytes", "duration_seconds", "last_run_timestamp_seconds"}
 
 
 def _parsed(text: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
@@ -67,6 +69,24 @@ def test_an_apply_report_is_every_outcome_blobs_bytes_duration_and_time():
     assert _value(parsed, "last_run_timestamp_seconds", **run) == 1767225600.25
 
 
+def test_deletions_are_counted_by_outcome_and_one_not_done_fails_the_run():
+    def deletions(*outcomes: DeletionOutcome) -> tuple[AppliedDeletion, ...]:
+        return tuple(AppliedDeletion(reference(f"dst.example/old{index}:v1"), Digest.parse(DIGEST), outcome)
+                     for index, outcome in enumerate(outcomes))
+
+    done = _report(Outcome.COPIED)
+    pruned = Report(done.images, done.stats, deletions=deletions(DeletionOutcome.DELETED, DeletionOutcome.DELETED,
+                                                                DeletionOutcome.GONE))
+    refused = Report(done.images, done.stats, deletions=deletions(DeletionOutcome.DELETED, DeletionOutcome.REFUSED))
+
+    parsed = _parsed(metrics.report_metrics("apply", None, pruned))
+    run = {"command": "apply", "shard": ""}
+    assert {outcome.value: _value(parsed, "deletions", **run, outcome=outcome.value) for outcome in DeletionOutcome} == {
+        "deleted": 2, "gone": 1, "refused": 0, "failed": 0, "skipped": 0}
+    assert _value(parsed, "success", **run) == 1
+    assert _value(_parsed(metrics.report_metrics("apply", None, refused)), "success", **run) == 0
+
+
 @pytest.mark.parametrize(("shard", "label"), [(None, ""), (Shard(2, 4), "2/4")])
 def test_every_series_names_its_command_and_shard(shard, label):
     parsed = _parsed(metrics.report_metrics("export", shard, _report(Outcome.COPIED, Outcome.UNCHANGED)))
@@ -91,7 +111,7 @@ def test_a_verification_is_its_statuses_and_no_transfer():
     parsed = _parsed(metrics.verification_metrics(Verification(images, shard=Shard(1, 3)), seconds=0.5,
                                                   finished=1767225600.0))
 
-    assert set(parsed) == NAMES - {"blobs", "sent_bytes"}  # verify sends nothing
+    assert set(parsed) == NAMES - {"blobs", "sent_bytes", "deletions"}  # verify sends and deletes nothing
     run = {"command": "verify", "shard": "1/3"}
     assert {status: _value(parsed, "images", **run, outcome=status)
             for status in ("intact", "changed", "deleted", "error")} == {

@@ -14,13 +14,14 @@ import pytest
 
 from reconciler import documents, plan, planfile
 from reconciler.errors import InputError
-from reconciler.lockfile import LockedImage, Lockfile
+from reconciler.lockfile import LockedImage, Lockfile, RemovedImage
 from reconciler.oci import reference
 from reconciler.oci.digest import Digest
 from reconciler.oci.mediatypes import OCI_INDEX, OCI_MANIFEST
 from reconciler.oci.platforms import PlatformSubset
 from reconciler.oci.referrer import FoundBy, Referrer
 from reconciler.plan import Action, Plan, SourcePulls
+from reconciler.prune import decide_deletion
 from reconciler.shard import Shard
 
 LOCKED = Digest.of(b"locked")
@@ -155,3 +156,22 @@ def test_a_saved_plan_as_made_has_no_difference_and_one_without_an_image_has(tmp
     assert planfile.first_difference(attrs.evolve(made, images=(attrs.evolve(image, referrers=()),)),
                                      PINNED_LOCK) == (
         "r.example/mirror/busybox:1.36: referrers lists 0 in the plan, but planning the lock gives 1")
+
+
+def test_a_saved_plans_deletions_read_back_and_must_be_the_locks_removed_as_planned(tmp_path):
+    gone_target, ours_target = (reference.parse(f"r.example/mirror/{name}:1") for name in ("gone", "ours"))
+    lock = attrs.evolve(PINNED_LOCK, removed=(RemovedImage(gone_target, OTHER), RemovedImage(ours_target, NEWER)))
+    deletions = (decide_deletion(lock.removed[0], None), decide_deletion(lock.removed[1], NEWER))
+    made = _saved(Plan(lock_digest=plan.lock_digest(lock), images=(TO_CREATE,), deletions=deletions), tmp_path)
+
+    assert planfile.first_difference(made, lock, prune=True) is None
+    assert planfile.restored(made, lock, prune=True).deletions == deletions
+    assert planfile.first_difference(made, lock) == "it has 2 deletions, planning the lock gives 0"
+    edited = attrs.evolve(made, deletions=(made.deletions[0], attrs.evolve(made.deletions[1], digest=OTHER)))
+    assert planfile.first_difference(edited, lock, prune=True) == (
+        f'r.example/mirror/ours:1: digest is "{OTHER}" in the plan, but planning the lock gives "{NEWER}"')
+    refused = attrs.evolve(made, deletions=(made.deletions[0], attrs.evolve(made.deletions[1], target_digest=OTHER)))
+    assert planfile.first_difference(refused, lock, prune=True) == (
+        'r.example/mirror/ours:1: action is "delete" in the plan, but planning the lock gives "refused"')
+    assert "deletions" not in json.loads(planfile.dumps(Plan(lock_digest=plan.lock_digest(PINNED_LOCK),
+                                                             images=(TO_CREATE,))))

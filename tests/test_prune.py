@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import pytest
 
+from reconciler.lockfile import RemovedImage
 from reconciler.oci import reference
 from reconciler.oci.digest import Digest
 from reconciler.prune import (
-    AppliedDeletion, DeletionAction, DeletionOutcome, PlannedDeletion, RemovedImage, apply_deletions, decide,
-    plan_deletions,
+    AppliedDeletion, DeletionAction, DeletionOutcome, PlannedDeletion, apply_deletions, decide_deletion,
+    plan_deletions, still_ours,
 )
+from reconciler.registry.retry import RetryPolicy
 from tests.harness.rawhttp import RawRegistry
 from tests.harness.skopeo import SkopeoError, skopeo_inspect_raw
 from tests.helpers_clients import registries, run
@@ -111,9 +113,9 @@ def test_a_tag_someone_re_pointed_is_refused_and_kept(push_image, plain_registry
 
     planned, applied = prune(removed(ours.host, ours.repo, "v1", ours.digest))
 
-    message = f"{ours.host}/{ours.repo}:v1 now holds {theirs.digest}, not the {ours.digest} we wrote; kept"
+    message = f"now holds {theirs.digest}, not the {ours.digest} we wrote; kept"
     assert [(deletion.action, deletion.message) for deletion in planned] == [(DeletionAction.REFUSED, message)]
-    assert applied == ()
+    assert [(deletion.outcome, deletion.message) for deletion in applied] == [(DeletionOutcome.REFUSED, message)]
     assert skopeo_inspect_raw(ours.ref) == theirs.manifest
 
 
@@ -133,7 +135,7 @@ def test_a_tag_re_pointed_after_planning_is_refused_at_apply(push_image, plain_r
     assert [deletion.action for deletion in planned] == [DeletionAction.DELETE]
     assert [(deletion.outcome, deletion.message) for deletion in applied] == [(
         DeletionOutcome.REFUSED,
-        f"{ours.host}/{ours.repo}:v1 now holds {theirs.digest}, not the {ours.digest} we wrote; kept")]
+        f"now holds {theirs.digest}, not the {ours.digest} we wrote; kept")]
     assert skopeo_inspect_raw(ours.ref) == theirs.manifest
     assert skopeo_inspect_raw(f"{ours.host}/{ours.repo}@{ours.digest}") == ours.manifest
 
@@ -144,7 +146,7 @@ def test_an_absent_tag_is_gone_with_nothing_to_do(push_image, plain_registry):
     planned, applied = prune(removed(pushed.host, pushed.repo, "never", pushed.digest))
 
     assert [deletion.action for deletion in planned] == [DeletionAction.GONE]
-    assert applied == ()
+    assert [(deletion.outcome, deletion.message) for deletion in applied] == [(DeletionOutcome.GONE, None)]
     assert skopeo_inspect_raw(pushed.ref) == pushed.manifest
 
 
@@ -197,5 +199,25 @@ def test_a_failing_delete_fails_that_candidate_alone(push_image, plain_registry,
 def test_the_rule(held):
     candidate = removed("registry.example", "a/b", "v1", "sha256:" + "1" * 64)
     expected = DeletionAction.GONE if held is None else DeletionAction.REFUSED
-    assert decide(candidate, Digest.parse(held) if held else None).action is expected
-    assert decide(candidate, candidate.digest).action is DeletionAction.DELETE
+    assert decide_deletion(candidate, Digest.parse(held) if held else None).action is expected
+    assert decide_deletion(candidate, candidate.digest).action is DeletionAction.DELETE
+
+
+def test_lock_keeps_only_the_candidates_whose_tag_still_holds_what_we_wrote(push_image, plain_registry, fault_proxy):
+    ours, theirs, unasked = push_image("oci"), push_image("docker"), push_image("oci-index")
+    proxy = fault_proxy(plain_registry)
+    proxy.fail("HEAD", f"{unasked.repo}/manifests/", status=500, times=None)
+    candidates = [removed(ours.host, ours.repo, "v1", ours.digest),
+                  removed(ours.host, ours.repo, "never", ours.digest),
+                  removed(theirs.host, theirs.repo, "v1", ours.digest),
+                  removed(proxy.host, unasked.repo, "v1", unasked.digest)]
+
+    async def main():
+        async with registries(retry=RetryPolicy(attempts=1)) as regs:
+            return await still_ours(regs, candidates)
+
+    kept, left = run(main())
+
+    assert kept == (candidates[0], candidates[3])  # the one that could not be asked stays, for plan to say why
+    assert [(deletion.removed, deletion.action) for deletion in left] == [
+        (candidates[1], DeletionAction.GONE), (candidates[2], DeletionAction.REFUSED)]

@@ -10,13 +10,14 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from reconciler import plan, planfile, render
+from reconciler import plan, planfile, prune, render
 from reconciler.apply import AppliedImage, Outcome, Report
-from reconciler.lockfile import LockedImage
+from reconciler.lockfile import LockedImage, RemovedImage
 from reconciler.oci import reference
 from reconciler.oci.digest import Digest
 from reconciler.oci.mediatypes import OCI_MANIFEST
 from reconciler.plan import Plan
+from reconciler.prune import AppliedDeletion, DeletionAction, DeletionOutcome, PlannedDeletion
 from reconciler.registry.copy import CopyStats
 from reconciler.shard import Shard
 from reconciler.verify import Status, VerifiedImage, Verification
@@ -119,3 +120,68 @@ def test_verify_json_names_the_shard_and_what_each_target_holds():
                            "message": "target tag holds other"}],
         "summary": {"intact": 1, "changed": 1, "deleted": 0, "errors": 0},
     }, indent=2) + "\n"
+
+
+def removed(target: str) -> RemovedImage:
+    return RemovedImage(reference.parse(f"r.example/mirror/{target}"), LOCKED)
+
+
+PRUNING = Plan(lock_digest="sha256:" + "0" * 64, images=(plan.decide(locked("a:1"), LOCKED, None),), deletions=(
+    prune.decide_deletion(removed("gone:1"), None),
+    prune.decide_deletion(removed("ours:1"), LOCKED),
+    prune.decide_deletion(removed("theirs:1"), OTHER),
+    PlannedDeletion(removed("down:1"), DeletionAction.ERROR, message="HTTP 500"),
+))
+PRUNED = Report(images=REPORT.images[:1], stats=CopyStats(), deletions=(
+    AppliedDeletion(removed("ours:1").target, LOCKED, DeletionOutcome.DELETED),
+    AppliedDeletion(removed("theirs:1").target, LOCKED, DeletionOutcome.REFUSED, "now holds another; kept"),
+    AppliedDeletion(removed("gone:1").target, LOCKED, DeletionOutcome.GONE),
+))
+
+
+def test_deletions_have_their_own_section_refusals_first_each_listed():
+    lines = render.plan_text(PRUNING).plain.splitlines()
+
+    section = lines.index("Deletions (prune: true):")
+    assert lines[section + 1:section + 6] == [
+        "  x error r.example/mirror/down:1: HTTP 500",
+        f"  ! refused r.example/mirror/theirs:1: now holds {OTHER}, not the {LOCKED} we wrote; kept",
+        f"  - delete r.example/mirror/ours:1 ({LOCKED})",
+        "  = gone r.example/mirror/gone:1: nothing to delete",
+        "",
+    ]
+    assert lines[-1] == "Plan: 0 to create, 1 to delete, 1 unchanged, 2 refused."
+    assert PRUNING.has_changes and PRUNING.has_refusals
+    assert render.plan_text(PLAN).plain.count("Deletions") == 0
+
+
+def test_deletions_are_in_the_plans_and_reports_json_and_the_report_text():
+    saved = matches_schema("plan", render.plan_json(PRUNING))
+    assert [(deletion["target"], deletion["action"], deletion["targetDigest"]) for deletion in saved["deletions"]] == [
+        ("r.example/mirror/gone:1", "gone", None), ("r.example/mirror/ours:1", "delete", str(LOCKED)),
+        ("r.example/mirror/theirs:1", "refused", str(OTHER)), ("r.example/mirror/down:1", "error", None)]
+    assert saved["summary"]["delete"] == 1
+    assert "deletions" not in json.loads(render.plan_json(PLAN)) and "delete" not in json.loads(
+        render.plan_json(PLAN))["summary"]
+    report = matches_schema("report", render.report_json(PRUNED))
+    assert [(deletion["target"], deletion["outcome"]) for deletion in report["deletions"]] == [
+        ("r.example/mirror/ours:1", "deleted"), ("r.example/mirror/theirs:1", "refused"),
+        ("r.example/mirror/gone:1", "gone")]
+    assert "deletions" not in json.loads(render.report_json(REPORT))
+    lines = render.report_text(PRUNED).plain.splitlines()
+    assert lines == ["  - r.example/mirror/ours:1  deleted",
+                     "  ! r.example/mirror/theirs:1  refused: now holds another; kept",
+                     "  = r.example/mirror/gone:1  gone",
+                     "Apply: 1 copied, 0 unchanged, 0 refused, 0 failed; deletions: 1 deleted, 1 gone, 1 refused "
+                     "(0 blobs uploaded, 0 mounted, 0 already there; 0 B sent)."]
+    assert not PRUNED.ok
+
+
+def test_skipped_deletions_are_one_line():
+    skipped = Report(images=REPORT.images, stats=CopyStats(), deletions=prune.skipped(
+        [prune.decide_deletion(removed(f"{name}:1"), LOCKED) for name in ("a", "b")], "not tried: because"))
+
+    assert [line for line in render.report_text(skipped).plain.splitlines() if "skipped" in line] == [
+        "  > 2 deletion(s) skipped: not tried: because",
+        "Apply: 1 copied, 0 unchanged, 0 refused, 0 failed, 1 deferred; deletions: 0 deleted, 2 skipped "
+        "(0 blobs uploaded, 0 mounted, 0 already there; 0 B sent)."]

@@ -173,3 +173,40 @@ def test_apply_json_matches_the_report_schema(every_state, printed):
     assert schema_errors("report", report) == []
     broken = dict(report, images=[dict(report["images"][0], outcome="skipped")])
     assert schema_errors("report", broken) != []
+
+
+def test_deletions_in_plan_and_report_json_match_their_schemas(tmp_path, plain_registry, second_plain_registry,
+                                                               fault_proxy, unique_repo):
+    """Every planned deletion's action and every outcome a run without a failed copy reports (skipped: test_render)."""
+    proxy = fault_proxy(second_plain_registry)
+    kinds = ("delete", "gone", "refused", "error", "kept")
+    pushed = {kind: harness_images.push_image(harness_images.build_image("oci", seed=f"prune-{kind}"), plain_registry,
+                                              unique_repo(kind), "v1") for kind in kinds}
+    base = unique_repo("mirror")
+    entries = {kind: {"source": f"{image.host}/{image.repo}:v1", "target": kind} for kind, image in pushed.items()}
+
+    def write(*chosen: str) -> None:
+        (tmp_path / "images.yaml").write_text(json.dumps({"targetRepoPrefix": f"{proxy.host}/{base}/", "prune": True,
+                                                          "images": [entries[kind] for kind in chosen]}))
+
+    write(*kinds)
+    ok(run_cli(tmp_path, "lock"))
+    ok(run_cli(tmp_path, "apply"))
+    write("kept")
+    ok(run_cli(tmp_path, "lock"))
+    with RawRegistry(second_plain_registry) as raw:
+        assert raw.delete_manifest(f"{base}/gone", pushed["gone"].digest).status_code == 202
+    harness_images.push_image(harness_images.build_image("oci", seed="prune-squatter"), second_plain_registry,
+                              f"{base}/refused", "v1")
+    proxy.fail("HEAD", rf"^/v2/{base}/error/manifests/", 500, times=None)
+
+    plan = json.loads(ok(run_cli(tmp_path, "plan", "--format", "json", "--retries", "0"), 1).stdout)
+    report = json.loads(ok(run_cli(tmp_path, "apply", "--format", "json", "--retries", "0"), 1).stdout)
+
+    assert {deletion["target"].rsplit("/", 1)[1]: deletion["action"] for deletion in plan["deletions"]} == {
+        "delete:v1": "delete", "gone:v1": "gone", "refused:v1": "refused", "error:v1": "error"}
+    assert {deletion["target"].rsplit("/", 1)[1]: deletion["outcome"] for deletion in report["deletions"]} == {
+        "delete:v1": "deleted", "gone:v1": "gone", "refused:v1": "refused", "error:v1": "failed"}
+    assert schema_errors("plan", plan) == [] and schema_errors("report", report) == []
+    assert schema_errors("plan", dict(plan, deletions=[dict(plan["deletions"][0], action="deleted")])) != []
+    assert schema_errors("report", dict(report, deletions=[dict(report["deletions"][0], outcome="delete")])) != []

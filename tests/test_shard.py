@@ -17,8 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.lockfile import Lockfile, RemovedImage
+from reconciler.oci import reference
+from reconciler.oci.digest import Digest
 from reconciler.oci.referrer import FoundBy
-from reconciler.shard import Shard, group_keys
+from reconciler.shard import Shard, group_keys, lock_part
 from tests.harness import cosign
 from tests.harness import images as harness_images
 from tests.harness.rawhttp import RawRegistry
@@ -98,6 +101,18 @@ def test_shard_membership_is_exact_and_roughly_even_over_many_targets():
         assert owners == [[expected_shard(target, count)] for target in targets]
         sizes = collections.Counter(owner for owner, in owners)
         assert min(sizes.values()) > 0.8 * len(targets) / count, sizes
+
+
+def test_candidates_for_deletion_are_split_by_their_own_target():
+    removed = tuple(RemovedImage(reference.parse(f"registry.example/mirror/old-{index}:v1"), Digest.of(b"old"))
+                    for index in range(300))
+    lock = Lockfile(inputs_hash="sha256:" + "0" * 64, images=(), removed=removed)
+    for count in (1, 3):
+        parts = [lock_part(Shard(number, count), lock).removed for number in range(1, count + 1)]
+        assert [[candidate.target for candidate in part] for part in parts] == [
+            [candidate.target for candidate in removed if expected_shard(str(candidate.target), count) == number]
+            for number in range(1, count + 1)]
+        assert all(parts)
 
 
 SIGNED, RESIGNED = referrer(FoundBy.COSIGN_SIGNATURE, SIG_1), referrer(FoundBy.COSIGN_SIGNATURE, SIG_2)
