@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import signal
 import sys
 import uuid
 from collections.abc import Iterator
@@ -15,6 +16,12 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+# The CLIs the tests start and stop with SIGINT get it as a terminal's foreground job has it: a suite
+# started as a background job without job control (``pytest &`` in a script) inherits SIGINT ignored,
+# and an ignored signal stays ignored across fork and exec; a handler is reset to the default there.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:
